@@ -1,0 +1,40 @@
+# Two set-up commands for a fresh machine: `make benchmark` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RESULTS ?= results
+BENCH  ?= quick
+
+.PHONY: install test test-all benchmark ui lint check-java clean
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "error: Java is missing; ScienceWorld needs a JRE >= 11: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
+
+# torch is pinned to 2.13.0 in pyproject.toml: the CPU build on this machine's disk.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: check-java $(STAMP)
+
+test: install
+	$(BIN)/pytest -q
+
+test-all: install
+	$(BIN)/pytest -q -m "slow or not slow"
+
+benchmark: install
+	$(BIN)/harness benchmark $(BENCH) --results $(RESULTS)
+
+ui: install
+	$(BIN)/harness ui --results $(RESULTS)
+
+lint: install
+	$(BIN)/ruff check harness routers benchmarks tests
+	$(BIN)/ruff format --check harness routers benchmarks tests
+
+clean:
+	rm -rf $(VENV) $(RESULTS)

@@ -1,0 +1,26 @@
+"""Model backends: how a pool's models are called (simulated, or real providers through LiteLLM)."""
+
+from __future__ import annotations
+
+from harness.errors import ConfigError
+from harness.pool import Pool
+from harness.protocols import ModelBackend
+
+
+def build_backends(pool: Pool, kind: str) -> dict[str, ModelBackend]:
+    """One backend per pool model, in pool order."""
+    backends: dict[str, ModelBackend] = {}
+    for model in pool.spec.models:
+        if kind == "simulated":
+            from harness.backends.simulated import SimulatedBackend
+
+            if model.simulated is None:
+                raise ConfigError(f"pool {pool.name!r}: model {model.name!r} has no 'simulated' profile")
+            backends[model.name] = SimulatedBackend(model.card, model.simulated)
+        elif kind == "litellm":
+            from harness.backends.litellm_backend import LiteLLMBackend
+
+            backends[model.name] = LiteLLMBackend(model.card, api_base=model.api_base, api_key_env=model.api_key_env)
+        else:
+            raise ConfigError(f"unknown backend kind {kind!r} (simulated, litellm)")
+    return backends

@@ -1,0 +1,241 @@
+"""A benchmark end to end: collect, train, tune, evaluate, track, report.
+
+A benchmark is a YAML file under ``benchmarks/`` (see ``quick.yaml``). Every stage
+writes into one results directory and is resumable: run directories skip finished
+episodes, trained checkpoints are reused while their training inputs are
+unchanged, and the Optuna study lives in SQLite beside the runs. Tuning only ever
+evaluates on ``val``; test splits are only evaluated, never selected on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, from_dict, load_yaml, to_plain
+from harness.errors import ConfigError, UnknownNameError
+from harness.trajectory import write_json_atomic
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class CollectStage:
+    """Exploration data for training: Stage A is uniform random routing over the pool."""
+
+    router: RouterSpec = field(default_factory=lambda: RouterSpec("random"))
+    split: str = "train"
+    quick: bool = False
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass(frozen=True)
+class LearnedRouter:
+    name: str  # a trainable router family: mtrouter | lgbm | ridge | cluster
+    params: dict = field(default_factory=dict)  # training hyperparameters
+    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
+
+
+@dataclass(frozen=True)
+class TuneStage:
+    trials: int = 8
+    lam_range: tuple[float, float] = (0.0, 3.0)
+    split: str = "val"
+    quick: bool = True
+    budget_per_episode: float | None = None
+
+
+@dataclass(frozen=True)
+class BenchmarkDef:
+    name: str
+    fixed_routers: list[RouterSpec]
+    learned: list[LearnedRouter] = field(default_factory=list)
+    collect: CollectStage = field(default_factory=CollectStage)
+    tune: TuneStage | None = None
+    benchmark: str = "scienceworld"
+    pool: str = "paper6"
+    eval_splits: list[str] = field(default_factory=lambda: ["test_id", "test_ood"])
+    quick: bool = True
+    seed: int = 0
+    workers: int = 2
+    limits: Limits = field(default_factory=Limits)
+    reference_point: dict = field(default_factory=lambda: {"score": -100.0, "cost": 0.5})
+    description: str = ""
+
+
+def load_benchmark(name_or_path: str) -> BenchmarkDef:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = BENCHMARKS_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            known = sorted(p.stem for p in BENCHMARKS_DIR.glob("*.yaml"))
+            raise UnknownNameError(f"unknown benchmark {name_or_path!r} (known: {', '.join(known)})")
+    definition = from_dict(BenchmarkDef, load_yaml(path), str(path))
+    labels = [r.label for r in definition.fixed_routers]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{path}: two fixed routers share a label")
+    return definition
+
+
+def point_label(family: str, lam: float) -> str:
+    return f"{family}@lam={lam:g}"
+
+
+class BenchmarkRun:
+    """The stages of one benchmark over one results directory."""
+
+    def __init__(self, definition: BenchmarkDef, results: Path):
+        self.d = definition
+        self.dir = Path(results) / definition.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def config(self, router: RouterSpec, split: str, quick: bool, seed: int | None = None) -> RunConfig:
+        return RunConfig(
+            router=router,
+            pool=self.d.pool,
+            benchmark=self.d.benchmark,
+            split=split,
+            quick=quick,
+            seed=self.d.seed if seed is None else seed,
+            workers=self.d.workers,
+            limits=self.d.limits,
+        )
+
+    def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
+        from harness.cli import execute
+
+        return execute(config, out, label=label)
+
+    # Stage 1 -----------------------------------------------------------------
+    def collect(self) -> list[Path]:
+        c = self.d.collect
+        dirs = []
+        for seed in c.seeds:
+            out = self.dir / "data" / f"{c.router.label}-{c.split}-s{seed}"
+            self.run(self.config(c.router, c.split, c.quick, seed), out, f"collect {c.split} s{seed}")
+            dirs.append(out)
+        return dirs
+
+    # Stage 2 -----------------------------------------------------------------
+    def train(self, data: list[Path]) -> dict[str, Path]:
+        from routers.learned.train import train_router
+
+        checkpoints = {}
+        for learned in self.d.learned:
+            out = self.dir / "models" / learned.name
+            fingerprint = training_fingerprint(learned, data)
+            stamp = out / "trained-from.json"
+            if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+                console.print(f"[dim]train {learned.name}: checkpoint up to date[/]")
+            else:
+                console.print(f"[bold]train {learned.name}[/] on {len(data)} run(s)")
+                report = train_router(learned.name, data, out, **learned.params)
+                console.print(f"  {report}")
+                write_json_atomic(stamp, {"fingerprint": fingerprint})
+            checkpoints[learned.name] = out
+        return checkpoints
+
+    def learned_spec(self, family: str, checkpoint: Path, lam: float) -> RouterSpec:
+        return RouterSpec(family, {"checkpoint": str(checkpoint), "lam": float(lam), "label": point_label(family, lam)})
+
+    # Stage 3 -----------------------------------------------------------------
+    def tune(self, checkpoints: dict[str, Path]) -> dict[str, dict]:
+        from harness.tuning import best_points, tune
+
+        t = self.d.tune
+        if t is None:
+            return {}
+        selected = {}
+        for family, checkpoint in checkpoints.items():
+
+            def evaluate(params: dict, family=family, checkpoint=checkpoint) -> tuple[float, float]:
+                lam = round(float(params["lam"]), 4)
+                spec = self.learned_spec(family, checkpoint, lam)
+                out = self.dir / "runs" / t.split / spec.label
+                records = [
+                    r
+                    for r in self.run(self.config(spec, t.split, t.quick), out, f"tune {spec.label}")
+                    if r["status"] != "failed"
+                ]
+                return mean(r["score"] for r in records), mean(r["cost"] for r in records)
+
+            study = tune(
+                family,
+                evaluate,
+                storage_path=self.dir / "optuna.db",
+                study_name=f"{self.d.name}-{family}",
+                n_trials=t.trials,
+                lam_range=tuple(t.lam_range),
+                budget_per_episode=t.budget_per_episode,
+                seed=self.d.seed,
+            )
+            feasible = [
+                tr
+                for tr in study.best_trials
+                if t.budget_per_episode is None or tr.values[1] <= t.budget_per_episode
+            ] or list(study.best_trials)
+            best = max(feasible, key=lambda tr: (tr.values[0], -tr.values[1]))
+            selected[family] = {"lam": round(float(best.params["lam"]), 4), "val_score": best.values[0],
+                                "val_cost": best.values[1], "pareto": best_points(study)}
+        return selected
+
+    # Stage 4 -----------------------------------------------------------------
+    def evaluate(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> None:
+        for split in self.d.eval_splits:
+            for spec in self.d.fixed_routers:
+                self.run(self.config(spec, split, self.d.quick), self.dir / "runs" / split / spec.label,
+                         f"{split} {spec.label}")
+            for learned in self.d.learned:
+                lams = sorted(set(learned.lambdas) | ({selected[learned.name]["lam"]} if learned.name in selected else set()))
+                for lam in lams:
+                    spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
+                    self.run(self.config(spec, split, self.d.quick), self.dir / "runs" / split / spec.label,
+                             f"{split} {spec.label}")
+
+    def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:
+        write_json_atomic(self.dir / "benchmark.json", {"definition": to_plain(self.d)})
+        data = self.collect()
+        checkpoints = self.train(data) if self.d.learned else {}
+        selected = self.tune(checkpoints)
+        write_json_atomic(
+            self.dir / "benchmark.json",
+            {"definition": to_plain(self.d), "reference_point": self.d.reference_point, "selected": selected,
+             "data": [str(p) for p in data]},
+        )
+        self.evaluate(checkpoints, selected)
+        outputs: dict = {"results": str(self.dir)}
+        if track:
+            from harness.batch import git_commit
+            from harness.tracking import log_benchmark
+
+            outputs["mlflow_run"] = log_benchmark(self.dir, git_commit())
+            outputs["mlflow_uri"] = f"sqlite:///{(self.dir / 'mlflow.db').resolve()}"
+        if report_dir is not None:
+            from harness.report import write_report
+
+            outputs["report"] = str(write_report(self.dir, report_dir))
+        return outputs
+
+
+def training_fingerprint(learned: LearnedRouter, data: list[Path]) -> str:
+    """Changes when the training hyperparameters or the training episodes change."""
+    from harness.trajectory import RunStore
+
+    h = hashlib.sha256(json.dumps(to_plain(learned.params), sort_keys=True).encode())
+    h.update(learned.name.encode())
+    for d in data:
+        h.update(str(sorted(RunStore(d).finished_keys())).encode())
+    return h.hexdigest()
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+__all__ = ["BenchmarkDef", "BenchmarkRun", "load_benchmark", "point_label"]

@@ -1,0 +1,164 @@
+"""Typed run configuration loaded from YAML; the single place where defaults live.
+
+Loading is strict: an unknown key, a wrong type or an out-of-range value raises
+``ConfigError`` naming the file and the field, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-episode limits; the reference uses 50 model calls and $2.00 on ScienceWorld."""
+
+    max_turns: int = 50
+    budget_dollars: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_turns <= 0:
+            raise ConfigError(f"limits.max_turns must be positive, got {self.max_turns}")
+        if self.budget_dollars <= 0:
+            raise ConfigError(f"limits.budget_dollars must be positive, got {self.budget_dollars}")
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """A router by registry name plus its constructor parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.params.get("label") or (
+            f"{self.name}:{self.params['model']}" if "model" in self.params else self.name
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One batch: one router over one split with one pool. A run directory holds exactly one."""
+
+    router: RouterSpec
+    pool: str = "paper6"
+    benchmark: str = "scienceworld"
+    split: str = "test_id"
+    quick: bool = False
+    task_filter: str | None = None
+    seed: int = 0
+    workers: int = 1
+    limits: Limits = field(default_factory=Limits)
+    backend: str = "simulated"  # or "litellm"
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.backend not in ("simulated", "litellm"):
+            raise ConfigError(f"backend must be 'simulated' or 'litellm', got {self.backend!r}")
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from plain YAML data, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key {missing[0]!r}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ConfigError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:
+            return _coerce(real[0], value, where)
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a valid {hint}")
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_yaml(path: Path) -> Any:
+    """Read a YAML file, turning I/O and syntax problems into one-line ConfigErrors."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{at}") from None
+
+
+def to_plain(obj: Any) -> Any:
+    """A dataclass tree as plain data for YAML/JSON snapshots."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,145 @@
+"""Model pools: the candidate models, their price cards, and how to simulate them.
+
+A pool is a YAML file under ``benchmarks/pools/`` so that users add a model or a
+whole pool without touching code. The file's sha256 is recorded with every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.config import BENCHMARKS_DIR, from_dict, load_yaml
+from harness.errors import ConfigError, UnknownNameError
+from harness.types import ModelCard, PriceCard
+
+POOLS_DIR = BENCHMARKS_DIR / "pools"
+
+
+@dataclass(frozen=True)
+class SimulatedProfile:
+    """How a simulated model behaves; see :mod:`harness.backends.simulated` for the mechanics.
+
+    ``skill`` maps a task topic (or ``default``) to the chance of emitting the next
+    correct action on an ordinary turn. At a critical step (``focus on``) that chance
+    is multiplied by ``critical_skill``, and a share ``wrong_focus_share`` of the
+    misses focuses on the wrong object, which fails the task.
+    """
+
+    skill: dict[str, float]
+    critical_skill: float = 1.0
+    wrong_focus_share: float = 0.5
+    persistence: float = 0.0
+    error_mix: dict[str, float] = field(default_factory=lambda: {"wasted": 0.5, "invalid": 0.3, "malformed": 0.2})
+    completion_tokens: float = 150.0
+    completion_sigma: float = 0.4
+
+    def __post_init__(self) -> None:
+        for topic, p in self.skill.items():
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"skill[{topic!r}] must be in [0, 1], got {p}")
+        for name in ("critical_skill", "wrong_focus_share", "persistence"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+        if set(self.error_mix) - {"wasted", "invalid", "malformed"} or sum(self.error_mix.values()) <= 0:
+            raise ConfigError(f"error_mix must weigh wasted/invalid/malformed, got {self.error_mix}")
+        if self.completion_tokens <= 0:
+            raise ConfigError(f"completion_tokens must be positive, got {self.completion_tokens}")
+
+    def skill_for(self, topic: str) -> float:
+        if topic in self.skill:
+            return self.skill[topic]
+        if "default" in self.skill:
+            return self.skill["default"]
+        raise ConfigError(f"no skill for topic {topic!r} and no 'default'")
+
+
+@dataclass(frozen=True)
+class PoolModel:
+    name: str
+    price: PriceCard
+    provider_model: str = ""
+    context_window: int = 128_000
+    max_output_tokens: int = 16_384
+    knowledge_cutoff: str = "2024-06"
+    reasoning: bool = False
+    api_base: str | None = None
+    api_key_env: str | None = None
+    simulated: SimulatedProfile | None = None
+
+    @property
+    def card(self) -> ModelCard:
+        return ModelCard(
+            name=self.name,
+            price=self.price,
+            context_window=self.context_window,
+            max_output_tokens=self.max_output_tokens,
+            knowledge_cutoff=self.knowledge_cutoff,
+            reasoning=self.reasoning,
+            provider_model=self.provider_model,
+        )
+
+
+@dataclass(frozen=True)
+class PoolFile:
+    name: str
+    models: list[PoolModel]
+    description: str = ""
+    specialization: str = ""
+    calibration: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A loaded pool: its models in file order plus provenance (path and content hash)."""
+
+    spec: PoolFile
+    path: Path
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def cards(self) -> list[ModelCard]:
+        return [m.card for m in self.spec.models]
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.spec.models]
+
+    def model(self, name: str) -> PoolModel:
+        for m in self.spec.models:
+            if m.name == name:
+                return m
+        raise UnknownNameError(f"unknown model {name!r} in pool {self.name!r} (known: {', '.join(self.names)})")
+
+
+def resolve_pool_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise UnknownNameError(f"pool file {path} does not exist")
+        return path
+    candidate = POOLS_DIR / f"{name_or_path}.yaml"
+    if not candidate.exists():
+        known = sorted(p.stem for p in POOLS_DIR.glob("*.yaml"))
+        raise UnknownNameError(f"unknown pool {name_or_path!r} (known: {', '.join(known)})")
+    return candidate
+
+
+def load_pool(name_or_path: str) -> Pool:
+    path = resolve_pool_path(name_or_path)
+    raw = path.read_bytes()
+    data = load_yaml(path)
+    spec = from_dict(PoolFile, data, str(path))
+    names = [m.name for m in spec.models]
+    if not names:
+        raise ConfigError(f"{path}: pool has no models")
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(f"{path}: duplicate model name {sorted(duplicates)[0]!r}")
+    return Pool(spec=spec, path=path, sha256=hashlib.sha256(raw).hexdigest())

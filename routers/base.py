@@ -1,0 +1,25 @@
+"""The router plugin interface: one required method.
+
+A router sees a :class:`~harness.types.TurnState` (public history, spend so far,
+the candidates' price cards) and returns a :class:`~harness.types.Decision`
+naming one candidate and the probability it had of choosing it. The generator
+passed in is seeded per episode, so a stochastic router is reproducible.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import numpy as np
+
+from harness.types import Decision, TurnState
+
+
+class Router(abc.ABC):
+    """Base class for routers; subclasses set ``name`` and implement :meth:`route`."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def route(self, state: TurnState, rng: np.random.Generator) -> Decision: ...

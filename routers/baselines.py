@@ -1,0 +1,100 @@
+"""Fixed routing policies: the baselines every learned router is compared with."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.errors import UnknownNameError
+from harness.types import Decision, ModelCard, TurnState
+from routers.base import Router
+
+
+def _price(card: ModelCard) -> float:
+    return card.price.input_per_mtok + card.price.output_per_mtok
+
+
+def _require(names: list[str], model_names: list[str], router: str) -> None:
+    for name in names:
+        if name not in model_names:
+            raise UnknownNameError(
+                f"router {router!r} names model {name!r}, which is not in the pool ({', '.join(model_names)})"
+            )
+
+
+class SingleModelRouter(Router):
+    """Every turn to one named model: the single-model baselines of the paper's table."""
+
+    name = "single"
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def check_pool(self, model_names: list[str]) -> None:
+        _require([self.model], model_names, self.name)
+
+    def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
+        return Decision(model=self.model, propensity=1.0)
+
+
+class RandomRouter(Router):
+    """Uniform over the pool; the Stage A logging policy, so its propensity is exactly 1/n."""
+
+    name = "random"
+
+    def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
+        n = len(state.candidates)
+        return Decision(model=state.candidates[int(rng.integers(n))].name, propensity=1.0 / n)
+
+
+class RoundRobinRouter(Router):
+    """Cycles through the pool in order by turn index."""
+
+    name = "round-robin"
+
+    def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
+        return Decision(model=state.candidates[state.turn % len(state.candidates)].name, propensity=1.0)
+
+
+class HeuristicRouter(Router):
+    """The reference's hand-written policy.
+
+    The strong model opens the episode and answers right after an invalid action or
+    format error (recovery matters most there); from ``late_fraction`` of the turn
+    limit on, the value model finishes; otherwise a uniformly random cheap model.
+    Unnamed roles are derived from price cards: the dearest model is strong, the
+    cheaper half is cheap, and the cheapest of the rest is the value model.
+    """
+
+    name = "heuristic"
+
+    def __init__(
+        self,
+        strong: str | None = None,
+        value: str | None = None,
+        cheap: list[str] | None = None,
+        late_fraction: float = 2 / 3,
+    ):
+        self.strong = strong
+        self.value = value
+        self.cheap = cheap
+        self.late_fraction = late_fraction
+
+    def check_pool(self, model_names: list[str]) -> None:
+        _require([n for n in [self.strong, self.value, *(self.cheap or [])] if n], model_names, self.name)
+
+    def roles(self, candidates: list[ModelCard]) -> tuple[str, str, list[str]]:
+        by_price = sorted(candidates, key=_price)
+        half = max(1, len(by_price) // 2)
+        cheap = self.cheap or [c.name for c in by_price[:half]]
+        strong = self.strong or by_price[-1].name
+        rest = [c.name for c in by_price[half:] if c.name != strong]
+        value = self.value or (rest[0] if rest else strong)
+        return strong, value, cheap
+
+    def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
+        strong, value, cheap = self.roles(state.candidates)
+        if state.turn == 0 or not state.last_action_valid:
+            return Decision(model=strong, propensity=1.0)
+        if state.turn >= self.late_fraction * state.max_turns:
+            return Decision(model=value, propensity=1.0)
+        return Decision(model=cheap[int(rng.integers(len(cheap)))], propensity=1.0 / len(cheap))

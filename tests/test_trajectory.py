@@ -1,0 +1,54 @@
+"""The trajectory store's guarantees: atomic lines, torn-line tolerance, corrupt-file errors, resume."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness.errors import ConfigError, TrajectoryError
+from harness.trajectory import RunStore, read_lines
+
+
+def test_lines_round_trip_and_pandas_reads_them(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open({"run": {"seed": 1}})
+    for i in range(3):
+        store.record_episode({"episode": f"sw/boil/{i}", "score": i * 10.0, "cost": 0.01 * i, "status": "done"})
+    frame = pd.read_json(store.episodes_path, lines=True)
+    assert list(frame["score"]) == [0.0, 10.0, 20.0]
+    assert store.finished_keys() == {"sw/boil/0", "sw/boil/1", "sw/boil/2"}
+
+
+def test_torn_last_line_is_dropped_but_inner_corruption_is_an_error(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": ')
+    assert read_lines(path) == [{"a": 1}, {"a": 2}]
+    path.write_text('{"a": 1}\nnot json\n{"a": 3}\n')
+    with pytest.raises(TrajectoryError, match=r"x.jsonl: line 2"):
+        read_lines(path)
+
+
+def test_reopening_with_another_config_names_the_field(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open({"run": {"seed": 1}, "pool_sha256": "abc"})
+    store.open({"run": {"seed": 1}, "pool_sha256": "abc"})  # same run: resumable
+    with pytest.raises(ConfigError, match="pool_sha256"):
+        RunStore(tmp_path / "run").open({"run": {"seed": 1}, "pool_sha256": "def"})
+
+
+def test_interrupted_attempt_is_kept_aside(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open({})
+    first = store.begin_episode("scienceworld/boil/3")
+    store.record_turn(first, {"turn": 0})
+    second = store.begin_episode("scienceworld/boil/3")
+    assert second == first and not second.exists()
+    kept = list(store.turns_dir.glob("*.interrupted-1.jsonl"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == {"turn": 0}
+
+
+def test_unwritable_output_directory_is_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="not writable"):
+        RunStore(blocker / "run").open({})
