@@ -1,0 +1,198 @@
+"""A real OpenAI-compatible chat server on 127.0.0.1 for backend tests.
+
+It exists so that the LiteLLM backend is exercised through a real socket, the
+real OpenAI SDK and litellm's real response parsing, instead of a mock that
+agrees with whatever the backend assumes. Failures are scripted per request so
+retry behaviour can be checked by counting what the server actually received.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_REPLY = "Thought: I should see where I am.\nAction: look around"
+CHAT_PATH = "/v1/chat/completions"
+SHUTDOWN_POLL_S = 0.02  # how often serve_forever checks for shutdown; bounds each test's teardown
+
+
+def count_words(text: str) -> int:
+    """The server's stand-in tokenizer: deterministic and easy to predict in tests."""
+    return len(text.split())
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: dict[str, Any]
+    received_at: float  # time.monotonic()
+
+
+@dataclass(frozen=True)
+class ScriptedFailure:
+    """What the server does to one request instead of answering it.
+
+    ``status`` > 0 answers with that HTTP status; ``hang_s`` > 0 holds the
+    connection open that long first (longer than the client's timeout, so the
+    client gives up before any answer arrives).
+    """
+
+    status: int = 0
+    hang_s: float = 0.0
+
+
+class OpenAIChatServer:
+    """ThreadingHTTPServer speaking POST /v1/chat/completions with canned replies.
+
+    Error bodies echo the request's Authorization header inside their message,
+    as some real providers do for a rejected key, so a backend that copies
+    provider messages into its own errors or logs leaks the key and tests see it.
+    """
+
+    def __init__(self, reply: str = DEFAULT_REPLY, report_usage: bool = True) -> None:
+        self.reply = reply
+        self.report_usage = report_usage  # some OpenAI-compatible servers send no usage block
+        self.requests: list[RecordedRequest] = []
+        self._failures: deque[ScriptedFailure] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._serve, name="openai-chat-server", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style api_base (ends in /v1)."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> OpenAIChatServer:
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        self._httpd.serve_forever(poll_interval=SHUTDOWN_POLL_S)
+
+    def stop(self) -> None:
+        self._stopping.set()  # releases handlers that are hanging on purpose
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> OpenAIChatServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def fail_next(self, status: int, times: int = 1) -> None:
+        """Answer the next ``times`` requests with HTTP ``status``."""
+        with self._lock:
+            self._failures.extend(ScriptedFailure(status=status) for _ in range(times))
+
+    def hang_next(self, seconds: float, times: int = 1) -> None:
+        """Hold the next ``times`` requests open for ``seconds`` before answering normally."""
+        with self._lock:
+            self._failures.extend(ScriptedFailure(hang_s=seconds) for _ in range(times))
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def _record(self, request: RecordedRequest) -> ScriptedFailure | None:
+        with self._lock:
+            self.requests.append(request)
+            return self._failures.popleft() if self._failures else None
+
+    def _wait(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    def _completion_body(self, request_body: dict[str, Any]) -> dict[str, Any]:
+        prompt_text = " ".join(str(m.get("content") or "") for m in request_body.get("messages", []))
+        prompt_tokens = count_words(prompt_text)
+        completion_tokens = count_words(self.reply)
+        body: dict[str, Any] = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request_body.get("model", ""),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.reply},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        if self.report_usage:
+            body["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+        return body
+
+
+def _handler_for(server: OpenAIChatServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Silent: request lines would otherwise clutter the captured test output."""
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError:
+                self._send_json(400, _error_body("request body is not JSON", "invalid_request_error", ""))
+                return
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            failure = server._record(RecordedRequest(self.path, headers, body, time.monotonic()))
+            if self.path != CHAT_PATH:
+                self._send_json(404, _error_body(f"no route {self.path}", "invalid_request_error", ""))
+                return
+            if failure and failure.hang_s:
+                server._wait(failure.hang_s)
+            if failure and failure.status:
+                auth = headers.get("authorization", "")
+                self._send_json(
+                    failure.status, _error_body("scripted failure", _error_type(failure.status), auth)
+                )
+                return
+            self._send_json(200, server._completion_body(body))
+
+        def _send_json(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client timed out and left; nothing to answer
+
+    return Handler
+
+
+def _error_type(status: int) -> str:
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def _error_body(message: str, error_type: str, auth: str) -> dict[str, Any]:
+    detail = f"{message} (authorization sent: {auth})" if auth else message
+    return {"error": {"message": detail, "type": error_type, "param": None, "code": None}}
