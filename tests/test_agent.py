@@ -1,0 +1,159 @@
+"""The agent loop on the real ScienceWorld engine with the simulated pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.agent import run_episode
+from harness.backends import build_backends
+from harness.batch import Worker
+from harness.config import Limits, RouterSpec, RunConfig
+from harness.environments import make_environment
+from harness.pool import SimulatedProfile, load_pool
+from harness.trajectory import RunStore
+from harness.types import Decision, TaskInstance
+from routers import make_router
+from routers.base import Router
+
+TASK = TaskInstance("scienceworld", "find-animal", 1, "test_id")
+
+
+@pytest.fixture(scope="module")
+def env():
+    environment = make_environment("scienceworld")
+    yield environment
+    environment.close()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return load_pool("paper6")
+
+
+@pytest.fixture(scope="module")
+def backends(pool):
+    return build_backends(pool, "simulated")
+
+
+def play(env, backends, pool, name, params=None, task=TASK, limits=Limits(), store=None, seed=0):
+    router = make_router(name, params or {}, pool.names)
+    return run_episode(env, backends, router, task, seed, limits, store)
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [("single", {"model": "gpt-5"}), ("random", {}), ("round-robin", {}), ("heuristic", {})],
+)
+def test_every_router_type_plays_a_real_episode(env, backends, pool, tmp_path, name, params):
+    store = RunStore(tmp_path / name)
+    store.open({})
+    result = play(env, backends, pool, name, params, store=store)
+    turns = store.turns(TASK.key)
+    assert result.status in {"done", "submitted", "max_turns", "budget"}
+    assert len(turns) == result.turns >= 1
+    assert [t["turn"] for t in turns] == list(range(result.turns))
+    assert turns[0]["initial_messages"][0]["role"] == "system"
+    # The ledger is the only source of totals: the turn lines add up to the episode's cost.
+    assert sum(c["dollars"] for t in turns for c in t["charges"]) == pytest.approx(result.ledger.total)
+    assert result.score == turns[-1]["score"]
+    for t in turns:
+        card = pool.model(t["model"]).price
+        assert t["dollars"] == pytest.approx(card.dollars(t["prompt_tokens"], t["completion_tokens"]))
+        assert t["history_len"] == 2 + 2 * t["turn"]
+    if name == "single":
+        assert {t["model"] for t in turns} == {"gpt-5"} and result.switches == 0
+    if name == "random":
+        assert all(t["propensity"] == pytest.approx(1 / 6) for t in turns)
+    if name == "round-robin":
+        assert [t["model"] for t in turns] == [pool.names[i % 6] for i in range(result.turns)]
+    if name == "heuristic":
+        assert turns[0]["model"] == "gpt-5"
+        for before, after in zip(turns, turns[1:], strict=False):
+            if not before["valid"]:
+                assert after["model"] == "gpt-5"
+
+
+def test_same_seed_same_episode_other_seed_differs(env, backends, pool, tmp_path):
+    def actions(seed, where):
+        store = RunStore(tmp_path / where)
+        store.open({})
+        play(env, backends, pool, "random", store=store, seed=seed)
+        return [(t["model"], t["action"], t["observation"], t["score"], t["prompt_tokens"]) for t in store.turns(TASK.key)]
+
+    assert actions(3, "a") == actions(3, "b")
+    assert actions(3, "a") != actions(4, "c")
+
+
+def test_prompt_tokens_grow_with_the_history(env, backends, pool, tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open({})
+    play(env, backends, pool, "single", {"model": "kimi-k2-0905"}, store=store)
+    prompts = [t["prompt_tokens"] for t in store.turns(TASK.key)]
+    assert all(b > a for a, b in zip(prompts, prompts[1:], strict=False))
+
+
+def test_turn_and_budget_limits(env, backends, pool):
+    capped = play(env, backends, pool, "single", {"model": "gemini-2.5-flash-lite"}, limits=Limits(max_turns=2))
+    assert capped.turns <= 2
+    broke = play(env, backends, pool, "single", {"model": "gpt-5"}, limits=Limits(budget_dollars=1e-6))
+    assert broke.status == "budget" and broke.turns == 1
+
+
+def test_format_errors_and_invalid_actions_count_as_turns(env, pool, tmp_path):
+    from harness.backends.simulated import SimulatedBackend
+
+    clumsy = {
+        "malformed": SimulatedBackend(
+            pool.model("gpt-5").card, SimulatedProfile(skill={"default": 0.0}, error_mix={"malformed": 1.0})
+        ),
+        "invalid": SimulatedBackend(
+            pool.model("gpt-5").card, SimulatedProfile(skill={"default": 0.0}, error_mix={"invalid": 1.0})
+        ),
+    }
+    for kind, backend in clumsy.items():
+        store = RunStore(tmp_path / kind)
+        store.open({})
+        router = make_router("single", {"model": "gpt-5"}, pool.names)
+        result = run_episode(env, {"gpt-5": backend}, router, TASK, 0, Limits(max_turns=4), store)
+        turns = store.turns(TASK.key)
+        assert result.turns == 4 and result.status == "max_turns"
+        assert all(not t["valid"] for t in turns)
+        assert {t["error"] for t in turns} == {"format" if kind == "malformed" else "invalid_action"}
+
+
+class KillJvmOnce(Router):
+    """Kills the environment's JVM at turn 2 of the first attempt: a real mid-episode crash."""
+
+    name = "kill-jvm"
+    env = None
+    kills_left = 1
+
+    def route(self, state, rng: np.random.Generator) -> Decision:
+        if state.turn == 2 and KillJvmOnce.kills_left > 0:
+            KillJvmOnce.kills_left -= 1
+            import os
+            import signal
+
+            os.kill(KillJvmOnce.env.jvm_pid, signal.SIGKILL)
+            KillJvmOnce.env._jvm.process.wait()
+        return Decision(model="gpt-oss-120b", propensity=1.0)
+
+
+@pytest.mark.parametrize("kills, status", [(1, "done"), (2, "failed")])
+def test_crashed_jvm_is_restarted_and_retried_once(tmp_path, kills, status):
+    config = RunConfig(router=RouterSpec("single", {"model": "gpt-oss-120b"}), seed=0)
+    worker = Worker(config, tmp_path)
+    RunStore(tmp_path).open({})
+    worker.router = KillJvmOnce()
+    KillJvmOnce.env = worker.env
+    KillJvmOnce.kills_left = kills
+    try:
+        record = worker.play(TaskInstance("scienceworld", "power-component", 0, "test_id"))
+    finally:
+        worker.close()
+    if status == "failed":
+        assert record["status"] == "failed" and "JVM" in record["error"]
+    else:
+        assert record["attempts"] == 2 and record["status"] != "failed"
+        assert list(RunStore(tmp_path).turns_dir.glob("*.interrupted-1.jsonl"))
