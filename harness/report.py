@@ -1,0 +1,251 @@
+"""The benchmark report: a Markdown file and its figures, regenerated from stored runs.
+
+``write_report`` reads only the run directories (via :mod:`harness.results`), so
+running it again after more runs finish, or on another machine, gives the report
+of exactly what is on disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from harness.plots import pareto_plot, usage_heatmap
+from harness.results import (
+    benchmark_definition,
+    best_single,
+    family_summaries,
+    finished_splits,
+    headline_points,
+    is_learned,
+    load_points,
+    provenance,
+    reference_point,
+    selected_points,
+    split_sort_key,
+)
+
+HEADLINE_SPLITS = (("test_id", "test_id"), ("test_ood", "OOD"))
+MISSING = "—"
+
+
+def _file_name(text: str) -> str:
+    # A ':' in a relative link reads as a URL scheme to Markdown renderers.
+    return re.sub(r"[^\w.-]", "_", text)
+
+
+def _num(value: float | None, digits: int) -> str:
+    return (
+        MISSING
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
+
+
+def _dollars(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{value:#.3g}".rstrip(".")  # three significant digits, trailing zeros kept: 1.30, 0.0250
+
+
+def _with_ci(value: float, lo: float, hi: float, fmt) -> str:
+    if math.isnan(value):
+        return MISSING
+    return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _row_order(rows: pd.DataFrame) -> list[str]:
+    """Single models cheapest first, then other fixed routers, then learned families by lambda."""
+    first = rows.sort_values("split", key=lambda s: s.map(split_sort_key)).drop_duplicates("point")
+    rank = first.assign(
+        group=first["family"].map(lambda f: 0 if f == "single" else 1).where(~is_learned(first), 2),
+        cost=first["mean_cost"].fillna(math.inf),
+    )
+    return list(rank.sort_values(["group", "family", "lam", "cost", "point"])["point"])
+
+
+def comparison_section(
+    points: pd.DataFrame, shown: pd.DataFrame, single: str | None, score_digits: int
+) -> list[str]:
+    """The paper's table: score and $ with intervals on both test splits, deltas vs the best single model."""
+    base = points[(points["point"] == single) & (points["split"] == "test_id")]
+    best = base.iloc[0] if not base.empty else None
+    header = ["router"]
+    for _, title in HEADLINE_SPLITS:
+        header += [f"{title} score [95% CI]", f"{title} $/episode [95% CI]"]
+    header += ["Δscore vs best single", "Δcost% vs best single"]
+    body = []
+    for point in _row_order(shown):
+        cells = [f"**{point}** (best single)" if point == single else point]
+        for split, _ in HEADLINE_SPLITS:
+            match = shown[(shown["point"] == point) & (shown["split"] == split)]
+            if match.empty:
+                cells += [MISSING, MISSING]
+                continue
+            r = match.iloc[0]
+            cells.append(_with_ci(r.mean_score, r.score_lo, r.score_hi, lambda x: _num(x, score_digits)))
+            cells.append(_with_ci(r.mean_cost, r.cost_lo, r.cost_hi, _dollars))
+        mine = shown[(shown["point"] == point) & (shown["split"] == "test_id")]
+        if best is None or mine.empty or mine.iloc[0].n == 0:
+            cells += [MISSING, MISSING]
+        else:
+            r = mine.iloc[0]
+            cells.append(f"{r.mean_score - best.mean_score:+.{score_digits}f}")
+            cells.append(
+                f"{100 * (r.mean_cost - best.mean_cost) / best.mean_cost:+.1f}%"
+                if best.mean_cost > 0
+                else MISSING
+            )
+        body.append(cells)
+    return _table(header, body)
+
+
+def frontier_section(
+    points: pd.DataFrame, definition: dict, split: str, single: str | None, score_digits: int
+) -> list[str]:
+    ref_score, ref_cost, given = reference_point(definition, points, split)
+    where = "from benchmark.json" if given else "derived: the split's worst score and highest cost"
+    lines = [
+        f"Reference point for hypervolume: score {_num(ref_score, score_digits)}, ${_dollars(ref_cost)} ({where})."
+    ]
+    summary = family_summaries(points, split, (ref_score, ref_cost), single)
+    if summary.empty:
+        return lines + ["", "No single-model run on this split to compare against."]
+    shared = next((r for r in summary["aiq_shared_range"] if r is not None), None)
+    if shared is not None:
+        lines.append(f"Shared AIQ range: ${_dollars(shared[0])} to ${_dollars(shared[1])} per episode.")
+    header = [
+        "family",
+        "points",
+        "hypervolume",
+        "AIQ (own range)",
+        "AIQ (shared range)",
+        "$ to match best single's score",
+        "cost ratio vs best single",
+        "score at best single's $",
+        "Δscore at best single's $",
+        "Pareto front",
+    ]
+    body = [
+        [
+            r.family,
+            str(r.points),
+            f"{r.hypervolume:.4g}",
+            _num(r.aiq, score_digits),
+            _num(r.aiq_shared, score_digits),
+            _dollars(r.cost_at_best_single_score),
+            _num(r.cost_ratio_vs_best_single, 2),
+            _num(r.score_at_best_single_cost, score_digits),
+            MISSING
+            if r.score_gain_vs_best_single is None
+            else f"{r.score_gain_vs_best_single:+.{score_digits}f}",
+            r.front,
+        ]
+        for r in summary.itertuples()
+    ]
+    return [*lines, "", *_table(header, body)]
+
+
+def switching_section(shown: pd.DataFrame) -> list[str]:
+    header = ["router"]
+    for _, title in HEADLINE_SPLITS:
+        header += [f"{title} switch rate", f"{title} steps", f"{title} episodes (failed)"]
+    body = []
+    for point in _row_order(shown):
+        cells = [point]
+        for split, _ in HEADLINE_SPLITS:
+            match = shown[(shown["point"] == point) & (shown["split"] == split)]
+            if match.empty:
+                cells += [MISSING] * 3
+                continue
+            r = match.iloc[0]
+            cells += [_num(r.switch_rate, 2), _num(r.mean_turns, 1), f"{r.n} ({r.failed})"]
+        body.append(cells)
+    return _table(header, body)
+
+
+def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path:
+    """Write ``reports_dir/<bench>.md`` and its figures in ``reports_dir/<bench>/``; returns the Markdown path."""
+    bench_dir = Path(bench_dir)
+    definition = benchmark_definition(bench_dir)
+    name = str(definition.get("name") or bench_dir.resolve().name)
+    figures = Path(reports_dir) / _file_name(name)
+    figures.mkdir(parents=True, exist_ok=True)
+    points = load_points(bench_dir, n_boot=n_boot)
+    single = best_single(points)
+    shown = selected_points(points, definition)
+    finite = points["mean_score"].dropna().abs()
+    score_digits = 3 if not finite.empty and finite.max() <= 1.5 else 1
+    origin = provenance(bench_dir)
+
+    lines = [f"# {name}: routing benchmark report", ""]
+    lines.append(
+        f"Regenerate with `harness report {bench_dir}`; every number comes from the run directories in `runs/`."
+    )
+    lines.append("")
+    for key, title in (
+        ("pool", "Pool"),
+        ("pool_sha256", "Pool file sha256"),
+        ("split_version", "Split version"),
+        ("engine", "Engine"),
+    ):
+        values = origin[key]
+        lines.append(f"- {title}: {', '.join(f'`{v}`' for v in values) if values else MISSING}")
+    lines.append(f"- Seeds: {definition.get('seeds', origin['seed'])}")
+    lines += ["", "## Comparison with single models", ""]
+    notes = [
+        "Means per episode over finished episodes; intervals are 95% paired bootstrap intervals over episodes."
+    ]
+    if single is None:
+        notes.append("No single-model run on test_id, so the delta columns are empty.")
+    else:
+        notes.append(
+            f"Best single model: `{single}`, the single-model router with the highest test_id score; deltas are on test_id."
+        )
+    if is_learned(points).any():
+        if definition.get("selected"):
+            picks = ", ".join(
+                f"{family} λ={choice.get('lam')}" for family, choice in definition["selected"].items()
+            )
+            notes.append(f"Learned routers are shown at the λ Optuna selected on val ({picks}).")
+        else:
+            notes.append("No tuned λ recorded in benchmark.json, so every λ of each sweep is a row.")
+    lines += [" ".join(notes), "", *comparison_section(points, shown, single, score_digits), ""]
+
+    lines += ["## Score-cost frontier", ""]
+    for split in finished_splits(points):
+        plot = pareto_plot(
+            points,
+            split,
+            figures / f"pareto_{_file_name(split)}.png",
+            title=f"{name}: score vs cost, {split}",
+        )
+        lines += [f"### {split}", "", *frontier_section(points, definition, split, single, score_digits), ""]
+        lines += [f"![Score vs cost on {split}]({figures.name}/{plot.name})", ""]
+
+    headline = headline_points(points, definition)
+    if not headline.empty:
+        lines += ["## Model usage by task type", ""]
+        lines.append("Share of each router's test_id dollars spent on each model, per task type.")
+        lines.append("")
+        for row in headline.itertuples():
+            plot = usage_heatmap(bench_dir, row.point, figures / f"usage_{_file_name(row.point)}.png")
+            lines += [f"![Model usage of {row.point}]({figures.name}/{plot.name})", ""]
+
+    lines += ["## Switching", "", "Switch rate: share of consecutive turns answered by different models.", ""]
+    lines += [*switching_section(shown), ""]
+
+    path = Path(reports_dir) / f"{_file_name(name)}.md"
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path

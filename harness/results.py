@@ -1,0 +1,325 @@
+"""A benchmark's results as tables, derived from its stored run directories only.
+
+The benchmark orchestrator writes one run directory per operating point and split
+(``RESULTS/<bench>/runs/<split>/<point>/``). Everything the plots, the report and
+the MLflow log show is recomputed here from those files, so a report can always be
+regenerated and never disagrees with the trajectories it summarises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.config import RouterSpec
+from harness.errors import TrajectoryError
+from harness.frontier import OperatingPoint, aiq, paired_bootstrap_point, pareto_front, summarize_front
+from harness.seeding import derive_seed
+from harness.trajectory import CONFIG_FILE, RunStore
+
+RUNS_DIR = "runs"
+BENCHMARK_FILE = "benchmark.json"
+# Report order: the headline splits first, tuning and training data after.
+SPLIT_ORDER = ("test_id", "test_ood", "val", "train")
+
+POINT_COLUMNS = [
+    "split",
+    "point",
+    "family",
+    "label",
+    "lam",
+    "n",
+    "failed",
+    "mean_score",
+    "score_lo",
+    "score_hi",
+    "mean_cost",
+    "cost_lo",
+    "cost_hi",
+    "total_cost",
+    "mean_turns",
+    "switch_rate",
+    "params",
+    "run_dir",
+]
+
+
+# Undefined (NaN) for a point without a finished episode.
+ESTIMATE_COLUMNS = (
+    "mean_score",
+    "score_lo",
+    "score_hi",
+    "mean_cost",
+    "cost_lo",
+    "cost_hi",
+    "mean_turns",
+    "switch_rate",
+)
+
+
+def split_sort_key(split: str) -> tuple[int, str]:
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+def finished_splits(points: pd.DataFrame) -> list[str]:
+    """Splits with at least one finished episode, headline splits first."""
+    return sorted(points.loc[points["n"] > 0, "split"].unique(), key=split_sort_key)
+
+
+def benchmark_definition(bench_dir: Path) -> dict[str, Any]:
+    """The orchestrator's snapshot of the benchmark definition; empty when absent."""
+    path = Path(bench_dir) / BENCHMARK_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise TrajectoryError(f"corrupt benchmark definition {path}") from None
+
+
+def run_dirs(bench_dir: Path) -> list[tuple[str, str, Path]]:
+    """(split, point, directory) of every run directory, in split then point order."""
+    root = Path(bench_dir) / RUNS_DIR
+    if not root.is_dir():
+        raise TrajectoryError(f"{bench_dir} holds no benchmark results (no {RUNS_DIR}/ directory)")
+    found = [
+        (split_dir.name, point_dir.name, point_dir)
+        for split_dir in root.iterdir()
+        if split_dir.is_dir()
+        for point_dir in split_dir.iterdir()
+        if (point_dir / CONFIG_FILE).exists()
+    ]
+    if not found:
+        raise TrajectoryError(f"{bench_dir} holds no run directories under {RUNS_DIR}/")
+    return sorted(found, key=lambda row: (split_sort_key(row[0]), row[1]))
+
+
+def _router_of(config: dict[str, Any]) -> tuple[str, str, float, dict[str, Any]]:
+    """(family, label, lambda, params) of a run config; lambda is NaN for fixed routers."""
+    router = config["run"]["router"]
+    params = dict(router.get("params") or {})
+    spec = RouterSpec(name=router["name"], params=params)
+    lam = float(params["lam"]) if params.get("lam") is not None else math.nan
+    return spec.name, spec.label, lam, params
+
+
+def _finished(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") != "failed" and r.get("score") is not None]
+
+
+def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """One operating point's summary; failed episodes are counted, not averaged."""
+    store = RunStore(run_dir)
+    family, label, lam, params = _router_of(store.config())
+    records = store.episodes()
+    ok = _finished(records)
+    row: dict[str, Any] = {
+        "split": split,
+        "point": point,
+        "family": family,
+        "label": label,
+        "lam": lam,
+        "n": len(ok),
+        "failed": len(records) - len(ok),
+        "params": params,
+        "run_dir": str(run_dir),
+    }
+    if not ok:
+        return row | dict.fromkeys(ESTIMATE_COLUMNS, math.nan) | {"total_cost": 0.0}
+    # A seed per (split, point) keeps each interval reproducible regardless of which other points exist.
+    estimate = paired_bootstrap_point(
+        [r["score"] for r in ok],
+        [r["cost"] for r in ok],
+        label=label,
+        n_boot=n_boot,
+        seed=derive_seed(seed, split, point) % 2**32,
+    )
+    assert estimate.score_ci is not None and estimate.cost_ci is not None
+    return row | {
+        "mean_score": estimate.score,
+        "score_lo": estimate.score_ci[0],
+        "score_hi": estimate.score_ci[1],
+        "mean_cost": estimate.cost,
+        "cost_lo": estimate.cost_ci[0],
+        "cost_hi": estimate.cost_ci[1],
+        "total_cost": float(sum(r["cost"] for r in ok)),
+        "mean_turns": float(np.mean([r["turns"] for r in ok])),
+        "switch_rate": float(np.mean([r.get("switch_rate", 0.0) for r in ok])),
+    }
+
+
+def load_points(bench_dir: Path, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per (split, point): the numbers every table, plot and metric is built from.
+
+    Means are over finished episodes; ``mean_cost`` is dollars per episode and
+    ``score_lo``/``score_hi``, ``cost_lo``/``cost_hi`` are the 95% paired bootstrap
+    intervals of the two means.
+    """
+    rows = [point_row(split, point, path, n_boot, seed) for split, point, path in run_dirs(bench_dir)]
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def episodes(bench_dir: Path) -> pd.DataFrame:
+    """Every episode record of the benchmark, tagged with its split, point, family and lambda."""
+    rows = []
+    for split, point, path in run_dirs(bench_dir):
+        store = RunStore(path)
+        family, label, lam, _ = _router_of(store.config())
+        context = {
+            "split": split,
+            "point": point,
+            "family": family,
+            "label": label,
+            "lam": lam,
+            "run_dir": str(path),
+        }
+        rows.extend(record | context for record in store.episodes())
+    return pd.DataFrame(rows)
+
+
+def operating_points(points: pd.DataFrame) -> list[OperatingPoint]:
+    """Rows with at least one finished episode as frontier operating points (label = point)."""
+    usable = points[points["n"] > 0]
+    return [
+        OperatingPoint(
+            label=row.point,
+            score=row.mean_score,
+            cost=row.mean_cost,
+            score_ci=(row.score_lo, row.score_hi),
+            cost_ci=(row.cost_lo, row.cost_hi),
+            params={"family": row.family, "lam": row.lam},
+        )
+        for row in usable.itertuples()
+    ]
+
+
+def is_learned(points: pd.DataFrame) -> pd.Series:
+    """Learned routers are the ones with a cost-weight knob, i.e. a lambda."""
+    return points["lam"].notna()
+
+
+def best_single(points: pd.DataFrame, split: str = "test_id") -> str | None:
+    """The single-model point with the highest score on ``split`` (ties: the cheaper), if any."""
+    singles = points[(points["family"] == "single") & (points["split"] == split) & (points["n"] > 0)]
+    if singles.empty:
+        return None
+    return str(singles.sort_values(["mean_score", "mean_cost"], ascending=[False, True]).iloc[0]["point"])
+
+
+def reference_point(
+    definition: dict[str, Any], points: pd.DataFrame, split: str
+) -> tuple[float, float, bool]:
+    """(score, cost, given) of the hypervolume reference for ``split``.
+
+    The benchmark definition's ``reference`` ({"score", "cost"} or [score, cost],
+    optionally keyed by split) wins; otherwise the split's worst score and highest
+    cost are used and ``given`` is False, so the report can say so.
+    """
+    given = definition.get("reference", definition.get("reference_point"))
+    if isinstance(given, dict) and split in given:
+        given = given[split]
+    if isinstance(given, dict) and {"score", "cost"} <= set(given):
+        return float(given["score"]), float(given["cost"]), True
+    if isinstance(given, list | tuple) and len(given) == 2:
+        return float(given[0]), float(given[1]), True
+    rows = points[(points["split"] == split) & (points["n"] > 0)]
+    return float(rows["mean_score"].min()), float(rows["mean_cost"].max()), False
+
+
+def frontier_table(points: pd.DataFrame, split: str) -> pd.DataFrame:
+    """A split's operating points, cheapest first, flagged when on the overall Pareto front."""
+    rows = points[(points["split"] == split) & (points["n"] > 0)].sort_values(["mean_cost", "point"])
+    on_front = {p.label for p in pareto_front(operating_points(rows))} if not rows.empty else set()
+    table = rows[[c for c in POINT_COLUMNS if c not in ("split", "params", "run_dir")]].copy()
+    table["on_front"] = table["point"].isin(on_front)
+    return table.reset_index(drop=True)
+
+
+def family_summaries(
+    points: pd.DataFrame, split: str, reference: tuple[float, float], single_point: str | None
+) -> pd.DataFrame:
+    """Each router family's frontier numbers on ``split`` against the best single model.
+
+    ``aiq`` is over each family's own cost range; ``aiq_shared`` is over one range
+    shared by the families with at least two points (from the dearest of their
+    cheapest points to the dearest point of any), so those values compare directly.
+    """
+    rows = points[(points["split"] == split) & (points["n"] > 0)]
+    families = {family: operating_points(group) for family, group in rows.groupby("family", sort=True)}
+    anchor = rows[rows["point"] == single_point]
+    if anchor.empty:
+        return pd.DataFrame()
+    best = operating_points(anchor)[0]
+    swept = [pts for pts in families.values() if len(pts) >= 2]
+    shared = (
+        (max(min(p.cost for p in pts) for pts in swept), max(p.cost for pts in swept for p in pts))
+        if swept
+        else None
+    )
+    table = []
+    for family, pts in families.items():
+        summary = summarize_front(pts, reference, best)
+        table.append(
+            {
+                "family": family,
+                "points": len(pts),
+                **summary,
+                "front": ", ".join(summary["front"]),
+                "aiq_shared": aiq(pts, shared) if shared and len(pts) >= 2 else None,
+                "aiq_shared_range": shared,
+            }
+        )
+    return pd.DataFrame(table)
+
+
+def provenance(bench_dir: Path) -> dict[str, list[Any]]:
+    """What the runs were made with, as the distinct values found across all run configs.
+
+    One value per key is the normal case; several mean the benchmark mixes runs of
+    different pools, splits or engines, which the report and the MLflow log show.
+    """
+    seen: dict[str, list[Any]] = {
+        key: [] for key in ("pool", "pool_sha256", "split_version", "engine", "seed", "price_cards")
+    }
+    for _, _, path in run_dirs(bench_dir):
+        config = RunStore(path).config()
+        values = {
+            "pool": config["run"].get("pool"),
+            "pool_sha256": config.get("pool_sha256"),
+            "split_version": config.get("split_version"),
+            "engine": config.get("engine"),
+            "seed": config["run"].get("seed"),
+            "price_cards": config.get("price_cards"),
+        }
+        for key, value in values.items():
+            if value is not None and value not in seen[key]:
+                seen[key].append(value)
+    return seen
+
+
+def selected_points(points: pd.DataFrame, definition: dict[str, Any]) -> pd.DataFrame:
+    """The rows to show for each router: fixed routers as they are, learned families at
+    their tuned lambda (benchmark.json ``selected``: {family: {"lam": ...}}) or, with no
+    selection or no run at the selected lambda, at every lambda of the sweep."""
+    selected = definition.get("selected") or {}
+    keep = ~is_learned(points)
+    for family, group in points[is_learned(points)].groupby("family"):
+        lam = (selected.get(family) or {}).get("lam")
+        chosen = group["lam"].map(
+            lambda x, lam=lam: lam is not None and math.isclose(x, float(lam), rel_tol=1e-9, abs_tol=1e-12)
+        )
+        keep |= points.index.isin(group.index[chosen] if chosen.any() else group.index)
+    return points[keep]
+
+
+def headline_points(points: pd.DataFrame, definition: dict[str, Any], split: str = "test_id") -> pd.DataFrame:
+    """One row per learned family on ``split``: its selected point, else its middle lambda."""
+    rows = selected_points(points, definition)
+    rows = rows[is_learned(rows) & (rows["split"] == split) & (rows["n"] > 0)].sort_values(["family", "lam"])
+    middles = [group.iloc[len(group) // 2] for _, group in rows.groupby("family", sort=True)]
+    return pd.DataFrame(middles, columns=rows.columns)

@@ -1,0 +1,496 @@
+"""MLflow tracking of a benchmark, in a store that lives inside the benchmark's results.
+
+The store is ``sqlite:///<bench_dir>/mlflow.db`` with artifacts under
+``<bench_dir>/mlartifacts``, always given explicitly: MLflow's own defaults
+(``./mlflow.db``, ``./mlruns``) depend on the working directory, which would
+scatter one benchmark's records over wherever the command happened to run.
+Artifact locations are absolute paths, so a moved results directory is refused
+rather than silently written to the old place.
+
+One call of :func:`log_benchmark` makes one parent run; under it one run per
+router family (frontier numbers, Optuna trials, the trained router as a pyfunc
+model) and under each family one run per operating point (score, cost, steps,
+switch rate per split with their intervals). Runs are created through
+``MlflowClient``, which skips MLflow's git and environment inference; nothing is
+read from ``os.environ`` into params.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.config import to_plain
+from harness.errors import ConfigError, HarnessError
+from harness.plots import pareto_figure, usage_figure
+from harness.results import (
+    benchmark_definition,
+    best_single,
+    family_summaries,
+    finished_splits,
+    frontier_table,
+    headline_points,
+    load_points,
+    provenance,
+    reference_point,
+)
+from harness.trajectory import RunStore
+from harness.types import ModelCard
+
+log = logging.getLogger(__name__)
+
+MLFLOW_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+OPTUNA_DB = "optuna.db"
+PARENT_TAG = "mlflow.parentRunId"
+# Router params are logged, except anything that looks like a credential.
+SECRET_KEY = re.compile(r"api_?key|secret|password|passwd|token$|credential|auth", re.IGNORECASE)
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+# Quiet, offline MLflow for the duration of a call: no progress bars, no usage telemetry.
+QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def tracking_uri(bench_dir: Path) -> str:
+    return f"sqlite:///{(Path(bench_dir).resolve() / MLFLOW_DB)}"
+
+
+def artifact_root(bench_dir: Path) -> str:
+    return str(Path(bench_dir).resolve() / ARTIFACTS_DIR)
+
+
+@contextlib.contextmanager
+def _scope(bench_dir: Path) -> Iterator[Any]:
+    """A client on the benchmark's store, with MLflow's global URI pointed there only meanwhile.
+
+    The fluent API (needed to log and load pyfunc models) reads the global
+    tracking URI; it is restored afterwards, as are the loggers, warning filters
+    and environment variables touched here.
+    """
+    import mlflow
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    bench_dir = Path(bench_dir).resolve()
+    saved_env = {key: os.environ.get(key) for key in QUIET_ENV}
+    saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    logger = logging.getLogger("mlflow")
+    saved_level = logger.level
+    try:
+        os.environ.update(QUIET_ENV)
+        logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"mlflow\..*")
+            uri = tracking_uri(bench_dir)
+            if not (bench_dir / MLFLOW_DB).exists():
+                bench_dir.mkdir(parents=True, exist_ok=True)
+                # Creating the store ourselves gives its Default experiment a root inside the benchmark too.
+                SqlAlchemyStore(uri, artifact_root(bench_dir))
+            mlflow.set_tracking_uri(uri)
+            yield mlflow.MlflowClient(tracking_uri=uri)
+    finally:
+        mlflow.set_tracking_uri(saved_uri)
+        logger.setLevel(saved_level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _experiment_id(client: Any, bench_dir: Path, name: str) -> str:
+    root = artifact_root(bench_dir)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=root)
+    if experiment.artifact_location.removeprefix("file://") != root:
+        raise ConfigError(
+            f"MLflow experiment {name!r} in {tracking_uri(bench_dir)} keeps artifacts in "
+            f"{experiment.artifact_location}, not {root}; was the results directory moved?"
+        )
+    return experiment.experiment_id
+
+
+def _param_key(key: str) -> str:
+    return re.sub(r"[^\w\-. /]", "_", key)
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text[:MAX_PARAM_CHARS]
+
+
+def _flat(prefix: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{key}": value for key, value in data.items() if not SECRET_KEY.search(str(key))}
+
+
+def _log(
+    client: Any, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
+) -> None:
+    from mlflow.entities import Metric, Param
+
+    stamp = int(datetime.now(timezone.utc).timestamp() * 1000)
+    params_out = [Param(_param_key(k), _param_value(v)) for k, v in (params or {}).items() if v is not None]
+    metrics_out = [
+        Metric(_param_key(k), float(v), stamp, 0)
+        for k, v in (metrics or {}).items()
+        if v is not None and math.isfinite(float(v))
+    ]
+    # MLflow takes at most 100 params per batch.
+    for start in range(0, max(len(params_out), 1), 100):
+        client.log_batch(
+            run_id, params=params_out[start : start + 100], metrics=metrics_out if start == 0 else []
+        )
+
+
+def _child(client: Any, experiment_id: str, parent_id: str, name: str, kind: str, **tags: str) -> str:
+    run = client.create_run(experiment_id, run_name=name, tags={PARENT_TAG: parent_id, "kind": kind, **tags})
+    return run.info.run_id
+
+
+def _point_metrics(rows: pd.DataFrame) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for row in rows.itertuples():
+        for name, value in (
+            ("episodes", row.n),
+            ("failed", row.failed),
+            ("score", row.mean_score),
+            ("score_ci_low", row.score_lo),
+            ("score_ci_high", row.score_hi),
+            ("cost", row.mean_cost),
+            ("cost_ci_low", row.cost_lo),
+            ("cost_ci_high", row.cost_hi),
+            ("total_cost", row.total_cost),
+            ("steps", row.mean_turns),
+            ("switch_rate", row.switch_rate),
+        ):
+            metrics[f"{row.split}/{name}"] = value
+    return metrics
+
+
+FAMILY_METRICS = (
+    "hypervolume",
+    "aiq",
+    "aiq_shared",
+    "cost_at_best_single_score",
+    "cost_ratio_vs_best_single",
+    "score_at_best_single_cost",
+    "score_gain_vs_best_single",
+)
+
+
+def _studies(bench_dir: Path) -> dict[str, list[Any]]:
+    """Family -> Optuna studies in the benchmark's storage (family from the study's user attrs)."""
+    path = Path(bench_dir) / OPTUNA_DB
+    if not path.exists():
+        return {}
+    import optuna
+
+    from harness.tuning import storage_uri
+
+    storage = storage_uri(path)
+    found: dict[str, list[Any]] = {}
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        found.setdefault(study.user_attrs.get("family", name), []).append(study)
+    return found
+
+
+def _log_trials(client: Any, experiment_id: str, family_run: str, studies: list[Any]) -> None:
+    for study in studies:
+        for trial in study.get_trials(deepcopy=False):
+            run_id = _child(
+                client,
+                experiment_id,
+                family_run,
+                f"trial {trial.number}",
+                "trial",
+                study=study.study_name,
+                state=trial.state.name,
+            )
+            metrics: dict[str, Any] = {}
+            if trial.values is not None:
+                metrics = {"val/score": trial.values[0], "val/cost": trial.values[1]}
+            if trial.constraints:
+                metrics["feasible"] = float(all(v <= 0 for v in trial.constraints.values()))
+            _log(client, run_id, params={**trial.params, "trial_number": trial.number}, metrics=metrics)
+            client.set_terminated(run_id, "FINISHED" if trial.state.name == "COMPLETE" else "FAILED")
+
+
+def _pool_cards(run_dir: str) -> tuple[list[ModelCard], dict[str, Any]]:
+    """The pool's cards as the run priced them, and the run config; full cards if the pool file is unchanged."""
+    from harness.pool import load_pool
+    from harness.types import PriceCard
+
+    config = RunStore(Path(run_dir)).config()
+    prices = config.get("price_cards", {})
+    try:
+        pool = load_pool(config["run"]["pool"])
+        if pool.sha256 == config.get("pool_sha256"):
+            return pool.cards, config
+    except HarnessError:
+        pass
+    return [ModelCard(name=name, price=PriceCard(**price)) for name, price in prices.items()], config
+
+
+def _parent_params(bench_dir: Path, definition: dict[str, Any], git_commit: str, single: str | None) -> dict:
+    """Provenance of the whole benchmark: code, pool, prices, splits, engine, seeds, definition."""
+    origin = provenance(bench_dir)
+    params: dict[str, Any] = {
+        "bench": definition.get("name") or bench_dir.name,
+        "git_commit": git_commit,
+        "best_single": single,
+        "seeds": definition.get("seeds", origin["seed"]),
+    }
+    params |= {
+        key: values[0] if len(values) == 1 else values
+        for key, values in origin.items()
+        if key != "price_cards"
+    }
+    for cards in origin["price_cards"][:1]:
+        params |= {f"price/{model}": price for model, price in _flat("", cards).items()}
+    return params | _flat("definition/", {k: v for k, v in definition.items() if k != "name"})
+
+
+def _log_frontiers(
+    client: Any,
+    run_id: str,
+    bench_dir: Path,
+    points: pd.DataFrame,
+    definition: dict[str, Any],
+    single: str | None,
+) -> dict[str, pd.DataFrame]:
+    """Per split: the frontier and family-summary tables and the Pareto plot; then the usage heatmaps."""
+    name = str(definition.get("name") or bench_dir.name)
+    summaries: dict[str, pd.DataFrame] = {}
+    for split in finished_splits(points):
+        ref_score, ref_cost, _ = reference_point(definition, points, split)
+        _log_table(client, run_id, frontier_table(points, split), f"frontier/{split}.json")
+        summary = family_summaries(points, split, (ref_score, ref_cost), single)
+        if not summary.empty:
+            _log_table(
+                client, run_id, summary.astype({"aiq_shared_range": str}), f"frontier/summary_{split}.json"
+            )
+            summaries[split] = summary
+        figure = pareto_figure(points, split, title=f"{name}: score vs cost, {split}")
+        client.log_figure(run_id, figure, f"figures/pareto_{split}.png")
+    for row in headline_points(points, definition).itertuples():
+        figure = usage_figure(bench_dir, row.point, "test_id")
+        client.log_figure(run_id, figure, f"figures/usage_{_param_key(row.point)}.png")
+    return summaries
+
+
+def _log_family(
+    client: Any,
+    experiment_id: str,
+    parent: str,
+    family: str,
+    points: pd.DataFrame,
+    summaries: dict[str, pd.DataFrame],
+    studies: list[Any],
+) -> str:
+    """A family run with its frontier metrics, one nested run per operating point and per Optuna trial."""
+    family_run = _child(client, experiment_id, parent, family, "family", family=family)
+    metrics = {}
+    for split, summary in summaries.items():
+        for record in summary[summary["family"] == family].to_dict("records"):
+            metrics |= {f"{split}/{key}": record[key] for key in FAMILY_METRICS}
+    _log(client, family_run, params={"family": family}, metrics=metrics)
+    for point, rows in points[points["family"] == family].groupby("point", sort=True):
+        first = rows.iloc[0]
+        run_id = _child(client, experiment_id, family_run, point, "point", family=family)
+        params = {"label": first.label, "family": family, **_flat("router.", first.params)}
+        if not math.isnan(first.lam):
+            params["lam"] = first.lam
+        _log(client, run_id, params=params, metrics=_point_metrics(rows))
+        client.set_terminated(run_id)
+    _log_trials(client, experiment_id, family_run, studies)
+    return family_run
+
+
+def log_benchmark(
+    bench_dir: Path,
+    git_commit: str,
+    *,
+    points: pd.DataFrame | None = None,
+    log_models: bool = True,
+    n_boot: int = 2000,
+) -> str:
+    """Log one benchmark invocation as a parent run with nested family and point runs; returns its id.
+
+    ``points`` defaults to :func:`harness.results.load_points` of ``bench_dir``. With
+    ``log_models`` each learned family's checkpoint (the one its headline point ran
+    with) is logged as a pyfunc model under the family run.
+    """
+    bench_dir = Path(bench_dir).resolve()
+    definition = benchmark_definition(bench_dir)
+    name = str(definition.get("name") or bench_dir.name)
+    points = load_points(bench_dir, n_boot=n_boot) if points is None else points
+    single = best_single(points)
+    studies = _studies(bench_dir)
+    with _scope(bench_dir) as client:
+        experiment_id = _experiment_id(client, bench_dir, name)
+        started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        parent = client.create_run(
+            experiment_id,
+            run_name=f"{name} {started}",
+            tags={"kind": "benchmark", "bench": name, "mlflow.source.git.commit": git_commit},
+        ).info.run_id
+        _log(client, parent, params=_parent_params(bench_dir, definition, git_commit, single))
+        client.log_dict(parent, definition, "benchmark.json")
+        summaries = _log_frontiers(client, parent, bench_dir, points, definition, single)
+        for family in sorted(set(points["family"]) | set(studies)):
+            family_run = _log_family(
+                client, experiment_id, parent, family, points, summaries, studies.get(family, [])
+            )
+            if log_models:
+                _log_family_model(
+                    bench_dir, family, points[points["family"] == family], definition, family_run
+                )
+            client.set_terminated(family_run)
+        client.set_terminated(parent)
+    return parent
+
+
+def _log_table(client: Any, run_id: str, table: pd.DataFrame, path: str) -> None:
+    """A table artifact with NaN as null, so the file is strict JSON the MLflow UI can read."""
+    client.log_table(run_id, table.astype(object).where(table.notna(), None), path)
+
+
+def _log_family_model(
+    bench_dir: Path, family: str, family_points: pd.DataFrame, definition: dict[str, Any], run_id: str
+) -> None:
+    """Log the checkpoint the family's headline point ran with, if it has one on disk."""
+    headline = headline_points(family_points, definition)
+    if headline.empty:
+        return
+    row = headline.iloc[0]
+    checkpoint = row.params.get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_dir():
+        log.warning("router family %s: checkpoint %s not found; its model is not logged", family, checkpoint)
+        return
+    cards, config = _pool_cards(row.run_dir)
+    extra = {k: v for k, v in row.params.items() if k not in ("checkpoint", "lam", "label")}
+    log_router_model(
+        Path(checkpoint),
+        family,
+        cards=cards,
+        lam=float(row.lam),
+        params=extra,
+        benchmark=config["run"].get("benchmark", "scienceworld"),
+        limits=config["run"].get("limits"),
+        bench_dir=bench_dir,
+        run_id=run_id,
+    )
+
+
+def _requirements() -> list[str]:
+    """Stated explicitly, so MLflow does not infer them by importing the model in a subprocess (slow)."""
+    import mlflow
+
+    try:
+        harness = f"routing-harness=={version('routing-harness')}"
+    except PackageNotFoundError:
+        harness = "routing-harness"
+    return [f"mlflow=={mlflow.__version__}", harness]
+
+
+def log_router_model(
+    checkpoint_dir: Path,
+    family: str,
+    *,
+    cards: list[ModelCard],
+    lam: float = 0.0,
+    params: dict[str, Any] | None = None,
+    benchmark: str = "scienceworld",
+    limits: dict[str, Any] | None = None,
+    bench_dir: Path | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Log a trained router as a pyfunc model and return its model URI.
+
+    ``bench_dir`` defaults to the results layout's ``<bench>/models/<family>/...``
+    ancestor of ``checkpoint_dir``. Without ``run_id`` a run named after the family
+    is created for the model.
+    """
+    import mlflow
+
+    from harness.router_model import CHECKPOINT_ARTIFACT, SPEC_ARTIFACT, RouterModel, signature
+
+    checkpoint_dir = Path(checkpoint_dir).resolve()
+    if not checkpoint_dir.is_dir():
+        raise ConfigError(f"router checkpoint {checkpoint_dir} is not a directory")
+    if bench_dir is None:
+        parents = [p for p in checkpoint_dir.parents if p.name == "models"]
+        if not parents:
+            raise ConfigError(f"cannot tell the benchmark directory of {checkpoint_dir}; pass bench_dir")
+        bench_dir = parents[0].parent
+    spec = {
+        "family": family,
+        "lam": lam,
+        "params": {k: v for k, v in (params or {}).items() if not SECRET_KEY.search(k)},
+        "benchmark": benchmark,
+        "limits": limits or {},
+        "cards": [to_plain(card) for card in cards],
+    }
+    name = benchmark_definition(Path(bench_dir)).get("name") or Path(bench_dir).name
+    with _scope(Path(bench_dir)) as client, tempfile.TemporaryDirectory() as tmp:
+        experiment_id = _experiment_id(client, Path(bench_dir), str(name))
+        if run_id is None:
+            run_id = client.create_run(
+                experiment_id, run_name=f"model {family}", tags={"kind": "model", "family": family}
+            ).info.run_id
+        spec_path = Path(tmp) / "router.json"
+        spec_path.write_text(json.dumps(spec, indent=2, sort_keys=True))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=f"router-{_param_key(family).replace(' ', '_').replace('/', '_')}",
+                python_model=RouterModel(),
+                artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir), SPEC_ARTIFACT: str(spec_path)},
+                signature=signature(lam),
+                pip_requirements=_requirements(),
+                tags={"family": family},
+            )
+    return info.model_uri
+
+
+def server_command(bench_dir: Path, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict[str, str]]:
+    """argv and environment for ``mlflow server`` on the benchmark's store (the MLflow UI and REST API).
+
+    The environment halves start-up offline: no background job executor, and no
+    attempt by litellm (imported by MLflow's gateway) to download its price map.
+    """
+    import sys
+
+    argv = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", tracking_uri(bench_dir),
+        "--default-artifact-root", artifact_root(bench_dir),
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        **QUIET_ENV,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    return argv, env
+
+
+def load_router_model(bench_dir: Path, model_uri: str) -> Any:
+    """Load a logged router (a ``models:/`` or ``runs:/`` URI) from the benchmark's store."""
+    import mlflow
+
+    with _scope(Path(bench_dir)):
+        return mlflow.pyfunc.load_model(model_uri)
