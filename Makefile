@@ -30,7 +30,7 @@ benchmark: install
 	$(BIN)/harness benchmark $(BENCH) --results $(RESULTS)
 
 ui: install
-	$(BIN)/harness ui --results $(RESULTS)
+	$(BIN)/harness ui --results $(RESULTS) --bench $(BENCH)
 
 lint: install
 	$(BIN)/ruff check harness routers benchmarks tests

@@ -197,16 +197,25 @@ class BenchmarkRun:
                     self.run(self.config(spec, split, self.d.quick), self.dir / "runs" / split / spec.label,
                              f"{split} {spec.label}")
 
+    def write_manifest(self, selected: dict) -> None:
+        """benchmark.json: what the report and the tracker read besides the run directories."""
+        write_json_atomic(
+            self.dir / "benchmark.json",
+            {
+                "name": self.d.name,
+                "reference_point": self.d.reference_point,
+                "seeds": sorted({self.d.seed, *self.d.collect.seeds}),
+                "selected": selected,
+                "definition": to_plain(self.d),
+            },
+        )
+
     def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:
-        write_json_atomic(self.dir / "benchmark.json", {"definition": to_plain(self.d)})
+        self.write_manifest({})
         data = self.collect()
         checkpoints = self.train(data) if self.d.learned else {}
         selected = self.tune(checkpoints)
-        write_json_atomic(
-            self.dir / "benchmark.json",
-            {"definition": to_plain(self.d), "reference_point": self.d.reference_point, "selected": selected,
-             "data": [str(p) for p in data]},
-        )
+        self.write_manifest(selected)
         self.evaluate(checkpoints, selected)
         outputs: dict = {"results": str(self.dir)}
         if track:

@@ -248,18 +248,18 @@ def ui(
     port: Annotated[int, typer.Option()] = 5000,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
 ) -> None:
-    """Serve the MLflow UI on a benchmark's store."""
+    """Serve the MLflow UI (and its REST API) on a benchmark's store."""
     import os
-    import shutil
 
     from harness.errors import UnknownNameError
+    from harness.tracking import server_command
 
-    store = (results / bench / "mlflow.db").resolve()
-    if not store.exists():
-        raise UnknownNameError(f"no MLflow store at {store}; run `make benchmark` first")
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    print(f"MLflow UI on http://{host}:{port} (store sqlite:///{store})")
-    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", f"sqlite:///{store}", "--host", host, "--port", str(port)])
+    bench_dir = (results / bench).resolve()
+    if not (bench_dir / "mlflow.db").exists():
+        raise UnknownNameError(f"no MLflow store in {bench_dir}; run `make benchmark` first")
+    argv, env = server_command(bench_dir, port, host)
+    print(f"MLflow UI on http://{host}:{port} (store {bench_dir / 'mlflow.db'})", flush=True)
+    os.execve(argv[0], argv, env)
 
 
 @app.command()
