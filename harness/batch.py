@@ -8,6 +8,7 @@ inputs are validated in the parent before any worker starts.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import subprocess
@@ -22,6 +23,7 @@ from harness.backends import build_backends
 from harness.config import REPO_ROOT, RunConfig, to_plain
 from harness.environments import environment_fingerprint, make_environment, task_split
 from harness.errors import EnvironmentCrashed, HarnessError
+from harness.protocols import Environment
 from harness.pool import Pool, load_pool
 from harness.trajectory import RunStore
 from harness.types import TaskInstance
@@ -76,16 +78,16 @@ def prepare(config: RunConfig, out: Path) -> Batch:
     return Batch(config=config, pool=pool, tasks=tasks, store=store)
 
 
-class Worker:
-    """One environment, the pool's backends and the router, reused across episodes."""
+class Player:
+    """The pool's backends and the router of one run, playing on a shared environment."""
 
-    def __init__(self, config: RunConfig, out: Path):
+    def __init__(self, config: RunConfig, out: Path, env: Environment):
         self.config = config
         self.store = RunStore(out)
         pool = load_pool(config.pool)
         self.backends = build_backends(pool, config.backend)
         self.router = make_router(config.router.name, config.router.params, pool.names)
-        self.env = make_environment(config.benchmark)
+        self.env = env
 
     def play(self, task: TaskInstance) -> dict[str, Any]:
         """Run one episode; a crashed engine is restarted and the episode retried once."""
@@ -105,11 +107,33 @@ class Worker:
                 break
         return failed_record(task, self.config, error)
 
+
+class Worker:
+    """One environment (one JVM) reused across episodes and runs; a player cached per run."""
+
+    def __init__(self) -> None:
+        self.envs: dict[str, Environment] = {}
+        self.players: dict[tuple[str, str], Player] = {}
+
+    def player(self, config: RunConfig, out: Path) -> Player:
+        key = (json.dumps(to_plain(config), sort_keys=True), str(out))
+        if key not in self.players:
+            if config.benchmark not in self.envs:
+                self.envs[config.benchmark] = make_environment(config.benchmark)
+            self.players[key] = Player(config, out, self.envs[config.benchmark])
+        return self.players[key]
+
+    def play(self, config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
+        return self.player(config, out).play(task)
+
     def close(self) -> None:
-        self.env.close()
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
+        self.players.clear()
 
 
-def failed_record(task: TaskInstance, config: RunConfig, error: Exception | None) -> dict[str, Any]:
+def failed_record(task: TaskInstance, config: RunConfig, error: BaseException | None) -> dict[str, Any]:
     return {
         "episode": task.key,
         "benchmark": task.benchmark,
@@ -129,19 +153,70 @@ def failed_record(task: TaskInstance, config: RunConfig, error: Exception | None
 _worker: Worker | None = None
 
 
-def _init_worker(config: RunConfig, out: Path) -> None:
+def _init_worker() -> None:
     global _worker
-    _worker = Worker(config, out)
+    _worker = Worker()
 
 
-def _play(task: TaskInstance) -> dict[str, Any]:
+def _play(config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
     assert _worker is not None, "worker not initialised"
-    return _worker.play(task)
+    return _worker.play(config, out, task)
 
 
-def run_batch(batch: Batch, on_episode: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Play every pending episode; returns the new episode records in completion order."""
-    pending = batch.pending
+class Workers:
+    """Worker processes kept alive across batches, so imports and JVM starts are paid once.
+
+    With one worker, episodes run in this process.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self._local: Worker | None = None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        self._local = self._pool = None
+
+    def run(self, batch: Batch, finish: Callable[[dict[str, Any]], None]) -> None:
+        pending = batch.pending
+        out = batch.store.root
+        if self.n == 1:
+            self._local = self._local or Worker()
+            for task in pending:
+                finish(self._local.play(batch.config, out, task))
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.n, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+            )
+        futures = {self._pool.submit(_play, batch.config, out, task): task for task in pending}
+        remaining = set(futures)
+        while remaining:
+            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    record = future.result()
+                except Exception as exc:  # the worker process died outright
+                    record = failed_record(futures[future], batch.config, exc)
+                finish(record)
+
+
+def run_batch(
+    batch: Batch,
+    on_episode: Callable[[dict[str, Any]], None] | None = None,
+    workers: Workers | None = None,
+) -> list[dict[str, Any]]:
+    """Play every pending episode of ``batch``; returns the new records in completion order."""
     records: list[dict[str, Any]] = []
 
     def finish(record: dict[str, Any]) -> None:
@@ -150,28 +225,11 @@ def run_batch(batch: Batch, on_episode: Callable[[dict[str, Any]], None] | None 
         if on_episode:
             on_episode(record)
 
-    if not pending:
+    if not batch.pending:
         return records
-    workers = min(batch.config.workers, len(pending))
-    if workers == 1:
-        worker = Worker(batch.config, batch.store.root)
-        try:
-            for task in pending:
-                finish(worker.play(task))
-        finally:
-            worker.close()
+    if workers is not None:
+        workers.run(batch, finish)
         return records
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(batch.config, batch.store.root)
-    ) as pool:
-        futures = {pool.submit(_play, task): task for task in pending}
-        remaining = set(futures)
-        while remaining:
-            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-            for future in done:
-                try:
-                    finish(future.result())
-                except Exception as exc:  # a worker process died outright
-                    finish(failed_record(futures[future], batch.config, exc))
+    with Workers(min(batch.config.workers, len(batch.pending))) as own:
+        own.run(batch, finish)
     return records

@@ -93,6 +93,7 @@ class BenchmarkRun:
         self.d = definition
         self.dir = Path(results) / definition.name
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.workers = None  # a harness.batch.Workers while execute() runs
 
     def config(self, router: RouterSpec, split: str, quick: bool, seed: int | None = None) -> RunConfig:
         return RunConfig(
@@ -109,7 +110,7 @@ class BenchmarkRun:
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
         from harness.cli import execute
 
-        return execute(config, out, label=label)
+        return execute(config, out, label=label, workers=self.workers)
 
     # Stage 1 -----------------------------------------------------------------
     def collect(self) -> list[Path]:
@@ -211,6 +212,12 @@ class BenchmarkRun:
         )
 
     def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:
+        from harness.batch import Workers
+
+        with Workers(self.d.workers) as self.workers:
+            return self._execute(track, report_dir)
+
+    def _execute(self, track: bool, report_dir: Path | None) -> dict:
         self.write_manifest({})
         data = self.collect()
         checkpoints = self.train(data) if self.d.learned else {}

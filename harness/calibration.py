@@ -97,27 +97,36 @@ def _shifted(skill: dict[str, float], delta: float) -> dict[str, float]:
     return {k: round(1 / (1 + math.exp(-(_logit(v) + delta))), 4) for k, v in skill.items()}
 
 
-def fit(pool_name: str, work: Path, workers: int, rounds: int = 4) -> Path:
-    """Fit every model's skill shift and completion length; rewrites the pool file in place."""
+def fit(pool_name: str, work: Path, workers: int, rounds: int = 5) -> Path:
+    """Fit every model's skill shift and completion length; rewrites the pool file in place.
+
+    All models move together, one measured round at a time, until every one is within
+    half the tolerance or the rounds run out. The logit shifts are relative to the
+    skills in the file when the fit starts, so the stated pattern is kept.
+    """
     pool = load_pool(pool_name)
     data = yaml.safe_load(pool.path.read_text())
     goal, tol = targets(pool_name)
-    base = {m["name"]: copy.deepcopy(m["simulated"]) for m in data["models"]}
-    for model in goal:
-        history: list[tuple[float, float]] = []  # (delta, score)
-        delta = 0.0
-        for round_ in range(rounds):
-            profile = data_model(data, model)["simulated"]
-            profile["skill"] = _shifted(base[model]["skill"], delta)
-            pool.path.write_text(dump(data))
-            row = measure(pool_name, work / f"round{round_}" / f"d{delta:+.3f}", workers, [model])[0]
-            history.append((delta, row.score))
-            _fit_cost(profile, work / f"round{round_}" / f"d{delta:+.3f}" / model, row.target_cost)
-            pool.path.write_text(dump(data))
-            if abs(row.score - row.target_score) <= tol.get("score_points", 5.0) * 0.5:
-                break
-            delta = _next_delta(history, row.target_score)
-    pool.path.write_text(dump(data))
+    base = {m["name"]: copy.deepcopy(m["simulated"]["skill"]) for m in data["models"]}
+    history: dict[str, list[tuple[float, float]]] = {m: [] for m in goal}
+    delta = {m: 0.0 for m in goal}
+    todo = list(goal)
+    for round_ in range(rounds):
+        for model in todo:
+            data_model(data, model)["simulated"]["skill"] = _shifted(base[model], delta[model])
+        pool.path.write_text(dump(data))
+        out = work / f"round{round_}"
+        rows = measure(pool_name, out, workers, todo)
+        for row in rows:
+            history[row.model].append((delta[row.model], row.score))
+            _fit_cost(data_model(data, row.model)["simulated"], out / row.model, row.target_cost)
+            if abs(row.score - row.target_score) > tol.get("score_points", 5.0) * 0.5:
+                delta[row.model] = _next_delta(history[row.model], row.target_score)
+        pool.path.write_text(dump(data))
+        todo = [r.model for r in rows if abs(r.score - r.target_score) > tol.get("score_points", 5.0) * 0.5
+                or not r.cost_ok]
+        if not todo:
+            break
     return pool.path
 
 

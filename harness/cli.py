@@ -55,8 +55,11 @@ def episode_progress() -> Progress:
     )
 
 
-def execute(config: RunConfig, out: Path, label: str | None = None) -> list[dict]:
-    """Run a batch with a progress bar; returns all episode records of the run directory."""
+def execute(config: RunConfig, out: Path, label: str | None = None, workers=None) -> list[dict]:
+    """Run a batch with a progress bar; returns all episode records of the run directory.
+
+    ``workers`` (a :class:`harness.batch.Workers`) lets a caller keep worker processes across batches.
+    """
     from harness.batch import prepare, run_batch
 
     batch = prepare(config, out)
@@ -79,7 +82,7 @@ def execute(config: RunConfig, out: Path, label: str | None = None) -> list[dict
                 dollars[0] += record["cost"]
             progress.update(bar, advance=1, score=sum(scores) / max(1, len(scores)), dollars=dollars[0])
 
-        run_batch(batch, on_episode)
+        run_batch(batch, on_episode, workers)
     return batch.store.episodes()
 
 
@@ -139,12 +142,13 @@ def episode(
     from harness.types import TaskInstance
 
     run_config = RunConfig(router=RouterSpec(router, parse_params(param)), pool=pool, split="any", seed=seed)
-    worker = Worker(run_config, out)
+    worker = Worker()
     try:
         store = RunStore(out)
         store.open({"run": {"single_episode": task, "variation": variation, "router": router}})
+        player = worker.player(run_config, out)
         instance = TaskInstance("scienceworld", task, variation, "any")
-        result = run_episode(worker.env, worker.backends, worker.router, instance, seed, run_config.limits, store)
+        result = run_episode(player.env, player.backends, player.router, instance, seed, run_config.limits, store)
         store.record_episode(result.record(run_config.router.label))
     finally:
         worker.close()
@@ -178,7 +182,9 @@ def calibrate(
 
     if fit:
         fit_pool(pool, work / "fit", workers)
-    rows = measure(pool, work / "check", workers)
+    from harness.pool import load_pool
+
+    rows = measure(pool, work / f"check-{load_pool(pool).sha256[:12]}", workers)
     table = Table(title=f"Calibration of pool {pool!r} on test_id (paper: MTRouter ScienceWorld table)")
     for column in ("model", "episodes", "score", "paper", "ok", "$/episode", "paper $/ep", "ok "):
         table.add_column(column, justify="left" if column == "model" else "right")

@@ -143,13 +143,14 @@ class KillJvmOnce(Router):
 @pytest.mark.parametrize("kills, status", [(1, "done"), (2, "failed")])
 def test_crashed_jvm_is_restarted_and_retried_once(tmp_path, kills, status):
     config = RunConfig(router=RouterSpec("single", {"model": "gpt-oss-120b"}), seed=0)
-    worker = Worker(config, tmp_path)
+    worker = Worker()
     RunStore(tmp_path).open({})
-    worker.router = KillJvmOnce()
-    KillJvmOnce.env = worker.env
+    player = worker.player(config, tmp_path)
+    player.router = KillJvmOnce()
+    KillJvmOnce.env = player.env
     KillJvmOnce.kills_left = kills
     try:
-        record = worker.play(TaskInstance("scienceworld", "power-component", 0, "test_id"))
+        record = player.play(TaskInstance("scienceworld", "power-component", 0, "test_id"))
     finally:
         worker.close()
     if status == "failed":

@@ -1,0 +1,115 @@
+"""Harness overhead per turn against ScienceWorld's own step time, and episodes/s with 1 and 2 workers.
+
+Usage: python benchmarks/perf_harness.py [--episodes N]
+
+Part 1 plays episodes in this process with timing proxies around the environment,
+the backends and the router, so every second of an episode is attributed to the
+engine (reset, step), the simulated models, the router, or the loop itself
+(prompting, parsing, ledger, trajectory writes). Part 2 runs the same batch with
+one and with two worker processes and prints the throughput ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from harness.agent import run_episode
+from harness.backends import build_backends
+from harness.batch import prepare, run_batch
+from harness.config import Limits, RouterSpec, RunConfig
+from harness.environments import make_environment, task_split
+from harness.pool import load_pool
+from harness.trajectory import RunStore
+from routers import make_router
+
+TIMES: dict[str, float] = defaultdict(float)
+COUNTS: dict[str, int] = defaultdict(int)
+
+
+class Timed:
+    """Delegates to ``inner`` and adds the wall time of the named methods to TIMES[label.method]."""
+
+    def __init__(self, inner, label: str, methods: tuple[str, ...]):
+        self._inner, self._label, self._methods = inner, label, methods
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name not in self._methods:
+            return attr
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                TIMES[f"{self._label}.{name}"] += time.perf_counter() - start
+                COUNTS[f"{self._label}.{name}"] += 1
+
+        return timed
+
+
+def overhead(episodes: int, out: Path) -> None:
+    pool = load_pool("paper6")
+    tasks = [t for name in ("test_id", "test_ood") for t in task_split("scienceworld").tasks(name, quick=True)]
+    tasks = (tasks * (episodes // len(tasks) + 1))[:episodes]
+    env = Timed(make_environment("scienceworld"), "env", ("reset", "step"))
+    backends = {n: Timed(b, "model", ("complete",)) for n, b in build_backends(pool, "simulated").items()}
+    router = Timed(make_router("random", {}, pool.names), "router", ("route",))
+    store = RunStore(out)
+    store.open({})
+    started = time.perf_counter()
+    turns = 0
+    for i, task in enumerate(tasks):
+        turns += run_episode(env, backends, router, task, i, Limits(), store).turns
+    total = time.perf_counter() - started
+    env._inner.close()
+    engine = TIMES["env.reset"] + TIMES["env.step"]
+    loop = total - engine - TIMES["model.complete"] - TIMES["router.route"]
+    step_ms = 1000 * TIMES["env.step"] / max(1, COUNTS["env.step"])
+    print(f"Part 1: {len(tasks)} episodes, {turns} turns, {COUNTS['env.step']} engine steps, {total:.1f} s")
+    print(f"{'component':<28}{'ms/turn':>10}{'x step time':>14}")
+    for name, seconds in [
+        ("ScienceWorld step", TIMES["env.step"]),
+        ("ScienceWorld reset", TIMES["env.reset"]),
+        ("simulated models", TIMES["model.complete"]),
+        ("router (random)", TIMES["router.route"]),
+        ("loop, ledger, trajectory", loop),
+    ]:
+        per_turn = 1000 * seconds / turns
+        print(f"{name:<28}{per_turn:>10.2f}{per_turn / step_ms:>14.2f}")
+    harness_ms = 1000 * (loop + TIMES["router.route"]) / turns
+    print(f"harness overhead per turn (loop + router): {harness_ms:.2f} ms = "
+          f"{harness_ms / step_ms:.2f} x the mean engine step ({step_ms:.1f} ms)")
+
+
+def throughput(out: Path) -> None:
+    rates = {}
+    for workers in (1, 2):
+        config = RunConfig(router=RouterSpec("random"), split="test_id", workers=workers, seed=7)
+        batch = prepare(config, out / f"w{workers}")
+        started = time.perf_counter()
+        records = run_batch(batch)
+        rates[workers] = len(records) / (time.perf_counter() - started)
+        print(f"{workers} worker(s): {len(records)} episodes, {rates[workers]:.2f} episodes/s (incl. JVM start)")
+    print(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=25)
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="perf-harness-"))
+    try:
+        overhead(args.episodes, out / "overhead")
+        throughput(out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The reference ScienceWorld split: which task variations are train, val, test_id and test_ood.
+
+The split lives in a versioned JSON file (``benchmarks/splits/scienceworld-v1.json``)
+written once by :func:`build_split` from the real engine's variation counts, so
+that every run reads the same instances instead of recomputing them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scienceworld.constants import TASKS
+
+from harness.config import BENCHMARKS_DIR
+from harness.errors import ConfigError, UnknownNameError
+from harness.types import TaskInstance
+
+VERSION = "scienceworld-v1"
+DEFAULT_SPLIT_PATH = BENCHMARKS_DIR / "splits" / f"{VERSION}.json"
+
+TRAIN_TASK_TYPES: tuple[str, ...] = (
+    "boil",
+    "melt",
+    "chemistry-mix",
+    "find-animal",
+    "find-plant",
+    "grow-plant",
+    "identify-life-stages-1",
+    "lifespan-longest-lived",
+    "inclined-plane-determine-angle",
+    "measure-melting-point-known-substance",
+    "power-component",
+    "test-conductivity",
+    "mendelian-genetics-known-plant",
+)
+OOD_TASK_TYPES: tuple[str, ...] = (
+    "freeze",
+    "change-the-state-of-matter-of",
+    "chemistry-mix-paint-secondary-color",
+    "find-non-living-thing",
+    "grow-fruit",
+    "identify-life-stages-2",
+    "lifespan-shortest-lived",
+    "inclined-plane-friction-unnamed-surfaces",
+    "use-thermometer",
+    "power-component-renewable-vs-nonrenewable-energy",
+    "test-conductivity-of-unknown-substances",
+    "mendelian-genetics-unknown-plant",
+)
+
+TOPICS: dict[str, str] = {
+    "boil": "thermodynamics",
+    "melt": "thermodynamics",
+    "freeze": "thermodynamics",
+    "change-the-state-of-matter-of": "thermodynamics",
+    "use-thermometer": "thermodynamics",
+    "measure-melting-point-known-substance": "thermodynamics",
+    "chemistry-mix": "chemistry",
+    "chemistry-mix-paint-secondary-color": "chemistry",
+    "find-animal": "biology",
+    "find-plant": "biology",
+    "find-non-living-thing": "biology",
+    "grow-plant": "biology",
+    "grow-fruit": "biology",
+    "identify-life-stages-1": "biology",
+    "identify-life-stages-2": "biology",
+    "lifespan-longest-lived": "biology",
+    "lifespan-shortest-lived": "biology",
+    "inclined-plane-determine-angle": "physics",
+    "inclined-plane-friction-unnamed-surfaces": "physics",
+    "power-component": "electricity",
+    "power-component-renewable-vs-nonrenewable-energy": "electricity",
+    "test-conductivity": "electricity",
+    "test-conductivity-of-unknown-substances": "electricity",
+    "mendelian-genetics-known-plant": "genetics",
+    "mendelian-genetics-unknown-plant": "genetics",
+}
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test_id", "test_ood")
+SEED = 42
+FRACTIONS = {"train": 0.6, "val": 0.2, "test_id": 0.2}
+MAX_VARIATIONS = 30
+MIN_VARIATIONS = 10
+QUICK_PER_SPLIT = {"train": 2, "val": 1, "test_id": 1, "test_ood": 1}
+
+PROCEDURE = (
+    "For each task type: use variations 0..min(30, engine max)-1; skip the type if the engine has fewer "
+    "than 10. OOD task types: every used variation is test_ood. In-distribution task types: "
+    "perm = numpy.random.default_rng([42, zlib.crc32(task_type.encode('utf-8'))]).permutation(used); "
+    "n_train = floor(0.6*n + 0.5), n_val = floor(0.2*n + 0.5); train = perm[:n_train], "
+    "val = perm[n_train:n_train+n_val], test_id = the rest; each list stored sorted. "
+    "Quick subset: the smallest 2 train, 1 val, 1 test_id variations of each in-distribution type "
+    "and the smallest 1 test_ood variation of each OOD type."
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A loaded split file: ``assignments[split][task_type]`` is a sorted list of variations."""
+
+    version: str
+    assignments: dict[str, dict[str, list[int]]]
+    quick: dict[str, dict[str, list[int]]]
+    topics: dict[str, str]
+    engine_names: dict[str, str]
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.assignments)
+
+    @property
+    def task_types(self) -> list[str]:
+        return sorted({task for per_task in self.assignments.values() for task in per_task})
+
+    def tasks(
+        self, split_name: str, quick: bool = False, task_filter: str | None = None
+    ) -> list[TaskInstance]:
+        if split_name not in self.assignments:
+            raise UnknownNameError(f"unknown split {split_name!r}; known: {', '.join(self.assignments)}")
+        per_task = (self.quick if quick else self.assignments)[split_name]
+        if task_filter is not None:
+            try:
+                pattern = re.compile(task_filter)
+            except re.error:
+                raise UnknownNameError(f"task filter {task_filter!r} is not a regular expression") from None
+            if not any(pattern.search(task) for task in self.engine_names):
+                raise UnknownNameError(
+                    f"no ScienceWorld task type matches {task_filter!r} in split {self.version}"
+                )
+        return [
+            TaskInstance(
+                benchmark="scienceworld", task=self.engine_names[task], variation=variation, split=split_name
+            )
+            for task in sorted(per_task)
+            if task_filter is None or pattern.search(task)
+            for variation in per_task[task]
+        ]
+
+
+def _shuffled(task_type: str, variations: list[int]) -> list[int]:
+    rng = np.random.default_rng([SEED, zlib.crc32(task_type.encode("utf-8"))])
+    return [int(v) for v in rng.permutation(variations)]
+
+
+def _cut(variations: list[int]) -> dict[str, list[int]]:
+    n = len(variations)
+    n_train = int(FRACTIONS["train"] * n + 0.5)
+    n_val = int(FRACTIONS["val"] * n + 0.5)
+    return {
+        "train": sorted(variations[:n_train]),
+        "val": sorted(variations[n_train : n_train + n_val]),
+        "test_id": sorted(variations[n_train + n_val :]),
+    }
+
+
+def _engine_max_variations(task_types: list[str]) -> dict[str, int]:
+    from harness.environments.scienceworld import ScienceWorldJvm
+
+    jvm = ScienceWorldJvm()
+    try:
+        known = set(jvm.server.getTaskNames())
+        missing = [t for t in task_types if t not in known]
+        if missing:
+            raise UnknownNameError(f"ScienceWorld has no task type {missing[0]!r}")
+        return {task: int(jvm.server.getTaskMaxVariations(task)) for task in task_types}
+    finally:
+        jvm.close()
+
+
+def build_split(
+    path: Path = DEFAULT_SPLIT_PATH,
+    train_task_types: tuple[str, ...] = TRAIN_TASK_TYPES,
+    ood_task_types: tuple[str, ...] = OOD_TASK_TYPES,
+    max_variations: dict[str, int] | None = None,
+) -> dict:
+    """Write the split file from the engine's variation counts (queried unless given); returns its content."""
+    import scienceworld
+
+    all_types = list(train_task_types) + list(ood_task_types)
+    unknown_topic = [t for t in all_types if t not in TOPICS]
+    if unknown_topic:
+        raise UnknownNameError(f"task type {unknown_topic[0]!r} has no topic in TOPICS")
+    engine_max = max_variations or _engine_max_variations(all_types)
+    catalog = {task["task_name"]: task for task in TASKS}
+
+    splits: dict[str, dict[str, list[int]]] = {name: {} for name in SPLIT_NAMES}
+    task_types: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    for task in all_types:
+        if engine_max[task] < MIN_VARIATIONS:
+            skipped[task] = f"engine has {engine_max[task]} variations (< {MIN_VARIATIONS})"
+            continue
+        used = list(range(min(MAX_VARIATIONS, engine_max[task])))
+        ood = task in ood_task_types
+        if ood:
+            splits["test_ood"][task] = used
+        else:
+            for name, variations in _cut(_shuffled(task, used)).items():
+                splits[name][task] = variations
+        task_types[task] = {
+            "engine_name": task,  # our names are the engine's names (tasks.json "task_name", no "task-N-" prefix)
+            "task_id": catalog[task]["task_id"],
+            "topic": TOPICS[task],
+            "role": "ood" if ood else "in_distribution",
+            "engine_max_variations": engine_max[task],
+            "variations_used": len(used),
+        }
+    quick = {
+        name: {task: variations[: QUICK_PER_SPLIT[name]] for task, variations in per_task.items()}
+        for name, per_task in splits.items()
+    }
+    content = {
+        "version": VERSION,
+        "benchmark": "scienceworld",
+        "scienceworld_version": scienceworld.__version__,
+        "seed": SEED,
+        "fractions": FRACTIONS,
+        "procedure": PROCEDURE,
+        "topics": {task: TOPICS[task] for task in all_types},
+        "task_types": task_types,
+        "skipped": skipped,
+        "splits": splits,
+        "quick": quick,
+    }
+    _write_json_atomically(path, content)
+    return content
+
+
+def _write_json_atomically(path: Path, content: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    text = json.dumps(content, indent=1)
+    text = re.sub(
+        r"\[[\d,\s]*\]", lambda m: "[" + ", ".join(re.findall(r"\d+", m.group(0))) + "]", text
+    )  # one line per list
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+
+
+def load_split(path: Path | str | None = None) -> Split:
+    path = Path(path) if path is not None else DEFAULT_SPLIT_PATH
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        return Split(
+            version=content["version"],
+            assignments=content["splits"],
+            quick=content["quick"],
+            topics=content["topics"],
+            engine_names={task: info["engine_name"] for task, info in content["task_types"].items()},
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"split file {path} does not exist") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"split file {path} is malformed: {exc!r}") from None
