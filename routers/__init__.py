@@ -19,6 +19,11 @@ BUILTIN = {
     "random": "routers.baselines:RandomRouter",
     "round-robin": "routers.baselines:RoundRobinRouter",
     "heuristic": "routers.baselines:HeuristicRouter",
+    "mtrouter": "routers.learned.q_router:MTRouter",
+    "lgbm": "routers.learned.lgbm_router:LightGBMRouter",
+    "ridge": "routers.learned.classic:RidgeRouter",
+    "cluster": "routers.learned.classic:ClusterRouter",
+    "beta-mix": "routers.learned.beta_mix:BetaMixRouter",
 }
 
 

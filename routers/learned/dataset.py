@@ -1,0 +1,334 @@
+"""Logged runs as routing decisions with Monte-Carlo targets.
+
+A decision is one turn of a finished episode: the state is the history the
+router saw, the action the model it chose (with the logging policy's
+propensity), and the outcome the episode's final score and the dollars spent
+from that turn to the end. Targets are normalised so that one network can be
+trained on runs of different lengths and price levels:
+
+* score: the benchmark's range mapped to [0, 1];
+* cost-to-go: dollars from this turn (inclusive) to the end, divided by the
+  mean episode cost of the *training* episodes;
+* optionally an annealed error cost (the reference's shaping): every turn whose
+  observation says the action failed costs 0.3 early in an episode, rising
+  to 1.0 late, summed from this turn to the end and added to the cost side.
+
+Samples keep dollars and raw scores; normalisation happens in
+:func:`build_training_set` with statistics fitted on the training episodes only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import ConfigError, TrajectoryError
+from harness.prompt import observation_message
+from harness.trajectory import RunStore
+from harness.types import Message, ModelCard
+from routers.learned.encoder_spec import EncoderConfig
+from routers.learned.history_encoder import HistoryEncoder
+
+log = logging.getLogger(__name__)
+
+SCORE_RANGES: dict[str, tuple[float, float]] = {
+    "scienceworld": (-100.0, 100.0),
+    "hle": (0.0, 1.0),
+}
+
+# Observations that mean the turn's action did not work: the engine's parser
+# rejecting it, the agent's reply not parsing, or the engine asking to disambiguate.
+ERROR_RULES: tuple[re.Pattern[str], ...] = (
+    re.compile(r"No known action matches", re.IGNORECASE),
+    re.compile(r"could not be parsed", re.IGNORECASE),
+    re.compile(r"Ambiguous request", re.IGNORECASE),
+)
+
+ANNEAL_START, ANNEAL_END = 0.3, 0.7
+ANNEAL_LOW, ANNEAL_HIGH = 0.3, 1.0
+
+
+@dataclass(frozen=True)
+class DecisionSample:
+    """One logged routing decision and what followed it, in raw units (dollars, benchmark score)."""
+
+    run: str
+    episode: str  # the task instance key, benchmark/task/variation
+    benchmark: str
+    task: str
+    task_description: str
+    history: list[Message] = field(repr=False)  # what the router saw: messages before this turn
+    turn: int
+    episode_turns: int
+    model: str
+    propensity: float
+    score: float  # the episode's final score
+    cost_to_go: float  # dollars from this turn to the end, router charges included
+    episode_cost: float
+    valid: bool
+    error: str | None
+    error_turns: tuple[int, ...]  # turns of this episode whose observation matched an error rule
+
+
+@dataclass(frozen=True)
+class TargetStats:
+    """Normalisation constants, fitted on training episodes and stored with every checkpoint."""
+
+    score_low: float
+    score_high: float
+    mean_episode_cost: float
+    mean_episode_turns: float
+
+    def normalise_score(self, score: np.ndarray | float) -> np.ndarray:
+        span = self.score_high - self.score_low
+        return np.clip((np.asarray(score, dtype=np.float64) - self.score_low) / span, 0.0, 1.0)
+
+    def normalise_cost(self, dollars: np.ndarray | float) -> np.ndarray:
+        return np.asarray(dollars, dtype=np.float64) / self.mean_episode_cost
+
+    @classmethod
+    def fit(
+        cls, samples: Sequence[DecisionSample], score_range: tuple[float, float] | None = None
+    ) -> TargetStats:
+        if not samples:
+            raise ConfigError("cannot fit target statistics on zero decisions")
+        low, high = score_range or benchmark_score_range(samples)
+        if not high > low:
+            raise ConfigError(f"score range ({low}, {high}) is empty")
+        episodes = {(s.run, s.episode): s for s in samples}.values()
+        mean_cost = float(np.mean([s.episode_cost for s in episodes]))
+        # Free models (mean cost 0) leave cost-to-go at 0 rather than dividing by zero.
+        return cls(
+            score_low=float(low),
+            score_high=float(high),
+            mean_episode_cost=mean_cost if mean_cost > 0 else 1.0,
+            mean_episode_turns=float(np.mean([s.episode_turns for s in episodes])),
+        )
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """How targets and weights are formed; stored with the checkpoint so retraining repeats it."""
+
+    error_weight: float = 0.0  # weight of the annealed error cost on the cost side; 0 turns it off
+    weight_clip: float = 50.0  # inverse-propensity weights are clipped here before self-normalising
+
+    def __post_init__(self) -> None:
+        if self.error_weight < 0:
+            raise ConfigError(f"error_weight must be >= 0, got {self.error_weight}")
+        if self.weight_clip < 1:
+            raise ConfigError(f"weight_clip must be >= 1, got {self.weight_clip}")
+
+
+@dataclass
+class TrainingSet:
+    """Arrays a value model is fitted on; row i is decision i of ``samples``."""
+
+    embeddings: np.ndarray  # (n, dim) float32 history vectors
+    model_index: np.ndarray  # (n,) index into ``cards`` of the chosen model
+    score: np.ndarray  # (n,) normalised final score
+    cost: np.ndarray  # (n,) normalised cost-to-go plus weighted error cost
+    weight: np.ndarray  # (n,) clipped, self-normalised inverse-propensity weights
+    cards: list[ModelCard]
+    stats: TargetStats
+    options: TargetOptions
+    encoder: EncoderConfig | None = None  # the vector space of ``embeddings``
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+
+def benchmark_score_range(samples: Iterable[DecisionSample]) -> tuple[float, float]:
+    benchmarks = sorted({s.benchmark for s in samples})
+    ranges = set()
+    for name in benchmarks:
+        if name not in SCORE_RANGES:
+            raise ConfigError(f"no score range known for benchmark {name!r}; pass score_range=(low, high)")
+        ranges.add(SCORE_RANGES[name])
+    if len(ranges) > 1:
+        raise ConfigError(f"runs mix benchmarks with different score ranges ({', '.join(benchmarks)})")
+    return ranges.pop()
+
+
+def is_error_observation(observation: str) -> bool:
+    return any(rule.search(observation) for rule in ERROR_RULES)
+
+
+def annealed_error_weight(turn: int, expected_turns: float) -> float:
+    """0.3 up to 30% of the expected episode length, then linear to 1.0 at 70% and after (turn is 0-based)."""
+    progress = turn / max(expected_turns, 1e-9)
+    if progress <= ANNEAL_START:
+        return ANNEAL_LOW
+    if progress >= ANNEAL_END:
+        return ANNEAL_HIGH
+    return ANNEAL_LOW + (ANNEAL_HIGH - ANNEAL_LOW) * (progress - ANNEAL_START) / (ANNEAL_END - ANNEAL_START)
+
+
+def error_cost_to_go(sample: DecisionSample, expected_turns: float) -> float:
+    return sum(annealed_error_weight(t, expected_turns) for t in sample.error_turns if t >= sample.turn)
+
+
+def task_description_from(first_user_message: str, where: str) -> str:
+    """Recover the task description from the first user message written by ``harness.prompt.initial_messages``."""
+    prefix, separator = "Task: ", "\n\nObservation: "
+    if not first_user_message.startswith(prefix) or separator not in first_user_message:
+        raise TrajectoryError(f"{where}: the first user message is not 'Task: ...\\n\\nObservation: ...'")
+    return first_user_message[len(prefix) :].split(separator, 1)[0]
+
+
+def turn_dollars(record: dict) -> float:
+    """The model call's dollars plus any router overhead charged on the same turn."""
+    router = sum(float(c["dollars"]) for c in record.get("charges") or [] if c.get("kind") == "router")
+    return float(record["dollars"]) + router
+
+
+def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> list[DecisionSample]:
+    """Replay one finished episode's turn records into its decisions, rebuilding each turn's history."""
+    turns = sorted(turns, key=lambda record: record["turn"])
+    if [record["turn"] for record in turns] != list(range(len(turns))):
+        raise TrajectoryError(f"{where}: turn indices are not 0..{len(turns) - 1}")
+    if episode.get("turns") is not None and episode["turns"] != len(turns):
+        raise TrajectoryError(
+            f"{where}: episode record says {episode['turns']} turns, the turn file has {len(turns)}"
+        )
+    if not turns:
+        return []
+    initial = turns[0].get("initial_messages")
+    if not initial:
+        raise TrajectoryError(f"{where}: turn 0 has no initial_messages")
+    messages = [Message(m["role"], m["content"]) for m in initial]
+    description = task_description_from(messages[1].content, where)
+    dollars = [turn_dollars(record) for record in turns]
+    to_go = np.cumsum(dollars[::-1])[::-1]
+    error_turns = tuple(r["turn"] for r in turns if is_error_observation(r.get("observation") or ""))
+    samples = []
+    for record in turns:
+        if record.get("history_len") is not None and record["history_len"] != len(messages):
+            raise TrajectoryError(
+                f"{where}: turn {record['turn']} saw {record['history_len']} messages, replay gives {len(messages)}"
+            )
+        propensity = float(record["propensity"])
+        if not 0.0 < propensity <= 1.0:
+            raise TrajectoryError(
+                f"{where}: turn {record['turn']} has propensity {propensity}, outside (0, 1]"
+            )
+        samples.append(
+            DecisionSample(
+                run=run,
+                episode=episode["episode"],
+                benchmark=episode["benchmark"],
+                task=episode["task"],
+                task_description=description,
+                history=list(messages),
+                turn=record["turn"],
+                episode_turns=len(turns),
+                model=record["model"],
+                propensity=propensity,
+                score=float(episode["score"]),
+                cost_to_go=float(to_go[record["turn"]]),
+                episode_cost=float(to_go[0]),
+                valid=bool(record.get("valid", True)),
+                error=record.get("error"),
+                error_turns=error_turns,
+            )
+        )
+        messages.append(Message("assistant", record["output"]))
+        messages.append(observation_message(record["observation"], record["score"]))
+    return samples
+
+
+def load_samples(run_dirs: Iterable[Path]) -> list[DecisionSample]:
+    """Every decision of every finished, non-failed episode of the given run directories."""
+    samples: list[DecisionSample] = []
+    for run_dir in map(Path, run_dirs):
+        store = RunStore(run_dir)
+        store.config()  # raises if this is not a run directory
+        finished = {
+            e["episode"]: e
+            for e in store.episodes()
+            if e.get("status") != "failed" and e.get("score") is not None
+        }
+        for key, episode in sorted(finished.items()):
+            where = f"{run_dir}/{key}"
+            samples.extend(episode_samples(str(run_dir), episode, store.turns(key), where))
+    return samples
+
+
+def ipw_weights(propensities: np.ndarray, clip: float = 50.0) -> np.ndarray:
+    """1/propensity, clipped at ``clip`` and scaled to mean 1 (self-normalised)."""
+    propensities = np.asarray(propensities, dtype=np.float64)
+    if propensities.size == 0:
+        return propensities
+    if np.any(propensities <= 0):
+        raise ValueError("propensities must be positive")
+    weights = np.minimum(1.0 / propensities, clip)
+    return weights / weights.mean()
+
+
+def split_episodes(
+    samples: Sequence[DecisionSample], val_fraction: float, seed: int
+) -> tuple[list[DecisionSample], list[DecisionSample]]:
+    """Train/validation by task instance, never by turn, so no episode (nor a rerun of it) straddles both."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    keys = sorted({s.episode for s in samples})
+    n_val = math.ceil(val_fraction * len(keys)) if val_fraction > 0 and len(keys) > 1 else 0
+    order = np.random.default_rng(seed).permutation(len(keys))
+    val_keys = {keys[i] for i in order[:n_val]}
+    train = [s for s in samples if s.episode not in val_keys]
+    val = [s for s in samples if s.episode in val_keys]
+    return train, val
+
+
+def encode_histories(
+    samples: Sequence[DecisionSample], encoder: HistoryEncoder, chunk_size: int = 2048
+) -> np.ndarray:
+    """History vectors of all samples; chunks keep memory flat, the encoder's cache removes repeats."""
+    parts = [
+        encoder.encode_batch([(s.task_description, s.history) for s in samples[start : start + chunk_size]])
+        for start in range(0, len(samples), chunk_size)
+    ]
+    if not parts:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return np.concatenate(parts, axis=0)
+
+
+def cost_targets(samples: Sequence[DecisionSample], stats: TargetStats, options: TargetOptions) -> np.ndarray:
+    cost = stats.normalise_cost([s.cost_to_go for s in samples])
+    if options.error_weight:
+        errors = np.array([error_cost_to_go(s, stats.mean_episode_turns) for s in samples])
+        cost = cost + options.error_weight * errors
+    return cost
+
+
+def build_training_set(
+    samples: Sequence[DecisionSample],
+    embeddings: np.ndarray,
+    cards: list[ModelCard],
+    stats: TargetStats,
+    options: TargetOptions = TargetOptions(),
+    encoder: EncoderConfig | None = None,
+) -> TrainingSet:
+    index = {card.name: i for i, card in enumerate(cards)}
+    unknown = sorted({s.model for s in samples} - set(index))
+    if unknown:
+        raise ConfigError(f"logged model {unknown[0]!r} is not in the pool ({', '.join(index)})")
+    if len(embeddings) != len(samples):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(samples)} samples")
+    return TrainingSet(
+        embeddings=np.asarray(embeddings, dtype=np.float32),
+        model_index=np.array([index[s.model] for s in samples], dtype=np.int64),
+        score=stats.normalise_score([s.score for s in samples]).astype(np.float32),
+        cost=cost_targets(samples, stats, options).astype(np.float32),
+        weight=ipw_weights(np.array([s.propensity for s in samples]), options.weight_clip).astype(np.float32),
+        cards=list(cards),
+        stats=stats,
+        options=options,
+        encoder=encoder,
+    )

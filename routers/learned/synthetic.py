@@ -1,0 +1,132 @@
+"""Logged runs with a known right answer, for tests and latency benchmarks of the learned routers.
+
+Each task type has one model that helps it: every turn that model answers adds
+``200 / turns`` points to the final score (ScienceWorld's -100..100 range), any
+other model adds nothing. Only the task description tells task types apart;
+replies and observations are drawn from the same few texts for every task, so a
+router that ranks well has read the task from the history vector. Models are
+chosen uniformly at random (propensity 1/n), like a Stage A logging run, and
+written with the real :class:`~harness.trajectory.RunStore`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import to_plain
+from harness.prompt import initial_messages
+from harness.trajectory import RunStore
+from harness.types import ModelCard
+
+TASK_DESCRIPTIONS = {
+    "boil": "Your task is to boil water. First, focus on the substance. Then, make it change its state of matter.",
+    "grow-plant": "Your task is to grow an orange plant from seed. Plant the seed in a flower pot and water it.",
+    "measure-melting": "Your task is to measure the melting point of chocolate with the thermometer in the kitchen.",
+}
+FIRST_OBSERVATION = (
+    "This room is called the hallway. You see a door to the kitchen and a door to the workshop."
+)
+REPLIES = (
+    "Thought: I should see what is around me.\nAction: look around",
+    "Thought: The kitchen likely has what I need.\nAction: go to kitchen",
+    "Thought: Let me check what I carry.\nAction: inventory",
+    "Thought: I will open the cupboard.\nAction: open cupboard",
+)
+OBSERVATIONS = (
+    "You move to the kitchen.",
+    "In your inventory, you see: an orange.",
+    "The cupboard is now open.",
+    "No known action matches that input.",
+)
+
+
+def write_synthetic_run(
+    out: Path,
+    cards: list[ModelCard],
+    best_model: dict[str, str],
+    episodes_per_task: int = 40,
+    turns: int = 6,
+    seed: int = 0,
+    noise: float = 10.0,
+) -> Path:
+    """Write a random-router run over the tasks of ``best_model`` (task -> the model that helps it)."""
+    rng = np.random.default_rng(seed)
+    store = RunStore(out)
+    store.open(
+        {
+            "run": {
+                "router": {"name": "random", "params": {}},
+                "pool": "synthetic",
+                "benchmark": "scienceworld",
+            },
+            "price_cards": {card.name: to_plain(card.price) for card in cards},
+        }
+    )
+    n = len(cards)
+    for task, helper in best_model.items():
+        for variation in range(episodes_per_task):
+            key = f"scienceworld/{task}/{variation}"
+            path = store.begin_episode(key)
+            messages = initial_messages(TASK_DESCRIPTIONS[task], FIRST_OBSERVATION)
+            hits, total = 0, 0.0
+            shift = noise * rng.standard_normal()
+            for turn in range(turns):
+                card = cards[int(rng.integers(n))]
+                hits += card.name == helper
+                prompt_tokens, completion_tokens = 300 + 80 * turn, 60
+                dollars = card.price.dollars(prompt_tokens, completion_tokens)
+                total += dollars
+                last = turn == turns - 1
+                final = float(np.clip(-100 + 200 * hits / turns + shift, -100, 100))
+                observation = OBSERVATIONS[int(rng.integers(len(OBSERVATIONS)))]
+                store.record_turn(
+                    path,
+                    {
+                        "episode": key,
+                        "turn": turn,
+                        "history_len": 2 + 2 * turn,
+                        "initial_messages": [m.__dict__ for m in messages] if turn == 0 else None,
+                        "model": card.name,
+                        "propensity": 1.0 / n,
+                        "router_scores": None,
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "dollars": dollars,
+                        "charges": [
+                            {
+                                "kind": "model",
+                                "model": card.name,
+                                "prompt_tokens": prompt_tokens,
+                                "completion_tokens": completion_tokens,
+                                "dollars": dollars,
+                                "price_version": card.price.version,
+                            }
+                        ],
+                        "output": REPLIES[int(rng.integers(len(REPLIES)))],
+                        "action": "look around",
+                        "observation": observation,
+                        "valid": not observation.startswith("No known action"),
+                        "error": "invalid_action" if observation.startswith("No known action") else None,
+                        "score": final if last else 0.0,
+                        "done": last,
+                    },
+                )
+            store.record_episode(
+                {
+                    "episode": key,
+                    "benchmark": "scienceworld",
+                    "task": task,
+                    "variation": variation,
+                    "split": "train",
+                    "seed": seed,
+                    "router": "random",
+                    "score": final,
+                    "cost": total,
+                    "turns": turns,
+                    "status": "done",
+                    "error": None,
+                }
+            )
+    return out

@@ -1,0 +1,212 @@
+"""What every learned router predicts, and the checkpoint format they share.
+
+A value model maps (history vector, model card) to two numbers: the expected
+normalised final score and the expected normalised cost-to-go. Keeping them
+apart makes the price-quality trade-off ``lam`` an inference-time knob: one
+fitted model serves a whole Pareto sweep (the reference trains one network per
+lambda).
+
+A checkpoint is a directory: kind-specific weight files plus
+``checkpoint.json`` (format version, kind, pool, encoder config, target
+statistics, hyperparameters), written last so that a directory without it is
+not a checkpoint.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.errors import ConfigError
+from harness.trajectory import write_json_atomic
+from harness.types import ModelCard, PriceCard
+from routers.learned.dataset import TargetOptions, TargetStats, TrainingSet
+from routers.learned.encoder_spec import EncoderConfig
+
+FORMAT_VERSION = 1
+META_FILE = "checkpoint.json"
+
+
+def card_to_dict(card: ModelCard) -> dict:
+    return dataclasses.asdict(card)
+
+
+def card_from_dict(data: dict) -> ModelCard:
+    return ModelCard(**{**data, "price": PriceCard(**data["price"])})
+
+
+def save_array_file(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    if not path.exists():
+        raise ConfigError(f"{directory} is not a router checkpoint (no {META_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ConfigError(f"corrupt router checkpoint {path}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(
+            f"router checkpoint {directory} has format version {meta.get('format_version')}, this harness reads {FORMAT_VERSION}"
+        )
+    return meta
+
+
+class ValueModel(abc.ABC):
+    """Base of the learned routers' predictors: fit on a TrainingSet, predict (score, cost) per model."""
+
+    kind: ClassVar[str]
+    supports_new_models: ClassVar[bool] = False  # True if a model's metadata alone yields a prediction
+
+    def __init__(self) -> None:
+        self.cards: list[ModelCard] = []
+        self.stats: TargetStats | None = None
+        self.options = TargetOptions()
+        self.encoder: EncoderConfig | None = None
+        self.allow_new_models = False
+
+    @abc.abstractmethod
+    def hyperparams(self) -> dict[str, Any]:
+        """Constructor arguments, stored so that ``load`` rebuilds the same object."""
+
+    @abc.abstractmethod
+    def fit(
+        self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
+    ) -> ValueModel:
+        """Fit on ``train``; ``val`` drives early stopping or model selection; ``init_from`` warm-starts."""
+
+    @abc.abstractmethod
+    def predict(self, embeddings: np.ndarray, cards: list[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, len(cards))`` arrays of predicted normalised score and cost-to-go."""
+
+    def fit_details(self) -> dict[str, Any]:
+        """What fitting decided (epochs run, alpha chosen, ...), for the fit report."""
+        return {}
+
+    @abc.abstractmethod
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        """Write weight files; return small JSON-able state for the meta file."""
+
+    @abc.abstractmethod
+    def _load_state(self, directory: Path, state: dict[str, Any]) -> None: ...
+
+    def adopt(self, data: TrainingSet) -> None:
+        """Take the pool, target statistics and encoder config of the data being fitted."""
+        self.cards = list(data.cards)
+        self.stats = data.stats
+        self.options = data.options
+        self.encoder = data.encoder
+
+    def model_positions(self, cards: list[ModelCard]) -> list[int | None]:
+        """Each card's row in the training pool, None for a model the checkpoint never saw."""
+        trained = {card.name: i for i, card in enumerate(self.cards)}
+        positions: list[int | None] = []
+        for card in cards:
+            position = trained.get(card.name)
+            if position is None and not (self.allow_new_models and self.supports_new_models):
+                raise ConfigError(self._new_model_message(card.name))
+            positions.append(position)
+        return positions
+
+    def _new_model_message(self, name: str) -> str:
+        if self.supports_new_models:
+            return (
+                f"model {name!r} is not in the {self.kind} checkpoint's pool "
+                f"({', '.join(c.name for c in self.cards)}); pass allow_new_models=True to score it from its metadata"
+            )
+        return (
+            f"model {name!r} is not in the {self.kind} checkpoint's pool "
+            f"({', '.join(c.name for c in self.cards)}) and a {self.kind} router cannot score unseen models; retrain"
+        )
+
+    def check_pool(self, cards: list[ModelCard] | list[str]) -> None:
+        """Raise a one-line ConfigError naming the first model that differs from the training pool.
+
+        Accepts cards (compared in full: a changed price changes every cost prediction)
+        or bare names (what ``make_router`` knows).
+        """
+        trained = {card.name: card for card in self.cards}
+        names = [card if isinstance(card, str) else card.name for card in cards]
+        for name, card in zip(names, cards, strict=True):
+            if name not in trained:
+                if not (self.allow_new_models and self.supports_new_models):
+                    raise ConfigError(self._new_model_message(name))
+            elif not isinstance(card, str) and card != trained[name]:
+                raise ConfigError(
+                    f"model {name!r} has a different price card or metadata than in the {self.kind} checkpoint"
+                )
+        for name in trained:
+            if name not in names:
+                raise ConfigError(
+                    f"model {name!r} of the {self.kind} checkpoint's pool is missing from the given pool"
+                )
+
+    def save(self, directory: str | Path) -> None:
+        if self.stats is None or self.encoder is None:
+            raise ConfigError(
+                f"cannot save a {self.kind} model that was not fitted on a TrainingSet with an encoder config"
+            )
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        stale = directory / META_FILE
+        if stale.exists():
+            stale.unlink()  # the directory is not a checkpoint until the new meta is written
+        state = self._save_state(directory)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "pool": [card_to_dict(card) for card in self.cards],
+            "encoder": self.encoder.to_dict(),
+            "stats": dataclasses.asdict(self.stats),
+            "targets": dataclasses.asdict(self.options),
+            "hyperparams": self.hyperparams(),
+            "state": state,
+        }
+        write_json_atomic(directory / META_FILE, meta)
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, pool_cards: list[ModelCard] | None = None, allow_new_models: bool = False
+    ) -> ValueModel:
+        directory = Path(directory)
+        meta = read_meta(directory)
+        if meta["kind"] != cls.kind:
+            raise ConfigError(f"checkpoint {directory} holds a {meta['kind']!r} router, not {cls.kind!r}")
+        model = cls(**meta["hyperparams"])
+        model.cards = [card_from_dict(card) for card in meta["pool"]]
+        model.stats = TargetStats(**meta["stats"])
+        model.options = TargetOptions(**meta["targets"])
+        model.encoder = EncoderConfig.from_dict(meta["encoder"])
+        model.allow_new_models = allow_new_models
+        model._load_state(directory, meta["state"])
+        if pool_cards is not None:
+            model.check_pool(pool_cards)
+        return model
+
+
+def model_class(kind: str) -> type[ValueModel]:
+    """The value model behind a registered learned router name."""
+    from routers import router_class
+
+    cls = getattr(router_class(kind), "model_class", None)
+    if cls is None:
+        raise ConfigError(f"router {kind!r} is not a learned router with a checkpoint")
+    return cls
+
+
+def load_value_model(
+    directory: str | Path, pool_cards: list[ModelCard] | None = None, allow_new_models: bool = False
+) -> ValueModel:
+    """Load any kind of checkpoint; the kind is read from its meta file."""
+    return model_class(read_meta(directory)["kind"]).load(directory, pool_cards, allow_new_models)
