@@ -42,6 +42,18 @@ class LearnedRouter:
 
 
 @dataclass(frozen=True)
+class StageB:
+    """Beta-mixed collection with a trained router, then warm-started retraining on A + B."""
+
+    family: str = "mtrouter"
+    beta: float = 0.5
+    lam: float = 0.5
+    split: str = "train"
+    quick: bool = False
+    seeds: list[int] = field(default_factory=lambda: [1])
+
+
+@dataclass(frozen=True)
 class TuneStage:
     trials: int = 8
     lam_range: tuple[float, float] = (0.0, 3.0)
@@ -56,6 +68,7 @@ class BenchmarkDef:
     fixed_routers: list[RouterSpec]
     learned: list[LearnedRouter] = field(default_factory=list)
     collect: CollectStage = field(default_factory=CollectStage)
+    stage_b: StageB | None = None
     tune: TuneStage | None = None
     benchmark: str = "scienceworld"
     pool: str = "paper6"
@@ -123,26 +136,56 @@ class BenchmarkRun:
         return dirs
 
     # Stage 2 -----------------------------------------------------------------
-    def train(self, data: list[Path]) -> dict[str, Path]:
+    @property
+    def embedding_cache(self) -> Path:
+        return self.dir / "embeddings"
+
+    def train(self, data: list[Path], stage: str = "a", warm: dict[str, Path] | None = None) -> dict[str, Path]:
+        """Train every learned family on ``data``; a checkpoint is reused while its inputs are unchanged."""
         from routers.learned.train import train_router
 
         checkpoints = {}
         for learned in self.d.learned:
-            out = self.dir / "models" / learned.name
-            fingerprint = training_fingerprint(learned, data)
+            out = self.dir / "models" / (learned.name if stage == "a" else f"{learned.name}-{stage}")
+            init = (warm or {}).get(learned.name) if learned.name == "mtrouter" else None
+            fingerprint = training_fingerprint(learned, data, init)
             stamp = out / "trained-from.json"
             if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-                console.print(f"[dim]train {learned.name}: checkpoint up to date[/]")
+                console.print(f"[dim]train {learned.name} ({stage}): checkpoint up to date[/]")
             else:
-                console.print(f"[bold]train {learned.name}[/] on {len(data)} run(s)")
-                report = train_router(learned.name, data, out, **learned.params)
+                console.print(f"[bold]train {learned.name}[/] ({stage}) on {len(data)} run(s)")
+                report = train_router(
+                    learned.name, data, out, cache_dir=self.embedding_cache, init_from=init, **learned.params
+                )
                 console.print(f"  {report}")
                 write_json_atomic(stamp, {"fingerprint": fingerprint})
             checkpoints[learned.name] = out
         return checkpoints
 
+    def stage_b(self, data: list[Path], checkpoints: dict[str, Path]) -> dict[str, Path]:
+        b = self.d.stage_b
+        if b is None:
+            return checkpoints
+        if b.family not in checkpoints:
+            raise ConfigError(f"stage_b.family {b.family!r} is not a learned router of this benchmark")
+        spec = RouterSpec(
+            "beta-mix",
+            {"checkpoint": str(checkpoints[b.family]), "beta": b.beta, "lam": b.lam,
+             "cache_dir": str(self.embedding_cache), "label": f"beta-mix:{b.family}"},
+        )
+        extra = []
+        for seed in b.seeds:
+            out = self.dir / "data" / f"stage-b-{b.family}-{b.split}-s{seed}"
+            self.run(self.config(spec, b.split, b.quick, seed), out, f"stage B {b.split} s{seed}")
+            extra.append(out)
+        return self.train(data + extra, stage="b", warm=checkpoints)
+
     def learned_spec(self, family: str, checkpoint: Path, lam: float) -> RouterSpec:
-        return RouterSpec(family, {"checkpoint": str(checkpoint), "lam": float(lam), "label": point_label(family, lam)})
+        return RouterSpec(
+            family,
+            {"checkpoint": str(checkpoint), "lam": float(lam), "cache_dir": str(self.embedding_cache),
+             "label": point_label(family, lam)},
+        )
 
     # Stage 3 -----------------------------------------------------------------
     def tune(self, checkpoints: dict[str, Path]) -> dict[str, dict]:
@@ -220,7 +263,7 @@ class BenchmarkRun:
     def _execute(self, track: bool, report_dir: Path | None) -> dict:
         self.write_manifest({})
         data = self.collect()
-        checkpoints = self.train(data) if self.d.learned else {}
+        checkpoints = self.stage_b(data, self.train(data)) if self.d.learned else {}
         selected = self.tune(checkpoints)
         self.write_manifest(selected)
         self.evaluate(checkpoints, selected)
@@ -238,12 +281,12 @@ class BenchmarkRun:
         return outputs
 
 
-def training_fingerprint(learned: LearnedRouter, data: list[Path]) -> str:
-    """Changes when the training hyperparameters or the training episodes change."""
+def training_fingerprint(learned: LearnedRouter, data: list[Path], init: Path | None = None) -> str:
+    """Changes when the training hyperparameters, the warm start or the training episodes change."""
     from harness.trajectory import RunStore
 
     h = hashlib.sha256(json.dumps(to_plain(learned.params), sort_keys=True).encode())
-    h.update(learned.name.encode())
+    h.update(f"{learned.name}|{init}".encode())
     for d in data:
         h.update(str(sorted(RunStore(d).finished_keys())).encode())
     return h.hexdigest()

@@ -242,6 +242,7 @@ def _write_json_atomically(path: Path, content: dict) -> None:
     )  # one line per list
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text + "\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the split is a shipped data file
     os.replace(tmp, path)
 
 
