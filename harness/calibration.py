@@ -97,7 +97,7 @@ def _shifted(skill: dict[str, float], delta: float) -> dict[str, float]:
     return {k: round(1 / (1 + math.exp(-(_logit(v) + delta))), 4) for k, v in skill.items()}
 
 
-def fit(pool_name: str, work: Path, workers: int, rounds: int = 5) -> Path:
+def fit(pool_name: str, work: Path, workers: int, rounds: int = 7) -> Path:
     """Fit every model's skill shift and completion length; rewrites the pool file in place.
 
     All models move together, one measured round at a time, until every one is within
@@ -115,7 +115,7 @@ def fit(pool_name: str, work: Path, workers: int, rounds: int = 5) -> Path:
         for model in todo:
             data_model(data, model)["simulated"]["skill"] = _shifted(base[model], delta[model])
         pool.path.write_text(dump(data))
-        out = work / f"round{round_}"
+        out = work / f"round{round_}-{load_pool(pool_name).sha256[:12]}"
         rows = measure(pool_name, out, workers, todo)
         for row in rows:
             history[row.model].append((delta[row.model], row.score))
@@ -131,14 +131,21 @@ def fit(pool_name: str, work: Path, workers: int, rounds: int = 5) -> Path:
 
 
 def _next_delta(history: list[tuple[float, float]], target: float) -> float:
-    if len(history) == 1:
-        d, s = history[0]
-        return d + (0.5 if s < target else -0.5)
-    (d0, s0), (d1, s1) = history[-2], history[-1]
-    if abs(s1 - s0) < 1e-6:
-        return d1 + (0.5 if s1 < target else -0.5)
-    step = (target - s1) * (d1 - d0) / (s1 - s0)
-    return d1 + max(-1.5, min(1.5, step))
+    """Next logit shift: interpolate inside the tightest bracket, else step towards the target.
+
+    The score is measured with common random numbers (same seeds every round), so it
+    is a deterministic, roughly increasing step function of the shift; bracketing
+    is robust to its jumps where a plain secant step overshoots.
+    """
+    below = [h for h in history if h[1] < target]
+    above = [h for h in history if h[1] >= target]
+    if below and above:
+        (d0, s0), (d1, s1) = max(below), min(above)
+        t = (target - s0) / (s1 - s0) if s1 != s0 else 0.5
+        return d0 + min(max(t, 0.2), 0.8) * (d1 - d0)
+    if below:
+        return max(below)[0] + 0.75
+    return min(above)[0] - 0.75
 
 
 def _fit_cost(profile: dict, run_dir: Path, target_cost: float) -> None:

@@ -24,13 +24,16 @@ class SimulatedProfile:
     ``skill`` maps a task topic (or ``default``) to the chance of emitting the next
     correct action on an ordinary turn. At a critical step (``focus on``) that chance
     is multiplied by ``critical_skill``, and a share ``wrong_focus_share`` of the
-    misses focuses on the wrong object, which fails the task.
+    misses focuses on the wrong object, which fails the task. ``premature_finish`` is
+    the chance per turn of declaring the task completed before it is (weak models'
+    habit, which also ends their episodes early and cheaply).
     """
 
     skill: dict[str, float]
     critical_skill: float = 1.0
     wrong_focus_share: float = 0.5
     persistence: float = 0.0
+    premature_finish: float = 0.0
     error_mix: dict[str, float] = field(default_factory=lambda: {"wasted": 0.5, "invalid": 0.3, "malformed": 0.2})
     completion_tokens: float = 150.0
     completion_sigma: float = 0.4
@@ -39,7 +42,7 @@ class SimulatedProfile:
         for topic, p in self.skill.items():
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"skill[{topic!r}] must be in [0, 1], got {p}")
-        for name in ("critical_skill", "wrong_focus_share", "persistence"):
+        for name in ("critical_skill", "wrong_focus_share", "persistence", "premature_finish"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")

@@ -242,9 +242,15 @@ def test_normalised_targets_weights_and_annealed_error_cost_by_hand(hand_run: Pa
     assert stats == TargetStats(
         score_low=-100.0, score_high=100.0, mean_episode_cost=pytest.approx(0.040), mean_episode_turns=2.0
     )
-    data = build_training_set(samples, np.zeros((4, 8)), CARDS, stats, TargetOptions(error_weight=0.1))
+    data = build_training_set(
+        samples, np.zeros((4, 8)), CARDS, stats, TargetOptions(error_weight=0.1, score_target="final")
+    )
     # (40 + 100) / 200 = 0.7; (-100 + 100) / 200 = 0
     assert data.score.tolist() == pytest.approx([0.7, 0.7, 0.7, 0.0])
+    # gain target: turn scores are 0, 10, 20 so the scores shown before turns 0, 1, 2 are 0, 0, 10:
+    # (40 - 0) / 200 = 0.2, 0.2, (40 - 10) / 200 = 0.15; episode b: (-100 - 0) / 200 = -0.5
+    gain = build_training_set(samples, np.zeros((4, 8)), CARDS, stats, TargetOptions(score_target="gain"))
+    assert gain.score.tolist() == pytest.approx([0.2, 0.2, 0.15, -0.5])
     # error turns 1 and 2 with expected length 2: turn 1 is at 50% -> 0.3 + 0.7 * (0.2 / 0.4) = 0.65; turn 2 at 100% -> 1.0
     # cost = ctg / 0.040 + 0.1 * (errors from this turn on): 1.575 + 0.165, 1.275 + 0.165, 0.775 + 0.1, 0.425
     assert data.cost.tolist() == pytest.approx([1.74, 1.44, 0.875, 0.425])

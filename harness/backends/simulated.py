@@ -67,7 +67,7 @@ class SimulatedBackend:
         if oracle is None:
             return "wasted", "look around"
         gold = oracle.next_action()
-        if gold is None:
+        if gold is None or rng.random() < self.profile.premature_finish:
             return "finish", "task completed"
         if scratch.get(STREAK_KEY, 0) > 0 and rng.random() < self.profile.persistence:
             kind, action = scratch[LAST_ERROR_KEY]

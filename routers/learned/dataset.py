@@ -69,6 +69,7 @@ class DecisionSample:
     model: str
     propensity: float
     score: float  # the episode's final score
+    score_before: float  # the score shown in the history before this turn (public, not privileged)
     cost_to_go: float  # dollars from this turn to the end, router charges included
     episode_cost: float
     valid: bool
@@ -118,8 +119,15 @@ class TargetOptions:
 
     error_weight: float = 0.0  # weight of the annealed error cost on the cost side; 0 turns it off
     weight_clip: float = 50.0  # inverse-propensity weights are clipped here before self-normalising
+    # "final": the reference's target, the normalised final score. "gain": the score still to be
+    # gained from this turn on, (final - score so far) / span. The score so far is the same for every
+    # candidate at a state, so the ranking of models is unchanged, but the variance that past turns
+    # put into the final score is gone: the signal of a decision is not drowned by earlier ones.
+    score_target: str = "gain"
 
     def __post_init__(self) -> None:
+        if self.score_target not in ("final", "gain"):
+            raise ConfigError(f"score_target must be 'final' or 'gain', got {self.score_target!r}")
         if self.error_weight < 0:
             raise ConfigError(f"error_weight must be >= 0, got {self.error_weight}")
         if self.weight_clip < 1:
@@ -208,6 +216,7 @@ def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> l
     to_go = np.cumsum(dollars[::-1])[::-1]
     error_turns = tuple(r["turn"] for r in turns if is_error_observation(r.get("observation") or ""))
     samples = []
+    score_before = 0.0
     for record in turns:
         if record.get("history_len") is not None and record["history_len"] != len(messages):
             raise TrajectoryError(
@@ -231,6 +240,7 @@ def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> l
                 model=record["model"],
                 propensity=propensity,
                 score=float(episode["score"]),
+                score_before=score_before,
                 cost_to_go=float(to_go[record["turn"]]),
                 episode_cost=float(to_go[0]),
                 valid=bool(record.get("valid", True)),
@@ -240,6 +250,7 @@ def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> l
         )
         messages.append(Message("assistant", record["output"]))
         messages.append(observation_message(record["observation"], record["score"]))
+        score_before = float(record["score"])
     return samples
 
 
@@ -307,6 +318,13 @@ def cost_targets(samples: Sequence[DecisionSample], stats: TargetStats, options:
     return cost
 
 
+def score_targets(samples: Sequence[DecisionSample], stats: TargetStats, options: TargetOptions) -> np.ndarray:
+    if options.score_target == "final":
+        return stats.normalise_score([s.score for s in samples])
+    span = stats.score_high - stats.score_low
+    return np.array([(s.score - s.score_before) / span for s in samples], dtype=np.float64)
+
+
 def build_training_set(
     samples: Sequence[DecisionSample],
     embeddings: np.ndarray,
@@ -324,7 +342,7 @@ def build_training_set(
     return TrainingSet(
         embeddings=np.asarray(embeddings, dtype=np.float32),
         model_index=np.array([index[s.model] for s in samples], dtype=np.int64),
-        score=stats.normalise_score([s.score for s in samples]).astype(np.float32),
+        score=score_targets(samples, stats, options).astype(np.float32),
         cost=cost_targets(samples, stats, options).astype(np.float32),
         weight=ipw_weights(np.array([s.propensity for s in samples]), options.weight_clip).astype(np.float32),
         cards=list(cards),

@@ -93,7 +93,11 @@ class SentenceTransformerEmbedder:
         # below covers the case where some other module imported it earlier.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars in our output
         import torch
+        import transformers
+
+        transformers.logging.disable_progress_bar()
         from sentence_transformers import SentenceTransformer
 
         if self.torch_threads:

@@ -177,15 +177,20 @@ def default_encoder(mode: str, cache_dir: str | Path | None) -> HistoryEncoder:
 
 
 def target_options(
-    previous: ValueModel | None, error_weight: float | None, weight_clip: float | None
+    previous: ValueModel | None,
+    error_weight: float | None,
+    weight_clip: float | None,
+    score_target: str | None = None,
 ) -> TargetOptions:
     """A warm start keeps the checkpoint's targets: the network was fitted to exactly those."""
     if previous is None:
+        defaults = TargetOptions()
         return TargetOptions(
-            error_weight=0.0 if error_weight is None else error_weight,
-            weight_clip=50.0 if weight_clip is None else weight_clip,
+            error_weight=defaults.error_weight if error_weight is None else error_weight,
+            weight_clip=defaults.weight_clip if weight_clip is None else weight_clip,
+            score_target=defaults.score_target if score_target is None else score_target,
         )
-    for name, value in (("error_weight", error_weight), ("weight_clip", weight_clip)):
+    for name, value in (("error_weight", error_weight), ("weight_clip", weight_clip), ("score_target", score_target)):
         if value is not None and value != getattr(previous.options, name):
             raise ConfigError(
                 f"{name}={value} differs from the warm-start checkpoint's {getattr(previous.options, name)}"
@@ -211,6 +216,7 @@ def train_router(
     mode: str = "incremental",
     error_weight: float | None = None,
     weight_clip: float | None = None,
+    score_target: str | None = None,
     score_range: tuple[float, float] | None = None,
     init_from: str | Path | None = None,
     turn_buckets: Sequence[int] = DEFAULT_TURN_BUCKETS,
@@ -245,7 +251,7 @@ def train_router(
     elif previous is not None:
         assert previous.encoder is not None
         check_encoder(previous.encoder, encoder)
-    options = target_options(previous, error_weight, weight_clip)
+    options = target_options(previous, error_weight, weight_clip, score_target)
 
     samples = load_samples(run_dirs)
     if not samples:
