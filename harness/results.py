@@ -109,7 +109,10 @@ def _router_of(config: dict[str, Any]) -> tuple[str, str, float, dict[str, Any]]
 
 
 def _finished(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("status") != "failed" and r.get("score") is not None]
+    """Finished episodes in task order: parallel workers append in completion order, and the
+    bootstrap resamples by position, so a fixed order keeps intervals identical across reruns."""
+    ok = [r for r in records if r.get("status") != "failed" and r.get("score") is not None]
+    return sorted(ok, key=lambda r: r["episode"])
 
 
 def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
