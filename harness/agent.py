@@ -18,7 +18,14 @@ import numpy as np
 from harness.config import Limits
 from harness.errors import UnknownNameError
 from harness.ledger import CostLedger
-from harness.prompt import FINISH, FORMAT_ERROR, FormatError, initial_messages, observation_message, parse_action
+from harness.prompt import (
+    FINISH,
+    FORMAT_ERROR,
+    FormatError,
+    initial_messages,
+    observation_message,
+    parse_action,
+)
 from harness.protocols import Environment, ModelBackend
 from harness.seeding import derive_seed
 from harness.trajectory import RunStore
@@ -153,7 +160,12 @@ def run_episode(
                     observation, valid = "You declared the task completed.", True
                 else:
                     result = env.step(action)
-                    observation, valid, done, score = result.observation, result.valid, result.done, result.score
+                    observation, valid, done, score = (
+                        result.observation,
+                        result.valid,
+                        result.done,
+                        result.score,
+                    )
                     error = None if valid else "invalid_action"
             messages.append(Message("assistant", completion.text))
             messages.append(observation_message(observation, score))

@@ -23,8 +23,8 @@ from harness.backends import build_backends
 from harness.config import REPO_ROOT, RunConfig, to_plain
 from harness.environments import environment_fingerprint, make_environment, task_split
 from harness.errors import EnvironmentCrashed, HarnessError
-from harness.protocols import Environment
 from harness.pool import Pool, load_pool
+from harness.protocols import Environment
 from harness.trajectory import RunStore
 from harness.types import TaskInstance
 from routers import make_router
@@ -95,7 +95,13 @@ class Player:
         for attempt in range(2):
             try:
                 result = run_episode(
-                    self.env, self.backends, self.router, task, self.config.seed, self.config.limits, self.store
+                    self.env,
+                    self.backends,
+                    self.router,
+                    task,
+                    self.config.seed,
+                    self.config.limits,
+                    self.store,
                 )
                 return result.record(self.config.router.label) | {"attempts": attempt + 1}
             except EnvironmentCrashed as exc:

@@ -140,7 +140,9 @@ class BenchmarkRun:
     def embedding_cache(self) -> Path:
         return self.dir / "embeddings"
 
-    def train(self, data: list[Path], stage: str = "a", warm: dict[str, Path] | None = None) -> dict[str, Path]:
+    def train(
+        self, data: list[Path], stage: str = "a", warm: dict[str, Path] | None = None
+    ) -> dict[str, Path]:
         """Train every learned family on ``data``; a checkpoint is reused while its inputs are unchanged."""
         from routers.learned.train import train_router
 
@@ -170,8 +172,13 @@ class BenchmarkRun:
             raise ConfigError(f"stage_b.family {b.family!r} is not a learned router of this benchmark")
         spec = RouterSpec(
             "beta-mix",
-            {"checkpoint": str(checkpoints[b.family]), "beta": b.beta, "lam": b.lam,
-             "cache_dir": str(self.embedding_cache), "label": f"beta-mix:{b.family}"},
+            {
+                "checkpoint": str(checkpoints[b.family]),
+                "beta": b.beta,
+                "lam": b.lam,
+                "cache_dir": str(self.embedding_cache),
+                "label": f"beta-mix:{b.family}",
+            },
         )
         extra = []
         for seed in b.seeds:
@@ -183,8 +190,12 @@ class BenchmarkRun:
     def learned_spec(self, family: str, checkpoint: Path, lam: float) -> RouterSpec:
         return RouterSpec(
             family,
-            {"checkpoint": str(checkpoint), "lam": float(lam), "cache_dir": str(self.embedding_cache),
-             "label": point_label(family, lam)},
+            {
+                "checkpoint": str(checkpoint),
+                "lam": float(lam),
+                "cache_dir": str(self.embedding_cache),
+                "label": point_label(family, lam),
+            },
         )
 
     # Stage 3 -----------------------------------------------------------------
@@ -224,22 +235,35 @@ class BenchmarkRun:
                 if t.budget_per_episode is None or tr.values[1] <= t.budget_per_episode
             ] or list(study.best_trials)
             best = max(feasible, key=lambda tr: (tr.values[0], -tr.values[1]))
-            selected[family] = {"lam": round(float(best.params["lam"]), 4), "val_score": best.values[0],
-                                "val_cost": best.values[1], "pareto": best_points(study)}
+            selected[family] = {
+                "lam": round(float(best.params["lam"]), 4),
+                "val_score": best.values[0],
+                "val_cost": best.values[1],
+                "pareto": best_points(study),
+            }
         return selected
 
     # Stage 4 -----------------------------------------------------------------
     def evaluate(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> None:
         for split in self.d.eval_splits:
             for spec in self.d.fixed_routers:
-                self.run(self.config(spec, split, self.d.quick), self.dir / "runs" / split / spec.label,
-                         f"{split} {spec.label}")
+                self.run(
+                    self.config(spec, split, self.d.quick),
+                    self.dir / "runs" / split / spec.label,
+                    f"{split} {spec.label}",
+                )
             for learned in self.d.learned:
-                lams = sorted(set(learned.lambdas) | ({selected[learned.name]["lam"]} if learned.name in selected else set()))
+                lams = sorted(
+                    set(learned.lambdas)
+                    | ({selected[learned.name]["lam"]} if learned.name in selected else set())
+                )
                 for lam in lams:
                     spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
-                    self.run(self.config(spec, split, self.d.quick), self.dir / "runs" / split / spec.label,
-                             f"{split} {spec.label}")
+                    self.run(
+                        self.config(spec, split, self.d.quick),
+                        self.dir / "runs" / split / spec.label,
+                        f"{split} {spec.label}",
+                    )
 
     def write_manifest(self, selected: dict) -> None:
         """benchmark.json: what the report and the tracker read besides the run directories."""

@@ -52,7 +52,9 @@ def targets(pool_name: str) -> tuple[dict[str, tuple[float, float]], dict]:
     return per_model, block.get("tolerance", {})
 
 
-def run_single(pool: str, model: str, out: Path, workers: int, split: str = "test_id", seed: int = 0) -> list[dict]:
+def run_single(
+    pool: str, model: str, out: Path, workers: int, split: str = "test_id", seed: int = 0
+) -> list[dict]:
     from harness.cli import execute
 
     config = RunConfig(
@@ -123,8 +125,11 @@ def fit(pool_name: str, work: Path, workers: int, rounds: int = 7) -> Path:
             if abs(row.score - row.target_score) > tol.get("score_points", 5.0) * 0.5:
                 delta[row.model] = _next_delta(history[row.model], row.target_score)
         pool.path.write_text(dump(data))
-        todo = [r.model for r in rows if abs(r.score - r.target_score) > tol.get("score_points", 5.0) * 0.5
-                or not r.cost_ok]
+        todo = [
+            r.model
+            for r in rows
+            if abs(r.score - r.target_score) > tol.get("score_points", 5.0) * 0.5 or not r.cost_ok
+        ]
         if not todo:
             break
     return pool.path

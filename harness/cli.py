@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from harness.config import Limits, RouterSpec, RunConfig, from_dict, load_yaml
 from harness.errors import ConfigError, HarnessError
@@ -148,13 +155,17 @@ def episode(
         store.open({"run": {"single_episode": task, "variation": variation, "router": router}})
         player = worker.player(run_config, out)
         instance = TaskInstance("scienceworld", task, variation, "any")
-        result = run_episode(player.env, player.backends, player.router, instance, seed, run_config.limits, store)
+        result = run_episode(
+            player.env, player.backends, player.router, instance, seed, run_config.limits, store
+        )
         store.record_episode(result.record(run_config.router.label))
     finally:
         worker.close()
     for t in store.turns(instance.key):
         print(f"[{t['turn']:2d}] {t['model']:<22} {t['action'] or '<format error>':<40} score={t['score']:g}")
-    print(f"status={result.status} score={result.score:g} cost=${result.ledger.total:.4f} turns={result.turns}")
+    print(
+        f"status={result.status} score={result.score:g} cost=${result.ledger.total:.4f} turns={result.turns}"
+    )
 
 
 @app.command()
@@ -170,9 +181,13 @@ def summarize(runs: Annotated[list[Path], typer.Argument(help="Run directories")
 @one_line_errors
 def calibrate(
     pool: Annotated[str, typer.Option()] = "paper6",
-    work: Annotated[Path, typer.Option(help="Where the calibration runs are stored")] = Path("results/calibration"),
+    work: Annotated[Path, typer.Option(help="Where the calibration runs are stored")] = Path(
+        "results/calibration"
+    ),
     workers: Annotated[int, typer.Option()] = 2,
-    fit: Annotated[bool, typer.Option(help="Refit the simulated profiles and rewrite the pool file first")] = False,
+    fit: Annotated[
+        bool, typer.Option(help="Refit the simulated profiles and rewrite the pool file first")
+    ] = False,
 ) -> None:
     """Print ours-vs-paper for the single-model baselines on test_id (optionally fit first)."""
     from rich.table import Table
@@ -208,7 +223,9 @@ def calibrate(
 @one_line_errors
 def benchmark(
     name: Annotated[str, typer.Argument(help="Benchmark name under benchmarks/ or a YAML path")] = "quick",
-    results: Annotated[Path, typer.Option(help="Results root; the benchmark writes results/<name>/")] = Path("results"),
+    results: Annotated[Path, typer.Option(help="Results root; the benchmark writes results/<name>/")] = Path(
+        "results"
+    ),
     reports: Annotated[Path, typer.Option(help="Where the Markdown report goes")] = Path("reports"),
     track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
 ) -> None:

@@ -34,7 +34,9 @@ class SimulatedProfile:
     wrong_focus_share: float = 0.5
     persistence: float = 0.0
     premature_finish: float = 0.0
-    error_mix: dict[str, float] = field(default_factory=lambda: {"wasted": 0.5, "invalid": 0.3, "malformed": 0.2})
+    error_mix: dict[str, float] = field(
+        default_factory=lambda: {"wasted": 0.5, "invalid": 0.3, "malformed": 0.2}
+    )
     completion_tokens: float = 150.0
     completion_sigma: float = 0.4
 
@@ -118,7 +120,9 @@ class Pool:
         for m in self.spec.models:
             if m.name == name:
                 return m
-        raise UnknownNameError(f"unknown model {name!r} in pool {self.name!r} (known: {', '.join(self.names)})")
+        raise UnknownNameError(
+            f"unknown model {name!r} in pool {self.name!r} (known: {', '.join(self.names)})"
+        )
 
 
 def resolve_pool_path(name_or_path: str) -> Path:

@@ -22,9 +22,7 @@ connect OBJ to OBJ, read OBJ, wait, wait1, focus on OBJ, eat OBJ, flush OBJ.
 'focus on OBJ' declares the object the task is about: focusing on a wrong object fails the task.
 When you believe the task is complete, reply with: Action: task completed"""
 
-FORMAT_ERROR = (
-    "Your reply could not be parsed. End your reply with exactly one line: Action: <command>"
-)
+FORMAT_ERROR = "Your reply could not be parsed. End your reply with exactly one line: Action: <command>"
 
 _ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 

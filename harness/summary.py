@@ -52,7 +52,17 @@ def render_table(summaries: list[RunSummary], title: str = "Runs"):
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("router", "split", "episodes", "failed", "score", "$/episode", "$ total", "turns", "switch rate"):
+    for column in (
+        "router",
+        "split",
+        "episodes",
+        "failed",
+        "score",
+        "$/episode",
+        "$ total",
+        "turns",
+        "switch rate",
+    ):
         table.add_column(column, justify="left" if column in ("router", "split") else "right")
     for s in summaries:
         table.add_row(

@@ -68,7 +68,9 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
             if is_last and not text.endswith("\n"):
                 log.warning("dropping torn last line %d of %s", number, path)
                 continue
-            raise TrajectoryError(f"corrupt trajectory file {path}: line {number} is not valid JSON") from None
+            raise TrajectoryError(
+                f"corrupt trajectory file {path}: line {number} is not valid JSON"
+            ) from None
     return records
 
 

@@ -114,7 +114,7 @@ class Decision:
     model: str
     propensity: float
     scores: dict[str, float] | None = None
-    overhead: list["Charge"] = field(default_factory=list)
+    overhead: list[Charge] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

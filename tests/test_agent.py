@@ -36,7 +36,10 @@ def backends(pool):
     return build_backends(pool, "simulated")
 
 
-def play(env, backends, pool, name, params=None, task=TASK, limits=Limits(), store=None, seed=0):
+DEFAULT_LIMITS = Limits()
+
+
+def play(env, backends, pool, name, params=None, task=TASK, limits=DEFAULT_LIMITS, store=None, seed=0):
     router = make_router(name, params or {}, pool.names)
     return run_episode(env, backends, router, task, seed, limits, store)
 
@@ -79,7 +82,10 @@ def test_same_seed_same_episode_other_seed_differs(env, backends, pool, tmp_path
         store = RunStore(tmp_path / where)
         store.open({})
         play(env, backends, pool, "random", store=store, seed=seed)
-        return [(t["model"], t["action"], t["observation"], t["score"], t["prompt_tokens"]) for t in store.turns(TASK.key)]
+        return [
+            (t["model"], t["action"], t["observation"], t["score"], t["prompt_tokens"])
+            for t in store.turns(TASK.key)
+        ]
 
     assert actions(3, "a") == actions(3, "b")
     assert actions(3, "a") != actions(4, "c")
@@ -94,7 +100,9 @@ def test_prompt_tokens_grow_with_the_history(env, backends, pool, tmp_path):
 
 
 def test_turn_and_budget_limits(env, backends, pool):
-    capped = play(env, backends, pool, "single", {"model": "gemini-2.5-flash-lite"}, limits=Limits(max_turns=2))
+    capped = play(
+        env, backends, pool, "single", {"model": "gemini-2.5-flash-lite"}, limits=Limits(max_turns=2)
+    )
     assert capped.turns <= 2
     broke = play(env, backends, pool, "single", {"model": "gpt-5"}, limits=Limits(budget_dollars=1e-6))
     assert broke.status == "budget" and broke.turns == 1

@@ -39,8 +39,9 @@ def test_unknown_names_are_one_line_errors_before_any_work(tmp_path):
 def test_batch_resumes_after_kill_without_rerunning_or_losing_episodes(tmp_path):
     out = tmp_path / "run"
     args = ["run", "--out", str(out), "--router", "random", "--split", "train", "--quick", "--workers", "2"]
-    proc = subprocess.Popen([*HARNESS, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*HARNESS, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     episodes = out / "episodes.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -68,8 +69,20 @@ def test_batch_resumes_after_kill_without_rerunning_or_losing_episodes(tmp_path)
 def test_two_workers_give_the_same_results_as_one(tmp_path):
     def run(workers: int) -> pd.DataFrame:
         out = tmp_path / f"w{workers}"
-        result = harness("run", "--out", str(out), "--router", "random", "--split", "test_id", "--quick",
-                         "--tasks", "find|power", "--workers", str(workers))
+        result = harness(
+            "run",
+            "--out",
+            str(out),
+            "--router",
+            "random",
+            "--split",
+            "test_id",
+            "--quick",
+            "--tasks",
+            "find|power",
+            "--workers",
+            str(workers),
+        )
         assert result.returncode == 0, result.stderr
         frame = pd.read_json(Path(out) / "episodes.jsonl", lines=True)
         return frame.sort_values("episode")[["episode", "score", "cost", "turns"]].reset_index(drop=True)

@@ -11,7 +11,9 @@ from routers import make_router
 
 def test_run_config_from_yaml_data():
     config = from_dict(
-        RunConfig, {"router": {"name": "single", "params": {"model": "gpt-5"}}, "limits": {"max_turns": 10}}, "cfg"
+        RunConfig,
+        {"router": {"name": "single", "params": {"model": "gpt-5"}}, "limits": {"max_turns": 10}},
+        "cfg",
     )
     assert config.router.label == "single:gpt-5" and config.limits == Limits(max_turns=10, budget_dollars=2.0)
 
@@ -42,7 +44,9 @@ def test_malformed_pool_files(tmp_path):
     bad.write_text("name: x\nmodels: [\n")
     with pytest.raises(ConfigError, match="malformed YAML"):
         load_pool(str(bad))
-    bad.write_text("name: x\nmodels:\n  - {name: a, price: {input_per_mtok: 1, output_per_mtok: 2}, simulated: {skill: {default: 1.5}}}\n")
+    bad.write_text(
+        "name: x\nmodels:\n  - {name: a, price: {input_per_mtok: 1, output_per_mtok: 2}, simulated: {skill: {default: 1.5}}}\n"
+    )
     with pytest.raises(ConfigError, match=r"skill\['default'\]"):
         load_pool(str(bad))
     with pytest.raises(UnknownNameError, match="unknown pool 'nope'"):

@@ -13,7 +13,9 @@ def test_lines_round_trip_and_pandas_reads_them(tmp_path):
     store = RunStore(tmp_path / "run")
     store.open({"run": {"seed": 1}})
     for i in range(3):
-        store.record_episode({"episode": f"sw/boil/{i}", "score": i * 10.0, "cost": 0.01 * i, "status": "done"})
+        store.record_episode(
+            {"episode": f"sw/boil/{i}", "score": i * 10.0, "cost": 0.01 * i, "status": "done"}
+        )
     frame = pd.read_json(store.episodes_path, lines=True)
     assert list(frame["score"]) == [0.0, 10.0, 20.0]
     assert store.finished_keys() == {"sw/boil/0", "sw/boil/1", "sw/boil/2"}

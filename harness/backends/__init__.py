@@ -20,7 +20,9 @@ def build_backends(pool: Pool, kind: str) -> dict[str, ModelBackend]:
         elif kind == "litellm":
             from harness.backends.litellm_backend import LiteLLMBackend
 
-            backends[model.name] = LiteLLMBackend(model.card, api_base=model.api_base, api_key_env=model.api_key_env)
+            backends[model.name] = LiteLLMBackend(
+                model.card, api_base=model.api_base, api_key_env=model.api_key_env
+            )
         else:
             raise ConfigError(f"unknown backend kind {kind!r} (simulated, litellm)")
     return backends

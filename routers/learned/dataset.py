@@ -318,7 +318,9 @@ def cost_targets(samples: Sequence[DecisionSample], stats: TargetStats, options:
     return cost
 
 
-def score_targets(samples: Sequence[DecisionSample], stats: TargetStats, options: TargetOptions) -> np.ndarray:
+def score_targets(
+    samples: Sequence[DecisionSample], stats: TargetStats, options: TargetOptions
+) -> np.ndarray:
     if options.score_target == "final":
         return stats.normalise_score([s.score for s in samples])
     span = stats.score_high - stats.score_low

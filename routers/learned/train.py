@@ -190,7 +190,11 @@ def target_options(
             weight_clip=defaults.weight_clip if weight_clip is None else weight_clip,
             score_target=defaults.score_target if score_target is None else score_target,
         )
-    for name, value in (("error_weight", error_weight), ("weight_clip", weight_clip), ("score_target", score_target)):
+    for name, value in (
+        ("error_weight", error_weight),
+        ("weight_clip", weight_clip),
+        ("score_target", score_target),
+    ):
         if value is not None and value != getattr(previous.options, name):
             raise ConfigError(
                 f"{name}={value} differs from the warm-start checkpoint's {getattr(previous.options, name)}"
