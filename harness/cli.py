@@ -46,7 +46,13 @@ def parse_params(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"router parameter {pair!r} is not of the form key=value")
-        params[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        params[key] = parsed
     return params
 
 

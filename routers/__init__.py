@@ -19,6 +19,7 @@ BUILTIN = {
     "random": "routers.baselines:RandomRouter",
     "round-robin": "routers.baselines:RoundRobinRouter",
     "heuristic": "routers.baselines:HeuristicRouter",
+    "sticky-random": "routers.baselines:StickyRandomRouter",
     "mtrouter": "routers.learned.q_router:MTRouter",
     "lgbm": "routers.learned.lgbm_router:LightGBMRouter",
     "ridge": "routers.learned.classic:RidgeRouter",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.errors import UnknownNameError
+from harness.errors import ConfigError, UnknownNameError
 from harness.types import Decision, ModelCard, TurnState
 from routers.base import Router
 
@@ -98,3 +98,37 @@ class HeuristicRouter(Router):
         if state.turn >= self.late_fraction * state.max_turns:
             return Decision(model=value, propensity=1.0)
         return Decision(model=cheap[int(rng.integers(len(cheap)))], propensity=1.0 / len(cheap))
+
+
+class StickyRandomRouter(Router):
+    """Exploration that keeps a model for a while: a uniform draw at turn 0, then with
+    probability ``switch_prob`` a fresh uniform draw each turn, else the previous model.
+
+    Uniform per-turn exploration credits each decision with the outcome of a random
+    continuation, so over a 35-turn episode one choice barely moves the return. Under
+    sticky exploration a decision's return mostly reflects *continuing* with that model,
+    which is the contrast a router needs. Propensities are exact: (1 - p) + p/n for
+    keeping the previous model, p/n for each other one.
+    """
+
+    name = "sticky-random"
+
+    def __init__(self, switch_prob: float = 0.1):
+        if not 0.0 < switch_prob <= 1.0:
+            raise ConfigError(f"router 'sticky-random': switch_prob must be in (0, 1], got {switch_prob}")
+        self.switch_prob = switch_prob
+        self._previous: str | None = None
+
+    def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
+        n = len(state.candidates)
+        names = [c.name for c in state.candidates]
+        if state.turn == 0 or self._previous not in names:
+            self._previous = names[int(rng.integers(n))]
+            return Decision(model=self._previous, propensity=1.0 / n)
+        if rng.random() < self.switch_prob:
+            choice = names[int(rng.integers(n))]
+        else:
+            choice = self._previous
+        p = self.switch_prob / n + (1.0 - self.switch_prob if choice == self._previous else 0.0)
+        self._previous = choice
+        return Decision(model=choice, propensity=p)

@@ -166,3 +166,15 @@ def test_crashed_jvm_is_restarted_and_retried_once(tmp_path, kills, status):
     else:
         assert record["attempts"] == 2 and record["status"] != "failed"
         assert list(RunStore(tmp_path).turns_dir.glob("*.interrupted-1.jsonl"))
+
+
+def test_sticky_random_logs_exact_propensities(env, backends, pool, tmp_path):
+    store = RunStore(tmp_path / "sticky")
+    store.open({})
+    play(env, backends, pool, "sticky-random", {"switch_prob": 0.2}, store=store)
+    turns = store.turns(TASK.key)
+    assert turns[0]["propensity"] == pytest.approx(1 / 6)
+    for before, after in zip(turns, turns[1:], strict=False):
+        kept = after["model"] == before["model"]
+        assert after["propensity"] == pytest.approx(0.8 + 0.2 / 6 if kept else 0.2 / 6)
+    assert sum(a["model"] != b["model"] for a, b in zip(turns, turns[1:], strict=False)) < len(turns) / 2
