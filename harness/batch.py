@@ -193,8 +193,9 @@ class Workers:
             self._pool.shutdown(cancel_futures=True)
         self._local = self._pool = None
 
-    def run(self, batch: Batch, finish: Callable[[dict[str, Any]], None]) -> None:
-        pending = batch.pending
+    def run(
+        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
+    ) -> None:
         out = batch.store.root
         if self.n == 1:
             self._local = self._local or Worker()
@@ -231,11 +232,12 @@ def run_batch(
         if on_episode:
             on_episode(record)
 
-    if not batch.pending:
+    pending = batch.pending
+    if not pending:
         return records
     if workers is not None:
-        workers.run(batch, finish)
+        workers.run(batch, pending, finish)
         return records
-    with Workers(min(batch.config.workers, len(batch.pending))) as own:
-        own.run(batch, finish)
+    with Workers(min(batch.config.workers, len(pending))) as own:
+        own.run(batch, pending, finish)
     return records

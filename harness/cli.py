@@ -78,8 +78,9 @@ def execute(config: RunConfig, out: Path, label: str | None = None, workers=None
     batch = prepare(config, out)
     pending = batch.pending
     done = len(batch.tasks) - len(pending)
-    scores: list[float] = [e["score"] for e in batch.store.episodes() if e["score"] is not None]
-    dollars = [sum(e["cost"] for e in batch.store.episodes() if e["cost"] is not None)]
+    finished = [e for e in batch.store.episodes() if e["score"] is not None]
+    scores: list[float] = [e["score"] for e in finished]
+    dollars = [sum(e["cost"] for e in finished)]
     with episode_progress() as progress:
         bar = progress.add_task(
             label or config.router.label,

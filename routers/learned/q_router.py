@@ -17,6 +17,7 @@ rather than retrained:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from pathlib import Path
@@ -29,7 +30,6 @@ from torch import nn
 from harness.errors import ConfigError
 from harness.types import ModelCard
 from routers.learned.dataset import TrainingSet
-from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.model_features import FEATURE_NAMES, FeatureScaler
 from routers.learned.value_model import ValueModel
 from routers.learned.value_router import ValueRouter
@@ -53,6 +53,18 @@ class ModelEncoder(nn.Module):
         known = positions >= 0
         residual = self.residual[positions.clamp(min=0)] * known.unsqueeze(1)
         return self.project(hidden + residual)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Torch's intra-op threads for one call: two worker processes share two cores, so routing and
+    training run with one thread each instead of oversubscribing the machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class QNetwork(nn.Module):
@@ -181,12 +193,8 @@ class MTRouterModel(ValueModel):
     ) -> MTRouterModel:
         if len(train) == 0:
             raise ConfigError("cannot fit an mtrouter on zero decisions")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             return self._fit(train, val, init_from)
-        finally:
-            torch.set_num_threads(threads)
 
     def _fit(
         self, train: TrainingSet, val: TrainingSet | None, init_from: ValueModel | None
@@ -267,7 +275,7 @@ class MTRouterModel(ValueModel):
         pairs_history = history.repeat_interleave(m, dim=0)
         self.networks.eval()
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.threads):
             for target in TARGETS:
                 network = self.networks[target]
                 predicted = network(pairs_history, network.models(features, positions).repeat(n, 1))
@@ -312,17 +320,3 @@ class MTRouter(ValueRouter):
 
     name = "mtrouter"
     model_class = MTRouterModel
-
-    def __init__(
-        self,
-        checkpoint: str,
-        lam: float = 0.5,
-        cache_dir: str | None = None,
-        allow_new_models: bool = False,
-        encoder: HistoryEncoder | None = None,
-    ):
-        # Two worker processes share two cores: one intra-op thread each avoids oversubscription.
-        torch.set_num_threads(1)
-        super().__init__(
-            checkpoint, lam=lam, cache_dir=cache_dir, allow_new_models=allow_new_models, encoder=encoder
-        )
