@@ -13,6 +13,13 @@ rather than retrained:
   residual that starts at zero and is L2-penalised. The residual captures what
   metadata misses for models seen in training; a model added to the pool later
   has residual zero and is placed by its metadata alone.
+
+The defaults differ from the reference's in two places, both measured on the
+full train split (``benchmarks/mtrouter.yaml``): learning rate 1e-4 instead of
+1e-3 and dropout 0.3 instead of 0.1. At the reference's rate the score tower
+reaches its best validation loss within the first epoch and, greedy at lam=0,
+routes almost everything to the strongest model; at 1e-4 it learns which model
+suits which task before the per-episode noise is memorised.
 """
 
 from __future__ import annotations
@@ -101,8 +108,8 @@ class MTRouterModel(ValueModel):
     def __init__(
         self,
         hidden: int = 256,
-        dropout: float = 0.1,
-        lr: float = 1e-3,
+        dropout: float = 0.3,
+        lr: float = 1e-4,
         weight_decay: float = 1e-2,
         batch_size: int = 64,
         max_epochs: int = 60,
