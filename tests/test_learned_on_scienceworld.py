@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_learned_routers import hashing_encoder
 
 from harness.agent import run_episode
 from harness.batch import Player, prepare
@@ -21,7 +22,6 @@ from harness.environments import make_environment, task_split
 from routers import make_router
 from routers.learned.q_router import MTRouter
 from routers.learned.train import train_router
-from test_learned_routers import hashing_encoder
 
 TASKS = "^(find-animal|power-component)$"
 LIMITS = Limits(max_turns=25, budget_dollars=2.0)
