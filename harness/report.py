@@ -246,6 +246,11 @@ def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path
 
     path = Path(reports_dir) / f"{_file_name(name)}.md"
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    tmp.write_text(text)
     os.replace(tmp, path)
+    # Figures of an earlier report (a lambda Optuna no longer selects) would otherwise linger beside it.
+    for figure in figures.glob("*.png"):
+        if f"({figures.name}/{figure.name})" not in text:
+            figure.unlink()
     return path

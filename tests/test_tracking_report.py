@@ -339,7 +339,11 @@ def _table_rows(markdown: str, header_start: str) -> list[list[str]]:
 
 
 def test_report_without_selection_lists_every_lambda(bench: Path, tmp_path: Path):
+    stale = tmp_path / "reports" / "toybench" / "usage_toy_lam_0.123.png"  # from an earlier selection
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old figure")
     path = write_report(bench, tmp_path / "reports", n_boot=300)
+    assert not stale.exists()
     assert path == tmp_path / "reports" / "toybench.md"
     text = path.read_text()
     rows = _table_rows(text, "| router | test_id score")
