@@ -108,12 +108,14 @@ class StickyRandomRouter(Router):
     continuation, so over a 35-turn episode one choice barely moves the return. Under
     sticky exploration a decision's return mostly reflects *continuing* with that model,
     which is the contrast a router needs. Propensities are exact: (1 - p) + p/n for
-    keeping the previous model, p/n for each other one.
+    keeping the previous model, p/n for each other one. The default 0.03 gives about
+    one switch per 35-turn episode: enough switched states to learn from, few enough
+    that most of a return is the chosen model's own doing.
     """
 
     name = "sticky-random"
 
-    def __init__(self, switch_prob: float = 0.1):
+    def __init__(self, switch_prob: float = 0.03):
         if not 0.0 < switch_prob <= 1.0:
             raise ConfigError(f"router 'sticky-random': switch_prob must be in (0, 1], got {switch_prob}")
         self.switch_prob = switch_prob
