@@ -9,7 +9,8 @@ vectors, with the same split, seed and hyperparameters, and prints for each:
 * how often the two routers pick the same model on the held-out decisions,
   at a few lambdas (1.0 would mean the shortcut changes no decision), next
   to the same agreement between two full-encoder routers trained with
-  different seeds: the disagreement that training noise alone produces;
+  different seeds on the same split: the disagreement that training noise
+  alone produces;
 * the encoding time of all decisions from a cold cache, per encoder.
 
 Run: ``.venv/bin/python benchmarks/perf_encoder_routing.py [--data RUN_DIR ...] [--kinds ridge mtrouter]``
@@ -94,7 +95,9 @@ def main() -> None:
                 ("incremental", "incremental", args.seed),
             ):
                 out = tmp / f"{kind}-{mode}-{seed}"
-                report = train_router(kind, data, out, encoder=encoders[mode], lam=0.0, seed=seed)
+                report = train_router(
+                    kind, data, out, encoder=encoders[mode], lam=0.0, seed=seed, split_seed=args.seed
+                )
                 model = load_value_model(out)
                 predicted[label] = model.predict(vectors[mode], model.cards)
                 accuracy = report.ranking.accuracy if report.ranking else None

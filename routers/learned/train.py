@@ -215,6 +215,7 @@ def train_router(
     lam: float = 0.5,
     val_fraction: float = 0.2,
     seed: int = 0,
+    split_seed: int | None = None,
     encoder: HistoryEncoder | None = None,
     cache_dir: str | Path | None = None,
     mode: str = "incremental",
@@ -232,6 +233,7 @@ def train_router(
 
     ``init_from`` warm-starts from a checkpoint of the same kind (e.g. Stage A's,
     retrained on Stage A + Stage B runs); its normalisation and targets are kept.
+    ``seed`` seeds the model and, unless ``split_seed`` is given, the validation split.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown learned router kind {kind!r} (available: {', '.join(KINDS)})")
@@ -260,7 +262,9 @@ def train_router(
     samples = load_samples(run_dirs)
     if not samples:
         raise ConfigError(f"no finished episodes in {', '.join(map(str, run_dirs))}")
-    train_samples, val_samples = split_episodes(samples, val_fraction, seed)
+    train_samples, val_samples = split_episodes(
+        samples, val_fraction, seed if split_seed is None else split_seed
+    )
     stats = (
         previous.stats
         if previous is not None and previous.stats is not None
