@@ -238,8 +238,13 @@ def benchmark(
 ) -> None:
     """Collect, train, tune, evaluate, log to MLflow and write the report."""
     from harness.benchmark import BenchmarkRun, load_benchmark
+    from harness.summary import render_table, summarize_run
 
-    outputs = BenchmarkRun(load_benchmark(name), results).execute(track=track, report_dir=reports)
+    definition = load_benchmark(name)
+    outputs = BenchmarkRun(definition, results).execute(track=track, report_dir=reports)
+    for split in definition.eval_splits:
+        runs = sorted(p for p in (results / definition.name / "runs" / split).iterdir() if p.is_dir())
+        Console().print(render_table([summarize_run(r) for r in runs], title=f"{definition.name}: {split}"))
     for key, value in outputs.items():
         print(f"{key}: {value}")
 
