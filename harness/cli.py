@@ -175,13 +175,19 @@ def episode(
     )
 
 
+def table_console() -> Console:
+    """Stdout; when it is not a terminal (a log, a pipe), wide enough that no router label is cut."""
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=160)
+
+
 @app.command()
 @one_line_errors
 def summarize(runs: Annotated[list[Path], typer.Argument(help="Run directories")]) -> None:
     """Print score, cost, turns and switch rate of stored runs."""
     from harness.summary import render_table, summarize_run
 
-    Console().print(render_table([summarize_run(r) for r in runs]))
+    table_console().print(render_table([summarize_run(r) for r in runs]))
 
 
 @app.command()
@@ -244,7 +250,9 @@ def benchmark(
     outputs = BenchmarkRun(definition, results).execute(track=track, report_dir=reports)
     for split in definition.eval_splits:
         runs = sorted(p for p in (results / definition.name / "runs" / split).iterdir() if p.is_dir())
-        Console().print(render_table([summarize_run(r) for r in runs], title=f"{definition.name}: {split}"))
+        table_console().print(
+            render_table([summarize_run(r) for r in runs], title=f"{definition.name}: {split}")
+        )
     for key, value in outputs.items():
         print(f"{key}: {value}")
 
