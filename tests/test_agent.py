@@ -9,7 +9,6 @@ from harness.agent import run_episode
 from harness.backends import build_backends
 from harness.batch import Worker
 from harness.config import Limits, RouterSpec, RunConfig
-from harness.environments import make_environment
 from harness.pool import SimulatedProfile, load_pool
 from harness.trajectory import RunStore
 from harness.types import Decision, TaskInstance
@@ -17,13 +16,6 @@ from routers import make_router
 from routers.base import Router
 
 TASK = TaskInstance("scienceworld", "find-animal", 1, "test_id")
-
-
-@pytest.fixture(scope="module")
-def env():
-    environment = make_environment("scienceworld")
-    yield environment
-    environment.close()
 
 
 @pytest.fixture(scope="module")

@@ -18,20 +18,13 @@ from test_learned_routers import hashing_encoder
 from harness.agent import run_episode
 from harness.batch import Player, prepare
 from harness.config import Limits, RouterSpec, RunConfig
-from harness.environments import make_environment, task_split
+from harness.environments import task_split
 from routers import make_router
 from routers.learned.q_router import MTRouter
 from routers.learned.train import train_router
 
 TASKS = "^(find-animal|power-component)$"
 LIMITS = Limits(max_turns=25, budget_dollars=2.0)
-
-
-@pytest.fixture(scope="module")
-def env():
-    environment = make_environment("scienceworld")
-    yield environment
-    environment.close()
 
 
 @pytest.fixture(scope="module")
