@@ -14,9 +14,10 @@ rather than retrained:
   metadata misses for models seen in training; a model added to the pool later
   has residual zero and is placed by its metadata alone.
 
-The defaults differ from the reference's in two places, both measured on the
-full train split (``benchmarks/mtrouter.yaml``): learning rate 1e-4 instead of
-1e-3 and dropout 0.3 instead of 0.1. At the reference's rate the score tower
+The defaults differ from the reference's in two places, both measured on
+sticky-random Stage A runs of the full train split (six seeds, as in
+``benchmarks/mtrouter.yaml``): learning rate 1e-4 instead of 1e-3 and dropout
+0.3 instead of 0.1. At the reference's rate the score tower
 reaches its best validation loss within the first epoch and, greedy at lam=0,
 routes almost everything to the strongest model; at 1e-4 it learns which model
 suits which task before the per-episode noise is memorised.
