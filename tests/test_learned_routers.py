@@ -8,6 +8,7 @@ the real all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -309,6 +310,26 @@ def test_split_seed_fixes_the_validation_split_while_the_model_seed_varies(
     assert same_split.baseline_mse_score == reference.baseline_mse_score  # the same held-out decisions
     assert same_split.val_mse_score == reference.val_mse_score  # ridge has no other randomness
     assert other_split.baseline_mse_score != reference.baseline_mse_score
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fitting_zero_decisions_is_an_error_naming_the_router(
+    kind: str, stage_a: Path, encoder: HistoryEncoder
+):
+    samples = load_samples([stage_a])[:1]
+    data = build_training_set(
+        samples, encode_histories(samples, encoder), CARDS, TargetStats.fit(samples), encoder=None
+    )
+    empty = dataclasses.replace(
+        data,
+        embeddings=data.embeddings[:0],
+        model_index=data.model_index[:0],
+        score=data.score[:0],
+        cost=data.cost[:0],
+        weight=data.weight[:0],
+    )
+    with pytest.raises(ConfigError, match=f"cannot fit a {kind} router on zero decisions"):
+        MODEL_CLASSES[kind]().fit(empty)
 
 
 # ---------------------------------------------------------------- checkpoints and pools

@@ -83,8 +83,6 @@ class RidgeModel(ValueModel):
         self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
     ) -> RidgeModel:
         """Closed form, so a warm start has nothing to carry over: refitting on all the data is exact."""
-        if len(train) == 0:
-            raise ConfigError("cannot fit a ridge router on zero decisions")
         if init_from is not None and not isinstance(init_from, RidgeModel):
             raise ConfigError(f"cannot warm-start a ridge router from a {init_from.kind} checkpoint")
         self.adopt(train)
@@ -158,8 +156,6 @@ class ClusterModel(ValueModel):
     def fit(
         self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
     ) -> ClusterModel:
-        if len(train) == 0:
-            raise ConfigError("cannot fit a cluster router on zero decisions")
         self.adopt(train)
         x = train.embeddings.astype(np.float64)
         k = min(self.k, len(x))

@@ -123,8 +123,6 @@ class LightGBMModel(ValueModel):
     def fit(
         self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
     ) -> LightGBMModel:
-        if len(train) == 0:
-            raise ConfigError("cannot fit an lgbm router on zero decisions")
         self.adopt(train)
         previous = None
         if init_from is not None:

@@ -199,8 +199,6 @@ class MTRouterModel(ValueModel):
     def fit(
         self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
     ) -> MTRouterModel:
-        if len(train) == 0:
-            raise ConfigError("cannot fit an mtrouter on zero decisions")
         with torch_threads(self.threads):
             return self._fit(train, val, init_from)
 

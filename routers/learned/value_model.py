@@ -103,6 +103,8 @@ class ValueModel(abc.ABC):
 
     def adopt(self, data: TrainingSet) -> None:
         """Take the pool, target statistics and encoder config of the data being fitted."""
+        if len(data) == 0:
+            raise ConfigError(f"cannot fit a {self.kind} router on zero decisions")
         self.cards = list(data.cards)
         self.stats = data.stats
         self.options = data.options
