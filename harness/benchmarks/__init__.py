@@ -1,0 +1,1 @@
+"""Benchmark plug-ins: one folder per benchmark, registered by name."""

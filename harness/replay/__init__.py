@@ -1,0 +1,1 @@
+"""Routers evaluated against logged trajectories: import, off-policy estimates, prefix cache."""
