@@ -18,8 +18,8 @@ from pathlib import Path
 
 import scienceworld
 
-from harness.environments.gold import load_gold_paths
-from harness.environments.scienceworld import ScienceWorldEnv, engine_fingerprint
+from harness.benchmarks.scienceworld.engine import ScienceWorldEnv, engine_fingerprint
+from harness.benchmarks.scienceworld.gold import load_gold_paths
 from harness.types import TaskInstance
 
 DEFAULT_TASKS = "boil:0,find-animal:0,power-component:0,chemistry-mix:0,grow-plant:0"

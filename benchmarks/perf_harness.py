@@ -21,8 +21,8 @@ from pathlib import Path
 from harness.agent import run_episode
 from harness.backends import build_backends
 from harness.batch import Workers, prepare, run_batch
-from harness.config import Limits, RouterSpec, RunConfig
-from harness.environments import make_environment, task_split
+from harness.benchmarks import get_benchmark
+from harness.config import RouterSpec, RunConfig
 from harness.pool import load_pool
 from harness.trajectory import RunStore
 from routers import make_router
@@ -55,11 +55,11 @@ class Timed:
 
 def overhead(episodes: int, out: Path) -> None:
     pool = load_pool("paper6")
-    tasks = [
-        t for name in ("test_id", "test_ood") for t in task_split("scienceworld").tasks(name, quick=True)
-    ]
+    benchmark = get_benchmark("scienceworld")
+    split = benchmark.load_split()
+    tasks = [t for name in ("test_id", "test_ood") for t in split.tasks(name, quick=True)]
     tasks = (tasks * (episodes // len(tasks) + 1))[:episodes]
-    env = Timed(make_environment("scienceworld"), "env", ("reset", "step"))
+    env = Timed(benchmark.make_environment(), "env", ("reset", "step"))
     backends = {n: Timed(b, "model", ("complete",)) for n, b in build_backends(pool, "simulated").items()}
     router = Timed(make_router("random", {}, pool.names), "router", ("route",))
     store = RunStore(out)
@@ -67,7 +67,7 @@ def overhead(episodes: int, out: Path) -> None:
     started = time.perf_counter()
     turns = 0
     for i, task in enumerate(tasks):
-        turns += run_episode(env, backends, router, task, i, Limits(), store).turns
+        turns += run_episode(benchmark, env, backends, router, task, i, benchmark.limits, store).turns
     total = time.perf_counter() - started
     env._inner.close()
     engine = TIMES["env.reset"] + TIMES["env.step"]

@@ -1,35 +1,32 @@
 """The agent loop, the same for every benchmark.
 
-Each turn: the router picks a model, the model answers the shared history, the
-reply's action is applied to the environment, and the turn is charged and
-persisted before the next one starts. Control leaves the loop by exception
-(:class:`EpisodeOver`), which carries why the episode ended.
+Each turn: the router picks a model, the model answers the shared history (with
+the benchmark's tools, if it has any), the benchmark's format turns the reply
+into actions (one text command, or up to N tool calls), each action is applied
+to the environment and its result sent back, and the turn is charged and
+persisted, with the messages it appended, before the next one starts. When a
+limit ends the episode the benchmark may take a final answer; then its scorer
+gives the episode's score (a judge's call billed apart). Control leaves the loop
+by exception (:class:`EpisodeOver`), which carries why the episode ended.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.benchmarks.base import Benchmark, FormatError, Transcript
 from harness.config import Limits
 from harness.errors import UnknownNameError
 from harness.ledger import CostLedger
-from harness.prompt import (
-    FINISH,
-    FORMAT_ERROR,
-    FormatError,
-    initial_messages,
-    observation_message,
-    parse_action,
-)
 from harness.protocols import Environment, ModelBackend
 from harness.seeding import derive_seed
 from harness.trajectory import RunStore
-from harness.types import CallContext, Charge, Message, ModelCard, TaskInstance, TurnState
+from harness.types import Action, CallContext, Charge, Completion, Message, TaskInstance, TurnState
 from routers.base import Router
 
 
@@ -51,13 +48,14 @@ class EpisodeResult:
     ledger: CostLedger
     models: list[str]
     duration_s: float
+    score_details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def switches(self) -> int:
         return sum(a != b for a, b in zip(self.models, self.models[1:], strict=False))
 
     def record(self, router_label: str) -> dict[str, Any]:
-        return {
+        record = {
             "episode": self.task.key,
             "benchmark": self.task.benchmark,
             "task": self.task.task,
@@ -66,9 +64,10 @@ class EpisodeResult:
             "seed": self.seed,
             "router": router_label,
             "score": self.score,
-            "cost": self.ledger.total,
+            "cost": self.ledger.episode_total,
             "model_cost": self.ledger.model_total,
             "router_cost": self.ledger.router_total,
+            "judge_cost": self.ledger.judge_total,
             "cost_by_model": self.ledger.by_model(),
             "turns": self.turns,
             "switches": self.switches,
@@ -77,13 +76,221 @@ class EpisodeResult:
             "error": None,
             "duration_s": round(self.duration_s, 3),
         }
+        if self.score_details:
+            record["score_details"] = self.score_details
+        return record
 
 
 def episode_seed(run_seed: int, task: TaskInstance) -> int:
     return derive_seed(run_seed, task.key)
 
 
+@dataclass
+class TurnOutcome:
+    """What the actions of one reply did: the messages they append and how the turn is recorded."""
+
+    messages: list[Message] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    observations: list[str] = field(default_factory=list)
+    valid: bool = True
+    error: str | None = None  # "format" | "invalid_action"
+    done: bool = False
+    submitted: Action | None = None
+
+
+class Episode:
+    """One episode's state and loop; subclass and override a step to change one behaviour."""
+
+    def __init__(
+        self,
+        benchmark: Benchmark,
+        env: Environment,
+        backends: dict[str, ModelBackend],
+        router: Router,
+        task: TaskInstance,
+        run_seed: int,
+        limits: Limits,
+        store: RunStore | None = None,
+        judge: ModelBackend | None = None,
+    ):
+        self.benchmark, self.env, self.backends, self.router = benchmark, env, backends, router
+        self.format = benchmark.agent_format
+        self.task, self.limits, self.store = task, limits.over(benchmark.limits), store
+        self.scorer = benchmark.scorer(judge)
+        self.seed = episode_seed(run_seed, task)
+        self.rng = np.random.default_rng(self.seed)
+        self.candidates = [b.card for b in backends.values()]
+        self.ledger = CostLedger()
+        self.models: list[str] = []
+        self.scratch: dict[str, Any] = {}
+        self.score = 0.0
+        self.valid, self.consecutive_errors, self.turn = True, 0, 0
+        self.submitted: Action | None = None
+
+    def run(self) -> EpisodeResult:
+        started = time.perf_counter()
+        self.description, observation = self.env.reset(self.task)
+        self.messages = self.format.initial_messages(self.description, observation)
+        self.initial_count = len(self.messages)
+        self.turns_path: Path | None = self.store.begin_episode(self.task.key) if self.store else None
+        try:
+            while True:
+                self.check_limits()
+                self.play_turn()
+        except EpisodeOver as over:
+            status = over.status
+        transcript = Transcript(
+            self.task, self.description, self.messages, self.score, status, self.submitted
+        )
+        if self.submitted is None and status in ("max_turns", "budget"):
+            transcript.submitted = self.benchmark.final_answer(transcript)
+            transcript.forced = transcript.submitted is not None
+        verdict = self.scorer.score(transcript, self.context())
+        for charge in verdict.charges:
+            self.ledger.charge(self.turn, charge)
+        return EpisodeResult(
+            task=self.task,
+            seed=self.seed,
+            score=verdict.value,
+            status=status,
+            turns=self.turn,
+            ledger=self.ledger,
+            models=self.models,
+            duration_s=time.perf_counter() - started,
+            score_details=verdict.details,
+        )
+
+    def check_limits(self) -> None:
+        if self.turn >= self.limits.max_turns:
+            raise EpisodeOver("max_turns")
+        if self.ledger.episode_total >= self.limits.budget_dollars:
+            raise EpisodeOver("budget")
+
+    def context(self) -> CallContext:
+        return CallContext(
+            seed=self.seed,
+            turn=self.turn,
+            task=self.task,
+            oracle=getattr(self.env, "oracle", None),
+            agent_format=self.format,
+            scratch=self.scratch,
+        )
+
+    def state(self) -> TurnState:
+        return TurnState(
+            benchmark=self.task.benchmark,
+            task=self.task.task,
+            variation=self.task.variation,
+            task_description=self.description,
+            history=list(self.messages),
+            turn=self.turn,
+            dollars_spent=self.ledger.episode_total,
+            budget_dollars=self.limits.budget_dollars,
+            max_turns=self.limits.max_turns,
+            candidates=self.candidates,
+            last_action_valid=self.valid,
+            consecutive_errors=self.consecutive_errors,
+        )
+
+    def play_turn(self) -> None:
+        decision = self.router.route(self.state(), self.rng)
+        backend = self.backends.get(decision.model)
+        if backend is None:
+            raise UnknownNameError(f"router chose unknown model {decision.model!r}")
+        completion = backend.complete(self.messages, self.context(), tools=list(self.format.tools) or None)
+        for overhead in decision.overhead:
+            self.ledger.charge(self.turn, overhead)
+        self.ledger.charge(
+            self.turn,
+            Charge(
+                kind="model",
+                model=decision.model,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                dollars=completion.dollars,
+                price_version=backend.card.price.version,
+            ),
+        )
+        self.models.append(decision.model)
+        history_len = len(self.messages)
+        outcome = self.act(completion)
+        appended = [completion.message(), *outcome.messages]
+        self.messages.extend(appended)
+        self.valid = outcome.valid
+        self.consecutive_errors = 0 if outcome.valid else self.consecutive_errors + 1
+        if self.store is not None and self.turns_path is not None:
+            initial = self.initial_count
+            self.store.record_turn(
+                self.turns_path,
+                {
+                    "episode": self.task.key,
+                    "turn": self.turn,
+                    "history_len": history_len,
+                    "initial_messages": [m.to_dict() for m in self.messages[:initial]]
+                    if self.turn == 0
+                    else None,
+                    "task_description": self.description if self.turn == 0 else None,
+                    "messages": [m.to_dict() for m in appended],
+                    "model": decision.model,
+                    "propensity": decision.propensity,
+                    "router_scores": decision.scores,
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "dollars": completion.dollars,
+                    "charges": self.ledger.turn_charges(self.turn),
+                    "output": completion.text,
+                    "action": "; ".join(a.describe() for a in outcome.actions) or None,
+                    "observation": "\n".join(outcome.observations),
+                    "valid": outcome.valid,
+                    "error": outcome.error,
+                    "score": self.score,
+                    "done": outcome.done,
+                },
+            )
+        self.turn += 1
+        if outcome.submitted is not None:
+            self.submitted = outcome.submitted
+            raise EpisodeOver("submitted")
+        if outcome.done:
+            raise EpisodeOver("done")
+
+    def act(self, completion: Completion) -> TurnOutcome:
+        """Apply a reply's actions in order, up to the format's limit; stop at a submit or the end."""
+        outcome = TurnOutcome()
+        parts = self.format.parse(completion)
+        for index, part in enumerate(parts):
+            if index >= self.format.max_actions_per_turn:
+                part = FormatError(
+                    f"only {self.format.max_actions_per_turn} actions are run per turn; this one was not",
+                    getattr(part, "call_id", None),
+                )
+            if isinstance(part, FormatError):
+                self.respond(outcome, str(part), part.call_id)
+                outcome.valid, outcome.error = False, "format"
+                continue
+            outcome.actions.append(part)
+            if part.submit:
+                outcome.submitted = part
+                self.respond(outcome, self.format.submit_observation, part.call_id)
+                break
+            result = self.env.step(part)
+            self.score = result.score
+            self.respond(outcome, result.observation, part.call_id)
+            if not result.valid:
+                outcome.valid = False
+                outcome.error = outcome.error or "invalid_action"
+            if result.done:
+                outcome.done = True
+                break
+        return outcome
+
+    def respond(self, outcome: TurnOutcome, observation: str, call_id: str | None) -> None:
+        outcome.observations.append(observation)
+        outcome.messages.append(self.format.observation_message(observation, self.score, call_id))
+
+
 def run_episode(
+    benchmark: Benchmark,
     env: Environment,
     backends: dict[str, ModelBackend],
     router: Router,
@@ -91,124 +298,7 @@ def run_episode(
     run_seed: int,
     limits: Limits,
     store: RunStore | None = None,
+    judge: ModelBackend | None = None,
 ) -> EpisodeResult:
     """Play one episode to its end, persisting every turn as it happens."""
-    started = time.perf_counter()
-    seed = episode_seed(run_seed, task)
-    rng = np.random.default_rng(seed)
-    description, first_observation = env.reset(task)
-    messages = initial_messages(description, first_observation)
-    candidates: list[ModelCard] = [b.card for b in backends.values()]
-    ledger = CostLedger()
-    models: list[str] = []
-    scratch: dict[str, Any] = {}
-    turns_path: Path | None = store.begin_episode(task.key) if store else None
-    score = 0.0
-    last_valid = True
-    consecutive_errors = 0
-    turn = 0
-    try:
-        while True:
-            if turn >= limits.max_turns:
-                raise EpisodeOver("max_turns")
-            if ledger.total >= limits.budget_dollars:
-                raise EpisodeOver("budget")
-            state = TurnState(
-                benchmark=task.benchmark,
-                task=task.task,
-                variation=task.variation,
-                task_description=description,
-                history=list(messages),
-                turn=turn,
-                dollars_spent=ledger.total,
-                budget_dollars=limits.budget_dollars,
-                max_turns=limits.max_turns,
-                candidates=candidates,
-                last_action_valid=last_valid,
-                consecutive_errors=consecutive_errors,
-            )
-            decision = router.route(state, rng)
-            backend = backends.get(decision.model)
-            if backend is None:
-                raise UnknownNameError(f"router chose unknown model {decision.model!r}")
-            ctx = CallContext(seed=seed, turn=turn, task=task, oracle=env.oracle, scratch=scratch)
-            completion = backend.complete(messages, ctx)
-            for overhead in decision.overhead:
-                ledger.charge(turn, overhead)
-            ledger.charge(
-                turn,
-                Charge(
-                    kind="model",
-                    model=decision.model,
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                    dollars=completion.dollars,
-                    price_version=backend.card.price.version,
-                ),
-            )
-            models.append(decision.model)
-            history_len = len(messages)
-            action: str | None
-            error: str | None = None
-            done = False
-            try:
-                action = parse_action(completion.text)
-            except FormatError:
-                action, observation, valid, error = None, FORMAT_ERROR, False, "format"
-            else:
-                if action == FINISH:
-                    observation, valid = "You declared the task completed.", True
-                else:
-                    result = env.step(action)
-                    observation, valid, done, score = (
-                        result.observation,
-                        result.valid,
-                        result.done,
-                        result.score,
-                    )
-                    error = None if valid else "invalid_action"
-            messages.append(Message("assistant", completion.text))
-            messages.append(observation_message(observation, score))
-            last_valid = valid
-            consecutive_errors = 0 if valid else consecutive_errors + 1
-            if store is not None and turns_path is not None:
-                store.record_turn(
-                    turns_path,
-                    {
-                        "episode": task.key,
-                        "turn": turn,
-                        "history_len": history_len,
-                        "initial_messages": [m.__dict__ for m in messages[:2]] if turn == 0 else None,
-                        "model": decision.model,
-                        "propensity": decision.propensity,
-                        "router_scores": decision.scores,
-                        "prompt_tokens": completion.prompt_tokens,
-                        "completion_tokens": completion.completion_tokens,
-                        "dollars": completion.dollars,
-                        "charges": ledger.turn_charges(turn),
-                        "output": completion.text,
-                        "action": action,
-                        "observation": observation,
-                        "valid": valid,
-                        "error": error,
-                        "score": score,
-                        "done": done,
-                    },
-                )
-            turn += 1
-            if action == FINISH:
-                raise EpisodeOver("submitted")
-            if done:
-                raise EpisodeOver("done")
-    except EpisodeOver as over:
-        status = over.status
-    return EpisodeResult(
-        task=task,
-        seed=seed,
-        score=score,
-        status=status,
-        turns=turn,
-        ledger=ledger,
-        models=models,
-        duration_s=time.perf_counter() - started,
-    )
+    return Episode(benchmark, env, backends, router, task, run_seed, limits, store, judge).run()

@@ -1,9 +1,11 @@
-"""Batches of episodes over parallel workers, resumable and crash tolerant.
+"""Batches of episodes over parallel workers, resumable and crash tolerant: the pipeline's engine room.
 
-Each worker process owns one environment (one ScienceWorld JVM) and reuses it
-across episodes. Workers write their episode's turn file as they go; only the
-parent appends to ``episodes.jsonl``, so that file has a single writer. All
-inputs are validated in the parent before any worker starts.
+Each worker process owns one environment per benchmark (for ScienceWorld, one
+JVM) and reuses it across episodes. Workers write their episode's turn file as
+they go; only the parent appends to ``episodes.jsonl``, so that file has a
+single writer. All inputs are validated in the parent before any worker starts.
+:func:`execute` is the library entry point; a caller that wants to show progress
+passes a :class:`BatchProgress` (the CLI passes a progress bar).
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ import multiprocessing
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.agent import episode_seed, run_episode
 from harness.backends import build_backends
-from harness.config import REPO_ROOT, RunConfig, to_plain
-from harness.environments import environment_fingerprint, make_environment, task_split
+from harness.benchmarks import get_benchmark
+from harness.config import REPO_ROOT, Limits, RunConfig, to_plain
 from harness.errors import EnvironmentCrashed, HarnessError
 from harness.pool import Pool, load_pool
 from harness.protocols import Environment
+from harness.splits import Split
 from harness.trajectory import RunStore
 from harness.types import TaskInstance
 from routers import make_router
@@ -57,14 +60,30 @@ def git_commit() -> str:
         return "unknown"
 
 
-def prepare(config: RunConfig, out: Path) -> Batch:
-    """Check every input (pool, router, split, output directory) before any work starts."""
+def resolve(config: RunConfig) -> RunConfig:
+    """The config with the benchmark's defaults filled in, as it is recorded with the run."""
+    limits = (config.limits or Limits()).over(get_benchmark(config.benchmark).limits)
+    return replace(config, limits=limits)
+
+
+def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskInstance]]:
+    """Check every input (benchmark, pool, router, judge, split) without writing anything."""
+    benchmark = get_benchmark(config.benchmark)
+    config = resolve(config)
     pool = load_pool(config.pool)
     make_router(config.router.name, config.router.params, pool.names)
-    split = task_split(config.benchmark)
+    if config.judge is not None:
+        pool.model(config.judge)
+    split = benchmark.load_split(config.split_file)
     tasks = split.tasks(config.split, quick=config.quick, task_filter=config.task_filter)
     if not tasks:
         raise HarnessError(f"no tasks in split {config.split!r} match filter {config.task_filter!r}")
+    return config, pool, split, tasks
+
+
+def prepare(config: RunConfig, out: Path) -> Batch:
+    """Check every input, then open (or check) the run directory, before any work starts."""
+    config, pool, split, tasks = prepare_check(config)
     store = RunStore(out)
     store.open(
         {
@@ -72,7 +91,7 @@ def prepare(config: RunConfig, out: Path) -> Batch:
             "pool_sha256": pool.sha256,
             "price_cards": {m.name: to_plain(m.price) for m in pool.spec.models},
             "split_version": split.version,
-            "engine": environment_fingerprint(config.benchmark),
+            "engine": get_benchmark(config.benchmark).fingerprint(),
         }
     )
     return Batch(config=config, pool=pool, tasks=tasks, store=store)
@@ -82,10 +101,12 @@ class Player:
     """The pool's backends and the router of one run, playing on a shared environment."""
 
     def __init__(self, config: RunConfig, out: Path, env: Environment):
-        self.config = config
+        self.config = resolve(config)
+        self.benchmark = get_benchmark(config.benchmark)
         self.store = RunStore(out)
         pool = load_pool(config.pool)
         self.backends = build_backends(pool, config.backend)
+        self.judge = self.backends[config.judge] if config.judge is not None else None
         self.router = make_router(config.router.name, config.router.params, pool.names)
         self.env = env
 
@@ -95,6 +116,7 @@ class Player:
         for attempt in range(2):
             try:
                 result = run_episode(
+                    self.benchmark,
                     self.env,
                     self.backends,
                     self.router,
@@ -102,6 +124,7 @@ class Player:
                     self.config.seed,
                     self.config.limits,
                     self.store,
+                    self.judge,
                 )
                 return result.record(self.config.router.label) | {"attempts": attempt + 1}
             except EnvironmentCrashed as exc:
@@ -125,7 +148,7 @@ class Worker:
         key = (json.dumps(to_plain(config), sort_keys=True), str(out))
         if key not in self.players:
             if config.benchmark not in self.envs:
-                self.envs[config.benchmark] = make_environment(config.benchmark)
+                self.envs[config.benchmark] = get_benchmark(config.benchmark).make_environment()
             self.players[key] = Player(config, out, self.envs[config.benchmark])
         return self.players[key]
 
@@ -241,3 +264,35 @@ def run_batch(
     with Workers(min(batch.config.workers, len(pending))) as own:
         own.run(batch, pending, finish)
     return records
+
+
+class BatchProgress(Protocol):
+    """What a caller of :func:`execute` is told: the batch's size and each episode as it finishes."""
+
+    def start(self, label: str, total: int, finished: list[dict[str, Any]]) -> None: ...
+
+    def episode(self, record: dict[str, Any]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def execute(
+    config: RunConfig,
+    out: Path,
+    label: str | None = None,
+    workers: Workers | None = None,
+    progress: BatchProgress | None = None,
+) -> list[dict[str, Any]]:
+    """Validate, then play every pending episode of a run; returns all episode records of the run directory.
+
+    ``workers`` lets a caller keep worker processes across batches.
+    """
+    batch = prepare(config, out)
+    if progress is not None:
+        progress.start(label or config.router.label, len(batch.tasks), batch.store.episodes())
+    try:
+        run_batch(batch, progress.episode if progress is not None else None, workers)
+    finally:
+        if progress is not None:
+            progress.stop()
+    return batch.store.episodes()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.config import Limits, RouterSpec, RunConfig
+from harness.batch import BatchProgress, execute
+from harness.config import RouterSpec, RunConfig
 from harness.pool import load_pool
 from harness.trajectory import RunStore
 
@@ -54,26 +55,32 @@ def targets(pool_name: str) -> tuple[dict[str, tuple[float, float]], dict]:
 
 
 def run_single(
-    pool: str, model: str, out: Path, workers: int, split: str = "test_id", seed: int = 0
+    pool: str,
+    model: str,
+    out: Path,
+    workers: int,
+    split: str = "test_id",
+    seed: int = 0,
+    progress: BatchProgress | None = None,
 ) -> list[dict]:
-    from harness.cli import execute
-
     config = RunConfig(
-        router=RouterSpec("single", {"model": model}),
-        pool=pool,
-        split=split,
-        workers=workers,
-        seed=seed,
-        limits=Limits(),
+        router=RouterSpec("single", {"model": model}), pool=pool, split=split, workers=workers, seed=seed
     )
-    return execute(config, out, label=f"{model}")
+    return execute(config, out, label=f"{model}", progress=progress)
 
 
-def measure(pool: str, out: Path, workers: int, models: list[str] | None = None) -> list[Row]:
+def measure(
+    pool: str,
+    out: Path,
+    workers: int,
+    models: list[str] | None = None,
+    progress: BatchProgress | None = None,
+) -> list[Row]:
     goal, tol = targets(pool)
     rows = []
     for model in models or list(goal):
-        records = [r for r in run_single(pool, model, out / model, workers) if r["status"] != "failed"]
+        records = run_single(pool, model, out / model, workers, progress=progress)
+        records = [r for r in records if r["status"] != "failed"]
         score = sum(r["score"] for r in records) / len(records)
         cost = sum(r["cost"] for r in records) / len(records)
         rows.append(
@@ -100,7 +107,9 @@ def _shifted(skill: dict[str, float], delta: float) -> dict[str, float]:
     return {k: round(1 / (1 + math.exp(-(_logit(v) + delta))), 4) for k, v in skill.items()}
 
 
-def fit(pool_name: str, work: Path, workers: int, rounds: int = 7) -> Path:
+def fit(
+    pool_name: str, work: Path, workers: int, rounds: int = 7, progress: BatchProgress | None = None
+) -> Path:
     """Fit every model's skill shift and completion length; rewrites the pool file in place.
 
     All models move together, one measured round at a time, until every one is within
@@ -119,7 +128,7 @@ def fit(pool_name: str, work: Path, workers: int, rounds: int = 7) -> Path:
             data_model(data, model)["simulated"]["skill"] = _shifted(base[model], delta[model])
         pool.path.write_text(dump(data))
         out = work / f"round{round_}-{load_pool(pool_name).sha256[:12]}"
-        rows = measure(pool_name, out, workers, todo)
+        rows = measure(pool_name, out, workers, todo, progress)
         for row in rows:
             history[row.model].append((delta[row.model], row.score))
             _fit_cost(data_model(data, row.model)["simulated"], out / row.model, row.target_cost)

@@ -1,15 +1,23 @@
-"""Command line: run episodes and batches, summarise runs, calibrate the simulated pool."""
+"""Command line: run episodes and batches, train, benchmark, summarise runs, calibrate the simulated pool.
+
+A thin layer over the library: every command builds a config, calls one library
+function and prints. Options left unset take the config dataclasses' defaults (or
+the benchmark plug-in's), and with ``--config`` the file's values, which explicit
+options override.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.config import Limits, RouterSpec, RunConfig, from_dict, load_yaml
+from harness.config import RouterSpec, RunConfig, from_dict, load_yaml
 from harness.errors import ConfigError, HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -56,85 +64,121 @@ def parse_params(pairs: list[str]) -> dict:
     return params
 
 
-def episode_progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("score {task.fields[score]:.1f}  ${task.fields[dollars]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+class ProgressBar:
+    """A rich progress bar per batch: episodes done, mean score and dollars so far."""
 
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
 
-def execute(config: RunConfig, out: Path, label: str | None = None, workers=None) -> list[dict]:
-    """Run a batch with a progress bar; returns all episode records of the run directory.
-
-    ``workers`` (a :class:`harness.batch.Workers`) lets a caller keep worker processes across batches.
-    """
-    from harness.batch import prepare, run_batch
-
-    batch = prepare(config, out)
-    pending = batch.pending
-    done = len(batch.tasks) - len(pending)
-    finished = [e for e in batch.store.episodes() if e["score"] is not None]
-    scores: list[float] = [e["score"] for e in finished]
-    dollars = [sum(e["cost"] for e in finished)]
-    with episode_progress() as progress:
-        bar = progress.add_task(
-            label or config.router.label,
-            total=len(batch.tasks),
-            completed=done,
-            score=sum(scores) / len(scores) if scores else 0.0,
-            dollars=dollars[0],
+    def start(self, label: str, total: int, finished: list[dict[str, Any]]) -> None:
+        scored = [e for e in finished if e["score"] is not None]
+        self.scores = [e["score"] for e in scored]
+        self.dollars = sum(e["cost"] for e in scored)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("score {task.fields[score]:.1f}  ${task.fields[dollars]:.3f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self._progress.start()
+        self._bar = self._progress.add_task(
+            label, total=total, completed=len(finished), score=self._mean(), dollars=self.dollars
         )
 
-        def on_episode(record: dict) -> None:
-            if record["score"] is not None:
-                scores.append(record["score"])
-                dollars[0] += record["cost"]
-            progress.update(bar, advance=1, score=sum(scores) / max(1, len(scores)), dollars=dollars[0])
+    def _mean(self) -> float:
+        return sum(self.scores) / len(self.scores) if self.scores else 0.0
 
-        run_batch(batch, on_episode, workers)
-    return batch.store.episodes()
+    def episode(self, record: dict[str, Any]) -> None:
+        if record["score"] is not None:
+            self.scores.append(record["score"])
+            self.dollars += record["cost"]
+        assert self._progress is not None
+        self._progress.update(self._bar, advance=1, score=self._mean(), dollars=self.dollars)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def show_stage_messages() -> None:
+    """The pipeline's stage messages (training, checkpoints) on stderr beside the progress bars."""
+    handler = RichHandler(console=console, show_time=False, show_path=False, show_level=False)
+    for name in ("harness.pipeline", "routers"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+
+
+def merged_run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
+    """The config file's values (if any) with every explicitly given option on top."""
+    data = load_yaml(config_file) if config_file is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_file}: expected a mapping")
+    data = dict(data)
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in ("max_turns", "budget_dollars"):
+            limits = dict(data.get("limits") or {})
+            limits[key] = value
+            data["limits"] = limits
+        elif key == "router":
+            router = dict(data.get("router") or {})
+            router.update(value)
+            data["router"] = router
+        else:
+            data[key] = value
+    if "router" not in data:
+        data["router"] = {"name": "random"}
+    return from_dict(RunConfig, data, str(config_file or "options"))
 
 
 @app.command()
 @one_line_errors
 def run(
     out: Annotated[Path, typer.Option(help="Run directory (created; rerunning resumes it)")],
-    router: Annotated[str, typer.Option(help="Router name (see `harness routers`)")] = "random",
+    router: Annotated[str | None, typer.Option(help="Router name (see `harness routers`)")] = None,
     param: Annotated[list[str], typer.Option("--param", "-p", help="Router parameter key=value")] = [],  # noqa: B006
-    pool: Annotated[str, typer.Option(help="Pool name under benchmarks/pools or a YAML path")] = "paper6",
-    split: Annotated[str, typer.Option(help="train | val | test_id | test_ood")] = "test_id",
-    quick: Annotated[bool, typer.Option(help="Use the quick subset of the split")] = False,
+    benchmark: Annotated[str | None, typer.Option(help="Benchmark (see `harness benchmarks`)")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pool name under benchmarks/pools or a YAML path")] = None,
+    split: Annotated[str | None, typer.Option(help="train | val | test_id | test_ood")] = None,
+    split_file: Annotated[str | None, typer.Option(help="Another split file of the benchmark")] = None,
+    quick: Annotated[bool | None, typer.Option(help="Use the quick subset of the split")] = None,
     tasks: Annotated[str | None, typer.Option(help="Regular expression on task type names")] = None,
-    workers: Annotated[int, typer.Option(help="Parallel worker processes (one JVM each)")] = 1,
-    seed: Annotated[int, typer.Option()] = 0,
-    max_turns: Annotated[int, typer.Option()] = Limits.max_turns,
-    budget: Annotated[float, typer.Option(help="Dollar budget per episode")] = Limits.budget_dollars,
-    backend: Annotated[str, typer.Option(help="simulated | litellm")] = "simulated",
-    config: Annotated[Path | None, typer.Option(help="RunConfig YAML; overrides the options above")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel worker processes")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    max_turns: Annotated[int | None, typer.Option(help="Default: the benchmark's")] = None,
+    budget: Annotated[float | None, typer.Option(help="Dollar budget per episode")] = None,
+    backend: Annotated[str | None, typer.Option(help="simulated | litellm")] = None,
+    judge: Annotated[str | None, typer.Option(help="Pool model a judge-based scorer calls")] = None,
+    config: Annotated[Path | None, typer.Option(help="RunConfig YAML; explicit options override it")] = None,
 ) -> None:
     """Run a batch of episodes of one router."""
+    from harness.batch import execute
     from harness.summary import RunSummary, render_table
 
-    if config is not None:
-        run_config = from_dict(RunConfig, load_yaml(config), str(config))
-    else:
-        run_config = RunConfig(
-            router=RouterSpec(router, parse_params(param)),
-            pool=pool,
-            split=split,
-            quick=quick,
-            task_filter=tasks,
-            workers=workers,
-            seed=seed,
-            limits=Limits(max_turns=max_turns, budget_dollars=budget),
-            backend=backend,
-        )
-    records = execute(run_config, out)
+    given: dict[str, Any] = {
+        "benchmark": benchmark,
+        "pool": pool,
+        "split": split,
+        "split_file": split_file,
+        "quick": quick,
+        "task_filter": tasks,
+        "workers": workers,
+        "seed": seed,
+        "max_turns": max_turns,
+        "budget_dollars": budget,
+        "backend": backend,
+        "judge": judge,
+        "router": ({"name": router} if router else {}) | ({"params": parse_params(param)} if param else {})
+        or None,
+    }
+    run_config = merged_run_config(config, given)
+    records = execute(run_config, out, progress=ProgressBar())
     Console().print(render_table([RunSummary.of(records, run=str(out))], title=str(out)))
 
 
@@ -146,24 +190,40 @@ def episode(
     variation: Annotated[int, typer.Option()] = 0,
     router: Annotated[str, typer.Option()] = "single",
     param: Annotated[list[str], typer.Option("--param", "-p")] = ["model=gpt-5"],  # noqa: B006
-    pool: Annotated[str, typer.Option()] = "paper6",
+    benchmark: Annotated[str | None, typer.Option()] = None,
+    pool: Annotated[str | None, typer.Option()] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Run one episode and print its turns."""
     from harness.agent import run_episode
-    from harness.batch import Worker
+    from harness.batch import Worker, resolve
     from harness.trajectory import RunStore
     from harness.types import TaskInstance
 
-    run_config = RunConfig(router=RouterSpec(router, parse_params(param)), pool=pool, split="any", seed=seed)
+    given = {"benchmark": benchmark, "pool": pool, "split": "any", "seed": seed}
+    run_config = resolve(
+        RunConfig(
+            router=RouterSpec(router, parse_params(param)),
+            **{k: v for k, v in given.items() if v is not None},
+        )
+    )
     worker = Worker()
     try:
         store = RunStore(out)
         store.open({"run": {"single_episode": task, "variation": variation, "router": router}})
         player = worker.player(run_config, out)
-        instance = TaskInstance("scienceworld", task, variation, "any")
+        instance = TaskInstance(run_config.benchmark, task, variation, "any")
+        assert run_config.limits is not None
         result = run_episode(
-            player.env, player.backends, player.router, instance, seed, run_config.limits, store
+            player.benchmark,
+            player.env,
+            player.backends,
+            player.router,
+            instance,
+            seed,
+            run_config.limits,
+            store,
+            player.judge,
         )
         store.record_episode(result.record(run_config.router.label))
     finally:
@@ -171,7 +231,8 @@ def episode(
     for t in store.turns(instance.key):
         print(f"[{t['turn']:2d}] {t['model']:<22} {t['action'] or '<format error>':<40} score={t['score']:g}")
     print(
-        f"status={result.status} score={result.score:g} cost=${result.ledger.total:.4f} turns={result.turns}"
+        f"status={result.status} score={result.score:g} cost=${result.ledger.episode_total:.4f} "
+        f"judge=${result.ledger.judge_total:.4f} turns={result.turns}"
     )
 
 
@@ -193,7 +254,7 @@ def summarize(runs: Annotated[list[Path], typer.Argument(help="Run directories")
 @app.command()
 @one_line_errors
 def calibrate(
-    pool: Annotated[str, typer.Option()] = "paper6",
+    pool: Annotated[str, typer.Option()] = RunConfig.pool,
     work: Annotated[Path, typer.Option(help="Where the calibration runs are stored")] = Path(
         "results/calibration"
     ),
@@ -207,13 +268,12 @@ def calibrate(
 
     from harness.calibration import fit as fit_pool
     from harness.calibration import measure
-
-    if fit:
-        fit_pool(pool, work / "fit", workers)
     from harness.pool import load_pool
 
-    rows = measure(pool, work / f"check-{load_pool(pool).sha256[:12]}", workers)
-    table = Table(title=f"Calibration of pool {pool!r} on test_id (paper: MTRouter ScienceWorld table)")
+    if fit:
+        fit_pool(pool, work / "fit", workers, progress=ProgressBar())
+    rows = measure(pool, work / f"check-{load_pool(pool).sha256[:12]}", workers, progress=ProgressBar())
+    table = Table(title=f"Calibration of pool {pool!r} on test_id (targets: the pool file's paper rows)")
     for column in ("model", "episodes", "score", "paper", "ok", "$/episode", "paper $/ep", "ok "):
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in rows:
@@ -243,13 +303,15 @@ def benchmark(
     track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
 ) -> None:
     """Collect, train, tune, evaluate, log to MLflow and write the report."""
-    from harness.benchmark import BenchmarkRun, load_benchmark
+    from harness.pipeline import BenchmarkRun, load_benchmark
     from harness.summary import render_table, summarize_run
 
     definition = load_benchmark(name)
-    outputs = BenchmarkRun(definition, results).execute(track=track, report_dir=reports)
+    show_stage_messages()
+    bench = BenchmarkRun(definition, results, progress=ProgressBar())
+    outputs = bench.execute(track=track, report_dir=reports)
     for split in definition.eval_splits:
-        runs = sorted(p for p in (results / definition.name / "runs" / split).iterdir() if p.is_dir())
+        runs = sorted(p for p in bench.layout.runs(split).iterdir() if p.is_dir())
         table_console().print(
             render_table([summarize_run(r) for r in runs], title=f"{definition.name}: {split}")
         )
@@ -272,7 +334,7 @@ def report(
 @app.command()
 @one_line_errors
 def train(
-    router: Annotated[str, typer.Argument(help="mtrouter | lgbm | ridge | cluster")],
+    router: Annotated[str, typer.Argument(help="A trainable router (see `harness routers`)")],
     data: Annotated[list[Path], typer.Option("--data", help="Trajectory run directories")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory")],
     param: Annotated[list[str], typer.Option("--param", "-p", help="Hyperparameter key=value")] = [],  # noqa: B006
@@ -295,20 +357,31 @@ def ui(
     import os
 
     from harness.errors import UnknownNameError
+    from harness.layout import ResultsLayout
     from harness.tracking import server_command
 
-    bench_dir = (results / bench).resolve()
-    if not (bench_dir / "mlflow.db").exists():
-        raise UnknownNameError(f"no MLflow store in {bench_dir}; run `make benchmark` first")
-    argv, env = server_command(bench_dir, port, host)
-    print(f"MLflow UI on http://{host}:{port} (store {bench_dir / 'mlflow.db'})", flush=True)
+    layout = ResultsLayout.of(results.resolve(), bench)
+    if not layout.mlflow_db.exists():
+        raise UnknownNameError(f"no MLflow store in {layout.root}; run `make benchmark` first")
+    argv, env = server_command(layout.root, port, host)
+    print(f"MLflow UI on http://{host}:{port} (store {layout.mlflow_db})", flush=True)
     os.execve(argv[0], argv, env)
 
 
 @app.command()
 def routers() -> None:
-    """List router names (built-in and plugins)."""
-    from routers import available
+    """List router names (built-in and plugins); trainable ones are marked."""
+    from routers import available, trainable
+
+    learned = set(trainable())
+    for name, target in sorted(available().items()):
+        print(f"{name:<16} {target}{'  (trainable)' if name in learned else ''}")
+
+
+@app.command()
+def benchmarks() -> None:
+    """List benchmark plug-ins (built-in and plugins)."""
+    from harness.benchmarks import available
 
     for name, target in sorted(available().items()):
         print(f"{name:<16} {target}")

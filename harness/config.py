@@ -23,16 +23,23 @@ BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-episode limits; the reference uses 50 model calls and $2.00 on ScienceWorld."""
+    """Per-episode limits; a field left None takes the benchmark plug-in's (the reference's) value."""
 
-    max_turns: int = 50
-    budget_dollars: float = 2.0
+    max_turns: int | None = None
+    budget_dollars: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_turns <= 0:
+        if self.max_turns is not None and self.max_turns <= 0:
             raise ConfigError(f"limits.max_turns must be positive, got {self.max_turns}")
-        if self.budget_dollars <= 0:
+        if self.budget_dollars is not None and not self.budget_dollars > 0:
             raise ConfigError(f"limits.budget_dollars must be positive, got {self.budget_dollars}")
+
+    def over(self, default: Limits) -> Limits:
+        """These limits with every unset field taken from ``default``."""
+        return Limits(
+            max_turns=default.max_turns if self.max_turns is None else self.max_turns,
+            budget_dollars=default.budget_dollars if self.budget_dollars is None else self.budget_dollars,
+        )
 
 
 @dataclass(frozen=True)
@@ -51,18 +58,24 @@ class RouterSpec:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One batch: one router over one split with one pool. A run directory holds exactly one."""
+    """One batch: one router over one split with one pool. A run directory holds exactly one.
+
+    ``limits`` None means the benchmark's own; ``split_file`` None its shipped split;
+    ``judge`` names the pool model a judge-based scorer calls.
+    """
 
     router: RouterSpec
     pool: str = "paper6"
     benchmark: str = "scienceworld"
     split: str = "test_id"
+    split_file: str | None = None
     quick: bool = False
     task_filter: str | None = None
     seed: int = 0
     workers: int = 1
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits | None = None
     backend: str = "simulated"  # or "litellm"
+    judge: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -1,7 +1,10 @@
-"""The cost ledger: every billed call of an episode, model turns and router overhead apart.
+"""The cost ledger: every billed call of an episode, model turns, router overhead and judging apart.
 
 Totals are always computed from the charges, never accumulated in a second
-counter, so a total can never disagree with the lines it sums.
+counter, so a total can never disagree with the lines it sums. The routed
+episode cost (what routers trade against score, and what budgets cap) is model
+plus router charges; a judge's charges are what scoring the episode cost and
+are reported beside it, never inside it.
 """
 
 from __future__ import annotations
@@ -21,17 +24,30 @@ class CostLedger:
             raise ValueError(f"negative charge for {charge.model}: {charge.dollars}")
         self.entries.append((turn, charge))
 
+    def kind_total(self, kind: str) -> float:
+        return sum(c.dollars for _, c in self.entries if c.kind == kind)
+
     @property
     def total(self) -> float:
+        """Every dollar charged, judging included."""
         return sum(c.dollars for _, c in self.entries)
 
     @property
+    def episode_total(self) -> float:
+        """The routed episode cost: model calls plus router overhead."""
+        return self.model_total + self.router_total
+
+    @property
     def model_total(self) -> float:
-        return sum(c.dollars for _, c in self.entries if c.kind == "model")
+        return self.kind_total("model")
 
     @property
     def router_total(self) -> float:
-        return sum(c.dollars for _, c in self.entries if c.kind == "router")
+        return self.kind_total("router")
+
+    @property
+    def judge_total(self) -> float:
+        return self.kind_total("judge")
 
     def by_model(self) -> dict[str, float]:
         out: dict[str, float] = defaultdict(float)
@@ -39,10 +55,6 @@ class CostLedger:
             if c.kind == "model":
                 out[c.model] += c.dollars
         return dict(out)
-
-    def from_turn(self, turn: int) -> float:
-        """Dollars spent from ``turn`` (inclusive) to the end: the cost-to-go of that turn."""
-        return sum(c.dollars for t, c in self.entries if t >= turn)
 
     def turn_charges(self, turn: int) -> list[dict]:
         return [asdict(c) for t, c in self.entries if t == turn]

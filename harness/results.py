@@ -19,11 +19,10 @@ import pandas as pd
 from harness.config import RouterSpec
 from harness.errors import TrajectoryError
 from harness.frontier import OperatingPoint, aiq, paired_bootstrap_point, pareto_front, summarize_front
+from harness.layout import RUNS_DIR, ResultsLayout
 from harness.seeding import derive_seed
 from harness.trajectory import CONFIG_FILE, RunStore
 
-RUNS_DIR = "runs"
-BENCHMARK_FILE = "benchmark.json"
 # Report order: the headline splits first, tuning and training data after.
 SPLIT_ORDER = ("test_id", "test_ood", "val", "train")
 
@@ -73,7 +72,7 @@ def finished_splits(points: pd.DataFrame) -> list[str]:
 
 def benchmark_definition(bench_dir: Path) -> dict[str, Any]:
     """The orchestrator's snapshot of the benchmark definition; empty when absent."""
-    path = Path(bench_dir) / BENCHMARK_FILE
+    path = ResultsLayout(Path(bench_dir)).manifest
     if not path.exists():
         return {}
     try:

@@ -9,11 +9,12 @@ message a turn and the rest would be re-tokenised every call.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from harness.types import Message
+from harness.types import Message, ToolCall, ToolSpec
 
 # OpenAI's chat format adds a few tokens of framing per message and per reply.
 PER_MESSAGE_OVERHEAD = 4
@@ -37,5 +38,18 @@ def count_text(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 
 
-def count_messages(messages: list[Message]) -> int:
-    return sum(count_text(m.content) + PER_MESSAGE_OVERHEAD for m in messages) + REPLY_PRIMING
+def count_reply(text: str, tool_calls: tuple[ToolCall, ...] = ()) -> int:
+    return count_text(text) + sum(count_text(call.name) + count_text(call.arguments) for call in tool_calls)
+
+
+def count_message(message: Message) -> int:
+    return count_reply(message.content, message.tool_calls) + PER_MESSAGE_OVERHEAD
+
+
+def count_tools(tools: list[ToolSpec] | None) -> int:
+    """The offered tools' schemas, counted as the JSON the provider receives (an approximation of its framing)."""
+    return sum(count_text(json.dumps(tool.openai(), sort_keys=True)) for tool in tools or ())
+
+
+def count_messages(messages: list[Message], tools: list[ToolSpec] | None = None) -> int:
+    return sum(count_message(m) for m in messages) + count_tools(tools) + REPLY_PRIMING

@@ -35,6 +35,7 @@ import pandas as pd
 
 from harness.config import to_plain
 from harness.errors import ConfigError, HarnessError
+from harness.layout import MODELS_DIR, ResultsLayout
 from harness.plots import pareto_figure, usage_figure
 from harness.results import (
     benchmark_definition,
@@ -52,9 +53,6 @@ from harness.types import ModelCard
 
 log = logging.getLogger(__name__)
 
-MLFLOW_DB = "mlflow.db"
-ARTIFACTS_DIR = "mlartifacts"
-OPTUNA_DB = "optuna.db"
 PARENT_TAG = "mlflow.parentRunId"
 # Router params are logged, except anything that looks like a credential.
 SECRET_KEY = re.compile(r"api_?key|secret|password|passwd|token$|credential|auth", re.IGNORECASE)
@@ -64,11 +62,11 @@ QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TE
 
 
 def tracking_uri(bench_dir: Path) -> str:
-    return f"sqlite:///{(Path(bench_dir).resolve() / MLFLOW_DB)}"
+    return ResultsLayout(Path(bench_dir)).tracking_uri
 
 
 def artifact_root(bench_dir: Path) -> str:
-    return str(Path(bench_dir).resolve() / ARTIFACTS_DIR)
+    return ResultsLayout(Path(bench_dir)).artifact_root
 
 
 @contextlib.contextmanager
@@ -93,7 +91,7 @@ def _scope(bench_dir: Path) -> Iterator[Any]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"mlflow\..*")
             uri = tracking_uri(bench_dir)
-            if not (bench_dir / MLFLOW_DB).exists():
+            if not ResultsLayout(Path(bench_dir)).mlflow_db.exists():
                 bench_dir.mkdir(parents=True, exist_ok=True)
                 # Creating the store ourselves gives its Default experiment a root inside the benchmark too.
                 SqlAlchemyStore(uri, artifact_root(bench_dir))
@@ -192,7 +190,7 @@ FAMILY_METRICS = (
 
 def _studies(bench_dir: Path) -> dict[str, list[Any]]:
     """Family -> Optuna studies in the benchmark's storage (family from the study's user attrs)."""
-    path = Path(bench_dir) / OPTUNA_DB
+    path = ResultsLayout(Path(bench_dir)).optuna_db
     if not path.exists():
         return {}
     import optuna
@@ -388,8 +386,8 @@ def _log_family_model(
         cards=cards,
         lam=float(row.lam),
         params=extra,
-        benchmark=config["run"].get("benchmark", "scienceworld"),
-        limits=config["run"].get("limits"),
+        benchmark=config["run"]["benchmark"],
+        limits=config["run"].get("limits") or {},
         bench_dir=bench_dir,
         run_id=run_id,
     )
@@ -411,10 +409,10 @@ def log_router_model(
     family: str,
     *,
     cards: list[ModelCard],
+    benchmark: str,
+    limits: dict[str, Any],
     lam: float = 0.0,
     params: dict[str, Any] | None = None,
-    benchmark: str = "scienceworld",
-    limits: dict[str, Any] | None = None,
     bench_dir: Path | None = None,
     run_id: str | None = None,
 ) -> str:
@@ -432,7 +430,7 @@ def log_router_model(
     if not checkpoint_dir.is_dir():
         raise ConfigError(f"router checkpoint {checkpoint_dir} is not a directory")
     if bench_dir is None:
-        parents = [p for p in checkpoint_dir.parents if p.name == "models"]
+        parents = [p for p in checkpoint_dir.parents if p.name == MODELS_DIR]
         if not parents:
             raise ConfigError(f"cannot tell the benchmark directory of {checkpoint_dir}; pass bench_dir")
         bench_dir = parents[0].parent
@@ -441,7 +439,7 @@ def log_router_model(
         "lam": lam,
         "params": {k: v for k, v in (params or {}).items() if not SECRET_KEY.search(k)},
         "benchmark": benchmark,
-        "limits": limits or {},
+        "limits": limits,
         "cards": [to_plain(card) for card in cards],
     }
     name = benchmark_definition(Path(bench_dir)).get("name") or Path(bench_dir).name

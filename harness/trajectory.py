@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 EPISODES_FILE = "episodes.jsonl"
 TURNS_DIR = "turns"
-FORMAT_VERSION = 1
+# 2: turn lines carry the messages they appended (tool calls and tool results included), episode
+# lines the judge's cost apart. Version 1 directories are refused by name, never misread.
+FORMAT_VERSION = 2
 
 
 def append_line(path: Path, record: dict[str, Any], sync: bool = False) -> None:
@@ -74,6 +76,15 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def check_format_version(root: Path, config: dict[str, Any]) -> None:
+    found = config.get("format_version", 1)
+    if found != FORMAT_VERSION:
+        raise TrajectoryError(
+            f"run directory {root} has trajectory format version {found}; this harness reads version "
+            f"{FORMAT_VERSION} (rerun it into a new directory)"
+        )
+
+
 def episode_file_name(key: str) -> str:
     return key.replace("/", "__") + ".jsonl"
 
@@ -105,6 +116,7 @@ class RunStore:
         path = self.root / CONFIG_FILE
         if path.exists():
             existing = json.loads(path.read_text())
+            check_format_version(self.root, existing)
             differing = sorted(k for k in set(existing) | set(snapshot) if existing.get(k) != snapshot.get(k))
             if differing:
                 raise ConfigError(
@@ -115,13 +127,16 @@ class RunStore:
         write_json_atomic(path, json.loads(json.dumps(snapshot, default=str)))
 
     def config(self) -> dict[str, Any]:
+        """The run's config snapshot; a directory in another trajectory format is refused by name."""
         path = self.root / CONFIG_FILE
         if not path.exists():
             raise TrajectoryError(f"{self.root} is not a run directory (no {CONFIG_FILE})")
         try:
-            return json.loads(path.read_text())
+            config = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise TrajectoryError(f"corrupt run config {path}") from None
+        check_format_version(self.root, config)
+        return config
 
     def episodes(self) -> list[dict[str, Any]]:
         if not self.episodes_path.exists():

@@ -6,16 +6,71 @@ trajectory line with ``dataclasses.asdict`` and read back without custom code.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+ChargeKind = Literal["model", "router", "judge"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call a model asked for; ``arguments`` is the raw JSON text, parsed by the benchmark's format."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model, in the OpenAI tools format's terms (JSON schema parameters)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 @dataclass(frozen=True)
 class Message:
+    """A chat message; tool calls ride on assistant messages, a tool result names its call."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data with the optional fields only when set, so text-only messages stay {role, content}."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            role=data["role"],
+            content=data.get("content") or "",
+            tool_calls=tuple(ToolCall(**call) for call in data.get("tool_calls") or ()),
+            tool_call_id=data.get("tool_call_id"),
+            name=data.get("name"),
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +104,31 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     dollars: float
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def message(self) -> Message:
+        return Message("assistant", self.text, tool_calls=self.tool_calls)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing the agent asked the environment to do: a text command, or one tool call.
+
+    ``submit`` marks the action that ends the episode with an answer (ScienceWorld's
+    "task completed", a tool benchmark's answer tool); the environment is not
+    stepped for it and the scorer reads it from the transcript.
+    """
+
+    text: str = ""
+    tool: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    call_id: str | None = None
+    submit: bool = False
+
+    def describe(self) -> str:
+        if self.tool is None:
+            return self.text
+        return f"{self.tool}({json.dumps(self.arguments, sort_keys=True)})"
 
 
 @dataclass(frozen=True)
@@ -58,7 +138,7 @@ class StepResult:
     observation: str
     score: float  # task score so far, in the benchmark's own range
     done: bool
-    valid: bool = True  # False when the engine did not understand the action
+    valid: bool = True  # False when the engine did not understand the action or the tool failed
 
 
 @dataclass(frozen=True)
@@ -119,9 +199,9 @@ class Decision:
 
 @dataclass(frozen=True)
 class Charge:
-    """One billed call: a model turn or a router's own overhead (e.g. an embedding call)."""
+    """One billed call: a model turn, a router's own overhead (e.g. an embedding call) or a judge's verdict."""
 
-    kind: Literal["model", "router"]
+    kind: ChargeKind
     model: str
     prompt_tokens: int
     completion_tokens: int
@@ -134,13 +214,16 @@ class CallContext:
     """Per-call facts a backend may use.
 
     ``oracle`` is privileged task knowledge that only a simulated backend reads;
-    real providers ignore it and routers never see it. ``scratch`` is per-episode
-    memory shared by the pool's backends (a simulated model's error streak lives
-    there, because the previous turn may have been answered by another model).
+    real providers ignore it and routers never see it. ``agent_format`` is the
+    benchmark's public reply format, which a simulated backend needs to write a
+    reply. ``scratch`` is per-episode memory shared by the pool's backends (a
+    simulated model's error streak lives there, because the previous turn may
+    have been answered by another model).
     """
 
     seed: int
     turn: int
     task: TaskInstance
     oracle: Any = None
+    agent_format: Any = None
     scratch: dict = field(default_factory=dict)

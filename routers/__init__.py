@@ -6,10 +6,8 @@ Built-ins are listed here; third-party packages add routers through the
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
-
-from harness.errors import ConfigError, UnknownNameError
+from harness.errors import ConfigError
+from harness.registry import Registry
 from routers.base import Router
 
 ENTRY_POINT_GROUP = "routing_harness.routers"
@@ -28,23 +26,28 @@ BUILTIN = {
 }
 
 
+REGISTRY = Registry(kind="router", group=ENTRY_POINT_GROUP, builtin=BUILTIN, base=Router)
+
+
 def available() -> dict[str, str]:
     """Router name -> 'module:attr' for built-ins and installed plugins."""
-    found = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
+    return REGISTRY.available()
 
 
 def router_class(name: str) -> type[Router]:
-    target = available().get(name)
-    if target is None:
-        raise UnknownNameError(f"unknown router {name!r} (available: {', '.join(sorted(available()))})")
-    module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    if not (isinstance(cls, type) and issubclass(cls, Router)):
-        raise ConfigError(f"router {name!r} ({target}) is not a routers.base.Router subclass")
-    return cls
+    return REGISTRY.load(name)
+
+
+def trainable() -> list[str]:
+    """Names of the routers that ``harness train`` can fit, built-in or plugin."""
+    names = []
+    for name in sorted(available()):
+        try:
+            if router_class(name).trainable:
+                names.append(name)
+        except ConfigError:
+            continue
+    return names
 
 
 def make_router(name: str, params: dict, model_names: list[str]) -> Router:
@@ -61,4 +64,4 @@ def make_router(name: str, params: dict, model_names: list[str]) -> Router:
     return router
 
 
-__all__ = ["Router", "available", "make_router", "router_class"]
+__all__ = ["Router", "available", "make_router", "router_class", "trainable"]

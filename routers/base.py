@@ -17,9 +17,16 @@ from harness.types import Decision, TurnState
 
 
 class Router(abc.ABC):
-    """Base class for routers; subclasses set ``name`` and implement :meth:`route`."""
+    """Base class for routers; subclasses set ``name`` and implement :meth:`route`.
+
+    A learned family says so on the class: ``trainable`` routers load a checkpoint
+    that ``harness train`` fits (they name its ``model_class``), and
+    ``warm_startable`` ones can continue from an earlier checkpoint (Stage B).
+    """
 
     name: ClassVar[str]
+    trainable: ClassVar[bool] = False
+    warm_startable: ClassVar[bool] = False
 
     @abc.abstractmethod
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision: ...

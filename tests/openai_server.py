@@ -58,6 +58,8 @@ class OpenAIChatServer:
 
     def __init__(self, reply: str = DEFAULT_REPLY, report_usage: bool = True) -> None:
         self.reply = reply
+        # Calls to answer with, as (name, arguments JSON text); empty: a text reply only.
+        self.tool_calls: list[tuple[str, str]] = []
         self.report_usage = report_usage  # some OpenAI-compatible servers send no usage block
         self.requests: list[RecordedRequest] = []
         self._failures: deque[ScriptedFailure] = deque()
@@ -119,6 +121,13 @@ class OpenAIChatServer:
         prompt_text = " ".join(str(m.get("content") or "") for m in request_body.get("messages", []))
         prompt_tokens = count_words(prompt_text)
         completion_tokens = count_words(self.reply)
+        message: dict[str, Any] = {"role": "assistant", "content": self.reply}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
+                for i, (name, arguments) in enumerate(self.tool_calls)
+            ]
+            completion_tokens += sum(count_words(arguments) for _, arguments in self.tool_calls)
         body: dict[str, Any] = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -127,8 +136,8 @@ class OpenAIChatServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.reply},
-                    "finish_reason": "stop",
+                    "message": message,
+                    "finish_reason": "tool_calls" if self.tool_calls else "stop",
                 }
             ],
         }

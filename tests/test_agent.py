@@ -8,6 +8,7 @@ import pytest
 from harness.agent import run_episode
 from harness.backends import build_backends
 from harness.batch import Worker
+from harness.benchmarks import get_benchmark
 from harness.config import Limits, RouterSpec, RunConfig
 from harness.pool import SimulatedProfile, load_pool
 from harness.trajectory import RunStore
@@ -28,12 +29,13 @@ def backends(pool):
     return build_backends(pool, "simulated")
 
 
-DEFAULT_LIMITS = Limits()
+SCIENCEWORLD = get_benchmark("scienceworld")
+DEFAULT_LIMITS = SCIENCEWORLD.limits
 
 
 def play(env, backends, pool, name, params=None, task=TASK, limits=DEFAULT_LIMITS, store=None, seed=0):
     router = make_router(name, params or {}, pool.names)
-    return run_episode(env, backends, router, task, seed, limits, store)
+    return run_episode(SCIENCEWORLD, env, backends, router, task, seed, limits, store)
 
 
 @pytest.mark.parametrize(
@@ -93,10 +95,17 @@ def test_prompt_tokens_grow_with_the_history(env, backends, pool, tmp_path):
 
 def test_turn_and_budget_limits(env, backends, pool):
     capped = play(
-        env, backends, pool, "single", {"model": "gemini-2.5-flash-lite"}, limits=Limits(max_turns=2)
+        env,
+        backends,
+        pool,
+        "single",
+        {"model": "gemini-2.5-flash-lite"},
+        limits=Limits(max_turns=2, budget_dollars=2.0),
     )
     assert capped.turns <= 2
-    broke = play(env, backends, pool, "single", {"model": "gpt-5"}, limits=Limits(budget_dollars=1e-6))
+    broke = play(
+        env, backends, pool, "single", {"model": "gpt-5"}, limits=Limits(max_turns=50, budget_dollars=1e-6)
+    )
     assert broke.status == "budget" and broke.turns == 1
 
 
@@ -115,7 +124,16 @@ def test_format_errors_and_invalid_actions_count_as_turns(env, pool, tmp_path):
         store = RunStore(tmp_path / kind)
         store.open({})
         router = make_router("single", {"model": "gpt-5"}, pool.names)
-        result = run_episode(env, {"gpt-5": backend}, router, TASK, 0, Limits(max_turns=4), store)
+        result = run_episode(
+            SCIENCEWORLD,
+            env,
+            {"gpt-5": backend},
+            router,
+            TASK,
+            0,
+            Limits(max_turns=4, budget_dollars=2.0),
+            store,
+        )
         turns = store.turns(TASK.key)
         assert result.turns == 4 and result.status == "max_turns"
         assert all(not t["valid"] for t in turns)

@@ -2,9 +2,10 @@
 
 import pytest
 
-from harness.benchmark import load_benchmark
+from harness.batch import resolve
 from harness.config import Limits, RouterSpec, RunConfig, from_dict
 from harness.errors import ConfigError, UnknownNameError
+from harness.pipeline import load_benchmark
 from harness.pool import load_pool
 from routers import make_router
 
@@ -15,7 +16,9 @@ def test_run_config_from_yaml_data():
         {"router": {"name": "single", "params": {"model": "gpt-5"}}, "limits": {"max_turns": 10}},
         "cfg",
     )
-    assert config.router.label == "single:gpt-5" and config.limits == Limits(max_turns=10, budget_dollars=2.0)
+    assert config.router.label == "single:gpt-5" and config.limits == Limits(max_turns=10)
+    # An unset limit takes the benchmark plug-in's: ScienceWorld's reference budget of $2.00.
+    assert resolve(config).limits == Limits(max_turns=10, budget_dollars=2.0)
 
 
 @pytest.mark.parametrize(

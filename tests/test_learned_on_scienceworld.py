@@ -17,8 +17,8 @@ from test_learned_routers import hashing_encoder
 
 from harness.agent import run_episode
 from harness.batch import Player, prepare
+from harness.benchmarks import get_benchmark
 from harness.config import Limits, RouterSpec, RunConfig
-from harness.environments import task_split
 from routers import make_router
 from routers.learned.q_router import MTRouter
 from routers.learned.train import train_router
@@ -54,14 +54,14 @@ def test_q_router_trained_on_real_runs_beats_random_on_held_out_episodes(env, lo
 
     config = prepare(RunConfig(router=RouterSpec("random"), task_filter=TASKS), tmp_path / "probe").config
     player = Player(config, tmp_path / "probe", env)
-    held_out = task_split("scienceworld").tasks("test_id", task_filter=TASKS)
+    held_out = get_benchmark("scienceworld").load_split().tasks("test_id", task_filter=TASKS)
     learned = MTRouter(str(tmp_path / "mt"), lam=0.0, encoder=encoder)
     random = make_router("random", {}, list(player.backends))
     scores: dict[str, list[float]] = {"mtrouter": [], "random": []}
     for seed in (100, 101):
         for task in held_out:
             for name, router in (("mtrouter", learned), ("random", random)):
-                result = run_episode(env, player.backends, router, task, seed, LIMITS)
+                result = run_episode(player.benchmark, env, player.backends, router, task, seed, LIMITS)
                 scores[name].append(result.score)
     learned_mean, random_mean = np.mean(scores["mtrouter"]), np.mean(scores["random"])
     assert learned_mean >= random_mean + 20, (

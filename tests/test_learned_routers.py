@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.benchmarks.scienceworld.prompt import FORMAT_ERROR, ScienceWorldFormat, observation_message
 from harness.errors import ConfigError, TrajectoryError
-from harness.prompt import FORMAT_ERROR, initial_messages, observation_message
 from harness.trajectory import RunStore
 from harness.types import Message, ModelCard, PriceCard, TurnState
 from routers import make_router, router_class
@@ -52,6 +52,12 @@ CARDS = [
 ]
 HELPER = {"boil": "cheap", "grow-plant": "mid", "measure-melting": "strong"}
 KINDS = ("mtrouter", "lgbm", "ridge", "cluster")
+
+
+def initial_messages(description: str, observation: str) -> list[Message]:
+    return ScienceWorldFormat().initial_messages(description, observation)
+
+
 MODEL_CLASSES = {
     "mtrouter": MTRouterModel,
     "lgbm": LightGBMModel,
@@ -151,16 +157,20 @@ def turn_record(
     first=None,
 ) -> dict:
     charges = [charge("model", model, dollars)] + ([charge("router", "embedder", router)] if router else [])
+    output = f"Thought: turn {turn}.\nAction: look around"
+    appended = [Message("assistant", output), observation_message(observation, 10.0 * turn)]
     return {
         "episode": key,
         "turn": turn,
         "history_len": 2 + 2 * turn,
-        "initial_messages": [m.__dict__ for m in first] if turn == 0 else None,
+        "initial_messages": [m.to_dict() for m in first] if turn == 0 else None,
+        "task_description": first[1].content.split("\n\n")[0].removeprefix("Task: ") if turn == 0 else None,
+        "messages": [m.to_dict() for m in appended],
         "model": model,
         "propensity": propensity,
         "dollars": dollars,
         "charges": charges,
-        "output": f"Thought: turn {turn}.\nAction: look around",
+        "output": output,
         "action": "look around",
         "observation": observation,
         "valid": True,

@@ -16,7 +16,7 @@ from openai_server import DEFAULT_REPLY, OpenAIChatServer, count_words
 from harness.backends.litellm_backend import LiteLLMBackend, load_litellm, retry_delays
 from harness.errors import ConfigError, ProviderError
 from harness.tokens import count_messages, count_text
-from harness.types import CallContext, Message, ModelCard, PriceCard, TaskInstance
+from harness.types import CallContext, Message, ModelCard, PriceCard, TaskInstance, ToolCall, ToolSpec
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "ROUTING_HARNESS_TEST_KEY"
@@ -260,3 +260,48 @@ def test_loading_litellm_opens_no_network_connection(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == ""
+
+
+TOOLS = [
+    ToolSpec(
+        "lookup",
+        "Look a key up in the table.",
+        {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]},
+    ),
+    ToolSpec(
+        "answer", "Give the final answer.", {"type": "object", "properties": {"value": {"type": "number"}}}
+    ),
+]
+
+
+def test_tool_calls_go_out_in_the_openai_format_and_come_back_parsed(
+    openai_server: OpenAIChatServer, api_key: str
+) -> None:
+    openai_server.reply = ""
+    openai_server.tool_calls = [("lookup", '{"key": "a"}'), ("lookup", '{"key": "b"}')]
+    history = [
+        *MESSAGES,
+        Message("assistant", "Let me look.", tool_calls=(ToolCall("call_9", "lookup", '{"key": "z"}'),)),
+        Message("tool", "26", tool_call_id="call_9", name="lookup"),
+    ]
+    completion = backend(openai_server).complete(history, CTX, tools=TOOLS)
+
+    assert completion.tool_calls == (
+        ToolCall("call_0", "lookup", '{"key": "a"}'),
+        ToolCall("call_1", "lookup", '{"key": "b"}'),
+    )
+    [request] = openai_server.requests
+    assert request.body["tools"] == [tool.openai() for tool in TOOLS]
+    assert request.body["tools"][0]["function"]["parameters"]["required"] == ["key"]
+    sent_call, sent_result = request.body["messages"][-2:]
+    assert sent_call["tool_calls"] == [
+        {"id": "call_9", "type": "function", "function": {"name": "lookup", "arguments": '{"key": "z"}'}}
+    ]
+    assert sent_result == {"role": "tool", "content": "26", "tool_call_id": "call_9", "name": "lookup"}
+    assert completion.completion_tokens == count_words('{"key": "a"}') * 2
+
+
+def test_no_tools_offered_sends_no_tools_key(openai_server: OpenAIChatServer, api_key: str) -> None:
+    completion = backend(openai_server).complete(MESSAGES, CTX)
+    assert completion.tool_calls == ()
+    assert "tools" not in openai_server.requests[0].body

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.environments.gold import (
+from harness.benchmarks import get_benchmark
+from harness.benchmarks.scienceworld.engine import ScienceWorldEnv
+from harness.benchmarks.scienceworld.gold import (
     DEFAULT_GOLD_PATH,
     generate_gold_paths,
     load_gold_entries,
     load_gold_paths,
 )
-from harness.environments.scienceworld import ScienceWorldEnv
-from harness.environments.splits import OOD_TASK_TYPES, TOPICS, TRAIN_TASK_TYPES, load_split
+from harness.benchmarks.scienceworld.split import OOD_TASK_TYPES, TOPICS, TRAIN_TASK_TYPES
 from harness.errors import EnvironmentCrashed, MissingDependencyError, UnknownNameError
 from harness.protocols import Environment
 from harness.types import TaskInstance
@@ -41,14 +42,13 @@ def replay(environment: ScienceWorldEnv, task: TaskInstance, actions: list[str])
     description, first = environment.reset(task)
     trace = [(description, first)]
     for action in actions:
-        result = environment.step(action)
+        result = environment.send(action)
         trace.append((result.observation, result.score, result.done, result.valid))
     return trace
 
 
 def test_env_satisfies_protocol(env):
     assert isinstance(env, Environment)
-    assert env.benchmark == "scienceworld"
 
 
 def test_two_jvms_replay_identically_whatever_ran_before(env, gold):
@@ -65,7 +65,7 @@ def test_two_jvms_replay_identically_whatever_ran_before(env, gold):
 
 
 def test_gold_replay_reaches_100_on_a_quick_task(env, gold):
-    task = load_split().tasks("train", quick=True)[0]
+    task = get_benchmark("scienceworld").load_split().tasks("train", quick=True)[0]
     trace = replay(env, task, gold[(task.task, task.variation)])
     _, score, done, valid = trace[-1]
     assert (score, done, valid) == (100, True, True)
@@ -75,19 +75,19 @@ def test_gold_replay_reaches_100_on_a_quick_task(env, gold):
 
 def test_valid_flag_and_ambiguity(env):
     env.reset(instance("boil", 0))
-    garbage = env.step("xyzzy plugh")
+    garbage = env.send("xyzzy plugh")
     assert garbage.observation == "No known action matches that input." and not garbage.valid
-    ambiguous = env.step("open door")
+    ambiguous = env.send("open door")
     assert ambiguous.observation.startswith("Ambiguous request:") and ambiguous.valid
-    not_a_choice = env.step("go to kitchen")  # at an ambiguity prompt only a number is understood
+    not_a_choice = env.send("go to kitchen")  # at an ambiguity prompt only a number is understood
     assert not_a_choice.observation.startswith("Unknown action.") and not not_a_choice.valid
-    assert env.step("look around").valid
+    assert env.send("look around").valid
 
 
 def test_wrong_focus_fails_with_negative_score(env):
     env.reset(instance("boil", 0))
-    wrong = env.oracle.wrong_focus_actions(1)[0]
-    result = env.step(wrong)
+    wrong = env.oracle.wrong_critical_actions(1)[0].text
+    result = env.send(wrong)
     assert result.score == -100 and result.done
 
 
@@ -99,20 +99,20 @@ def test_oracle_advances_and_flags_the_focus_step(env, gold):
     assert (oracle.progress(), oracle.length()) == (0, len(path))
     while not oracle.is_critical():
         expected = oracle.progress() + 1
-        env.step(oracle.next_action())
+        env.send(oracle.next_action().text)
         assert oracle.progress() == expected
-    focus = oracle.next_action()
+    focus = oracle.next_action().text
     assert focus.startswith("focus on ")
-    wrong = oracle.wrong_focus_actions(3)
+    wrong = [action.text for action in oracle.wrong_critical_actions(3)]
     valid = env.valid_actions()
     assert wrong and len(wrong) <= 3 and focus not in wrong
     assert all(w.startswith("focus on ") and w in valid for w in wrong)
-    ticks, before, score = env.ticks(), oracle.progress(), env.step("look around").score
+    ticks, before, score = env.ticks(), oracle.progress(), env.send("look around").score
     for action in oracle.wasted_actions():
-        result = env.step(action)
+        result = env.send(action.text)
         assert result.valid and result.score == score and not result.done
     assert env.ticks() == ticks and oracle.progress() == before
-    assert env.step(f"  {focus.upper()} ").score > 0  # matched after strip/lower
+    assert env.send(f"  {focus.upper()} ").score > 0  # matched after strip/lower
     assert oracle.progress() == before + 1
 
 
@@ -139,7 +139,7 @@ def test_killed_jvm_raises_crash_and_restart_recovers():
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         with pytest.raises(EnvironmentCrashed, match=r"died during step 'look around' of find-animal/0"):
-            environment.step("look around")
+            environment.send("look around")
         assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
         environment.restart()
         _, observation = environment.reset(instance("find-animal", 0))
@@ -160,7 +160,7 @@ def test_missing_java_says_how_to_install(monkeypatch):
 
 
 def test_split_counts_and_disjointness():
-    split = load_split()
+    split = get_benchmark("scienceworld").load_split()
     assert split.version == "scienceworld-v1"
     counts = {name: len(split.tasks(name)) for name in ("train", "val", "test_id", "test_ood")}
     assert counts == {"train": 218, "val": 73, "test_id": 73, "test_ood": 330}
@@ -174,7 +174,7 @@ def test_split_counts_and_disjointness():
 
 
 def test_quick_subset_is_a_subset():
-    split = load_split()
+    split = get_benchmark("scienceworld").load_split()
     for name, per_type in (("train", 2), ("val", 1), ("test_id", 1), ("test_ood", 1)):
         quick = split.tasks(name, quick=True)
         assert {(t.task, t.variation) for t in quick} <= {(t.task, t.variation) for t in split.tasks(name)}
@@ -184,7 +184,7 @@ def test_quick_subset_is_a_subset():
 
 
 def test_unknown_split_or_task_raises():
-    split = load_split()
+    split = get_benchmark("scienceworld").load_split()
     with pytest.raises(UnknownNameError, match="'dev'"):
         split.tasks("dev")
     with pytest.raises(UnknownNameError, match="'boiling'"):
@@ -192,7 +192,7 @@ def test_unknown_split_or_task_raises():
 
 
 def test_gold_cache_covers_the_split():
-    split = load_split()
+    split = get_benchmark("scienceworld").load_split()
     entries = load_gold_entries(DEFAULT_GOLD_PATH)
     wanted = {(t.task, t.variation) for name in split.split_names for t in split.tasks(name)}
     assert wanted <= set(entries)

@@ -493,7 +493,14 @@ def test_benchmark_model_loads_by_uri_and_routes(logged):
 def test_log_router_model_standalone(logged, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     bench = logged["bench"]  # reuses the store: creating one costs seconds
     monkeypatch.chdir(tmp_path)
-    uri = log_router_model(bench / "models" / "toy", "toy", cards=CARDS, lam=0.0)
+    uri = log_router_model(
+        bench / "models" / "toy",
+        "toy",
+        cards=CARDS,
+        benchmark="scienceworld",
+        limits={"max_turns": 50, "budget_dollars": 2.0},
+        lam=0.0,
+    )
     assert uri.startswith("models:/")
     assert list(tmp_path.iterdir()) == []  # nothing lands in the working directory
     with pytest.MonkeyPatch.context() as patch:

@@ -24,8 +24,8 @@ from typing import Any
 
 from harness.errors import ConfigError, ProviderError
 from harness.seeding import derive_seed
-from harness.tokens import count_messages, count_text
-from harness.types import CallContext, Completion, Message, ModelCard
+from harness.tokens import count_messages, count_reply
+from harness.types import CallContext, Completion, Message, ModelCard, ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,31 @@ def _one_line(text: str, secret: str | None) -> str:
     return text
 
 
+def openai_message(message: Message) -> dict[str, Any]:
+    """A message in the OpenAI chat format: tool calls as functions, a tool result naming its call."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name is not None and message.role == "tool":
+        out["name"] = message.name
+    return out
+
+
+def tool_calls_of(message: Any) -> tuple[ToolCall, ...]:
+    calls = getattr(message, "tool_calls", None) or ()
+    return tuple(
+        ToolCall(
+            id=call.id or f"call_{i}", name=call.function.name or "", arguments=call.function.arguments or ""
+        )
+        for i, call in enumerate(calls)
+    )
+
+
 class LiteLLMBackend:
     """One pool model answered by a real provider through ``litellm.completion``."""
 
@@ -132,7 +157,9 @@ class LiteLLMBackend:
     def provider_model(self) -> str:
         return self.card.provider_model or self.card.name
 
-    def complete(self, messages: list[Message], ctx: CallContext) -> Completion:
+    def complete(
+        self, messages: list[Message], ctx: CallContext, tools: list[ToolSpec] | None = None
+    ) -> Completion:
         litellm = load_litellm()
         import openai
 
@@ -141,12 +168,14 @@ class LiteLLMBackend:
             self.max_retries, self.backoff_s, derive_seed(ctx.seed, ctx.task.key, ctx.turn, self.card.name)
         )
         attempts = 0
+        offered = {"tools": [tool.openai() for tool in tools]} if tools else {}
         while True:
             attempts += 1
             try:
                 response = litellm.completion(
                     model=self.provider_model,
-                    messages=[{"role": m.role, "content": m.content} for m in messages],
+                    messages=[openai_message(m) for m in messages],
+                    **offered,
                     api_base=self.api_base,
                     api_key=api_key,
                     temperature=self.temperature,
@@ -158,7 +187,7 @@ class LiteLLMBackend:
             except openai.OpenAIError as exc:
                 failure = _classify(exc, api_key)
             else:
-                return self._completion_from(response, messages)
+                return self._completion_from(response, messages, tools)
             if not failure.retryable or attempts > self.max_retries:
                 break
             delay = delays[attempts - 1]
@@ -186,15 +215,20 @@ class LiteLLMBackend:
             )
         return key
 
-    def _completion_from(self, response: Any, messages: list[Message]) -> Completion:
-        text = response.choices[0].message.content or ""
+    def _completion_from(
+        self, response: Any, messages: list[Message], tools: list[ToolSpec] | None
+    ) -> Completion:
+        reply = response.choices[0].message
+        text = reply.content or ""
+        tool_calls = tool_calls_of(reply)
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         if prompt_tokens == 0:
             # LiteLLM reports 0/0 when the provider sent no usage block; a real prompt is never
             # free, so bill on our own offline count rather than at $0.
-            prompt_tokens, completion_tokens = count_messages(messages), count_text(text)
+            prompt_tokens = count_messages(messages, tools)
+            completion_tokens = count_reply(text, tool_calls)
             if not self._warned_no_usage:
                 log.warning("model %r reported no token usage; billing on local token counts", self.card.name)
                 self._warned_no_usage = True
@@ -203,6 +237,7 @@ class LiteLLMBackend:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             dollars=self._dollars(prompt_tokens, completion_tokens),
+            tool_calls=tool_calls,
         )
 
     def _dollars(self, prompt_tokens: int, completion_tokens: int) -> float:

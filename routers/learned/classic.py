@@ -50,9 +50,6 @@ class RidgeModel(ValueModel):
         self.coef: np.ndarray | None = None  # (models, 2, dim)
         self.intercept: np.ndarray | None = None  # (models, 2)
 
-    def hyperparams(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "min_samples": self.min_samples, "seed": self.seed}
-
     def fit_details(self) -> dict[str, Any]:
         return {"alpha": self.chosen_alpha}
 
@@ -140,9 +137,6 @@ class ClusterModel(ValueModel):
         self.seed = seed
         self.centroids: np.ndarray | None = None  # (clusters, dim)
         self.tables: np.ndarray | None = None  # (clusters, models, 2)
-
-    def hyperparams(self) -> dict[str, Any]:
-        return {"k": self.k, "prior_strength": self.prior_strength, "seed": self.seed}
 
     def fit_details(self) -> dict[str, Any]:
         return {"clusters": 0 if self.centroids is None else len(self.centroids)}

@@ -9,9 +9,11 @@ trained on runs of different lengths and price levels:
 * score: the benchmark's range mapped to [0, 1];
 * cost-to-go: dollars from this turn (inclusive) to the end, divided by the
   mean episode cost of the *training* episodes;
-* optionally an annealed error cost (the reference's shaping): every turn whose
-  observation says the action failed costs 0.3 early in an episode, rising
-  to 1.0 late, summed from this turn to the end and added to the cost side.
+* optionally an annealed error cost (the reference's shaping): every turn the
+  benchmark classifies as an error costs 0.3 early in an episode, rising to 1.0
+  late, summed from this turn to the end and added to the cost side.
+
+Histories are read as they were: each turn line holds the messages it appended.
 
 Samples keep dollars and raw scores; normalisation happens in
 :func:`build_training_set` with statistics fitted on the training episodes only.
@@ -21,34 +23,20 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from harness.benchmarks import get_benchmark
 from harness.errors import ConfigError, TrajectoryError
-from harness.prompt import observation_message
 from harness.trajectory import RunStore
 from harness.types import Message, ModelCard
 from routers.learned.encoder_spec import EncoderConfig
 from routers.learned.history_encoder import HistoryEncoder
 
 log = logging.getLogger(__name__)
-
-SCORE_RANGES: dict[str, tuple[float, float]] = {
-    "scienceworld": (-100.0, 100.0),
-    "hle": (0.0, 1.0),
-}
-
-# Observations that mean the turn's action did not work: the engine's parser
-# rejecting it, the agent's reply not parsing, or the engine asking to disambiguate.
-ERROR_RULES: tuple[re.Pattern[str], ...] = (
-    re.compile(r"No known action matches", re.IGNORECASE),
-    re.compile(r"could not be parsed", re.IGNORECASE),
-    re.compile(r"Ambiguous request", re.IGNORECASE),
-)
 
 ANNEAL_START, ANNEAL_END = 0.3, 0.7
 ANNEAL_LOW, ANNEAL_HIGH = 0.3, 1.0
@@ -74,7 +62,7 @@ class DecisionSample:
     episode_cost: float
     valid: bool
     error: str | None
-    error_turns: tuple[int, ...]  # turns of this episode whose observation matched an error rule
+    error_turns: tuple[int, ...]  # turns of this episode that the benchmark classifies as errors
 
 
 @dataclass(frozen=True)
@@ -153,19 +141,12 @@ class TrainingSet:
 
 
 def benchmark_score_range(samples: Iterable[DecisionSample]) -> tuple[float, float]:
+    """The score range the benchmark plug-ins of the samples declare (they must agree)."""
     benchmarks = sorted({s.benchmark for s in samples})
-    ranges = set()
-    for name in benchmarks:
-        if name not in SCORE_RANGES:
-            raise ConfigError(f"no score range known for benchmark {name!r}; pass score_range=(low, high)")
-        ranges.add(SCORE_RANGES[name])
+    ranges = {tuple(get_benchmark(name).score_range) for name in benchmarks}
     if len(ranges) > 1:
         raise ConfigError(f"runs mix benchmarks with different score ranges ({', '.join(benchmarks)})")
     return ranges.pop()
-
-
-def is_error_observation(observation: str) -> bool:
-    return any(rule.search(observation) for rule in ERROR_RULES)
 
 
 def annealed_error_weight(turn: int, expected_turns: float) -> float:
@@ -182,14 +163,6 @@ def error_cost_to_go(sample: DecisionSample, expected_turns: float) -> float:
     return sum(annealed_error_weight(t, expected_turns) for t in sample.error_turns if t >= sample.turn)
 
 
-def task_description_from(first_user_message: str, where: str) -> str:
-    """Recover the task description from the first user message written by ``harness.prompt.initial_messages``."""
-    prefix, separator = "Task: ", "\n\nObservation: "
-    if not first_user_message.startswith(prefix) or separator not in first_user_message:
-        raise TrajectoryError(f"{where}: the first user message is not 'Task: ...\\n\\nObservation: ...'")
-    return first_user_message[len(prefix) :].split(separator, 1)[0]
-
-
 def turn_dollars(record: dict) -> float:
     """The model call's dollars plus any router overhead charged on the same turn."""
     router = sum(float(c["dollars"]) for c in record.get("charges") or [] if c.get("kind") == "router")
@@ -197,7 +170,7 @@ def turn_dollars(record: dict) -> float:
 
 
 def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> list[DecisionSample]:
-    """Replay one finished episode's turn records into its decisions, rebuilding each turn's history."""
+    """One finished episode's turn records as its decisions, each with the history its router saw."""
     turns = sorted(turns, key=lambda record: record["turn"])
     if [record["turn"] for record in turns] != list(range(len(turns))):
         raise TrajectoryError(f"{where}: turn indices are not 0..{len(turns) - 1}")
@@ -208,13 +181,14 @@ def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> l
     if not turns:
         return []
     initial = turns[0].get("initial_messages")
-    if not initial:
-        raise TrajectoryError(f"{where}: turn 0 has no initial_messages")
-    messages = [Message(m["role"], m["content"]) for m in initial]
-    description = task_description_from(messages[1].content, where)
+    description = turns[0].get("task_description")
+    if not initial or description is None:
+        raise TrajectoryError(f"{where}: turn 0 has no initial_messages or task_description")
+    messages = [Message.from_dict(m) for m in initial]
     dollars = [turn_dollars(record) for record in turns]
     to_go = np.cumsum(dollars[::-1])[::-1]
-    error_turns = tuple(r["turn"] for r in turns if is_error_observation(r.get("observation") or ""))
+    benchmark = get_benchmark(episode["benchmark"])
+    error_turns = tuple(r["turn"] for r in turns if benchmark.is_error_turn(r))
     samples = []
     score_before = 0.0
     for record in turns:
@@ -248,8 +222,9 @@ def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> l
                 error_turns=error_turns,
             )
         )
-        messages.append(Message("assistant", record["output"]))
-        messages.append(observation_message(record["observation"], record["score"]))
+        if record.get("messages") is None:
+            raise TrajectoryError(f"{where}: turn {record['turn']} has no messages")
+        messages.extend(Message.from_dict(m) for m in record["messages"])
         score_before = float(record["score"])
     return samples
 

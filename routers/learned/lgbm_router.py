@@ -62,21 +62,6 @@ class LightGBMModel(ValueModel):
         self.pca_mean: np.ndarray | None = None
         self.pca_components: np.ndarray | None = None  # (k, dim); None means no reduction
 
-    def hyperparams(self) -> dict[str, Any]:
-        return {
-            "pca_dims": self.pca_dims,
-            "n_estimators": self.n_estimators,
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
-            "feature_fraction": self.feature_fraction,
-            "l2_regularisation": self.l2_regularisation,
-            "interactions": self.interactions,
-            "early_stopping_rounds": self.early_stopping_rounds,
-            "seed": self.seed,
-            "n_jobs": self.n_jobs,
-        }
-
     def fit_details(self) -> dict[str, Any]:
         return {f"{t}_trees": b.num_trees() for t, b in self.boosters.items()}
 

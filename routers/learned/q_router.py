@@ -138,21 +138,6 @@ class MTRouterModel(ValueModel):
         self.epochs_trained = 0
         self.best_epochs: dict[str, int] = {}
 
-    def hyperparams(self) -> dict[str, Any]:
-        return {
-            "hidden": self.hidden,
-            "dropout": self.dropout,
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-            "batch_size": self.batch_size,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "seed": self.seed,
-            "model_dim": self.model_dim,
-            "residual_l2": self.residual_l2,
-            "threads": self.threads,
-        }
-
     def fit_details(self) -> dict[str, Any]:
         return {"epochs": self.epochs_trained, "best_epoch": self.best_epochs}
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.benchmarks.scienceworld.prompt import ScienceWorldFormat, observation_message
 from harness.config import to_plain
-from harness.prompt import initial_messages
 from harness.trajectory import RunStore
-from harness.types import ModelCard
+from harness.types import Message, ModelCard
 
 TASK_DESCRIPTIONS = {
     "boil": "Your task is to boil water. First, focus on the substance. Then, make it change its state of matter.",
@@ -69,7 +69,7 @@ def write_synthetic_run(
         for variation in range(episodes_per_task):
             key = f"scienceworld/{task}/{variation}"
             path = store.begin_episode(key)
-            messages = initial_messages(TASK_DESCRIPTIONS[task], FIRST_OBSERVATION)
+            messages = ScienceWorldFormat().initial_messages(TASK_DESCRIPTIONS[task], FIRST_OBSERVATION)
             hits, total = 0, 0.0
             shift = noise * rng.standard_normal()
             for turn in range(turns):
@@ -81,13 +81,18 @@ def write_synthetic_run(
                 last = turn == turns - 1
                 final = float(np.clip(-100 + 200 * hits / turns + shift, -100, 100))
                 observation = OBSERVATIONS[int(rng.integers(len(OBSERVATIONS)))]
+                reply = REPLIES[int(rng.integers(len(REPLIES)))]
+                score = final if last else 0.0
+                appended = [Message("assistant", reply), observation_message(observation, score)]
                 store.record_turn(
                     path,
                     {
                         "episode": key,
                         "turn": turn,
                         "history_len": 2 + 2 * turn,
-                        "initial_messages": [m.__dict__ for m in messages] if turn == 0 else None,
+                        "initial_messages": [m.to_dict() for m in messages] if turn == 0 else None,
+                        "task_description": TASK_DESCRIPTIONS[task] if turn == 0 else None,
+                        "messages": [m.to_dict() for m in appended],
                         "model": card.name,
                         "propensity": 1.0 / n,
                         "router_scores": None,
@@ -104,12 +109,12 @@ def write_synthetic_run(
                                 "price_version": card.price.version,
                             }
                         ],
-                        "output": REPLIES[int(rng.integers(len(REPLIES)))],
+                        "output": reply,
                         "action": "look around",
                         "observation": observation,
                         "valid": not observation.startswith("No known action"),
                         "error": "invalid_action" if observation.startswith("No known action") else None,
-                        "score": final if last else 0.0,
+                        "score": score,
                         "done": last,
                     },
                 )

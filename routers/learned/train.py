@@ -42,7 +42,6 @@ from routers.learned.encoder_spec import build_encoder, check_encoder, default_c
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.value_model import ValueModel, load_value_model, model_class
 
-KINDS = ("mtrouter", "lgbm", "ridge", "cluster")
 DEFAULT_TURN_BUCKETS = (0, 1, 3, 6, 10, 15, 20, 30, 40)  # left edges
 REPORT_FILE = "fit_report.json"
 
@@ -235,8 +234,20 @@ def train_router(
     retrained on Stage A + Stage B runs); its normalisation and targets are kept.
     ``seed`` seeds the model and, unless ``split_seed`` is given, the validation split.
     """
-    if kind not in KINDS:
-        raise ConfigError(f"unknown learned router kind {kind!r} (available: {', '.join(KINDS)})")
+    from routers import router_class, trainable
+
+    family = router_class(kind)
+    if not family.trainable:
+        raise ConfigError(f"router {kind!r} is not trainable (trainable: {', '.join(trainable())})")
+    model_cls = model_class(kind)
+    unknown = sorted(set(hyperparams) - set(model_cls.param_names()))
+    if unknown:
+        raise ConfigError(
+            f"router {kind!r} has no hyperparameter {unknown[0]!r} (its hyperparameters: "
+            f"{', '.join(model_cls.param_names())})"
+        )
+    if init_from is not None and not family.warm_startable:
+        raise ConfigError(f"router {kind!r} cannot warm-start from a checkpoint")
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise ConfigError("no run directories given")
@@ -279,7 +290,7 @@ def train_router(
     val = build_training_set(val_samples, embeddings[len(train_samples) :], cards, stats, options, config)
 
     try:
-        model = model_class(kind)(seed=seed, **hyperparams)
+        model = model_cls(seed=seed, **hyperparams)
     except TypeError as exc:
         raise ConfigError(f"router {kind!r}: {exc}") from None
     started = time.perf_counter()

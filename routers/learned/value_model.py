@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import inspect
 import json
 import os
 from pathlib import Path
@@ -76,9 +77,14 @@ class ValueModel(abc.ABC):
         self.encoder: EncoderConfig | None = None
         self.allow_new_models = False
 
-    @abc.abstractmethod
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The constructor's parameters: the hyperparameters a checkpoint stores (scikit-learn style)."""
+        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
     def hyperparams(self) -> dict[str, Any]:
-        """Constructor arguments, stored so that ``load`` rebuilds the same object."""
+        """Constructor arguments, read back from the attributes of the same names, so ``load`` rebuilds the same object."""
+        return {name: getattr(self, name) for name in self.param_names()}
 
     @abc.abstractmethod
     def fit(

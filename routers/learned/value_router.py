@@ -22,6 +22,8 @@ from routers.learned.value_model import ValueModel
 class ValueRouter(Router):
     """Greedy over a fitted value model; subclasses name the model class they load."""
 
+    trainable = True
+    warm_startable = True  # every built-in value model continues from (or keeps the targets of) a checkpoint
     model_class: ClassVar[type[ValueModel]]
 
     def __init__(

@@ -1,27 +1,34 @@
-"""A benchmark end to end: collect, train, tune, evaluate, track, report.
+"""A benchmark definition end to end: collect, train, tune, evaluate, track, report.
 
-A benchmark is a YAML file under ``benchmarks/`` (see ``quick.yaml``). Every stage
-writes into one results directory and is resumable: run directories skip finished
-episodes, trained checkpoints are reused while their training inputs are
+A definition is a YAML file under ``benchmarks/`` (see ``quick.yaml``) that names a
+benchmark plug-in, a pool and the routers to compare. Every stage writes into one
+results directory (:mod:`harness.layout`) and is resumable: run directories skip
+finished episodes, trained checkpoints are reused while their training inputs are
 unchanged, and the Optuna study lives in SQLite beside the runs. Tuning only ever
 evaluates on ``val``; test splits are only evaluated, never selected on.
+
+This is a library: progress goes to a :class:`harness.batch.BatchProgress` the
+caller passes (the CLI passes a progress bar) and stage messages to logging.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-
+from harness.batch import BatchProgress, Workers, execute, prepare_check
+from harness.benchmarks import get_benchmark
 from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, from_dict, load_yaml, to_plain
 from harness.errors import ConfigError, UnknownNameError
+from harness.layout import ResultsLayout
 from harness.trajectory import write_json_atomic
+from routers import router_class
 
-console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class CollectStage:
 
 @dataclass(frozen=True)
 class LearnedRouter:
-    name: str  # a trainable router family: mtrouter | lgbm | ridge | cluster
+    name: str  # a trainable router family (see `harness routers`)
     params: dict = field(default_factory=dict)  # training hyperparameters
     lambdas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
 
@@ -64,20 +71,24 @@ class TuneStage:
 
 @dataclass(frozen=True)
 class BenchmarkDef:
+    """``benchmark`` and ``pool`` default to the run config's; ``limits`` and ``reference_point`` to the plug-in's."""
+
     name: str
     fixed_routers: list[RouterSpec]
     learned: list[LearnedRouter] = field(default_factory=list)
     collect: CollectStage = field(default_factory=CollectStage)
     stage_b: StageB | None = None
     tune: TuneStage | None = None
-    benchmark: str = "scienceworld"
-    pool: str = "paper6"
+    benchmark: str = RunConfig.benchmark
+    pool: str = RunConfig.pool
+    split_file: str | None = None
+    judge: str | None = None
     eval_splits: list[str] = field(default_factory=lambda: ["test_id", "test_ood"])
     quick: bool = True
     seed: int = 0
     workers: int = 2
-    limits: Limits = field(default_factory=Limits)
-    reference_point: dict = field(default_factory=lambda: {"score": -100.0, "cost": 0.5})
+    limits: Limits | None = None
+    reference_point: dict | None = None
     description: str = ""
 
 
@@ -102,11 +113,14 @@ def point_label(family: str, lam: float) -> str:
 class BenchmarkRun:
     """The stages of one benchmark over one results directory."""
 
-    def __init__(self, definition: BenchmarkDef, results: Path):
+    def __init__(self, definition: BenchmarkDef, results: Path, progress: BatchProgress | None = None):
         self.d = definition
-        self.dir = Path(results) / definition.name
+        self.layout = ResultsLayout.of(results, definition.name)
+        self.dir = self.layout.root
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.workers = None  # a harness.batch.Workers while execute() runs
+        self.progress = progress
+        self.plugin = get_benchmark(definition.benchmark)
+        self.workers: Workers | None = None  # while execute() runs
 
     def config(self, router: RouterSpec, split: str, quick: bool, seed: int | None = None) -> RunConfig:
         return RunConfig(
@@ -114,23 +128,40 @@ class BenchmarkRun:
             pool=self.d.pool,
             benchmark=self.d.benchmark,
             split=split,
+            split_file=self.d.split_file,
             quick=quick,
             seed=self.d.seed if seed is None else seed,
             workers=self.d.workers,
-            limits=self.d.limits,
+            limits=(self.d.limits or Limits()).over(self.plugin.limits),
+            judge=self.d.judge,
         )
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
-        from harness.cli import execute
+        return execute(config, out, label=label, workers=self.workers, progress=self.progress)
 
-        return execute(config, out, label=label, workers=self.workers)
+    def validate(self) -> None:
+        """Every router, family, split and file of the definition, checked before the first episode."""
+        d = self.d
+        for learned in d.learned:
+            if not router_class(learned.name).trainable:
+                raise ConfigError(f"learned router {learned.name!r} is not a trainable router family")
+        if d.stage_b is not None and d.stage_b.family not in {learned.name for learned in d.learned}:
+            raise ConfigError(
+                f"stage_b.family {d.stage_b.family!r} is not a learned router of this benchmark"
+            )
+        checks = [self.config(d.collect.router, d.collect.split, d.collect.quick)]
+        checks += [self.config(spec, split, d.quick) for split in d.eval_splits for spec in d.fixed_routers]
+        if d.tune is not None:
+            checks.append(self.config(d.collect.router, d.tune.split, d.tune.quick))
+        for config in checks:
+            prepare_check(config)
 
     # Stage 1 -----------------------------------------------------------------
     def collect(self) -> list[Path]:
         c = self.d.collect
         dirs = []
         for seed in c.seeds:
-            out = self.dir / "data" / f"{c.router.label}-{c.split}-s{seed}"
+            out = self.layout.data(f"{c.router.label}-{c.split}-s{seed}")
             self.run(self.config(c.router, c.split, c.quick, seed), out, f"collect {c.split} s{seed}")
             dirs.append(out)
         return dirs
@@ -138,7 +169,7 @@ class BenchmarkRun:
     # Stage 2 -----------------------------------------------------------------
     @property
     def embedding_cache(self) -> Path:
-        return self.dir / "embeddings"
+        return self.layout.embeddings
 
     def train(
         self, data: list[Path], stage: str = "a", warm: dict[str, Path] | None = None
@@ -148,18 +179,18 @@ class BenchmarkRun:
 
         checkpoints = {}
         for learned in self.d.learned:
-            out = self.dir / "models" / (learned.name if stage == "a" else f"{learned.name}-{stage}")
-            init = (warm or {}).get(learned.name) if learned.name == "mtrouter" else None
+            out = self.layout.model(learned.name if stage == "a" else f"{learned.name}-{stage}")
+            init = (warm or {}).get(learned.name) if router_class(learned.name).warm_startable else None
             fingerprint = training_fingerprint(learned, data, init)
             stamp = out / "trained-from.json"
             if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-                console.print(f"[dim]train {learned.name} ({stage}): checkpoint up to date[/]")
+                log.info("train %s (%s): checkpoint up to date", learned.name, stage)
             else:
-                console.print(f"[bold]train {learned.name}[/] ({stage}) on {len(data)} run(s)")
+                log.info("train %s (%s) on %d run(s)", learned.name, stage, len(data))
                 report = train_router(
                     learned.name, data, out, cache_dir=self.embedding_cache, init_from=init, **learned.params
                 )
-                console.print(f"  {report}")
+                log.info("%s", report)
                 write_json_atomic(stamp, {"fingerprint": fingerprint})
             checkpoints[learned.name] = out
         return checkpoints
@@ -168,8 +199,6 @@ class BenchmarkRun:
         b = self.d.stage_b
         if b is None:
             return checkpoints
-        if b.family not in checkpoints:
-            raise ConfigError(f"stage_b.family {b.family!r} is not a learned router of this benchmark")
         spec = RouterSpec(
             "beta-mix",
             {
@@ -182,7 +211,7 @@ class BenchmarkRun:
         )
         extra = []
         for seed in b.seeds:
-            out = self.dir / "data" / f"stage-b-{b.family}-{b.split}-s{seed}"
+            out = self.layout.data(f"stage-b-{b.family}-{b.split}-s{seed}")
             self.run(self.config(spec, b.split, b.quick, seed), out, f"stage B {b.split} s{seed}")
             extra.append(out)
         return self.train(data + extra, stage="b", warm=checkpoints)
@@ -211,7 +240,7 @@ class BenchmarkRun:
             def evaluate(params: dict, family=family, checkpoint=checkpoint) -> tuple[float, float]:
                 lam = round(float(params["lam"]), 4)
                 spec = self.learned_spec(family, checkpoint, lam)
-                out = self.dir / "runs" / t.split / spec.label
+                out = self.layout.run(t.split, spec.label)
                 records = [
                     r
                     for r in self.run(self.config(spec, t.split, t.quick), out, f"tune {spec.label}")
@@ -222,7 +251,7 @@ class BenchmarkRun:
             study = tune(
                 family,
                 evaluate,
-                storage_path=self.dir / "optuna.db",
+                storage_path=self.layout.optuna_db,
                 study_name=f"{self.d.name}-{family}",
                 n_trials=t.trials,
                 lam_range=tuple(t.lam_range),
@@ -249,7 +278,7 @@ class BenchmarkRun:
             for spec in self.d.fixed_routers:
                 self.run(
                     self.config(spec, split, self.d.quick),
-                    self.dir / "runs" / split / spec.label,
+                    self.layout.run(split, spec.label),
                     f"{split} {spec.label}",
                 )
             for learned in self.d.learned:
@@ -261,17 +290,18 @@ class BenchmarkRun:
                     spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
                     self.run(
                         self.config(spec, split, self.d.quick),
-                        self.dir / "runs" / split / spec.label,
+                        self.layout.run(split, spec.label),
                         f"{split} {spec.label}",
                     )
 
     def write_manifest(self, selected: dict) -> None:
         """benchmark.json: what the report and the tracker read besides the run directories."""
         write_json_atomic(
-            self.dir / "benchmark.json",
+            self.layout.manifest,
             {
                 "name": self.d.name,
-                "reference_point": self.d.reference_point,
+                "benchmark": self.d.benchmark,
+                "reference_point": self.d.reference_point or self.plugin.reference_point,
                 "seeds": sorted({self.d.seed, *self.d.collect.seeds}),
                 "selected": selected,
                 "definition": to_plain(self.d),
@@ -279,8 +309,7 @@ class BenchmarkRun:
         )
 
     def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:
-        from harness.batch import Workers
-
+        self.validate()
         with Workers(self.d.workers) as self.workers:
             return self._execute(track, report_dir)
 
@@ -297,7 +326,7 @@ class BenchmarkRun:
             from harness.tracking import log_benchmark
 
             outputs["mlflow_run"] = log_benchmark(self.dir, git_commit())
-            outputs["mlflow_uri"] = f"sqlite:///{(self.dir / 'mlflow.db').resolve()}"
+            outputs["mlflow_uri"] = self.layout.tracking_uri
         if report_dir is not None:
             from harness.report import write_report
 

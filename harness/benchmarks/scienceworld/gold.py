@@ -12,7 +12,7 @@ agent itself does (it ends there too: freeze/11 and /19 at 87 and 82, four
 mendelian-genetics paths at -100); grow-fruit/6 and /8 reach 100 for the gold
 agent but 46 and 50 here, because the gold agent draws from the engine's RNG
 when it lists valid actions each step and our env does not (see
-:mod:`harness.environments.scienceworld`).
+:mod:`harness.benchmarks.scienceworld.engine`).
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from pathlib import Path
 
 from py4j.protocol import Py4JError
 
-from harness.config import BENCHMARKS_DIR
-from harness.environments.scienceworld import (
+from harness.benchmarks.scienceworld.engine import (
     DEFAULT_HEAP,
     ScienceWorldEnv,
     ScienceWorldJvm,
     engine_fingerprint,
 )
+from harness.config import BENCHMARKS_DIR
 from harness.errors import EnvironmentCrashed, TrajectoryError, UnknownNameError
 from harness.types import TaskInstance
 
@@ -79,7 +79,7 @@ class GoldPathMaker:
         self._replay_env.reset(TaskInstance("scienceworld", task, variation, "gold"))
         score, completed = 0, False
         for action in actions:
-            result = self._replay_env.step(action)
+            result = self._replay_env.send(action)
             score, completed = int(result.score), result.done and result.score >= 0
             if result.done:
                 break
@@ -205,10 +205,10 @@ def _write_entries(path: Path, entries: dict[tuple[str, int], dict]) -> None:
 
 def main() -> None:
     """Generate the shipped cache for every variation of the reference split."""
-    from harness.environments.splits import load_split
+    from harness.benchmarks import get_benchmark
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    split = load_split()
+    split = get_benchmark("scienceworld").load_split()
     keys = [(t.task, t.variation) for name in split.split_names for t in split.tasks(name)]
     generate_gold_paths(keys, workers=2, out=DEFAULT_GOLD_PATH)
 

@@ -44,10 +44,11 @@ from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
 from py4j.protocol import Py4JError, Py4JJavaError
 from scienceworld.constants import BASEPATH, JAR_PATH
 
+from harness.benchmarks.scienceworld.oracle import GoldOracle
+from harness.benchmarks.scienceworld.split import TOPICS
 from harness.errors import EnvironmentCrashed, MissingDependencyError, UnknownNameError
-from harness.types import StepResult, TaskInstance
+from harness.types import Action, StepResult, TaskInstance
 
-BENCHMARK = "scienceworld"
 DEFAULT_HEAP = "256m"
 
 JVM_FLAGS: list[str] = [
@@ -63,12 +64,6 @@ JVM_FLAGS: list[str] = [
 # e.g. for a non-number typed at an ambiguity prompt (that one costs a tick).
 NOT_UNDERSTOOD = "No known action matches that input."
 EMPTY_RESPONSE_PREFIX = "Unknown action."
-
-# Actions the engine runs as "free" (ActionLookAround/ActionInventory/ActionTaskDesc
-# in ActionHandler, or answered by the Python server before the engine sees
-# them): zero ticks, world untouched. "look at X" is NOT free: it costs a tick,
-# and ticks move time-dependent processes (heating, growing, animals).
-ZERO_TICK_ACTIONS: tuple[str, ...] = ("look around", "inventory", "task")
 
 _JAVA_UTIL_RANDOM_MULTIPLIER = 0x5DEECE66D  # setSeed(x) stores x ^ this; undo it to restore a raw seed
 _READ_TIMEOUT_SECONDS = 600
@@ -106,10 +101,6 @@ def engine_fingerprint(heap: str = DEFAULT_HEAP) -> dict:
         "java": _java_version(),
         "jvm_flags": jvm_flags(heap),
     }
-
-
-def _normalize(action: str) -> str:
-    return " ".join(action.strip().lower().split())
 
 
 class ScienceWorldJvm:
@@ -196,66 +187,6 @@ def _kill_process(process: subprocess.Popen) -> None:
     process.wait()
 
 
-class GoldOracle:
-    """Privileged knowledge of one episode, read only by SIMULATED models.
-
-    Progress advances when the environment executes exactly the next gold action
-    (compared after strip/lower/whitespace collapsing), so a simulated model
-    that deviates and comes back resumes where it left off.
-    """
-
-    def __init__(self, actions: list[str], visible_objects: Callable[[], list[str]]):
-        self._actions = list(actions)
-        self._normalized = [_normalize(action) for action in actions]
-        self._visible_objects = visible_objects
-        self._progress = 0
-
-    def next_action(self) -> str | None:
-        return self._actions[self._progress] if self._progress < len(self._actions) else None
-
-    def progress(self) -> int:
-        return self._progress
-
-    def length(self) -> int:
-        return len(self._actions)
-
-    def is_critical(self) -> bool:
-        """A focus action is irreversible: focusing on the wrong object fails the task."""
-        upcoming = self.next_action()
-        return upcoming is not None and _normalize(upcoming).startswith("focus on ")
-
-    def wrong_focus_actions(self, k: int) -> list[str]:
-        """Up to ``k`` ``focus on X`` actions for visible objects other than the gold targets.
-
-        Built from the visible objects rather than the valid-action list: in
-        mendelian-genetics states that list reaches ~30 000 actions and does not
-        fit the lean 256 MiB heap.
-
-        Ranked by how many words X shares with the next gold focus target (a
-        plausible confusion: "red paint" for "green paint"), then alphabetically.
-        """
-        targets = [a[len("focus on ") :] for a in self._normalized if a.startswith("focus on ")]
-        upcoming = next(
-            (a[len("focus on ") :] for a in self._normalized[self._progress :] if a.startswith("focus on ")),
-            targets[-1] if targets else "",
-        )
-        upcoming_words = set(upcoming.split())
-        candidates = []
-        for thing in self._visible_objects():
-            if any(thing in target or target in thing for target in targets):
-                continue
-            candidates.append((-len(upcoming_words & set(thing.split())), f"focus on {thing}"))
-        return [action for _, action in sorted(candidates)[:k]]
-
-    def wasted_actions(self) -> list[str]:
-        """Valid actions that cost zero ticks and change nothing (verified against the engine)."""
-        return list(ZERO_TICK_ACTIONS)
-
-    def observe(self, action: str) -> None:
-        if self._progress < len(self._normalized) and _normalize(action) == self._normalized[self._progress]:
-            self._progress += 1
-
-
 class ScienceWorldEnv:
     """ScienceWorld episodes in one private JVM. Scores are integers in -100..100.
 
@@ -266,8 +197,6 @@ class ScienceWorldEnv:
     understood the words and asks which object was meant; it costs no tick and
     the next input is read as the number of the choice.
     """
-
-    benchmark = BENCHMARK
 
     def __init__(
         self,
@@ -323,10 +252,15 @@ class ScienceWorldEnv:
         description = self._call(where, jvm.server.getTaskDescription)
         observation = self._call(where, jvm.server.step, "look around")
         gold = self._gold.get((task.task, task.variation))
-        self._oracle = GoldOracle(gold, self.visible_objects) if gold is not None else None
+        topic = TOPICS.get(task.task, "default")
+        self._oracle = GoldOracle(gold, self.visible_objects, topic) if gold is not None else None
         return description, observation
 
-    def step(self, action: str) -> StepResult:
+    def step(self, action: Action) -> StepResult:
+        return self.send(action.text)
+
+    def send(self, action: str) -> StepResult:
+        """One text command to the engine."""
         where = f"step {action!r}"
         jvm = self._live_jvm(where)
         server = jvm.server

@@ -1,8 +1,9 @@
 """The reference ScienceWorld split: which task variations are train, val, test_id and test_ood.
 
-The split lives in a versioned JSON file (``benchmarks/splits/scienceworld-v1.json``)
-written once by :func:`build_split` from the real engine's variation counts, so
-that every run reads the same instances instead of recomputing them.
+The split lives in a versioned JSON file (``benchmarks/splits/scienceworld-v1.json``,
+read by :mod:`harness.splits`) written once by :func:`build_split` from the real
+engine's variation counts, so that every run reads the same instances instead of
+recomputing them.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import os
 import re
 import tempfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scienceworld.constants import TASKS
 
 from harness.config import BENCHMARKS_DIR
-from harness.errors import ConfigError, UnknownNameError
-from harness.types import TaskInstance
+from harness.errors import UnknownNameError
 
 VERSION = "scienceworld-v1"
 DEFAULT_SPLIT_PATH = BENCHMARKS_DIR / "splits" / f"{VERSION}.json"
@@ -101,49 +99,6 @@ PROCEDURE = (
 )
 
 
-@dataclass(frozen=True)
-class Split:
-    """A loaded split file: ``assignments[split][task_type]`` is a sorted list of variations."""
-
-    version: str
-    assignments: dict[str, dict[str, list[int]]]
-    quick: dict[str, dict[str, list[int]]]
-    topics: dict[str, str]
-    engine_names: dict[str, str]
-
-    @property
-    def split_names(self) -> list[str]:
-        return list(self.assignments)
-
-    @property
-    def task_types(self) -> list[str]:
-        return sorted({task for per_task in self.assignments.values() for task in per_task})
-
-    def tasks(
-        self, split_name: str, quick: bool = False, task_filter: str | None = None
-    ) -> list[TaskInstance]:
-        if split_name not in self.assignments:
-            raise UnknownNameError(f"unknown split {split_name!r}; known: {', '.join(self.assignments)}")
-        per_task = (self.quick if quick else self.assignments)[split_name]
-        if task_filter is not None:
-            try:
-                pattern = re.compile(task_filter)
-            except re.error:
-                raise UnknownNameError(f"task filter {task_filter!r} is not a regular expression") from None
-            if not any(pattern.search(task) for task in self.engine_names):
-                raise UnknownNameError(
-                    f"no ScienceWorld task type matches {task_filter!r} in split {self.version}"
-                )
-        return [
-            TaskInstance(
-                benchmark="scienceworld", task=self.engine_names[task], variation=variation, split=split_name
-            )
-            for task in sorted(per_task)
-            if task_filter is None or pattern.search(task)
-            for variation in per_task[task]
-        ]
-
-
 def _shuffled(task_type: str, variations: list[int]) -> list[int]:
     rng = np.random.default_rng([SEED, zlib.crc32(task_type.encode("utf-8"))])
     return [int(v) for v in rng.permutation(variations)]
@@ -161,7 +116,7 @@ def _cut(variations: list[int]) -> dict[str, list[int]]:
 
 
 def _engine_max_variations(task_types: list[str]) -> dict[str, int]:
-    from harness.environments.scienceworld import ScienceWorldJvm
+    from harness.benchmarks.scienceworld.engine import ScienceWorldJvm
 
     jvm = ScienceWorldJvm()
     try:
@@ -182,6 +137,7 @@ def build_split(
 ) -> dict:
     """Write the split file from the engine's variation counts (queried unless given); returns its content."""
     import scienceworld
+    from scienceworld.constants import TASKS
 
     all_types = list(train_task_types) + list(ood_task_types)
     unknown_topic = [t for t in all_types if t not in TOPICS]
@@ -244,20 +200,3 @@ def _write_json_atomically(path: Path, content: dict) -> None:
         f.write(text + "\n")
     os.chmod(tmp, 0o644)  # mkstemp makes it private; the split is a shipped data file
     os.replace(tmp, path)
-
-
-def load_split(path: Path | str | None = None) -> Split:
-    path = Path(path) if path is not None else DEFAULT_SPLIT_PATH
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-        return Split(
-            version=content["version"],
-            assignments=content["splits"],
-            quick=content["quick"],
-            topics=content["topics"],
-            engine_names={task: info["engine_name"] for task, info in content["task_types"].items()},
-        )
-    except FileNotFoundError:
-        raise ConfigError(f"split file {path} does not exist") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"split file {path} is malformed: {exc!r}") from None

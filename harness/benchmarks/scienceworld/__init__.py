@@ -1,0 +1,51 @@
+"""ScienceWorld: multi-turn science experiments in a text world, scored by the engine (-100..100).
+
+The folder holds the engine wrapper (``engine.py``: deterministic JVM, fast
+stepping), the gold-path oracle for simulated models (``oracle.py``, paths
+cached by ``gold.py``), the prompt and reply format (``prompt.py``) and the
+reference split (``split.py``, data in ``benchmarks/splits/``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from harness.benchmarks.base import Benchmark
+from harness.benchmarks.scienceworld.prompt import ScienceWorldFormat
+from harness.config import BENCHMARKS_DIR, Limits
+
+GOLD_PATHS = BENCHMARKS_DIR / "data" / "scienceworld_gold.jsonl.gz"
+
+# Observations that mean the turn's action did not work: the engine's parser
+# rejecting it, the agent's reply not parsing, or the engine asking to disambiguate.
+ERROR_RULES: tuple[re.Pattern[str], ...] = (
+    re.compile(r"No known action matches", re.IGNORECASE),
+    re.compile(r"could not be parsed", re.IGNORECASE),
+    re.compile(r"Ambiguous request", re.IGNORECASE),
+)
+
+
+class ScienceWorld(Benchmark):
+    name = "scienceworld"
+    score_range = (-100.0, 100.0)
+    limits = Limits(max_turns=50, budget_dollars=2.0)  # the reference's
+    split_file = BENCHMARKS_DIR / "splits" / "scienceworld-v1.json"
+
+    def __init__(self) -> None:
+        self.agent_format = ScienceWorldFormat()
+
+    def make_environment(self):
+        from harness.benchmarks.scienceworld.engine import ScienceWorldEnv
+        from harness.benchmarks.scienceworld.gold import load_gold_paths
+
+        return ScienceWorldEnv(gold=load_gold_paths(GOLD_PATHS) if GOLD_PATHS.exists() else None)
+
+    def fingerprint(self) -> dict[str, Any]:
+        from harness.benchmarks.scienceworld.engine import engine_fingerprint
+
+        return engine_fingerprint()
+
+    def is_error_turn(self, turn: dict[str, Any]) -> bool:
+        observation = turn.get("observation") or ""
+        return any(rule.search(observation) for rule in ERROR_RULES)

@@ -1,0 +1,75 @@
+"""ScienceWorld's prompt and the parsing of its replies.
+
+Every model of the pool sees the same messages; only the router's choice differs.
+A reply must end with one ``Action: <command>`` line; anything else is a format
+error that costs a turn, as in the reference. The engine's parser is
+case-insensitive, so commands are lower-cased here (and only here: a tool
+benchmark's arguments are passed on as written).
+"""
+
+from __future__ import annotations
+
+import re
+
+from harness.benchmarks.base import AgentFormat, FormatError
+from harness.types import Action, Completion, Message, ToolCall
+
+FINISH = "task completed"
+
+SYSTEM_PROMPT = """You are an agent solving a science experiment in ScienceWorld, a text-based simulated world.
+At each turn, think briefly, then give exactly one command on a final line of the form
+Action: <command>
+Useful commands: look around, look at OBJ, inventory, go to LOCATION, open OBJ, close OBJ, pick up OBJ,
+put OBJ in OBJ, move OBJ to OBJ, pour OBJ in OBJ, mix OBJ, activate OBJ, deactivate OBJ, use OBJ on OBJ,
+connect OBJ to OBJ, read OBJ, wait, wait1, focus on OBJ, eat OBJ, flush OBJ.
+'focus on OBJ' declares the object the task is about: focusing on a wrong object fails the task.
+When you believe the task is complete, reply with: Action: task completed"""
+
+FORMAT_ERROR = "Your reply could not be parsed. End your reply with exactly one line: Action: <command>"
+
+_ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_action(reply: str) -> str:
+    """The last ``Action:`` line of a reply, lower-cased and stripped."""
+    matches = _ACTION_LINE.findall(reply)
+    if not matches:
+        raise FormatError(FORMAT_ERROR)
+    action = matches[-1].strip().strip("`'\"").strip().lower()
+    if not action:
+        raise FormatError(FORMAT_ERROR)
+    return action
+
+
+def observation_message(observation: str, score: float) -> Message:
+    return Message("user", f"Observation: {observation}\nScore: {score:g}")
+
+
+class ScienceWorldFormat(AgentFormat):
+    """One text command per reply; the score so far is shown after every observation."""
+
+    submit_observation = "You declared the task completed."
+    malformed_replies = (
+        "I need to think about what the task requires before acting further.",
+        "Let me reconsider the situation. The next step should move us toward the goal.",
+        "Thought: the previous observation suggests I should proceed carefully.",
+    )
+
+    def initial_messages(self, task_description: str, observation: str) -> list[Message]:
+        return [
+            Message("system", SYSTEM_PROMPT),
+            Message("user", f"Task: {task_description}\n\nObservation: {observation}"),
+        ]
+
+    def parse(self, completion: Completion) -> list[Action | FormatError]:
+        try:
+            command = parse_action(completion.text)
+        except FormatError as error:
+            return [error]
+        return [Action(text=command, submit=command == FINISH)]
+
+    def observation_message(self, observation: str, score: float, call_id: str | None) -> Message:
+        return observation_message(observation, score)
+
+    def render(self, action: Action, thought: str) -> tuple[str, tuple[ToolCall, ...]]:
+        return f"Thought: {thought}\nAction: {action.text}", ()
