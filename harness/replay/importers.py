@@ -411,7 +411,9 @@ def _reference_turn(index: int, message: Mapping[str, Any], after: list[Any], wh
     model = message.get("model_name") or router_info.get("selected_model") or response.get("model")
     if not model:
         raise TrajectoryError(f"{where}: turn {index} names no model")
-    propensity = message["propensity"] if "propensity" in message else router_info.get("propensity")
+    propensity = message.get("propensity")
+    if propensity is None:
+        propensity = router_info.get("propensity")
     usage = response.get("usage") or {}
     messages = (_reference_message(message, where), *(_reference_message(m, where) for m in after))
     observation = next((m.content for m in messages[1:] if m.role in ("user", "tool")), None)

@@ -195,14 +195,39 @@ def deterministic(choose: Callable[[LoggedEpisode, int], str], pool: Sequence[st
     return policy
 
 
-def _probabilities(target: TargetPolicy, episode: LoggedEpisode, turn: int, n_models: int) -> np.ndarray:
-    p = np.asarray(target(episode, turn), dtype=np.float64)
-    if p.shape != (n_models,) or not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-6:
-        raise ConfigError(
-            f"target policy at {episode.episode!r} turn {turn} gave {p!r}: not a probability vector over "
-            f"the {n_models} pool models"
-        )
-    return p
+def target_probabilities(
+    episodes: Sequence[LoggedEpisode], target: TargetPolicy, n_models: int
+) -> np.ndarray:
+    """(logged turns, models): the target's probabilities at every logged state, episode by episode, checked."""
+    places = [(e, t) for e in episodes for t in range(len(e.turns))]
+    rows = [np.asarray(target(e, t), dtype=np.float64) for e, t in places]
+    shaped = [r.shape == (n_models,) for r in rows]
+    if all(shaped):
+        p = np.stack(rows) if rows else np.zeros((0, n_models))
+        ok = np.isfinite(p).all(axis=1) & (p >= 0).all(axis=1) & (np.abs(p.sum(axis=1) - 1.0) <= 1e-6)
+        if ok.all():
+            return p
+        bad = int(np.argmin(ok))
+    else:
+        bad = shaped.index(False)
+    episode, turn = places[bad]
+    raise ConfigError(
+        f"target policy at {episode.episode!r} turn {turn} gave {rows[bad]!r}: not a probability vector over "
+        f"the {n_models} pool models"
+    )
+
+
+def logged_actions(episodes: Sequence[LoggedEpisode], pool: Sequence[str]) -> np.ndarray:
+    """Pool index of every logged turn's model, episode by episode."""
+    index = {name: i for i, name in enumerate(pool)}
+    for episode in episodes:
+        for turn in episode.turns:
+            if turn.model not in index:
+                raise ConfigError(
+                    f"logged model {turn.model!r} ({episode.episode!r} turn {turn.turn}) is not in the pool "
+                    f"({', '.join(pool)})"
+                )
+    return np.array([index[t.model] for e in episodes for t in e.turns], dtype=np.int64)
 
 
 def log_arrays(
@@ -215,45 +240,42 @@ def log_arrays(
 ) -> LogArrays:
     if not episodes:
         raise ConfigError("off-policy evaluation needs at least one logged episode")
-    index = {name: i for i, name in enumerate(pool)}
-    n, horizon = len(episodes), max(len(e.turns) for e in episodes)
-    lengths = np.array([len(e.turns) for e in episodes])
-    if np.any(lengths == 0):
-        empty = next(e for e in episodes if not e.turns)
+    empty = next((e for e in episodes if not e.turns), None)
+    if empty is not None:
         raise ConfigError(f"episode {empty.episode!r} has no turns; there is no decision to evaluate")
+    lengths = np.array([len(e.turns) for e in episodes])
+    n, horizon = len(episodes), int(lengths.max())
     mask = np.arange(horizon)[None, :] < lengths[:, None]
+    rows, cols = np.nonzero(mask)  # row-major: episode by episode, turn by turn, as the flat arrays below
+    actions = logged_actions(episodes, pool)
+    p = target_probabilities(episodes, target, len(pool))
+    chosen = p[np.arange(len(actions)), actions]
     ratio = np.ones((n, horizon))
+    if need_propensities:
+        missing = [(e, t) for e in episodes for t in e.turns if t.propensity is None]
+        if missing:
+            episode, turn = missing[0]
+            raise ConfigError(
+                f"importance-weighted estimators need logged propensities; {len(missing)} turn(s) have none "
+                f"(first: {episode.episode!r} turn {turn.turn} from {episode.source or '?'})"
+            )
+        ratio[rows, cols] = chosen / np.array([t.propensity for e in episodes for t in e.turns])
     score_reward, cost_reward = np.zeros((n, horizon)), np.zeros((n, horizon))
-    q_taken = {k: np.zeros((n, horizon)) for k in ("score", "cost")} if q else {}
-    v = {k: np.zeros((n, horizon)) for k in ("score", "cost")} if q else {}
-    for i, episode in enumerate(episodes):
-        score_reward[i, len(episode.turns) - 1] = episode.score
-        for t, turn in enumerate(episode.turns):
-            if turn.model not in index:
+    score_reward[np.arange(n), lengths - 1] = [e.score for e in episodes]
+    cost_reward[rows, cols] = [t.dollars for e in episodes for t in e.turns]
+    q_taken: dict[str, np.ndarray] = {}
+    v: dict[str, np.ndarray] = {}
+    if q is not None:
+        values = [q(e, t) for e in episodes for t in range(len(e.turns))]
+        for quantity in ("score", "cost"):
+            table = np.array([np.asarray(getattr(x, quantity), dtype=np.float64) for x in values])
+            if table.shape != p.shape:
                 raise ConfigError(
-                    f"logged model {turn.model!r} ({episode.episode!r} turn {t}) is not in the pool ({', '.join(pool)})"
+                    f"value model gave {quantity} tables of shape {table.shape[1:]}, pool has {len(pool)}"
                 )
-            a = index[turn.model]
-            p = _probabilities(target, episode, t, len(pool))
-            cost_reward[i, t] = turn.dollars
-            if need_propensities:
-                if turn.propensity is None:
-                    missing = sum(e.missing_propensities for e in episodes)
-                    raise ConfigError(
-                        f"importance-weighted estimators need logged propensities; {missing} turn(s) have none "
-                        f"(first: {episode.episode!r} turn {t} from {episode.source or '?'})"
-                    )
-                ratio[i, t] = p[a] / turn.propensity
-            if q is not None:
-                values = q(episode, t)
-                for quantity in ("score", "cost"):
-                    vector = np.asarray(getattr(values, quantity), dtype=np.float64)
-                    if vector.shape != (len(pool),):
-                        raise ConfigError(
-                            f"value model gave {quantity} of shape {vector.shape}, pool has {len(pool)}"
-                        )
-                    q_taken[quantity][i, t] = vector[a]
-                    v[quantity][i, t] = float(p @ vector)
+            q_taken[quantity], v[quantity] = np.zeros((n, horizon)), np.zeros((n, horizon))
+            q_taken[quantity][rows, cols] = table[np.arange(len(actions)), actions]
+            v[quantity][rows, cols] = np.einsum("nm,nm->n", p, table)
     raw = np.cumprod(ratio, axis=1)
     weights = raw if clip is None else np.minimum(raw, clip)
     clipped = 0.0 if clip is None else float(np.sum((raw > clip) & mask) / np.sum(mask))
@@ -312,26 +334,28 @@ def _ess(a: LogArrays, estimator: str, quantity: str) -> float:
     return min(kish_ess(a.weights[:, t]) for t in range(a.weights.shape[1]))
 
 
-def _bootstrap(
-    a: LogArrays, function: Callable[..., np.ndarray], quantity: str, config: OPEConfig
-) -> np.ndarray:
+def bootstrap_counts(n: int, config: OPEConfig) -> list[np.ndarray]:
+    """Resamples of n episodes as count matrices, in chunks; every estimator sees the same resamples."""
     rng = np.random.default_rng(config.seed)
-    n = len(a.lengths)
-    out = []
-    for start in range(0, config.n_bootstrap, _BOOTSTRAP_CHUNK):
-        size = min(_BOOTSTRAP_CHUNK, config.n_bootstrap - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
-        out.append(function(a, quantity, counts))
-    return np.concatenate(out)
+    sizes = [
+        min(_BOOTSTRAP_CHUNK, config.n_bootstrap - start)
+        for start in range(0, config.n_bootstrap, _BOOTSTRAP_CHUNK)
+    ]
+    return [rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64) for size in sizes]
 
 
 def _estimate(
-    a: LogArrays, estimator: str, quantity: str, config: OPEConfig, outcome_range: tuple[float, float]
+    a: LogArrays,
+    estimator: str,
+    quantity: str,
+    config: OPEConfig,
+    outcome_range: tuple[float, float],
+    resamples: list[np.ndarray],
 ) -> Estimate:
     function = _ESTIMATOR_FUNCTIONS[estimator]
     n = len(a.lengths)
     value = float(function(a, quantity, np.ones((1, n)))[0])
-    draws = _bootstrap(a, function, quantity, config)
+    draws = np.concatenate([function(a, quantity, counts) for counts in resamples])
     finite = draws[np.isfinite(draws)]
     tail = (1.0 - config.confidence) / 2.0
     if finite.size:
@@ -405,10 +429,14 @@ def evaluate_policy(
         "score": score_range or (min(scores), max(scores)),
         "cost": (0.0, max(e.cost for e in episodes)),
     }
+    resamples = bootstrap_counts(len(episodes), config)
     return {
         name: PolicyEstimate(
             name,
-            *(_estimate(arrays, name, quantity, config, ranges[quantity]) for quantity in ("score", "cost")),
+            *(
+                _estimate(arrays, name, quantity, config, ranges[quantity], resamples)
+                for quantity in ("score", "cost")
+            ),
         )
         for name in estimators
     }
@@ -474,26 +502,22 @@ def fit_fqe(
     episode the state is (the turn index, or the fraction of the turn limit used). A model
     never logged gets the regression over all turns, whatever was chosen: a prior, no more.
     """
-    index = {name: i for i, name in enumerate(pool)}
-    rows, actions, rewards, next_rows = [], [], [], []
-    probabilities = []
+    if not any(e.turns for e in episodes):
+        raise ConfigError("FQE needs at least one logged turn")
+    actions_arr = logged_actions(episodes, pool)
+    pi = target_probabilities(episodes, target, len(pool))
+    x = np.stack(
+        [np.asarray(features(e, t), dtype=np.float64) for e in episodes for t in range(len(e.turns))]
+    )
+    x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    rewards, next_rows = [], []
     for episode in episodes:
-        start = len(rows)
+        start = len(next_rows)
         for t, turn in enumerate(episode.turns):
-            if turn.model not in index:
-                raise ConfigError(f"logged model {turn.model!r} is not in the pool ({', '.join(pool)})")
-            rows.append(np.asarray(features(episode, t), dtype=np.float64))
-            actions.append(index[turn.model])
             last = t == len(episode.turns) - 1
             rewards.append((episode.score if last else 0.0, turn.dollars))
             next_rows.append(-1 if last else start + t + 1)
-            probabilities.append(_probabilities(target, episode, t, len(pool)))
-    if not rows:
-        raise ConfigError("FQE needs at least one logged turn")
-    x = np.stack(rows)
-    x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
-    actions_arr, rewards_arr = np.array(actions), np.array(rewards)
-    next_arr, pi = np.array(next_rows), np.stack(probabilities)
+    rewards_arr, next_arr = np.array(rewards), np.array(next_rows)
     has_next = next_arr >= 0
     coefficients = np.zeros((len(pool), x.shape[1], 2))
     iterations = config.iterations or max(len(e.turns) for e in episodes)
