@@ -1,0 +1,166 @@
+"""Decision-level replay: what a router would pick at each logged state, beside what was logged.
+
+This asks less than off-policy evaluation: not what score the router would reach (its
+picks change the states that follow, which the log does not have), but how it behaves on
+the states the log does have. Agreement with the logged choice says how far the router is
+from the logging policy (and so how usable the log's importance weights are); the
+predicted advantage, the router's own score of its pick minus its score of the logged
+model, says how much the router believes it improves on the log, in its own units.
+
+The router's input is a :class:`harness.types.TurnState` rebuilt from the log. Fields the
+logs do not hold get documented defaults (:class:`StateDefaults`): the budget and turn limit
+are the harness defaults unless given; the dollars spent are the logged model calls' dollars
+before this turn; a turn whose validity was not logged counts as valid; the task description
+is recovered from our first user message (``Task: ...``) or else is that whole message.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.config import Limits
+from harness.errors import ConfigError
+from harness.replay.logged import LoggedEpisode
+from harness.types import ModelCard, TurnState
+from routers.base import Router
+
+_TASK_PREFIX, _OBSERVATION_SEPARATOR = "Task: ", "\n\nObservation: "
+
+
+@dataclass(frozen=True)
+class RouterPick:
+    model: str
+    scores: Mapping[str, float] | None = None  # the router's value of each candidate, higher is better
+
+
+RouterFunction = Callable[[TurnState], RouterPick]
+
+
+@dataclass(frozen=True)
+class StateDefaults:
+    """Values for TurnState fields that a log does not record."""
+
+    budget_dollars: float = Limits().budget_dollars
+    max_turns: int = Limits().max_turns
+
+
+def router_function(router: Router, seed: int = 0) -> RouterFunction:
+    """A :class:`Router` as a replay function; a stochastic router draws from one seeded generator.
+
+    A stateful router (sticky-random remembers its last pick) sees the logged states in
+    order, but its memory holds its own picks, not the logged ones.
+    """
+    rng = np.random.default_rng(seed)
+
+    def pick(state: TurnState) -> RouterPick:
+        decision = router.route(state, rng)
+        return RouterPick(decision.model, decision.scores)
+
+    return pick
+
+
+def task_description(episode: LoggedEpisode) -> str:
+    first_user = next((m.content for m in episode.initial_messages if m.role == "user"), "")
+    if first_user.startswith(_TASK_PREFIX) and _OBSERVATION_SEPARATOR in first_user:
+        return first_user[len(_TASK_PREFIX) :].split(_OBSERVATION_SEPARATOR, 1)[0]
+    return first_user
+
+
+def turn_state(
+    episode: LoggedEpisode,
+    turn: int,
+    candidates: Sequence[ModelCard],
+    defaults: StateDefaults = StateDefaults(),
+) -> TurnState:
+    """What the router saw, or would have seen, before logged turn ``turn`` of ``episode``."""
+    earlier = episode.turns[:turn]
+    consecutive_errors = 0
+    for previous in reversed(earlier):
+        if previous.valid is not False:
+            break
+        consecutive_errors += 1
+    return TurnState(
+        benchmark=episode.benchmark,
+        task=episode.task,
+        variation=episode.variation,
+        task_description=task_description(episode),
+        history=[m.to_message() for m in episode.turns[turn].history],
+        turn=turn,
+        dollars_spent=sum(t.dollars for t in earlier),
+        budget_dollars=defaults.budget_dollars,
+        max_turns=defaults.max_turns,
+        candidates=list(candidates),
+        last_action_valid=not earlier or earlier[-1].valid is not False,
+        consecutive_errors=consecutive_errors,
+    )
+
+
+@dataclass(frozen=True)
+class ReplayedDecision:
+    episode: str
+    task: str
+    turn: int
+    logged_model: str
+    picked_model: str
+    advantage: float | None  # router's score of its pick minus its score of the logged model
+
+    @property
+    def agrees(self) -> bool:
+        return self.picked_model == self.logged_model
+
+
+@dataclass(frozen=True)
+class DecisionReplay:
+    decisions: tuple[ReplayedDecision, ...] = field(repr=False)
+    agreement: float  # share of logged states where the router picks the logged model
+    agreement_by_task: dict[str, float]
+    picks: dict[str, int]  # how often the router picks each model
+    logged: dict[str, int]  # how often the log chose each model
+    mean_advantage: float | None  # over the states where the router scored both models
+    advantage_states: int
+
+
+def replay_decisions(
+    episodes: Sequence[LoggedEpisode],
+    router: RouterFunction,
+    candidates: Sequence[ModelCard],
+    defaults: StateDefaults = StateDefaults(),
+) -> DecisionReplay:
+    """The router's pick at every logged state, and how it compares with the logged choice."""
+    names = {card.name for card in candidates}
+    decisions = []
+    for episode in episodes:
+        for t, logged in enumerate(episode.turns):
+            pick = router(turn_state(episode, t, candidates, defaults))
+            if pick.model not in names:
+                raise ConfigError(
+                    f"router picked {pick.model!r}, not a candidate ({', '.join(sorted(names))})"
+                )
+            scores = pick.scores or {}
+            advantage = (
+                float(scores[pick.model]) - float(scores[logged.model])
+                if pick.model in scores and logged.model in scores
+                else None
+            )
+            decisions.append(
+                ReplayedDecision(episode.episode, episode.task, t, logged.model, pick.model, advantage)
+            )
+    if not decisions:
+        raise ConfigError("decision replay needs at least one logged turn")
+    by_task: dict[str, list[bool]] = defaultdict(list)
+    for d in decisions:
+        by_task[d.task].append(d.agrees)
+    advantages = [d.advantage for d in decisions if d.advantage is not None]
+    return DecisionReplay(
+        decisions=tuple(decisions),
+        agreement=float(np.mean([d.agrees for d in decisions])),
+        agreement_by_task={task: float(np.mean(flags)) for task, flags in sorted(by_task.items())},
+        picks=dict(Counter(d.picked_model for d in decisions)),
+        logged=dict(Counter(d.logged_model for d in decisions)),
+        mean_advantage=float(np.mean(advantages)) if advantages else None,
+        advantage_states=len(advantages),
+    )
