@@ -220,7 +220,7 @@ def split_manifest(
     """The versioned split record: ids per split, category counts per split, seed and procedure."""
     return {
         **extra,
-        "seed": seed,
+        "split_seed": seed,
         "procedure": SPLIT_PROCEDURE,
         "sizes": {name: len(splits[name]) for name in SPLITS},
         "category_counts": {
