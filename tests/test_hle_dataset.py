@@ -217,7 +217,11 @@ def test_split_of_a_small_pool() -> None:
 def test_split_manifest_records_ids_counts_seed_and_procedure() -> None:
     splits = split_by_category([question(i, CATEGORIES[i % 8]) for i in range(40)])
     manifest = split_manifest(splits, version="t")
-    assert manifest["version"] == "t" and manifest["split_seed"] == 42 and manifest["procedure"] == SPLIT_PROCEDURE
+    assert (
+        manifest["version"] == "t"
+        and manifest["split_seed"] == 42
+        and manifest["procedure"] == SPLIT_PROCEDURE
+    )
     assert manifest["sizes"] == {"train": 18, "val": 6, "test_id": 6, "ood": 10}
     assert manifest["category_counts"]["ood"] == {"Humanities/Social Science": 5, "Other": 5}
     assert manifest["ids"]["val"] == [q.id for q in splits["val"]]

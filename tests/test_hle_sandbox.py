@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.benchmarks.hle.sandbox import RUN_ID_ENV, PythonSandbox, SandboxLimits
-from harness.errors import MissingDependencyError
+from harness.errors import ConfigError, MissingDependencyError
 
 FAST = SandboxLimits(wall_time_s=3.0, cpu_time_s=20, memory_bytes=512 << 20, processes=16)
 
@@ -225,3 +225,9 @@ def test_bubblewrap_that_cannot_build_namespaces_is_a_one_line_refusal(tmp_path:
     message = str(err.value)
     assert "\n" not in message
     assert "No permissions to create new namespace" in message and "namespaces" in message
+
+
+def test_silent_success_and_bad_limits(sandbox: PythonSandbox) -> None:
+    assert sandbox.run("x = 1").render() == "(no output)"
+    with pytest.raises(ConfigError, match="sandbox limit processes must be > 0, got 0"):
+        SandboxLimits(processes=0)

@@ -81,7 +81,15 @@ class SandboxLimits:
     open_files: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("wall_time_s", "cpu_time_s", "memory_bytes", "output_bytes", "processes", "disk_bytes"):
+        for name in (
+            "wall_time_s",
+            "cpu_time_s",
+            "memory_bytes",
+            "output_bytes",
+            "processes",
+            "disk_bytes",
+            "open_files",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"sandbox limit {name} must be > 0, got {getattr(self, name)}")
 
