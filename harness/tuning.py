@@ -350,6 +350,11 @@ def tune(
             raise ConfigError(f"study {study_name!r}: give a storage URL or a storage_path")
         storage = storage_uri(storage_path)
     shared = is_shared(storage)
+    if worker and not shared:
+        raise ConfigError(
+            f"tuning storage {redact_url(storage)!r} serves one process; "
+            "parallel workers need postgresql:// or journal://"
+        )
     with _quiet_optuna():
         backend = open_storage(storage, heartbeat)
         existing = _trial_count(backend, study_name)

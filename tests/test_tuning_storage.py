@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,11 +19,12 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from services import free_port, postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 from harness.errors import ConfigError, HarnessError
 from harness.tuning import Heartbeat, open_storage, tune
 
+# The fixtures, until the tests' conftest registers them for every module.
+pytest_plugins = ("services",)
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "tuning_worker.py"
 N_TRIALS = 16
@@ -56,6 +58,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # about 8 s: the survivor must outlive the dead trial's grace period
 def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried(shared_storage: str, tmp_path: Path):
     marker = tmp_path / "hung-trial.json"
     doomed = _worker(shared_storage, 1, 0.0, tmp_path / "doomed.log", hang_marker=marker)
@@ -121,16 +124,22 @@ def test_bad_storage_urls_are_one_line_errors_naming_them(tmp_path: Path):
         tune("toy", lambda p: (1.0, 1.0), None, "s", 1, storage="journal://relative.log")
     with pytest.raises(ConfigError, match="storage URL or a storage_path"):
         tune("toy", lambda p: (1.0, 1.0), None, "s", 1)
-    closed = f"postgresql://harness:hunter2@127.0.0.1:{free_port()}/nothing"
-    with pytest.raises(
-        HarnessError, match=r"'postgresql://harness:\*\*\*@127.0.0.1:\d+/nothing': cannot open"
-    ) as down:
-        tune("toy", lambda p: (1.0, 1.0), None, "s", 1, storage=closed)
-    assert "hunter2" not in str(down.value) and "\n" not in str(down.value)
+    with socket.socket() as held:  # bound, not listening: nothing answers on it meanwhile
+        held.bind(("127.0.0.1", 0))
+        closed = f"postgresql://harness:hunter2@127.0.0.1:{held.getsockname()[1]}/nothing"
+        with pytest.raises(
+            HarnessError, match=r"'postgresql://harness:\*\*\*@127.0.0.1:\d+/nothing': cannot open"
+        ) as down:
+            tune("toy", lambda p: (1.0, 1.0), None, "s", 1, storage=closed)
+        assert "hunter2" not in str(down.value) and "\n" not in str(down.value)
+    with pytest.raises(ConfigError, match="serves one process"):
+        tune("toy", lambda p: (1.0, 1.0), tmp_path / "o.db", "s", 1, worker=1)
     with pytest.raises(ConfigError, match="heartbeat"):
         Heartbeat(interval_s=5, grace_s=5)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_journal_heartbeat_fails_only_silent_trials(tmp_path: Path):
     storage = open_storage(f"journal://{tmp_path / 'j.log'}", Heartbeat(interval_s=1, grace_s=2))
     study = optuna.create_study(storage=storage, study_name="s")
