@@ -28,7 +28,7 @@ pytest_plugins = ("services",)
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "tuning_worker.py"
 N_TRIALS = 16
-# Long enough per trial that the survivor still runs trials after the dead trial's grace period.
+# The survivor's trials outlast the dead trial's grace period (2 s) by far: 15 x 0.4 s after the kill.
 SURVIVOR_TRIAL_S = 0.4
 
 
@@ -50,27 +50,38 @@ def _worker(storage: str, worker: int, seconds: float, log: Path, hang_marker: P
         )
 
 
-def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float) -> None:
+def _wait_for(condition, process: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert process.poll() is None, "the worker meant to hang exited before its trial ran"
-        assert time.monotonic() < deadline, f"no trial hung within {timeout_s} s"
-        time.sleep(0.05)
+    while not condition():
+        assert process.poll() is None, f"the worker exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.1)
+
+
+def _complete(storage: str) -> int:
+    try:
+        study = optuna.load_study(study_name="shared", storage=open_storage(storage))
+    except KeyError:  # not created yet
+        return 0
+    return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
 
 @pytest.mark.slow  # about 8 s: the survivor must outlive the dead trial's grace period
 def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried(shared_storage: str, tmp_path: Path):
     marker = tmp_path / "hung-trial.json"
     doomed = _worker(shared_storage, 1, 0.0, tmp_path / "doomed.log", hang_marker=marker)
-    survivor = _worker(shared_storage, 0, SURVIVOR_TRIAL_S, tmp_path / "survivor.log")
+    survivor = None
     try:
-        _wait_for(marker, doomed, timeout_s=60)
+        _wait_for(lambda: marker.exists(), doomed, "the doomed worker's trial to hang")
+        survivor = _worker(shared_storage, 0, SURVIVOR_TRIAL_S, tmp_path / "survivor.log")
+        # Kill only once both workers have run trials of the study side by side.
+        _wait_for(lambda: _complete(shared_storage) >= 1, survivor, "the survivor's first trial")
         os.kill(doomed.pid, signal.SIGKILL)
         assert doomed.wait(timeout=10) == -signal.SIGKILL
         assert survivor.wait(timeout=120) == 0, (tmp_path / "survivor.log").read_text()[-2000:]
     finally:
         for process in (doomed, survivor):
-            if process.poll() is None:
+            if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
 
@@ -87,6 +98,7 @@ def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried(shared_storage
     assert [t.params["lam"] for t in trials if t.state == TrialState.COMPLETE].count(0.0) == 1
 
 
+@pytest.mark.slow  # several seconds on PostgreSQL under load
 def test_two_live_workers_share_one_study(shared_storage: str, tmp_path: Path):
     workers = [_worker(shared_storage, i, 0.05, tmp_path / f"w{i}.log") for i in range(2)]
     for i, process in enumerate(workers):
