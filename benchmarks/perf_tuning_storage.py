@@ -134,6 +134,9 @@ def main() -> None:
     if not args.postgres:
         raise SystemExit('no PostgreSQL server: run `eval "$(bash .ci/services.sh)"` or pass --postgres URL')
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     rate: dict[tuple[str, int], float] = {}
     print(
         f"{args.trials} complete trials per study, objective {args.objective_ms:g} ms, TPE (multivariate, liar)"
