@@ -38,3 +38,9 @@ lint: install
 
 clean:
 	rm -rf $(VENV) $(RESULTS)
+
+# Tests on real servers, slow ones included: PostgreSQL (installed and started by .ci/services.sh),
+# an mlflow server on it, tuning worker processes killed mid-trial.
+.PHONY: test-scale
+test-scale: install
+	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q -m "slow or not slow" tests/test_tuning_storage.py tests/test_tracking_server.py

@@ -19,34 +19,213 @@ orchestrator's ``evaluate`` then splits a trial's params with
 :func:`training_params` and caches trained checkpoints under
 ``models/<family>/<training_key(...)>/``, retraining only for an unseen key.
 
-The SQLite storage makes a study resumable: ``n_trials`` is the number of COMPLETE
-trials wanted in total, so rerunning after an interrupt runs only the missing ones,
-and a trial that crashed (left RUNNING) or failed is run again with its params.
-One process tunes a study at a time.
+The storage makes a study resumable: ``n_trials`` is the number of COMPLETE trials
+wanted in total, so rerunning after an interrupt runs only the missing ones.
+
+Where a study lives is a storage URL. ``sqlite:///<file>`` (the default, a file in
+the benchmark's results) serves one process: SQLite serialises writers, so parallel
+workers would stall on its lock. There a trial that crashed (left RUNNING) or failed
+is run again with its params when the study is resumed. ``postgresql://...`` and
+``journal:///<file>`` are shared: several worker processes run one study at the same
+time. A trial on a shared storage can no longer be presumed dead because it is
+RUNNING (another worker may be running it), so its worker beats a heartbeat, any
+worker fails a trial whose heartbeat went silent for the grace period, and Optuna's
+own retry callback queues its params again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import re
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, MissingDependencyError
 from harness.seeding import derive_seed
 
 BUDGET_CONSTRAINT = "budget"
 SPACE_KINDS = ("float", "int", "categorical")
+ENDS_QUEUED_ATTR = "lam_ends_queued"
+STORAGE_SCHEMES = ("sqlite", "postgresql", "journal")
+# A trial system attribute: wall-clock time (seconds) of its worker's last heartbeat on a journal storage.
+JOURNAL_HEARTBEAT_ATTR = "harness:heartbeat"
+# Any fixed number: the advisory lock under which workers create Optuna's tables in a PostgreSQL database.
+_SCHEMA_LOCK_KEY = 0x6F7074756E61
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*):[^@/]*@")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Liveness of trials on a shared storage.
+
+    A worker beats every ``interval_s`` while its trial runs; a RUNNING trial silent
+    for ``grace_s`` counts as dead. The grace must outlast a beat delayed by a busy
+    database or a paused process, hence several intervals. A dead trial's params are
+    queued again at most ``max_retry`` times, so a trial that kills its worker every
+    time (out of memory, say) cannot starve the study.
+    """
+
+    interval_s: int = 60
+    grace_s: int = 180
+    max_retry: int = 3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.interval_s < self.grace_s:
+            raise ConfigError(
+                f"heartbeat: need 1 <= interval_s < grace_s, got {self.interval_s}, {self.grace_s}"
+            )
+        if self.max_retry < 0:
+            raise ConfigError(f"heartbeat: max_retry must be >= 0, got {self.max_retry}")
 
 
 def storage_uri(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit for an error message or a log line."""
+    return _PASSWORD_IN_URL.sub(r"\1:***@", url)
+
+
+def storage_scheme(url: str) -> str:
+    """``sqlite``, ``postgresql`` or ``journal``; the driver suffix (``postgresql+psycopg``) is dropped."""
+    scheme = url.partition("://")[0].partition("+")[0] if "://" in url else ""
+    if scheme not in STORAGE_SCHEMES:
+        raise ConfigError(
+            f"tuning storage {redact_url(url)!r}: not a storage URL; use sqlite:///<file>, "
+            "postgresql://<user>@<host>:<port>/<db> or journal:///<file>"
+        )
+    return scheme
+
+
+def is_shared(url: str) -> bool:
+    """Whether several worker processes may run trials of one study on this storage at once."""
+    return storage_scheme(url) != "sqlite"
+
+
+class _HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage, speaking Optuna's heartbeat protocol.
+
+    Optuna gives its RDB storage a heartbeat but not its journal storage. Implementing
+    the heartbeat interface here lets Optuna's optimize loop do the rest exactly as on
+    PostgreSQL: beat while a trial runs, fail stale trials before each new one, and
+    hand them to the retry callback. A beat is a trial system attribute holding the
+    beating worker's wall-clock time, so the workers of one journal must share a clock
+    (one machine, or hosts kept in sync by NTP). A retried trial inherits its
+    predecessor's last beat, so the trial's own start bounds its silence from below.
+    """
+
+    def __init__(self, backend: JournalFileBackend, heartbeat: Heartbeat) -> None:
+        super().__init__(backend)
+        self._heartbeat = heartbeat
+        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, JOURNAL_HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = trial.system_attrs.get(JOURNAL_HEARTBEAT_ATTR)
+            # Like the RDB storage: a trial that never beat (run without a heartbeat) is not judged.
+            if beat is None:
+                continue
+            last_sign_of_life = max(float(beat), trial.datetime_start.timestamp())
+            if now - last_sign_of_life > self._heartbeat.grace_s:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int:
+        return self._heartbeat.interval_s
+
+    def get_heartbeat_stale_trial_callback(self) -> RetryHeartbeatStaleTrialCallback:
+        return self._retry
+
+
+@contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock while Optuna creates or checks its tables.
+
+    Workers opening a fresh database at once would race to create the tables and to
+    stamp the schema version, and all but one would fail.
+    """
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+def _rdb_storage(url: str, shown: str, **kwargs: Any) -> RDBStorage:
+    import sqlalchemy.exc
+
+    try:
+        with _schema_lock(url) if url.startswith("postgresql") else contextlib.nullcontext():
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError(
+            f"tuning storage {redact_url(shown)!r}: needs the database driver {exc.name!r}; "
+            "pip install 'psycopg[binary]'"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise HarnessError(f"tuning storage {redact_url(shown)!r}: cannot open: {reason}") from None
+
+
+def open_storage(url: str, heartbeat: Heartbeat = Heartbeat()) -> BaseStorage:
+    """The Optuna storage a URL names; shared storages come with a heartbeat and a retry of dead trials."""
+    scheme = storage_scheme(url)
+    with warnings.catch_warnings():
+        # Optuna flags its heartbeat and retry callback as experimental; they are what a shared study needs.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _open_storage(url, scheme, heartbeat)
+
+
+def _open_storage(url: str, scheme: str, heartbeat: Heartbeat) -> BaseStorage:
+    if scheme == "sqlite":
+        return _rdb_storage(url, url)
+    if scheme == "postgresql":
+        # Name the driver this project installs; SQLAlchemy's default driver differs between its versions.
+        driven = (
+            url.replace("postgresql://", "postgresql+psycopg://", 1)
+            if url.startswith("postgresql://")
+            else url
+        )
+        return _rdb_storage(
+            driven,
+            url,
+            heartbeat_interval=heartbeat.interval_s,
+            grace_period=heartbeat.grace_s,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry),
+        )
+    path = url.removeprefix("journal://")
+    if not path.startswith("/") or path.endswith("/"):
+        raise ConfigError(f"tuning storage {url!r}: a journal URL names a file by its absolute path")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return _HeartbeatJournalStorage(JournalFileBackend(path), heartbeat)
 
 
 @contextmanager
@@ -89,7 +268,7 @@ def _complete(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def _trial_count(storage: str, study_name: str) -> int:
+def _trial_count(storage: BaseStorage, study_name: str) -> int:
     try:
         return len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False))
     except KeyError:
@@ -98,6 +277,8 @@ def _trial_count(storage: str, study_name: str) -> int:
 
 def _requeue_unfinished(study: optuna.Study) -> None:
     """Fail trials a crash left RUNNING, and queue every failed trial's params again.
+
+    Only on a one-process storage, where a RUNNING trial at start-up is certainly dead.
 
     A failed trial whose params a later trial already completed, or that is queued
     already, is not queued twice.
@@ -116,7 +297,7 @@ def _requeue_unfinished(study: optuna.Study) -> None:
 def tune(
     family: str,
     evaluate: Callable[[dict[str, Any]], tuple[float, float]],
-    storage_path: Path,
+    storage_path: Path | None,
     study_name: str,
     n_trials: int,
     lam_range: tuple[float, float] = (0.0, 5.0),
@@ -124,8 +305,19 @@ def tune(
     extra_space: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
     lam_log: bool = False,
+    storage: str | None = None,
+    worker: int = 0,
+    heartbeat: Heartbeat = Heartbeat(),
 ) -> optuna.Study:
     """Run (or resume) the study until it holds ``n_trials`` complete trials.
+
+    The study lives in the ``storage`` URL, else in the SQLite file ``storage_path``.
+    On a shared storage, start one ``tune`` per worker process with the same
+    arguments and a distinct ``worker`` number: it seeds that worker's sampler apart
+    from the others', and worker 0 alone queues the lambda range's two ends. Each
+    worker returns once the study holds ``n_trials`` complete trials, whoever ran
+    them; trials still running elsewhere at that moment may add up to one more per
+    worker.
 
     ``evaluate(params)`` gets ``{"lam": ..., **extra}`` and returns the val split's
     (mean score, mean cost per episode). With ``budget_per_episode`` a trial is
@@ -153,15 +345,29 @@ def tune(
             trial.set_constraint(BUDGET_CONSTRAINT, float(cost) - budget_per_episode)
         return float(score), float(cost)
 
-    with _quiet_optuna():
+    if storage is None:
+        if storage_path is None:
+            raise ConfigError(f"study {study_name!r}: give a storage URL or a storage_path")
         storage = storage_uri(storage_path)
-        existing = _trial_count(storage, study_name)
+    shared = is_shared(storage)
+    if worker and not shared:
+        raise ConfigError(
+            f"tuning storage {redact_url(storage)!r} serves one process; "
+            "parallel workers need postgresql:// or journal://"
+        )
+    with _quiet_optuna():
+        backend = open_storage(storage, heartbeat)
+        existing = _trial_count(backend, study_name)
         # Reseed by history length: a resumed study must not replay the first session's random draws.
+        # Workers of one study draw apart; worker 0 keeps the seeds of a study tuned by one process.
         sampler = optuna.samplers.TPESampler(
-            seed=derive_seed(seed, study_name, existing) % 2**32, multivariate=True
+            seed=derive_seed(seed, study_name, existing, *((worker,) if worker else ())) % 2**32,
+            multivariate=True,
+            # A worker treats the trials running elsewhere as bad results, so workers do not all probe one spot.
+            constant_liar=shared,
         )
         study = optuna.create_study(
-            storage=storage,
+            storage=backend,
             study_name=study_name,
             directions=["maximize", "minimize"],
             sampler=sampler,
@@ -170,13 +376,18 @@ def tune(
         study.set_user_attr("family", family)
         study.set_user_attr("lam_range", [lo, hi])
         study.set_user_attr("budget_per_episode", budget_per_episode)
-        if existing == 0:
+        # Worker 0 queues the range's ends once per study; on one process only into a new study, as ever.
+        if worker == 0 and not study.user_attrs.get(ENDS_QUEUED_ATTR) and (shared or existing == 0):
             for lam in dict.fromkeys((lo, hi)):
                 study.enqueue_trial({"lam": lam}, skip_if_exists=True)
-        _requeue_unfinished(study)
+            study.set_user_attr(ENDS_QUEUED_ATTR, True)
+        if not shared:
+            _requeue_unfinished(study)
+        # Stops this worker as soon as the study, filled by any worker, holds n_trials complete trials.
+        enough = MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,))
         # Trials whose values are not finite end FAIL without raising; retry them, but not forever.
         while (missing := n_trials - len(_complete(study))) > 0:
-            study.optimize(objective, n_trials=missing)
+            study.optimize(objective, n_trials=missing, callbacks=[enough])
             if n_trials - len(_complete(study)) == missing:
                 raise HarnessError(
                     f"study {study_name!r}: no trial of {missing} completed; evaluate gave non-finite values"

@@ -1,0 +1,46 @@
+"""One tuning worker process, for tests that run several on one shared study.
+
+``python tuning_worker.py STORAGE STUDY N_TRIALS WORKER SECONDS [HANG_MARKER]``
+tunes with a cheap analytic objective that sleeps ``SECONDS`` per trial. With
+``HANG_MARKER`` the worker's first trial writes the trial's params there and then
+hangs, so a test can kill the worker while that trial runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.tuning import Heartbeat, tune
+
+# The shortest beat Optuna accepts (whole seconds), so a killed worker's trial is stale within seconds.
+TEST_HEARTBEAT = Heartbeat(interval_s=1, grace_s=2, max_retry=2)
+
+
+def main(storage: str, study: str, n_trials: str, worker: str, seconds: str, hang_marker: str = "") -> None:
+    def evaluate(params: dict) -> tuple[float, float]:
+        if hang_marker:
+            # Let the trial's first heartbeat land before announcing it, so the kill does not cut a write.
+            time.sleep(0.3)
+            Path(hang_marker).write_text(json.dumps({"pid": os.getpid(), "params": params}))
+            time.sleep(3600)
+        time.sleep(float(seconds))
+        return 100.0 - 10.0 * params["lam"], 1.0 / (1.0 + params["lam"])
+
+    tune(
+        "toy",
+        evaluate,
+        None,
+        study,
+        int(n_trials),
+        storage=storage,
+        worker=int(worker),
+        heartbeat=TEST_HEARTBEAT,
+    )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
