@@ -20,14 +20,21 @@ $(STAMP): pyproject.toml
 
 install: check-java $(STAMP)
 
+# The suite's system services: bubblewrap for the HLE python sandbox, a PostgreSQL server on loopback.
 test: install
-	$(BIN)/pytest -q
+	bash .ci/install-sandbox.sh
+	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q
 
 test-all: install
 	$(BIN)/pytest -q -m "slow or not slow"
 
+# The embedded default: ScienceWorld's quick benchmark and HLE's (on the offline stand-in bank).
+HLE_BENCH ?= hle-quick
+
 benchmark: install
+	bash .ci/install-sandbox.sh
 	$(BIN)/harness benchmark $(BENCH) --results $(RESULTS)
+	$(BIN)/harness benchmark $(HLE_BENCH) --results $(RESULTS)
 
 ui: install
 	$(BIN)/harness ui --results $(RESULTS) --bench $(BENCH)

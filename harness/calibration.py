@@ -1,11 +1,19 @@
-"""Calibrating the simulated pool against the paper's single-model baselines.
+"""Calibrating a simulated pool against the paper's single-model baselines, on one or more splits.
 
 The pool file states each model's specialisation pattern (which topics it is good
-at, how it fails); calibration only moves two knobs per model so that the pattern
-survives: a shift of all its skills in logit space (score), and its mean
-completion length (cost). Each single-model baseline is run on the real engine
-over ``test_id``; the fit iterates a secant step on the score and solves the cost
-knob in closed form from the measured token counts.
+at, how it fails); calibration only moves a few knobs per model so that the
+pattern survives: per target split, a shift of the skills of that split's topics
+in logit space (score); the mean completion length, fitted on the first split,
+and a verbosity multiplier for the topics of each further split (cost). Each
+single-model baseline is run on the real benchmark over the target splits; the
+fit iterates a bracketing step on the score and solves the cost knobs in closed
+form from the measured token counts.
+
+The pool file's ``calibration`` block names the benchmark (default ``scienceworld``),
+the targets per split (``splits: {test_id: {episodes, targets, tolerance}, ...}``,
+or the older one-split form with ``episodes``/``targets``/``tolerance`` at the top,
+meaning test_id), a ``score_scale`` (100 for accuracy in % of a 0/1 score) and
+``unfitted`` rows (the random router) that are printed beside ours but never fitted.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from harness.batch import BatchProgress, execute
+from harness.benchmarks import get_benchmark
 from harness.config import RouterSpec, RunConfig
 from harness.pool import load_pool
 from harness.trajectory import RunStore
@@ -25,9 +34,10 @@ from harness.trajectory import RunStore
 
 @dataclass(frozen=True)
 class Row:
-    """One single-model baseline, ours against the paper, with the pool file's tolerances."""
+    """One router on one split, ours against the paper, with the pool file's tolerances."""
 
     model: str
+    split: str
     score: float
     cost: float  # mean dollars per episode
     target_score: float
@@ -35,6 +45,7 @@ class Row:
     episodes: int
     tol_score: float = 5.0
     tol_cost: float = 0.25
+    fitted: bool = True  # False: an unfitted plausibility row (the random router)
 
     @property
     def score_ok(self) -> bool:
@@ -45,28 +56,81 @@ class Row:
         return abs(self.cost - self.target_cost) <= self.tol_cost * self.target_cost
 
 
-def targets(pool_name: str) -> tuple[dict[str, tuple[float, float]], dict]:
-    """Per-model (score, $ per episode) targets from the pool file's calibration block."""
-    spec = load_pool(pool_name).spec
-    block = spec.calibration
+@dataclass(frozen=True)
+class SplitTargets:
+    episodes: int
+    per_model: dict[str, tuple[float, float]]  # (score, $ per episode)
+    tolerance: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    benchmark: str
+    score_scale: float
+    splits: dict[str, SplitTargets]
+    unfitted: dict[str, dict[str, tuple[float, float]]]  # router -> split -> (score, $ per episode)
+
+
+def _split_targets(block: dict) -> SplitTargets:
     episodes = block["episodes"]
     per_model = {m: (t["score"], t["total_cost"] / episodes) for m, t in block["targets"].items()}
-    return per_model, block.get("tolerance", {})
+    return SplitTargets(episodes, per_model, block.get("tolerance", {}))
 
 
-def run_single(
+def calibration(pool_name: str) -> Calibration:
+    block = load_pool(pool_name).spec.calibration
+    splits = block.get("splits") or {"test_id": block}
+    parsed = {name: _split_targets(b) for name, b in splits.items()}
+    unfitted = {
+        router: {
+            split: (t["score"], t["total_cost"] / parsed[split].episodes)
+            for split, t in per_split.items()
+            if split in parsed
+        }
+        for router, per_split in (block.get("unfitted") or {}).items()
+    }
+    return Calibration(
+        block.get("benchmark", RunConfig.benchmark), float(block.get("score_scale", 1.0)), parsed, unfitted
+    )
+
+
+def targets(pool_name: str) -> tuple[dict[str, tuple[float, float]], dict]:
+    """Per-model (score, $ per episode) targets and tolerance of the first target split."""
+    first = next(iter(calibration(pool_name).splits.values()))
+    return first.per_model, first.tolerance
+
+
+def run_router(
     pool: str,
-    model: str,
+    router: RouterSpec,
     out: Path,
     workers: int,
     split: str = "test_id",
+    benchmark: str = RunConfig.benchmark,
     seed: int = 0,
     progress: BatchProgress | None = None,
 ) -> list[dict]:
-    config = RunConfig(
-        router=RouterSpec("single", {"model": model}), pool=pool, split=split, workers=workers, seed=seed
+    config = RunConfig(router=router, pool=pool, benchmark=benchmark, split=split, workers=workers, seed=seed)
+    return execute(config, out, label=f"{router.label} {split}", progress=progress)
+
+
+def _row(
+    router: RouterSpec, records: list[dict], split: str, target: tuple[float, float], targets: SplitTargets,
+    scale: float, fitted: bool,
+) -> Row:  # fmt: skip
+    records = [r for r in records if r["status"] != "failed"]
+    return Row(
+        router.label if not fitted else router.params["model"],
+        split,
+        scale * sum(r["score"] for r in records) / len(records),
+        sum(r["cost"] for r in records) / len(records),
+        target[0],
+        target[1],
+        len(records),
+        targets.tolerance.get("score_points", 5.0),
+        targets.tolerance.get("cost_fraction", 0.25),
+        fitted,
     )
-    return execute(config, out, label=f"{model}", progress=progress)
 
 
 def measure(
@@ -75,26 +139,26 @@ def measure(
     workers: int,
     models: list[str] | None = None,
     progress: BatchProgress | None = None,
+    unfitted: bool = False,
 ) -> list[Row]:
-    goal, tol = targets(pool)
+    """Every (model, target split) row, plus the unfitted routers' rows when ``unfitted``."""
+    cal = calibration(pool)
     rows = []
-    for model in models or list(goal):
-        records = run_single(pool, model, out / model, workers, progress=progress)
-        records = [r for r in records if r["status"] != "failed"]
-        score = sum(r["score"] for r in records) / len(records)
-        cost = sum(r["cost"] for r in records) / len(records)
-        rows.append(
-            Row(
-                model,
-                score,
-                cost,
-                goal[model][0],
-                goal[model][1],
-                len(records),
-                tol.get("score_points", 5.0),
-                tol.get("cost_fraction", 0.25),
+    for split, goal in cal.splits.items():
+        for model in models or list(goal.per_model):
+            router = RouterSpec("single", {"model": model})
+            records = run_router(
+                pool, router, out / split / model, workers, split, cal.benchmark, progress=progress
             )
-        )
+            rows.append(_row(router, records, split, goal.per_model[model], goal, cal.score_scale, True))
+    if unfitted:
+        for name, per_split in cal.unfitted.items():
+            for split, target in per_split.items():
+                router = RouterSpec(name)
+                records = run_router(
+                    pool, router, out / split / name, workers, split, cal.benchmark, progress=progress
+                )
+                rows.append(_row(router, records, split, target, cal.splits[split], cal.score_scale, False))
     return rows
 
 
@@ -107,42 +171,73 @@ def _shifted(skill: dict[str, float], delta: float) -> dict[str, float]:
     return {k: round(1 / (1 + math.exp(-(_logit(v) + delta))), 4) for k, v in skill.items()}
 
 
+def split_topics(cal: Calibration) -> dict[str, set[str] | None]:
+    """The skill keys each target split's fit moves: all of them (None) for a single target split."""
+    if len(cal.splits) == 1:
+        return {name: None for name in cal.splits}
+    split = get_benchmark(cal.benchmark).load_split()
+    topics = {name: {split.topics[t.task] for t in split.tasks(name)} for name in cal.splits}
+    names = list(topics)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if topics[a] & topics[b]:
+                raise ValueError(f"target splits {a} and {b} share topics {sorted(topics[a] & topics[b])}")
+    return topics
+
+
 def fit(
     pool_name: str, work: Path, workers: int, rounds: int = 7, progress: BatchProgress | None = None
 ) -> Path:
-    """Fit every model's skill shift and completion length; rewrites the pool file in place.
+    """Fit every model's skill shifts and cost knobs; rewrites the pool file in place.
 
-    All models move together, one measured round at a time, until every one is within
-    half the tolerance or the rounds run out. The logit shifts are relative to the
-    skills in the file when the fit starts, so the stated pattern is kept.
+    All models move together, one measured round at a time, until every row is within
+    half the score tolerance and within the cost tolerance, or the rounds run out. The
+    logit shifts are relative to the skills in the file when the fit starts, so the
+    stated pattern is kept.
     """
     pool = load_pool(pool_name)
     data = yaml.safe_load(pool.path.read_text())
-    goal, tol = targets(pool_name)
+    header = _header(pool.path.read_text())
+    cal = calibration(pool_name)
+    topics = split_topics(cal)
+    first = next(iter(cal.splits))
     base = {m["name"]: copy.deepcopy(m["simulated"]["skill"]) for m in data["models"]}
-    history: dict[str, list[tuple[float, float]]] = {m: [] for m in goal}
-    delta = {m: 0.0 for m in goal}
-    todo = list(goal)
+    models = list(cal.splits[first].per_model)
+    history: dict[tuple[str, str], list[tuple[float, float]]] = {
+        (m, s): [] for m in models for s in cal.splits
+    }
+    delta = {(m, s): 0.0 for m in models for s in cal.splits}
+    todo = models
     for round_ in range(rounds):
         for model in todo:
-            data_model(data, model)["simulated"]["skill"] = _shifted(base[model], delta[model])
-        pool.path.write_text(dump(data))
+            data_model(data, model)["simulated"]["skill"] = _skills(base[model], topics, delta, model)
+        pool.path.write_text(header + dump(data))
         out = work / f"round{round_}-{load_pool(pool_name).sha256[:12]}"
         rows = measure(pool_name, out, workers, todo, progress)
         for row in rows:
-            history[row.model].append((delta[row.model], row.score))
-            _fit_cost(data_model(data, row.model)["simulated"], out / row.model, row.target_cost)
-            if abs(row.score - row.target_score) > tol.get("score_points", 5.0) * 0.5:
-                delta[row.model] = _next_delta(history[row.model], row.target_score)
-        pool.path.write_text(dump(data))
-        todo = [
-            r.model
-            for r in rows
-            if abs(r.score - r.target_score) > tol.get("score_points", 5.0) * 0.5 or not r.cost_ok
-        ]
+            key = (row.model, row.split)
+            history[key].append((delta[key], row.score))
+            if abs(row.score - row.target_score) > row.tol_score * 0.5:
+                delta[key] = _next_delta(history[key], row.target_score)
+        for model in todo:
+            _fit_costs(data_model(data, model)["simulated"], out, model, cal, topics)
+        pool.path.write_text(header + dump(data))
+        todo = sorted(
+            {r.model for r in rows if abs(r.score - r.target_score) > r.tol_score * 0.5 or not r.cost_ok}
+        )
         if not todo:
             break
     return pool.path
+
+
+def _skills(
+    base: dict[str, float], topics: dict[str, set[str] | None], delta: dict, model: str
+) -> dict[str, float]:
+    skills = dict(base)
+    for split, keys in topics.items():
+        moved = {k: v for k, v in base.items() if keys is None or k in keys}
+        skills.update(_shifted(moved, delta[(model, split)]))
+    return skills
 
 
 def _next_delta(history: list[tuple[float, float]], target: float) -> float:
@@ -163,8 +258,8 @@ def _next_delta(history: list[tuple[float, float]], target: float) -> float:
     return min(above)[0] - 0.75
 
 
-def _fit_cost(profile: dict, run_dir: Path, target_cost: float) -> None:
-    """Solve the mean completion length that makes the measured episodes cost ``target_cost``.
+def _completion_budget(run_dir: Path, target_cost: float) -> tuple[float] | None:
+    """(tokens per call that make the measured episodes cost ``target_cost``,), None without calls.
 
     Prompt tokens do not depend on this knob (the history holds the visible reply, not
     the billed reasoning tokens), so the completion budget is what is left of the target.
@@ -172,28 +267,51 @@ def _fit_cost(profile: dict, run_dir: Path, target_cost: float) -> None:
     store = RunStore(run_dir)
     cards = store.config()["price_cards"]
     episodes = [e for e in store.episodes() if e["status"] != "failed"]
-    prompt_dollars = 0.0
-    calls = 0
-    out_price = 0.0
+    prompt_dollars, calls, out_price = 0.0, 0, 0.0
     for e in episodes:
         for turn in store.turns(e["episode"]):
             card = cards[turn["model"]]
             prompt_dollars += turn["prompt_tokens"] * card["input_per_mtok"] / 1e6
             out_price = card["output_per_mtok"] / 1e6
             calls += 1
-    if calls and out_price:
-        left = target_cost * len(episodes) - prompt_dollars
-        profile["completion_tokens"] = round(max(20.0, left / out_price / calls), 1)
+    if not (calls and out_price):
+        return None
+    left = target_cost * len(episodes) - prompt_dollars
+    return (max(20.0, left / out_price / calls),)
+
+
+def _fit_costs(
+    profile: dict, out: Path, model: str, cal: Calibration, topics: dict[str, set[str] | None]
+) -> None:
+    """The first split sets the completion length; each further split a verbosity multiplier for its topics."""
+    splits = list(cal.splits)
+    first = _completion_budget(out / splits[0] / model, cal.splits[splits[0]].per_model[model][1])
+    if first is None:
+        return
+    profile["completion_tokens"] = round(first[0], 1)
+    for split in splits[1:]:
+        budget = _completion_budget(out / split / model, cal.splits[split].per_model[model][1])
+        keys = topics[split]
+        if budget is None or keys is None:
+            continue
+        verbosity = dict(profile.get("topic_verbosity") or {})
+        verbosity.update({k: round(budget[0] / first[0], 4) for k in sorted(keys)})
+        profile["topic_verbosity"] = verbosity
 
 
 def data_model(data: dict, name: str) -> dict:
     return next(m for m in data["models"] if m["name"] == name)
 
 
+def _header(text: str) -> str:
+    """The pool file's leading comment lines, kept when the fit rewrites it."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return "".join(lines)
+
+
 def dump(data: dict) -> str:
-    header = (
-        "# The paper's six-model pool with real price cards ($ per 1M tokens, input/output).\n"
-        "# The `simulated` profiles drive the embedded default (SimulatedBackend over the real ScienceWorld engine);\n"
-        "# they are fitted by `harness calibrate --fit` and checked by `harness calibrate`.\n"
-    )
-    return header + yaml.safe_dump(data, sort_keys=False, width=110)
+    return yaml.safe_dump(data, sort_keys=False, width=110)

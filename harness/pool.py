@@ -39,6 +39,7 @@ class SimulatedProfile:
     )
     completion_tokens: float = 150.0
     completion_sigma: float = 0.4
+    topic_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by topic
 
     def __post_init__(self) -> None:
         for topic, p in self.skill.items():
@@ -52,6 +53,9 @@ class SimulatedProfile:
             raise ConfigError(f"error_mix must weigh wasted/invalid/malformed, got {self.error_mix}")
         if self.completion_tokens <= 0:
             raise ConfigError(f"completion_tokens must be positive, got {self.completion_tokens}")
+        for topic, factor in self.topic_verbosity.items():
+            if not factor > 0:
+                raise ConfigError(f"topic_verbosity[{topic!r}] must be positive, got {factor}")
 
     def skill_for(self, topic: str) -> float:
         if topic in self.skill:

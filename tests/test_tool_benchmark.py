@@ -150,7 +150,10 @@ class LookupOracle:
     def next_action(self):
         return Action(tool="lookup", arguments={"key": "a"})
 
-    def submit_action(self):
+    def skill_multiplier(self):
+        return 1.0
+
+    def submit_action(self, answers_correctly):
         return Action(tool="answer", arguments={"value": 42}, submit=True)
 
     def is_critical(self):

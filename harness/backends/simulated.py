@@ -60,7 +60,7 @@ class SimulatedBackend:
         else:
             text, tool_calls = ctx.agent_format.render(chosen, THOUGHTS[kind])
         prompt_tokens = count_messages(messages, tools)
-        mean = self.profile.completion_tokens
+        mean = self.profile.completion_tokens * self.profile.topic_verbosity.get(ctx.oracle.topic(), 1.0)
         sigma = self.profile.completion_sigma
         completion_tokens = max(8, int(rng.lognormal(np.log(mean) - sigma**2 / 2, sigma)))
         return Completion(
@@ -80,15 +80,14 @@ class SimulatedBackend:
         scratch = ctx.scratch
         gold = oracle.next_action()
         if gold is None or rng.random() < self.profile.premature_finish:
-            return "finish", oracle.submit_action()
+            # Whether a submitted answer is right is drawn only if the benchmark asks (an answer, not a declaration).
+            return "finish", oracle.submit_action(lambda: rng.random() < self._answer_skill(oracle))
         if scratch.get(STREAK_KEY, 0) > 0 and rng.random() < self.profile.persistence:
             kind, action = scratch[LAST_ERROR_KEY]
             scratch[STREAK_KEY] += 1
             return kind, action
-        p = self.profile.skill_for(oracle.topic())
         critical = oracle.is_critical()
-        if critical:
-            p *= self.profile.critical_skill
+        p = self._answer_skill(oracle) if critical else self.profile.skill_for(oracle.topic())
         if rng.random() < p:
             scratch[STREAK_KEY] = 0
             return "gold", gold
@@ -96,6 +95,12 @@ class SimulatedBackend:
         scratch[STREAK_KEY] = scratch.get(STREAK_KEY, 0) + 1
         scratch[LAST_ERROR_KEY] = (kind, action)
         return kind, action
+
+    def _answer_skill(self, oracle) -> float:
+        """The chance of getting a critical step right: the topic's skill, the critical discount, the evidence."""
+        return (
+            self.profile.skill_for(oracle.topic()) * self.profile.critical_skill * oracle.skill_multiplier()
+        )
 
     def _mistake(
         self, ctx: CallContext, gold: Action, critical: bool, rng: np.random.Generator

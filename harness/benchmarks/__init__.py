@@ -15,7 +15,11 @@ from harness.registry import Registry
 REGISTRY = Registry(
     kind="benchmark",
     group="routing_harness.benchmarks",
-    builtin={"scienceworld": "harness.benchmarks.scienceworld:ScienceWorld"},
+    builtin={
+        "scienceworld": "harness.benchmarks.scienceworld:ScienceWorld",
+        "hle": "harness.benchmarks.hle:HLE",
+        "hle-real": "harness.benchmarks.hle:HLEReal",
+    },
     base=Benchmark,
 )
 

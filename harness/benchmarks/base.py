@@ -10,6 +10,7 @@ three small interfaces below.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -83,8 +84,12 @@ class Oracle(Protocol):
         """The next useful action, or None when nothing is left to do."""
         ...
 
-    def submit_action(self) -> Action:
-        """What ending the episode looks like now (a declaration or an answer)."""
+    def submit_action(self, answers_correctly: Callable[[], bool]) -> Action:
+        """What ending the episode now looks like: a declaration, or an answer (right if ``answers_correctly()``)."""
+        ...
+
+    def skill_multiplier(self) -> float:
+        """How the history so far changes any model's chance at a critical step (1.0: it does not)."""
         ...
 
     def is_critical(self) -> bool:

@@ -47,7 +47,10 @@ class CounterEnv:
     def next_action(self):
         return Action("inc") if self.count < self.target else None
 
-    def submit_action(self):
+    def skill_multiplier(self):
+        return 1.0
+
+    def submit_action(self, answers_correctly):
         return Action("done", submit=True)
 
     def is_critical(self):

@@ -18,9 +18,10 @@ import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, Protocol
+from typing import Literal
 
-from harness.types import CallContext, Charge, Completion, Message, ModelCard
+from harness.protocols import ModelBackend
+from harness.types import CallContext, Charge, Message
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Verdict:
         if self.judge == RuleJudge.name:
             return None
         return Charge(
-            kind="judge",  # type: ignore[arg-type]  # "judge" joins Charge.kind in the plug-in redesign
+            kind="judge",
             model=self.judge,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
@@ -208,12 +209,6 @@ _JUDGE_LINE = re.compile(
     r"^[ \t>*_#-]*(extracted[ _]final[ _]answer|reasoning|correct|confidence)[ \t*_]*:[ \t*_]*(.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
-
-
-class ModelBackend(Protocol):
-    card: ModelCard
-
-    def complete(self, messages: list[Message], ctx: CallContext) -> Completion: ...
 
 
 @dataclass(frozen=True)

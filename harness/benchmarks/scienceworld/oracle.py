@@ -53,8 +53,12 @@ class GoldOracle:
     def next_action(self) -> Action | None:
         return Action(self._actions[self._progress]) if self._progress < len(self._actions) else None
 
-    def submit_action(self) -> Action:
+    def submit_action(self, answers_correctly: Callable[[], bool]) -> Action:
+        """Declaring the task done; the engine's score says whether it was."""
         return Action(FINISH, submit=True)
+
+    def skill_multiplier(self) -> float:
+        return 1.0
 
     def progress(self) -> int:
         return self._progress
