@@ -81,7 +81,7 @@ def check_format_version(root: Path, config: dict[str, Any]) -> None:
     if found != FORMAT_VERSION:
         raise TrajectoryError(
             f"run directory {root} has trajectory format version {found}; this harness reads version "
-            f"{FORMAT_VERSION} (rerun it into a new directory)"
+            f"{FORMAT_VERSION} (convert it: harness import run {root} NEW_DIR)"
         )
 
 

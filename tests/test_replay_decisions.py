@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import Limits
 from harness.errors import ConfigError
 from harness.pool import load_pool
 from harness.replay.decisions import (
@@ -69,10 +70,10 @@ def test_turn_state_is_rebuilt_from_the_log_with_documented_defaults():
     assert len(state.history) == 2 + 2 * 3
     assert state.dollars_spent == pytest.approx(0.01 + 0.02 + 0.03)
     assert (state.last_action_valid, state.consecutive_errors) == (False, 2)
-    assert (state.budget_dollars, state.max_turns) == (2.0, 50)  # the harness's Limits defaults
+    assert (state.budget_dollars, state.max_turns) == (2.0, 50)  # the benchmark plug-in's limits
     assert [c.name for c in state.candidates] == NAMES
     # A turn whose validity was not logged counts as valid.
-    after_unknown = turn_state(EPISODE, 5, CARDS, StateDefaults(budget_dollars=1.0, max_turns=6))
+    after_unknown = turn_state(EPISODE, 5, CARDS, StateDefaults(Limits(max_turns=6, budget_dollars=1.0)))
     assert (after_unknown.last_action_valid, after_unknown.consecutive_errors, after_unknown.max_turns) == (
         True,
         0,
@@ -82,7 +83,7 @@ def test_turn_state_is_rebuilt_from_the_log_with_documented_defaults():
 
 def test_heuristic_router_replayed_on_logged_states():
     router = router_function(make_router("heuristic", {}, NAMES), seed=0)
-    replay = replay_decisions([EPISODE], router, CARDS, StateDefaults(max_turns=6))
+    replay = replay_decisions([EPISODE], router, CARDS, StateDefaults(Limits(max_turns=6)))
     picks = [d.picked_model for d in replay.decisions]
     # Strong model at turn 0 and after each invalid turn; the value model from 2/3 of the limit on.
     assert picks[0] == picks[2] == picks[3] == "gpt-5"

@@ -8,6 +8,7 @@ agent loop on the real ScienceWorld engine, because v1 is what this project wrot
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,8 +176,10 @@ def test_generic_jsonl_counts_and_reasons(tmp_path):
 
 @pytest.fixture(scope="module")
 def v1_run(env, tmp_path_factory) -> Path:
-    """A real v1 run directory: the agent loop on ScienceWorld, then the odd files a real run leaves."""
-    root = tmp_path_factory.mktemp("v1") / "run"
+    """A v1 run directory: a real run of the agent loop on ScienceWorld, written back in the v1 format
+    (no per-turn messages, no task description, no judge cost), then the odd files a real run leaves.
+    The v2 original is kept beside it so tests can check that the rebuilt messages are the real ones."""
+    root = tmp_path_factory.mktemp("v1")
     config = RunConfig(
         router=RouterSpec("sticky-random", {"switch_prob": 0.3}),
         split="train",
@@ -184,11 +187,27 @@ def v1_run(env, tmp_path_factory) -> Path:
         seed=0,
         limits=Limits(max_turns=8),
     )
-    batch = prepare(config, root)
-    player = Player(config, root, env)
+    original = root / "v2"
+    batch = prepare(config, original)
+    player = Player(config, original, env)
     for task in batch.pending[:3]:
         batch.store.record_episode(player.play(task))
-    assert batch.store.config()["format_version"] == 1
+    run = root / "run"
+    shutil.copytree(original, run)
+    config_file = run / "config.json"
+    write_json_atomic(config_file, json.loads(config_file.read_text()) | {"format_version": 1})
+    episodes = run / "episodes.jsonl"
+    episodes.write_text("".join(
+        json.dumps({k: v for k, v in json.loads(line).items() if k != "judge_cost"}) + "\n"
+        for line in episodes.read_text().splitlines()
+    ))  # fmt: skip
+    for turns in (run / "turns").glob("*.jsonl"):
+        turns.write_text("".join(
+            json.dumps({k: v for k, v in json.loads(line).items() if k not in ("messages", "task_description")}) + "\n"
+            for line in turns.read_text().splitlines()
+        ))  # fmt: skip
+    assert json.loads(config_file.read_text())["format_version"] == 1
+    root = run
     # A failed episode, an interrupted attempt kept aside, and a turn file whose episode never finished.
     append_line(
         root / "episodes.jsonl", {"episode": "scienceworld/boil/9", "status": "failed", "error": "JVM died"}
@@ -201,8 +220,8 @@ def v1_run(env, tmp_path_factory) -> Path:
 def test_v1_run_is_rebuilt_as_the_agent_loop_saw_it(v1_run, tmp_path):
     episodes, reports, _ = read_run_dir(v1_run)
     assert len(episodes) == 3
-    # The learned routers' training replay gives the same histories, turn by turn.
-    samples = {(s.episode, s.turn): s for s in load_samples([v1_run])}
+    # The histories rebuilt from v1 lines are the ones the real loop logged in format 2, turn by turn.
+    samples = {(s.episode, s.turn): s for s in load_samples([v1_run.parent / "v2"])}
     assert len(samples) == sum(len(e.turns) for e in episodes)
     for episode in episodes:
         for turn in episode.turns:
@@ -230,7 +249,7 @@ def test_v1_to_v2_round_trip_keeps_every_field(v1_run, tmp_path):
     v2 = RunStore(tmp_path / "v2")
     config = v2.config()
     assert config["format_version"] == 2 and config["imported_from"]["format_version"] == 1
-    assert config["run"] == RunStore(v1_run).config()["run"]
+    assert config["run"] == json.loads((v1_run / "config.json").read_text())["run"]
     old = RunStore(v1_run)
     for record in old.episodes():
         if record.get("status") == "failed":
@@ -239,18 +258,24 @@ def test_v1_to_v2_round_trip_keeps_every_field(v1_run, tmp_path):
         assert next(e for e in v2.episodes() if e["episode"] == record["episode"]) == record | {
             "judge_cost": 0.0
         }
-        for before, after in zip(old.turns(record["episode"]), v2.turns(record["episode"]), strict=True):
-            assert {k: v for k, v in after.items() if k != "messages"} == before
-            assert after["messages"] == [
-                {"role": "assistant", "content": before["output"]},
-                {
-                    "role": "user",
-                    "content": f"Observation: {before['observation']}\nScore: {before['score']:g}",
-                },
-            ]
+        real = RunStore(v1_run.parent / "v2").turns(record["episode"])
+        for before, after, logged in zip(
+            old.turns(record["episode"]), v2.turns(record["episode"]), real, strict=True
+        ):
+            assert {k: v for k, v in after.items() if k not in ("messages", "task_description")} == before
+            # The rebuilt messages and task description are what the real loop wrote in format 2.
+            assert after["messages"] == logged["messages"]
+            assert after["task_description"] == logged["task_description"]
     again, _, _ = read_run_dir(tmp_path / "v2")
     first, _, _ = read_run_dir(v1_run)
-    assert [(e.episode, e.turns) for e in again] == [(e.episode, e.turns) for e in first]
+
+    def shape(episodes):
+        return [
+            (e.episode, [(t.turn, t.model, t.propensity, t.dollars, t.messages) for t in e.turns])
+            for e in episodes
+        ]
+
+    assert shape(again) == shape(first)
     # The learned routers' loader still reads the imported directory.
     assert len(load_samples([tmp_path / "v2"])) == sum(len(e.turns) for e in first)
 

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.benchmarks import get_benchmark
 from harness.config import Limits
 from harness.errors import ConfigError
-from harness.replay.logged import LoggedEpisode
+from harness.replay.logged import LoggedEpisode, task_description
 from harness.types import ModelCard, TurnState
 from routers.base import Router
-
-_TASK_PREFIX, _OBSERVATION_SEPARATOR = "Task: ", "\n\nObservation: "
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,7 @@ RouterFunction = Callable[[TurnState], RouterPick]
 class StateDefaults:
     """Values for TurnState fields that a log does not record."""
 
-    budget_dollars: float = Limits().budget_dollars
-    max_turns: int = Limits().max_turns
+    limits: Limits | None = None  # None: the benchmark plug-in's default limits
 
 
 def router_function(router: Router, seed: int = 0) -> RouterFunction:
@@ -63,13 +61,6 @@ def router_function(router: Router, seed: int = 0) -> RouterFunction:
     return pick
 
 
-def task_description(episode: LoggedEpisode) -> str:
-    first_user = next((m.content for m in episode.initial_messages if m.role == "user"), "")
-    if first_user.startswith(_TASK_PREFIX) and _OBSERVATION_SEPARATOR in first_user:
-        return first_user[len(_TASK_PREFIX) :].split(_OBSERVATION_SEPARATOR, 1)[0]
-    return first_user
-
-
 def turn_state(
     episode: LoggedEpisode,
     turn: int,
@@ -78,6 +69,7 @@ def turn_state(
 ) -> TurnState:
     """What the router saw, or would have seen, before logged turn ``turn`` of ``episode``."""
     earlier = episode.turns[:turn]
+    limits = (defaults.limits or Limits()).over(get_benchmark(episode.benchmark).limits)
     consecutive_errors = 0
     for previous in reversed(earlier):
         if previous.valid is not False:
@@ -91,8 +83,8 @@ def turn_state(
         history=[m.to_message() for m in episode.turns[turn].history],
         turn=turn,
         dollars_spent=sum(t.dollars for t in earlier),
-        budget_dollars=defaults.budget_dollars,
-        max_turns=defaults.max_turns,
+        budget_dollars=limits.budget_dollars,
+        max_turns=limits.max_turns,
         candidates=list(candidates),
         last_action_valid=not earlier or earlier[-1].valid is not False,
         consecutive_errors=consecutive_errors,

@@ -49,9 +49,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.benchmarks.scienceworld.prompt import observation_message  # v1 runs were all ScienceWorld
 from harness.errors import ConfigError, TrajectoryError
-from harness.prompt import observation_message
-from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories
+from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories, task_description
 from harness.replay.redact import redact
 from harness.trajectory import (
     CONFIG_FILE,
@@ -249,8 +249,14 @@ def _check_history(turns: tuple[LoggedTurn, ...], records: list[dict[str, Any]],
 def read_run_dir(run_dir: Path) -> tuple[list[LoggedEpisode], list[FileReport], dict[str, Any]]:
     """Every finished episode of one of our run directories (format version 1 or 2)."""
     run_dir = Path(run_dir)
-    config = RunStore(run_dir).config()
-    version = config.get("format_version")
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        raise TrajectoryError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise TrajectoryError(f"corrupt run config {path}") from None
+    version = config.get("format_version", 1)
     if version not in READABLE_VERSIONS:
         raise TrajectoryError(
             f"{run_dir}: format_version {version!r} is not one this importer reads "
@@ -678,6 +684,9 @@ def turn_line(episode: LoggedEpisode, turn: LoggedTurn) -> dict[str, Any]:
         "turn": turn.turn,
         "history_len": len(turn.history),
         "initial_messages": [m.to_record() for m in episode.initial_messages] if turn.turn == 0 else None,
+        "task_description": (turn.extra.get("task_description") or task_description(episode))
+        if turn.turn == 0
+        else None,
         "model": turn.model,
         "propensity": turn.propensity,
         "prompt_tokens": turn.prompt_tokens,

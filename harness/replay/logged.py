@@ -6,8 +6,8 @@ replay never see where a log came from. Each turn carries the history the router
 before it, rebuilt once at import, so replaying a router needs no engine.
 
 The core's ``harness.types.Message`` is being widened to tool calls; until it is, the
-log keeps its own :class:`LoggedMessage` (same fields as the planned core type) and
-:meth:`LoggedMessage.to_message` passes on the fields the core's ``Message`` has.
+log keeps its own :class:`LoggedMessage` (the core's ``Message`` fields, validated as they are
+read) and :meth:`LoggedMessage.to_message` turns it into the core type.
 """
 
 from __future__ import annotations
@@ -80,17 +80,8 @@ class LoggedMessage:
         )
 
     def to_message(self) -> Message:
-        """The core's message type, with the fields it has (role and content today)."""
-        known = {f.name for f in dataclasses.fields(Message)}
-        values = {
-            "role": self.role,
-            "content": self.content,
-            "tool_call_id": self.tool_call_id,
-            "name": self.name,
-        }
-        if "tool_calls" in known:
-            values["tool_calls"] = self.tool_calls
-        return Message(**{k: v for k, v in values.items() if k in known})
+        """The core's message type (tool calls and tool-call ids included)."""
+        return Message.from_dict(self.to_record())
 
 
 @dataclass(frozen=True)
@@ -171,3 +162,17 @@ def link_histories(initial: Sequence[LoggedMessage], turns: Sequence[LoggedTurn]
         linked.append(dataclasses.replace(turn, history=tuple(history)))
         history.extend(turn.messages)
     return tuple(linked)
+
+
+_TASK_PREFIX, _OBSERVATION_SEPARATOR = "Task: ", "\n\nObservation: "
+
+
+def task_description(episode: LoggedEpisode) -> str:
+    """The task text: logged on turn 0 (format 2), else read from a ScienceWorld-style first user message."""
+    logged = episode.turns[0].extra.get("task_description") if episode.turns else None
+    if logged:
+        return logged
+    first_user = next((m.content for m in episode.initial_messages if m.role == "user"), "")
+    if first_user.startswith(_TASK_PREFIX) and _OBSERVATION_SEPARATOR in first_user:
+        return first_user[len(_TASK_PREFIX) :].split(_OBSERVATION_SEPARATOR, 1)[0]
+    return first_user
