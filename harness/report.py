@@ -18,6 +18,7 @@ from harness.plots import pareto_plot, usage_heatmap
 from harness.results import (
     benchmark_definition,
     best_single,
+    episodes,
     family_summaries,
     finished_splits,
     headline_points,
@@ -173,6 +174,20 @@ def switching_section(shown: pd.DataFrame) -> list[str]:
     return _table(header, body)
 
 
+def benchmark_section(
+    bench_dir: Path, definition: dict, shown: pd.DataFrame, single: str | None
+) -> list[str]:
+    """The benchmark plug-in's own table (HLE: the paper's accuracy/calibration layout), if it has one."""
+    from harness.benchmarks import get_benchmark
+
+    name = definition.get("benchmark") or (definition.get("definition") or {}).get("benchmark")
+    if not name:
+        return []
+    return get_benchmark(name).report_section(
+        episodes(bench_dir), list(dict.fromkeys(shown["point"])), single
+    )
+
+
 def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path:
     """Write ``reports_dir/<bench>.md`` and its figures in ``reports_dir/<bench>/``; returns the Markdown path."""
     bench_dir = Path(bench_dir)
@@ -220,6 +235,9 @@ def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path
         else:
             notes.append("No tuned λ recorded in benchmark.json, so every λ of each sweep is a row.")
     lines += [" ".join(notes), "", *comparison_section(points, shown, single, score_digits), ""]
+    extra = benchmark_section(bench_dir, definition, shown, single)
+    if extra:
+        lines += extra
 
     lines += ["## Score-cost frontier", ""]
     for split in finished_splits(points):

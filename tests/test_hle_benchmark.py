@@ -186,3 +186,27 @@ def test_hle_real_without_the_dataset_says_how_to_provide_it(monkeypatch):
     real = type(get_benchmark("hle-real"))()
     with pytest.raises(ConfigError, match="HARNESS_HLE_DATASET"):
         real.load_split()
+
+
+def test_report_section_uses_the_paper_layout_with_calibration_error_and_judge_cost():
+    import pandas as pd
+
+    from harness.benchmarks.hle.report import hle_section
+
+    rows = []
+    for point, right in (("single:gpt-5", 40), ("mtrouter@lam=0", 30)):
+        for split, n in (("test_id", 100), ("test_ood", 50)):
+            for i in range(n):
+                correct = i < right * n // 100
+                rows.append({
+                    "point": point, "split": split, "status": "submitted", "score": float(correct),
+                    "cost": 0.2 if point == "single:gpt-5" else 0.05, "judge_cost": 0.001,
+                    "score_details": {"confidence": 0.9, "correct": correct},
+                })  # fmt: skip
+    lines = hle_section(pd.DataFrame(rows), ["single:gpt-5", "mtrouter@lam=0"], "single:gpt-5")
+    gpt5, mt = lines[2].split(" | "), lines[3].split(" | ")
+    assert gpt5[1].startswith("40.0 [") and gpt5[2] == "20.00" and gpt5[4] == "10.00"
+    assert mt[5] == "-10.0" and mt[6] == "25%"
+    # 100 test questions at stated confidence 90%: one bin, |0.9 - 0.4| = 50 points
+    assert gpt5[7] == "50.0" and mt[7] == "60.0"
+    assert gpt5[8].startswith("0.150")

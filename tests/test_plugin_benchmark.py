@@ -144,3 +144,32 @@ def test_benchmark_definition_is_validated_before_any_episode(pool_file, tmp_pat
     result = CliRunner().invoke(app, ["benchmark", str(path), "--results", str(tmp_path / "results")])
     assert result.exit_code == 2 and "'random' is not a trainable router family" in result.output
     assert not (tmp_path / "results" / "bad" / "data").exists()
+
+
+def test_run_config_file_merges_with_explicit_options(pool_file, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "router": {"name": "single", "params": {"model": "sloppy"}}, "benchmark": "counter", "pool": pool_file,
+        "split": "val", "limits": {"max_turns": 5},
+    }))  # fmt: skip
+    out = tmp_path / "run"
+    argv = [
+        "run",
+        "--config",
+        str(config),
+        "--split",
+        "test_id",
+        "--budget",
+        "0.5",
+        "-p",
+        "model=careful",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    run = RunStore(out).config()["run"]
+    assert run["split"] == "test_id" and run["benchmark"] == "counter"  # the option wins, the file fills in
+    assert run["router"] == {"name": "single", "params": {"model": "careful"}}
+    assert run["limits"] == {"max_turns": 5, "budget_dollars": 0.5}
+    assert {e["split"] for e in RunStore(out).episodes()} == {"test_id"}

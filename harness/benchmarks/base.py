@@ -174,6 +174,10 @@ class Benchmark(abc.ABC):
         """Whether a logged turn's action failed (drives the annealed error cost in training)."""
         return turn.get("error") is not None
 
+    def report_section(self, episodes, points: list[str], single: str | None) -> list[str]:
+        """Markdown lines of the benchmark's own report table for these operating points (none by default)."""
+        return []
+
     @property
     def reference_point(self) -> dict[str, float]:
         return {"score": float(self.score_range[0]), "cost": self.reference_cost}

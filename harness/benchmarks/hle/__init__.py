@@ -125,6 +125,21 @@ class HLE(Benchmark):
             submit=True,
         )
 
+    def report_section(self, episodes, points: list[str], single: str | None) -> list[str]:
+        from harness.benchmarks.hle.report import hle_section
+
+        return [
+            "## The paper's HLE layout",
+            "",
+            "On the offline stand-in bank (synthetic, not Humanity's Last Exam): accuracy counts every question "
+            "(a failed episode is wrong) with a Wilson 95% interval; cost is the routed total over the split, the "
+            "judge's cost apart; calibration error is the RMS gap between stated confidence and accuracy over "
+            "bins of 100 questions, undefined under 100.",
+            "",
+            *hle_section(episodes, points, single),
+            "",
+        ]
+
 
 class HLEReal(HLE):
     """The real dataset from ``HARNESS_HLE_DATASET``; never downloaded, never stored by the harness."""
