@@ -37,8 +37,13 @@ from routers.learned.dataset import (
     load_samples,
     split_episodes,
 )
-from routers.learned.embedding import CachedEmbedder, SentenceTransformerEmbedder
-from routers.learned.encoder_spec import build_encoder, check_encoder, default_cache_dir, encoder_config
+from routers.learned.encoder_spec import (
+    DEFAULT_EMBEDDER,
+    build_encoder,
+    check_encoder,
+    encoder_config,
+    named_encoder,
+)
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.value_model import ValueModel, load_value_model, model_class
 
@@ -168,11 +173,8 @@ def pool_cards(pool: str | Path | list[ModelCard] | None, run_dirs: Sequence[Pat
     return cards
 
 
-def default_encoder(mode: str, cache_dir: str | Path | None) -> HistoryEncoder:
-    embedder = CachedEmbedder(
-        SentenceTransformerEmbedder(torch_threads=2), Path(cache_dir) if cache_dir else default_cache_dir()
-    )
-    return HistoryEncoder(embedder, mode=mode)  # type: ignore[arg-type]
+def default_encoder(mode: str, cache_dir: str | Path | None, embedder: str | None = None) -> HistoryEncoder:
+    return named_encoder(embedder or DEFAULT_EMBEDDER, mode, cache_dir, threads=2)  # type: ignore[arg-type]
 
 
 def target_options(
@@ -218,6 +220,7 @@ def train_router(
     encoder: HistoryEncoder | None = None,
     cache_dir: str | Path | None = None,
     mode: str = "incremental",
+    embedder: str | None = None,
     error_weight: float | None = None,
     weight_clip: float | None = None,
     score_target: str | None = None,
@@ -261,9 +264,9 @@ def train_router(
             )
     if encoder is None:
         encoder = (
-            build_encoder(previous.encoder, cache_dir, torch_threads=2)
+            build_encoder(previous.encoder, cache_dir, torch_threads=2, embedder=embedder)
             if previous
-            else default_encoder(mode, cache_dir)
+            else default_encoder(mode, cache_dir, embedder)
         )
     elif previous is not None:
         assert previous.encoder is not None

@@ -33,10 +33,12 @@ class ValueRouter(Router):
         cache_dir: str | None = None,
         allow_new_models: bool = False,
         encoder: HistoryEncoder | None = None,
+        embedder: str | None = None,
     ):
         """``cache_dir`` holds the embedding cache shared with training (default: the user cache);
         ``encoder`` replaces the one rebuilt from the checkpoint (it must produce the same vectors);
-        ``allow_new_models`` lets a metadata-based model score candidates it was not trained on.
+        ``allow_new_models`` lets a metadata-based model score candidates it was not trained on;
+        ``embedder`` names the embedder the checkpoint must have been trained with (a one-line error if not).
         """
         if lam < 0:
             raise ConfigError(f"router {self.name!r}: lam must be >= 0, got {lam}")
@@ -45,7 +47,7 @@ class ValueRouter(Router):
         self.model = self.model_class.load(self.checkpoint, allow_new_models=allow_new_models)
         assert self.model.encoder is not None
         if encoder is None:
-            encoder = build_encoder(self.model.encoder, cache_dir)
+            encoder = build_encoder(self.model.encoder, cache_dir, embedder=embedder)
         else:
             check_encoder(self.model.encoder, encoder)
         self.encoder = encoder

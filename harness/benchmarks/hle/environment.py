@@ -180,5 +180,7 @@ class StandInOracle:
             number = float(answer)
         except ValueError:
             return [f"not {answer}", answer[::-1] or "none", "unknown"]
+        # Far from the answer, so that no judge tolerance (numeric or rounding) can take one for it.
         value = int(number) if number.is_integer() else number
-        return [str(value + 1), str(value * 2), str(value - 1)]
+        candidates = (value * 2 + 7, -value - 3, value * 3 + 11, value + 1000)
+        return [str(c) for c in candidates if abs(c - number) > 1e-3 * max(1.0, abs(number))][:3]
