@@ -461,6 +461,33 @@ def replay(
     print(evaluation.render())
 
 
+@app.command("replay-agreement")
+@one_line_errors
+def replay_agreement(
+    bench_dir: Annotated[Path, typer.Argument(help="A benchmark's results directory, e.g. results/quick")],
+    reports: Annotated[Path, typer.Option(help="Where <bench>-replay.md goes")] = Path("reports"),
+    estimators: Annotated[str, typer.Option(help="Comma-separated estimators")] = "dm,wpdis,dr",
+    sources: Annotated[str, typer.Option(help="fixed (fixed routers, same split), data (exploration)")] = (
+        "fixed,data"
+    ),
+    clip: Annotated[float | None, typer.Option(help="Cap on cumulative importance weights")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
+) -> None:
+    """Each learned operating point's offline estimate (with interval) beside its live result."""
+    from harness.replay.agreement import write_agreement_report
+    from harness.replay.ope import OPEConfig
+
+    path, _ = write_agreement_report(
+        bench_dir,
+        reports,
+        [e.strip() for e in estimators.split(",") if e.strip()],
+        [s.strip() for s in sources.split(",") if s.strip()],
+        OPEConfig(clip=clip, n_bootstrap=bootstrap),
+    )
+    print(path.read_text())
+    print(path)
+
+
 def main() -> None:
     app()
 

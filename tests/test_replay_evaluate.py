@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from harness.replay.importers import write_run
 from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories
 from harness.replay.ope import FQEConfig, OPEConfig
 from harness.replay.policies import episode_key, policy_table
+from harness.trajectory import read_lines
 from harness.types import Decision
 from routers import make_router
 from routers.base import Router
@@ -215,3 +217,45 @@ def test_replay_and_import_commands(tmp_path):
     assert bad.exit_code == 2 and "unknown estimator 'xx'" in bad.output
     bad = runner.invoke(app, ["import", "nope", str(run), str(tmp_path / "x")])
     assert bad.exit_code == 2 and "import kind 'nope'" in bad.output
+
+
+def _relabel(run: Path, router: dict, pool: str = "paper6") -> Path:
+    path = run / "config.json"
+    config = json.loads(path.read_text())
+    config["run"] |= {"router": router, "pool": pool}
+    path.write_text(json.dumps(config))
+    return run
+
+
+def test_replay_agreement_table_for_a_small_benchmark_directory(tmp_path, monkeypatch):
+    """A results directory with exploration data, two fixed routers and one learned point on one split."""
+    helper = {"boil": "gpt-5", "grow-plant": "minimax-m2"}
+    bench = tmp_path / "results" / "tiny"
+    data = write_synthetic_run(bench / "data" / "explore", CARDS, helper, episodes_per_task=6, seed=0)
+    _relabel(data, {"name": "random", "params": {}})
+    split = bench / "runs" / "test"
+    fixed = write_synthetic_run(split / "random", CARDS, helper, episodes_per_task=3, seed=1)
+    _relabel(fixed, {"name": "random", "params": {}})
+    encoder = hashing_encoder(tmp_path / "cache")
+    monkeypatch.setattr("routers.learned.value_router.build_encoder", lambda config, cache_dir: encoder)
+    train_router("ridge", [data], bench / "models" / "ridge", pool=CARDS, lam=0.0, encoder=encoder, seed=0)
+    point = write_synthetic_run(split / "ridge@lam=0", CARDS, helper, episodes_per_task=3, seed=2)
+    spec = {"name": "ridge", "params": {"checkpoint": str(bench / "models" / "ridge"), "lam": 0.0}}
+    _relabel(point, spec)
+    result = CliRunner().invoke(
+        app, ["replay-agreement", str(bench), "--reports", str(tmp_path / "reports"), "--bootstrap", "50"]
+    )
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "reports" / "tiny-replay.md").read_text()
+    assert "## Source: fixed" in report and "## Source: data" in report
+    rows = [line for line in report.splitlines() if line.startswith("| test | ridge@lam=0 |")]
+    assert len(rows) == 6  # two sources, three estimators
+    live = read_lines(point / "episodes.jsonl")
+    assert f"| {np.mean([e['score'] for e in live]):.1f} |" in rows[0]
+    # The fixed-source dr row is the estimate evaluate_router gives on the random run.
+    expected = evaluate_router(
+        RouterSpec(spec["name"], spec["params"]), load_logs([fixed]), CARDS, ["dr"], OPEConfig(n_bootstrap=50)
+    ).estimates["dr"]
+    dr_row = next(r for r in rows if "| dr |" in r)
+    assert f"{expected.score.value:.1f} [{expected.score.low:.1f}, {expected.score.high:.1f}]" in dr_row
+    assert "| dm | 1/1 |" in report or "| dm | 0/1 |" in report
