@@ -488,6 +488,20 @@ def replay_agreement(
     print(path)
 
 
+@app.command("replay-benchmark")
+@one_line_errors
+def replay_benchmark(
+    definition: Annotated[Path, typer.Argument(help="Replay benchmark YAML (see harness.replay.benchmark)")],
+    reports: Annotated[Path, typer.Option(help="Where <name>-offline.md goes")] = Path("reports"),
+) -> None:
+    """Evaluate routers offline on the logged runs a replay definition names; write the Markdown report."""
+    from harness.replay.benchmark import write_replay_benchmark
+
+    path, _ = write_replay_benchmark(definition, reports)
+    print(path.read_text())
+    print(path)
+
+
 def main() -> None:
     app()
 

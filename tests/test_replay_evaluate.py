@@ -259,3 +259,37 @@ def test_replay_agreement_table_for_a_small_benchmark_directory(tmp_path, monkey
     dr_row = next(r for r in rows if "| dr |" in r)
     assert f"{expected.score.value:.1f} [{expected.score.low:.1f}, {expected.score.high:.1f}]" in dr_row
     assert "| dm | 1/1 |" in report or "| dm | 0/1 |" in report
+
+
+def test_replay_benchmark_definition_and_report(tmp_path):
+    n = len(NAMES)
+    single = [logged(f"a{i}", 40.0 + i, ["gpt-5", "gpt-5"], 1.0) for i in range(3)]
+    uniform = [logged(f"b{i}", 10.0 * i, ["gpt-5", "minimax-m2"], 1 / n) for i in range(3)]
+    run_dir(tmp_path / "logs" / "single", {"name": "single", "params": {"model": "gpt-5"}}, single)
+    run_dir(tmp_path / "logs" / "random", {"name": "random", "params": {}}, uniform)
+    (tmp_path / "def.yaml").write_text(
+        "name: tiny-offline\n"
+        "data: [logs/*]\n"
+        "routers:\n"
+        "  - {name: single, params: {model: gpt-5}}\n"
+        "  - {name: single, params: {model: minimax-m2}}\n"
+        "estimators: [tis, wpdis]\n"
+        "bootstrap: 50\n"
+        "min_ess: 2\n"
+    )
+    result = CliRunner().invoke(
+        app, ["replay-benchmark", str(tmp_path / "def.yaml"), "--reports", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "tiny-offline-offline.md").read_text()
+    assert "**Every number in this report is an offline estimate**" in report
+    assert "mixture of 2 logging routers" in report
+    rows = [line for line in report.splitlines() if line.startswith("| single:")]
+    assert [r.split(" | ")[1] for r in rows] == ["tis", "wpdis", "tis", "wpdis"]
+    # Only the single-model episodes have weight for single:gpt-5 at the last turn, all the same one.
+    assert "| single:gpt-5 | wpdis | 41.00 [" in report
+    assert "## Offline frontier (wpdis estimates)" in report and "Hypervolume" in report
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: [nowhere/*]\nrouters: [{name: random}]\n")
+    result = CliRunner().invoke(app, ["replay-benchmark", str(bad)])
+    assert result.exit_code == 2 and "matches no run directory" in result.output
