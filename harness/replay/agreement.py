@@ -214,7 +214,9 @@ def render_markdown(bench: str, rows: Sequence[AgreementRow], clip: float | None
         "with a 95% bootstrap interval; an untrusted estimate (ESS below the threshold, or undefined) has its "
         "interval widened to the whole range the logs speak to. Live: the operating point's own episodes "
         "(mean score; mean model dollars per episode). "
-        f"Weight clip: {clip if clip is not None else 'none'}.",
+        f"Weight clip: {clip if clip is not None else 'none'}. The direct method's (dm) interval resamples "
+        "episodes with the value model held fixed, so it omits the model's own bias: read its 'inside' "
+        "count as a test of that model, not of the interval's width.",
         "",
     ]
     for source in dict.fromkeys(r.source for r in rows):

@@ -39,16 +39,18 @@ import numpy as np
 from harness.benchmarks import get_benchmark
 from harness.config import Limits, RouterSpec
 from harness.errors import ConfigError
-from harness.replay.decisions import EpisodeStates, StateDefaults
 from harness.replay.importers import FileReport, read_run_dir
 from harness.replay.logged import LoggedEpisode
 from harness.replay.ope import (
     ESTIMATORS,
     NEEDS_Q,
+    ActionValues,
     FeatureFunction,
+    FittedQ,
     FQEConfig,
     OPEConfig,
     PolicyEstimate,
+    QFunction,
     evaluate_policy,
     fit_fqe,
 )
@@ -193,20 +195,22 @@ def state_features(
     cache: dict[tuple[str, str], np.ndarray] = {}
 
     def episode_rows(episode: LoggedEpisode) -> np.ndarray:
-        states = EpisodeStates(episode, StateDefaults(limits.get(episode.source)))
+        bound = (limits.get(episode.source) or Limits()).over(get_benchmark(episode.benchmark).limits)
+        assert bound.max_turns is not None and bound.budget_dollars is not None
         rows = np.zeros((len(episode.turns), 5 + len(pool) + 1))
-        score_before = 0.0
+        score_before, spent, errors = 0.0, 0.0, 0
         for t, turn in enumerate(episode.turns):
-            state = states.state(t, ())
-            rows[t, 0] = t / state.max_turns
+            rows[t, 0] = t / bound.max_turns
             rows[t, 1] = score_before / span
-            rows[t, 2] = state.dollars_spent / state.budget_dollars
-            rows[t, 3] = float(state.last_action_valid)
-            rows[t, 4] = min(state.consecutive_errors, 3) / 3
+            rows[t, 2] = spent / bound.budget_dollars
+            rows[t, 3] = float(errors == 0)
+            rows[t, 4] = min(errors, 3) / 3
             if t > 0 and episode.turns[t - 1].model in index:
                 rows[t, 5 + index[episode.turns[t - 1].model]] = 1.0
             rows[t, -1] = float(t == 0)
             score_before = float(turn.extra.get("score") or 0.0)
+            spent += turn.dollars
+            errors = errors + 1 if turn.valid is False else 0
         return rows
 
     def features(episode: LoggedEpisode, turn: int) -> np.ndarray:
@@ -216,6 +220,22 @@ def state_features(
         return cache[key][turn]
 
     return features
+
+
+def _tabled(fitted: FittedQ, episodes: Sequence[LoggedEpisode], features: FeatureFunction) -> QFunction:
+    """FQE's predictions at every logged state in one batch, looked up per state."""
+    x = np.stack([features(e, t) for e in episodes for t in range(len(e.turns))])
+    predicted = fitted.predict(x)
+    tables, start = {}, 0
+    for e in episodes:
+        tables[episode_key(e)] = predicted[start : start + len(e.turns)]
+        start += len(e.turns)
+
+    def q(episode: LoggedEpisode, turn: int) -> ActionValues:
+        row = tables[episode_key(episode)][turn]
+        return ActionValues(score=row[:, 0], cost=row[:, 1])
+
+    return q
 
 
 @dataclass(frozen=True)
@@ -231,19 +251,19 @@ class Agreement:
 def agreement(table: PolicyTable, episodes: Sequence[LoggedEpisode]) -> Agreement:
     logged = np.concatenate([table.logged_probability(e) for e in episodes])
     mass = np.concatenate([table.probabilities[episode_key(e)] for e in episodes]).mean(axis=0)
-    advantages: list[float] = []
+    advantages = np.zeros(0)
     if table.router_scores is not None:
         index = {name: i for i, name in enumerate(table.pool)}
-        for e in episodes:
-            scores, probabilities = table.router_scores[episode_key(e)], table.probabilities[episode_key(e)]
-            for t, turn in enumerate(e.turns):
-                pick, own = int(np.argmax(probabilities[t])), index[turn.model]
-                if np.isfinite(scores[t, pick]) and np.isfinite(scores[t, own]):
-                    advantages.append(float(scores[t, pick] - scores[t, own]))
+        scores = np.concatenate([table.router_scores[episode_key(e)] for e in episodes])
+        picks = np.concatenate([table.probabilities[episode_key(e)] for e in episodes]).argmax(axis=1)
+        own = np.array([index[t.model] for e in episodes for t in e.turns])
+        rows = np.arange(len(own))
+        advantages = scores[rows, picks] - scores[rows, own]
+        advantages = advantages[np.isfinite(advantages)]
     return Agreement(
         logged_probability=float(logged.mean()),
         picks={name: float(m) for name, m in zip(table.pool, mass, strict=True) if m > 0},
-        mean_advantage=float(np.mean(advantages)) if advantages else None,
+        mean_advantage=float(np.mean(advantages)) if advantages.size else None,
         advantage_states=len(advantages),
     )
 
@@ -332,7 +352,7 @@ def evaluate_router(
         else:
             features = state_features(names, data.limits, score_range)  # type: ignore[arg-type]
             fitted = fit_fqe(episodes, names, table.target(), features, fqe or FQEConfig())
-            q = fitted
+            q = _tabled(fitted, episodes, features)
             described = f"FQE ({fitted.iterations} backups) over: {'; '.join(FQE_FEATURE_NAMES)}"
     estimates = evaluate_policy(
         episodes,
