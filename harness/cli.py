@@ -389,6 +389,119 @@ def benchmarks() -> None:
         print(f"{name:<16} {target}")
 
 
+# -- replay: offline evaluation on logged trajectories --------------------------------------------
+
+
+@app.command("import")
+@one_line_errors
+def import_logs(
+    kind: Annotated[str, typer.Argument(help="run | reference | jsonl")],
+    source: Annotated[
+        Path, typer.Argument(help="Run directory, reference trajectories folder or JSONL file")
+    ],
+    dest: Annotated[Path, typer.Argument(help="New run directory (reference: one per mode and run)")],
+) -> None:
+    """Import logged episodes into run directories (format 2) and print what was read and skipped."""
+    from harness.replay.importers import IMPORTERS
+
+    if kind not in IMPORTERS:
+        raise ConfigError(f"import kind {kind!r} is not one of {', '.join(sorted(IMPORTERS))}")
+    print(IMPORTERS[kind](source, dest).summary())
+
+
+def replay_pool(pool: str | None, data: list[Path]) -> list:
+    """The named pool's cards, else the pool the first logged run names."""
+    import json as json_module
+
+    from harness.pool import load_pool
+    from harness.trajectory import CONFIG_FILE
+
+    if pool is None:
+        path = data[0] / CONFIG_FILE
+        if not path.exists():
+            raise ConfigError(f"{data[0]} is not a run directory (no {CONFIG_FILE})")
+        pool = (json_module.loads(path.read_text()).get("run") or {}).get("pool")
+        if not pool:
+            raise ConfigError(f"{path} names no pool; pass --pool")
+    return load_pool(pool).cards
+
+
+@app.command()
+@one_line_errors
+def replay(
+    router: Annotated[str, typer.Option(help="Router name (see `harness routers`)")],
+    data: Annotated[list[Path], typer.Option("--data", help="Logged run directories")],
+    param: Annotated[list[str], typer.Option("--param", "-p", help="Router parameter key=value")] = [],  # noqa: B006
+    estimators: Annotated[str, typer.Option(help="Comma-separated: dm,tis,wtis,pdis,wpdis,dr")] = (
+        "dm,tis,wtis,pdis,wpdis,dr"
+    ),
+    clip: Annotated[float | None, typer.Option(help="Cap on cumulative importance weights")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pool (default: the one the first run names)")] = None,
+    logging_mode: Annotated[
+        str, typer.Option("--logging", help="auto | as-logged | mixture (see harness.replay.evaluate)")
+    ] = "auto",
+    value_model: Annotated[str, typer.Option(help="auto | router | fqe: what dm and dr rest on")] = "auto",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Estimate a router's score and cost offline on logged runs, with intervals, ESS and agreement."""
+    from harness.replay.evaluate import evaluate_router, load_logs
+    from harness.replay.ope import OPEConfig
+
+    cards = replay_pool(pool, data)
+    evaluation = evaluate_router(
+        RouterSpec(router, parse_params(param)),
+        load_logs(data),
+        cards,
+        [e.strip() for e in estimators.split(",") if e.strip()],
+        OPEConfig(clip=clip, n_bootstrap=bootstrap, seed=seed),
+        logging_mode,
+        value_model,
+    )
+    print(evaluation.render())
+
+
+@app.command("replay-agreement")
+@one_line_errors
+def replay_agreement(
+    bench_dir: Annotated[Path, typer.Argument(help="A benchmark's results directory, e.g. results/quick")],
+    reports: Annotated[Path, typer.Option(help="Where <bench>-replay.md goes")] = Path("reports"),
+    estimators: Annotated[str, typer.Option(help="Comma-separated estimators")] = "dm,wpdis,dr",
+    sources: Annotated[str, typer.Option(help="fixed (fixed routers, same split), data (exploration)")] = (
+        "fixed,data"
+    ),
+    clip: Annotated[float | None, typer.Option(help="Cap on cumulative importance weights")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
+) -> None:
+    """Each learned operating point's offline estimate (with interval) beside its live result."""
+    from harness.replay.agreement import write_agreement_report
+    from harness.replay.ope import OPEConfig
+
+    path, _ = write_agreement_report(
+        bench_dir,
+        reports,
+        [e.strip() for e in estimators.split(",") if e.strip()],
+        [s.strip() for s in sources.split(",") if s.strip()],
+        OPEConfig(clip=clip, n_bootstrap=bootstrap),
+    )
+    print(path.read_text())
+    print(path)
+
+
+@app.command("replay-benchmark")
+@one_line_errors
+def replay_benchmark(
+    definition: Annotated[Path, typer.Argument(help="Replay benchmark YAML (see harness.replay.benchmark)")],
+    reports: Annotated[Path, typer.Option(help="Where <name>-offline.md goes")] = Path("reports"),
+) -> None:
+    """Evaluate routers offline on the logged runs a replay definition names; write the Markdown report."""
+    from harness.replay.benchmark import write_replay_benchmark
+
+    path, _ = write_replay_benchmark(definition, reports)
+    print(path.read_text())
+    print(path)
+
+
 def main() -> None:
     app()
 

@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.replay.importers import import_jsonl, import_reference, import_run
-
-IMPORTERS = {"run": import_run, "reference": import_reference, "jsonl": import_jsonl}
+from harness.replay.importers import IMPORTERS
 
 
 def main(argv: list[str] | None = None) -> int:

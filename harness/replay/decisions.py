@@ -26,7 +26,7 @@ from harness.benchmarks import get_benchmark
 from harness.config import Limits
 from harness.errors import ConfigError
 from harness.replay.logged import LoggedEpisode, task_description
-from harness.types import ModelCard, TurnState
+from harness.types import Message, ModelCard, TurnState
 from routers.base import Router
 
 
@@ -61,6 +61,56 @@ def router_function(router: Router, seed: int = 0) -> RouterFunction:
     return pick
 
 
+class EpisodeStates:
+    """The router inputs of one logged episode, its messages converted to the core type once.
+
+    Each turn's history is a prefix of one message list, so rebuilding every state of a
+    T-turn episode costs T list slices, not T conversions of the whole history.
+    """
+
+    def __init__(self, episode: LoggedEpisode, defaults: StateDefaults = StateDefaults()):
+        self.episode = episode
+        self.limits = (defaults.limits or Limits()).over(get_benchmark(episode.benchmark).limits)
+        self.description = task_description(episode)
+        messages = [m.to_message() for m in episode.initial_messages]
+        for turn in episode.turns:
+            messages.extend(m.to_message() for m in turn.messages)
+        self._messages = messages
+        self._lengths = [len(t.history) for t in episode.turns]
+        self._spent = np.concatenate([[0.0], np.cumsum([t.dollars for t in episode.turns])])
+
+    def history(self, turn: int) -> list[Message]:
+        return self._messages[: self._lengths[turn]]
+
+    def last_action_valid(self, turn: int) -> bool:
+        return turn == 0 or self.episode.turns[turn - 1].valid is not False
+
+    def consecutive_errors(self, turn: int) -> int:
+        count = 0
+        for previous in reversed(self.episode.turns[:turn]):
+            if previous.valid is not False:
+                break
+            count += 1
+        return count
+
+    def state(self, turn: int, candidates: Sequence[ModelCard]) -> TurnState:
+        assert self.limits.budget_dollars is not None and self.limits.max_turns is not None
+        return TurnState(
+            benchmark=self.episode.benchmark,
+            task=self.episode.task,
+            variation=self.episode.variation,
+            task_description=self.description,
+            history=self.history(turn),
+            turn=turn,
+            dollars_spent=float(self._spent[turn]),
+            budget_dollars=self.limits.budget_dollars,
+            max_turns=self.limits.max_turns,
+            candidates=list(candidates),
+            last_action_valid=self.last_action_valid(turn),
+            consecutive_errors=self.consecutive_errors(turn),
+        )
+
+
 def turn_state(
     episode: LoggedEpisode,
     turn: int,
@@ -68,27 +118,7 @@ def turn_state(
     defaults: StateDefaults = StateDefaults(),
 ) -> TurnState:
     """What the router saw, or would have seen, before logged turn ``turn`` of ``episode``."""
-    earlier = episode.turns[:turn]
-    limits = (defaults.limits or Limits()).over(get_benchmark(episode.benchmark).limits)
-    consecutive_errors = 0
-    for previous in reversed(earlier):
-        if previous.valid is not False:
-            break
-        consecutive_errors += 1
-    return TurnState(
-        benchmark=episode.benchmark,
-        task=episode.task,
-        variation=episode.variation,
-        task_description=task_description(episode),
-        history=[m.to_message() for m in episode.turns[turn].history],
-        turn=turn,
-        dollars_spent=sum(t.dollars for t in earlier),
-        budget_dollars=limits.budget_dollars,
-        max_turns=limits.max_turns,
-        candidates=list(candidates),
-        last_action_valid=not earlier or earlier[-1].valid is not False,
-        consecutive_errors=consecutive_errors,
-    )
+    return EpisodeStates(episode, defaults).state(turn, candidates)
 
 
 @dataclass(frozen=True)
@@ -126,8 +156,9 @@ def replay_decisions(
     names = {card.name for card in candidates}
     decisions = []
     for episode in episodes:
+        states = EpisodeStates(episode, defaults)
         for t, logged in enumerate(episode.turns):
-            pick = router(turn_state(episode, t, candidates, defaults))
+            pick = router(states.state(t, candidates))
             if pick.model not in names:
                 raise ConfigError(
                     f"router picked {pick.model!r}, not a candidate ({', '.join(sorted(names))})"

@@ -788,3 +788,6 @@ def import_jsonl(source: Path, dest: Path) -> ImportReport:
     episodes, reports = read_generic_jsonl(source)
     write_run(episodes, dest, {"run": {}, "imported_from": {"kind": "jsonl", "source": str(source)}})
     return _save(ImportReport("jsonl", str(source), str(dest), reports, [str(dest)]), dest)
+
+
+IMPORTERS = {"run": import_run, "reference": import_reference, "jsonl": import_jsonl}

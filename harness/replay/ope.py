@@ -473,7 +473,7 @@ class FittedQ:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(rows, models, 2) predictions for feature rows ``x`` (without the intercept column)."""
         x = np.concatenate([np.atleast_2d(x), np.ones((np.atleast_2d(x).shape[0], 1))], axis=1)
-        return np.einsum("nd,mdk->nmk", x, self.coefficients)
+        return np.tensordot(x, self.coefficients, axes=([1], [1]))  # (rows, models, 2)
 
     def __call__(self, episode: LoggedEpisode, turn: int) -> ActionValues:
         values = self.predict(np.asarray(self.features(episode, turn), dtype=np.float64))[0]
@@ -534,7 +534,7 @@ def fit_fqe(
         for a in range(len(pool)):
             chosen = actions_arr == a
             coefficients[a] = _ridge(x[chosen], y[chosen], config.ridge) if chosen.any() else pooled
-        updated = np.einsum("nd,mdk->nmk", x, coefficients)
+        updated = np.tensordot(x, coefficients, axes=([1], [1]))
         moved = float(np.max(np.abs(updated - predictions)))
         predictions = updated
         if moved < config.tolerance:
