@@ -27,9 +27,9 @@ class SimulatedProfile:
     misses focuses on the wrong object, which fails the task. ``premature_finish`` is
     the chance per turn of declaring the task completed before it is (weak models'
     habit, which also ends their episodes early and cheaply). ``task_difficulty`` is a
-    logit offset per task type on top of the topic's skill (held-out task types of a
-    seen topic can be harder), and ``task_verbosity`` a completion length multiplier
-    per task type on top of the topic's.
+    logit offset per task type of the chance of getting a critical step right (held-out
+    task types of a seen topic can be harder there), and ``task_verbosity`` a
+    completion length multiplier per task type on top of the topic's.
     """
 
     skill: dict[str, float]
@@ -43,7 +43,7 @@ class SimulatedProfile:
     completion_tokens: float = 150.0
     completion_sigma: float = 0.4
     topic_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by topic
-    task_difficulty: dict[str, float] = field(default_factory=dict)  # logit offset of the skill by task type
+    task_difficulty: dict[str, float] = field(default_factory=dict)  # logit offset at critical steps by task type
     task_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by task type
 
     def __post_init__(self) -> None:
