@@ -43,8 +43,8 @@ class SimulatedProfile:
     completion_tokens: float = 150.0
     completion_sigma: float = 0.4
     topic_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by topic
-    task_difficulty: dict[str, float] = field(default_factory=dict)  # logit offset at critical steps by task type
-    task_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by task type
+    task_difficulty: dict[str, float] = field(default_factory=dict)  # critical-step logit offset by task
+    task_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by task
 
     def __post_init__(self) -> None:
         for topic, p in self.skill.items():
