@@ -111,6 +111,8 @@ class BenchmarkDef:
     split_file: str | None = None
     judge: str | None = None
     eval_splits: list[str] = field(default_factory=lambda: ["test_id", "test_ood"])
+    eval_quick: dict[str, bool] = field(default_factory=dict)  # per eval split, overrides ``quick``
+    eval_grid: bool = True  # False: learned families are evaluated only at their selected lambda
     quick: bool = True
     seed: int = 0
     workers: int = 2
@@ -209,7 +211,16 @@ class BenchmarkRun:
                 f"stage_b.family {d.stage_b.family!r} is not a learned router of this benchmark"
             )
         checks = [self.config(d.collect.router, d.collect.split, d.collect.quick)]
-        checks += [self.config(spec, split, d.quick) for split in d.eval_splits for spec in d.fixed_routers]
+        unknown = set(d.eval_quick) - set(d.eval_splits)
+        if unknown:
+            raise ConfigError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
+        if not d.eval_grid and d.select is None and d.tune is None:
+            raise ConfigError("eval_grid: false needs a select or tune stage to choose the lambda")
+        checks += [
+            self.config(spec, split, d.eval_quick.get(split, d.quick))
+            for split in d.eval_splits
+            for spec in d.fixed_routers
+        ]
         if d.tune is not None:
             checks.append(self.config(d.collect.router, d.tune.split, d.tune.quick))
         if d.select is not None:
@@ -388,21 +399,20 @@ class BenchmarkRun:
     # Stage 4 -----------------------------------------------------------------
     def evaluate(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> None:
         for split in self.d.eval_splits:
+            quick = self.d.eval_quick.get(split, self.d.quick)
             for spec in self.d.fixed_routers:
                 self.run(
-                    self.config(spec, split, self.d.quick),
+                    self.config(spec, split, quick),
                     self.layout.run(split, spec.label),
                     f"{split} {spec.label}",
                 )
             for learned in self.d.learned:
-                lams = sorted(
-                    set(learned.lambdas)
-                    | ({selected[learned.name]["lam"]} if learned.name in selected else set())
-                )
+                chosen = {selected[learned.name]["lam"]} if learned.name in selected else set()
+                lams = sorted((set(learned.lambdas) if self.d.eval_grid else set()) | chosen)
                 for lam in lams:
                     spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
                     self.run(
-                        self.config(spec, split, self.d.quick),
+                        self.config(spec, split, quick),
                         self.layout.run(split, spec.label),
                         f"{split} {spec.label}",
                     )

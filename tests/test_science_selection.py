@@ -189,7 +189,9 @@ def test_report_headline_is_the_val_selected_point_and_the_oracle_is_labelled(tm
     text = write_report(bench, tmp_path / "reports").read_text()
     headline = _row(text, "toy@lam=1")
     assert headline[-2:] == ["-20.0", "-75.0%"]  # 55 vs strong's 75 on test_id; $0.3 vs $1.2
-    assert "toy@lam=5" not in text.split("## Selection on val")[0]  # the better test point is not the headline
+    assert (
+        "toy@lam=5" not in text.split("## Selection on val")[0]
+    )  # the better test point is not the headline
     selection = _row(text, "toy")
     assert selection[1] == "1" and selection[5] == "55.0" and selection[6] == "5 (oracle)"
     assert "highest val score" in text
