@@ -23,6 +23,8 @@ BUILTIN = {
     "ridge": "routers.learned.classic:RidgeRouter",
     "cluster": "routers.learned.classic:ClusterRouter",
     "beta-mix": "routers.learned.beta_mix:BetaMixRouter",
+    "episode-knn": "routers.episode_level:EpisodeKNNRouter",
+    "episode-classifier": "routers.episode_level:EpisodeClassifierRouter",
 }
 
 
