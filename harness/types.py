@@ -103,6 +103,10 @@ class PriceCard:
     cached_input_per_mtok: float | None = None
     cache: CacheRule = field(default_factory=CacheRule)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.cache, dict):  # a card read back from JSON (a checkpoint's pool)
+            object.__setattr__(self, "cache", CacheRule(**self.cache))
+
     def dollars(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
 
