@@ -25,6 +25,7 @@ BUILTIN = {
     "beta-mix": "routers.learned.beta_mix:BetaMixRouter",
     "episode-knn": "routers.episode_level:EpisodeKNNRouter",
     "episode-classifier": "routers.episode_level:EpisodeClassifierRouter",
+    "llm-router": "routers.llm_router:LLMRouter",
 }
 
 
