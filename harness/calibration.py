@@ -4,7 +4,11 @@ The pool file states each model's specialisation pattern (which topics it is goo
 at, how it fails); calibration only moves a few knobs per model so that the
 pattern survives: per target split, a shift of the skills of that split's topics
 in logit space (score); the mean completion length, fitted on the first split,
-and a verbosity multiplier for the topics of each further split (cost). Each
+and a verbosity multiplier for the topics of each further split (cost). A split
+that shares topics with an earlier one (ScienceWorld's OOD split: unseen task
+types of seen topics) is fitted by its task types instead: a logit offset of the
+critical-step chance (``task_difficulty``) and a verbosity multiplier
+(``task_verbosity``), so the earlier split's rows do not move. Each
 single-model baseline is run on the real benchmark over the target splits; the
 fit iterates a bracketing step on the score and solves the cost knobs in closed
 form from the measured token counts.
