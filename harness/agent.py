@@ -26,7 +26,7 @@ from harness.ledger import CostLedger
 from harness.protocols import Environment, ModelBackend
 from harness.seeding import derive_seed
 from harness.trajectory import RunStore
-from harness.types import Action, CallContext, Charge, Completion, Message, TaskInstance, TurnState
+from harness.types import Action, CallContext, Completion, Message, TaskInstance, TurnState
 from routers.base import Router
 
 
@@ -200,17 +200,8 @@ class Episode:
         completion = backend.complete(self.messages, self.context(), tools=list(self.format.tools) or None)
         for overhead in decision.overhead:
             self.ledger.charge(self.turn, overhead)
-        self.ledger.charge(
-            self.turn,
-            Charge(
-                kind="model",
-                model=decision.model,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                dollars=completion.dollars,
-                price_version=backend.card.price.version,
-            ),
-        )
+        charge = self.ledger.bill_model(self.turn, decision.model, backend.card.price, completion)
+        cached = self.ledger.cached.get(self.turn, 0)
         self.models.append(decision.model)
         history_len = len(self.messages)
         outcome = self.act(completion)
@@ -235,8 +226,10 @@ class Episode:
                     "propensity": decision.propensity,
                     "router_scores": decision.scores,
                     "prompt_tokens": completion.prompt_tokens,
+                    "cached_prompt_tokens": cached,
+                    "uncached_prompt_tokens": completion.prompt_tokens - cached,
                     "completion_tokens": completion.completion_tokens,
-                    "dollars": completion.dollars,
+                    "dollars": charge.dollars,
                     "charges": self.ledger.turn_charges(self.turn),
                     "output": completion.text,
                     "action": "; ".join(a.describe() for a in outcome.actions) or None,

@@ -4,7 +4,11 @@ The pool file states each model's specialisation pattern (which topics it is goo
 at, how it fails); calibration only moves a few knobs per model so that the
 pattern survives: per target split, a shift of the skills of that split's topics
 in logit space (score); the mean completion length, fitted on the first split,
-and a verbosity multiplier for the topics of each further split (cost). Each
+and a verbosity multiplier for the topics of each further split (cost). A split
+that shares topics with an earlier one (ScienceWorld's OOD split: unseen task
+types of seen topics) is fitted by its task types instead: a logit offset of the
+critical-step chance (``task_difficulty``) and a verbosity multiplier
+(``task_verbosity``), so the earlier split's rows do not move. Each
 single-model baseline is run on the real benchmark over the target splits; the
 fit iterates a bracketing step on the score and solves the cost knobs in closed
 form from the measured token counts.
@@ -171,18 +175,41 @@ def _shifted(skill: dict[str, float], delta: float) -> dict[str, float]:
     return {k: round(1 / (1 + math.exp(-(_logit(v) + delta))), 4) for k, v in skill.items()}
 
 
-def split_topics(cal: Calibration) -> dict[str, set[str] | None]:
-    """The skill keys each target split's fit moves: all of them (None) for a single target split."""
+@dataclass(frozen=True)
+class Knob:
+    """What a target split's fit moves: the skills of its topics, or the difficulty of its task types.
+
+    A split whose topics are disjoint from the earlier splits' moves topic skills (``keys`` None:
+    every skill, for a single target split). A split that shares topics with an earlier one (the
+    ScienceWorld OOD split holds unseen task types of seen topics) moves a logit offset and a
+    completion length multiplier for its own task types instead, so the earlier split is untouched.
+    """
+
+    by: str  # "topic" | "task"
+    keys: frozenset[str] | None
+
+
+def split_knobs(cal: Calibration) -> dict[str, Knob]:
     if len(cal.splits) == 1:
-        return {name: None for name in cal.splits}
+        return {name: Knob("topic", None) for name in cal.splits}
     split = get_benchmark(cal.benchmark).load_split()
-    topics = {name: {split.topics[t.task] for t in split.tasks(name)} for name in cal.splits}
-    names = list(topics)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if topics[a] & topics[b]:
-                raise ValueError(f"target splits {a} and {b} share topics {sorted(topics[a] & topics[b])}")
-    return topics
+    tasks = {name: {t.task for t in split.tasks(name)} for name in cal.splits}
+    knobs: dict[str, Knob] = {}
+    seen_topics: set[str] = set()
+    for name in cal.splits:
+        topics = {split.topics[t] for t in tasks[name]}
+        if topics & seen_topics:
+            shared = [other for other in knobs if tasks[other] & tasks[name]]
+            if shared:
+                raise ValueError(f"target splits {shared[0]} and {name} share task types")
+            knobs[name] = Knob("task", frozenset(tasks[name]))
+        else:
+            knobs[name] = Knob("topic", frozenset(topics))
+        seen_topics |= topics
+    topic_splits = [name for name, knob in knobs.items() if knob.by == "topic"]
+    if len(topic_splits) == 1:  # the only topic split moves every skill, ``default`` included
+        knobs[topic_splits[0]] = Knob("topic", None)
+    return knobs
 
 
 def fit(
@@ -192,16 +219,16 @@ def fit(
 
     All models move together, one measured round at a time, until every row is within
     half the score tolerance and within the cost tolerance, or the rounds run out. The
-    logit shifts are relative to the skills in the file when the fit starts, so the
-    stated pattern is kept.
+    logit shifts are relative to the skills (and task difficulties) in the file when the
+    fit starts, so the stated pattern is kept.
     """
     pool = load_pool(pool_name)
     data = yaml.safe_load(pool.path.read_text())
     header = _header(pool.path.read_text())
     cal = calibration(pool_name)
-    topics = split_topics(cal)
+    knobs = split_knobs(cal)
     first = next(iter(cal.splits))
-    base = {m["name"]: copy.deepcopy(m["simulated"]["skill"]) for m in data["models"]}
+    base = {m["name"]: copy.deepcopy(m["simulated"]) for m in data["models"]}
     models = list(cal.splits[first].per_model)
     history: dict[tuple[str, str], list[tuple[float, float]]] = {
         (m, s): [] for m in models for s in cal.splits
@@ -210,7 +237,7 @@ def fit(
     todo = models
     for round_ in range(rounds):
         for model in todo:
-            data_model(data, model)["simulated"]["skill"] = _skills(base[model], topics, delta, model)
+            data_model(data, model)["simulated"].update(_moved(base[model], knobs, delta, model))
         pool.path.write_text(header + dump(data))
         out = work / f"round{round_}-{load_pool(pool_name).sha256[:12]}"
         rows = measure(pool_name, out, workers, todo, progress)
@@ -220,7 +247,7 @@ def fit(
             if abs(row.score - row.target_score) > row.tol_score * 0.5:
                 delta[key] = _next_delta(history[key], row.target_score)
         for model in todo:
-            _fit_costs(data_model(data, model)["simulated"], out, model, cal, topics)
+            _fit_costs(data_model(data, model)["simulated"], out, model, cal, knobs)
         pool.path.write_text(header + dump(data))
         todo = sorted(
             {r.model for r in rows if abs(r.score - r.target_score) > r.tol_score * 0.5 or not r.cost_ok}
@@ -230,14 +257,21 @@ def fit(
     return pool.path
 
 
-def _skills(
-    base: dict[str, float], topics: dict[str, set[str] | None], delta: dict, model: str
-) -> dict[str, float]:
-    skills = dict(base)
-    for split, keys in topics.items():
-        moved = {k: v for k, v in base.items() if keys is None or k in keys}
-        skills.update(_shifted(moved, delta[(model, split)]))
-    return skills
+def _moved(base: dict, knobs: dict[str, Knob], delta: dict, model: str) -> dict:
+    """The profile fields the score knobs set: skills shifted per topic split, offsets per task split."""
+    skills = dict(base["skill"])
+    difficulty = dict(base.get("task_difficulty") or {})
+    for split, knob in knobs.items():
+        d = delta[(model, split)]
+        if knob.by == "topic":
+            moved = {k: v for k, v in base["skill"].items() if knob.keys is None or k in knob.keys}
+            skills.update(_shifted(moved, d))
+        else:
+            difficulty.update({t: round(difficulty.get(t, 0.0) + d, 4) for t in sorted(knob.keys or ())})
+    out: dict = {"skill": skills}
+    if difficulty:
+        out["task_difficulty"] = difficulty
+    return out
 
 
 def _next_delta(history: list[tuple[float, float]], target: float) -> float:
@@ -280,10 +314,9 @@ def _completion_budget(run_dir: Path, target_cost: float) -> tuple[float] | None
     return (max(20.0, left / out_price / calls),)
 
 
-def _fit_costs(
-    profile: dict, out: Path, model: str, cal: Calibration, topics: dict[str, set[str] | None]
-) -> None:
-    """The first split sets the completion length; each further split a verbosity multiplier for its topics."""
+def _fit_costs(profile: dict, out: Path, model: str, cal: Calibration, knobs: dict[str, Knob]) -> None:
+    """The first split sets the completion length; each further split a verbosity multiplier for its
+    topics (a topic split) or its task types (a task split)."""
     splits = list(cal.splits)
     first = _completion_budget(out / splits[0] / model, cal.splits[splits[0]].per_model[model][1])
     if first is None:
@@ -291,12 +324,13 @@ def _fit_costs(
     profile["completion_tokens"] = round(first[0], 1)
     for split in splits[1:]:
         budget = _completion_budget(out / split / model, cal.splits[split].per_model[model][1])
-        keys = topics[split]
-        if budget is None or keys is None:
+        knob = knobs[split]
+        if budget is None or knob.keys is None:
             continue
-        verbosity = dict(profile.get("topic_verbosity") or {})
-        verbosity.update({k: round(budget[0] / first[0], 4) for k in sorted(keys)})
-        profile["topic_verbosity"] = verbosity
+        field = "topic_verbosity" if knob.by == "topic" else "task_verbosity"
+        verbosity = dict(profile.get(field) or {})
+        verbosity.update({k: round(budget[0] / first[0], 4) for k in sorted(knob.keys)})
+        profile[field] = verbosity
 
 
 def data_model(data: dict, name: str) -> dict:

@@ -285,3 +285,51 @@ def summarize_front(
         "score_at_best_single_cost": matched_score,
         "score_gain_vs_best_single": None if matched_score is None else matched_score - best_single.score,
     }
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Router minus reference, paired by episode within each seed, over seeds and episodes.
+
+    ``mean`` is the mean over seeds of each seed's mean paired difference; ``ci`` the
+    hierarchical bootstrap interval; ``p_le_zero`` the share of resamples whose mean
+    difference is at most zero (a one-sided bootstrap p-value for "the router is better").
+    """
+
+    mean: float
+    ci: tuple[float, float]
+    p_le_zero: float
+    seeds: int
+    episodes: int
+
+
+def hierarchical_paired_bootstrap(
+    differences: Sequence[Any], n_boot: int = 4000, alpha: float = 0.05, seed: int = 0
+) -> PairedDifference:
+    """Resample seeds with replacement, then episodes within each drawn seed, of paired differences.
+
+    ``differences[s][i]`` is the router's score minus the reference's on episode ``i`` of
+    seed replicate ``s`` (the same task, the same seed). Resampling seeds first carries the
+    training and exploration variance between replicates into the interval; resampling
+    episodes within a seed carries the task variance. With one seed this is the plain
+    paired episode bootstrap.
+    """
+    per_seed = [_as_episodes(d, f"differences[{i}]") for i, d in enumerate(differences)]
+    if not per_seed or any(len(d) == 0 for d in per_seed):
+        raise ValueError("hierarchical bootstrap needs at least one seed with at least one episode")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    k = len(per_seed)
+    stats = np.empty(n_boot)
+    drawn = rng.integers(0, k, size=(n_boot, k))
+    for b in range(n_boot):
+        means = [per_seed[s][rng.integers(0, len(per_seed[s]), len(per_seed[s]))].mean() for s in drawn[b]]
+        stats[b] = float(np.mean(means))
+    return PairedDifference(
+        mean=float(np.mean([d.mean() for d in per_seed])),
+        ci=_percentile_interval(stats, alpha),
+        p_le_zero=float(np.mean(stats <= 0.0)),
+        seeds=k,
+        episodes=sum(len(d) for d in per_seed),
+    )

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.batch import BatchProgress, Workers, execute, prepare_check
@@ -29,6 +29,8 @@ from harness.trajectory import write_json_atomic
 from routers import router_class
 
 log = logging.getLogger(__name__)
+
+SEEDS_DIR = "seeds"  # RESULTS/<bench>/seeds/s<seed>/: one whole results directory per seed replicate
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,29 @@ class TuneStage:
 
 
 @dataclass(frozen=True)
+class SelectStage:
+    """How each learned family's headline operating point is chosen, before any test split is seen.
+
+    The candidates are the family's fixed grid (``lambdas``) plus the tune stage's trial
+    points when it tunes on the same split, all run on ``split``; the single-model routers
+    run there too, since the default rule compares with the best of them on that split.
+    Rules: see :data:`harness.results.SELECTION_RULES`.
+    """
+
+    rule: str = "cheapest_reaching_best_single"
+    split: str = "val"
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        from harness.results import SELECTION_RULES
+
+        if self.rule not in SELECTION_RULES:
+            raise ConfigError(f"select.rule {self.rule!r} is not one of {', '.join(SELECTION_RULES)}")
+        if self.split.startswith("test"):
+            raise ConfigError(f"select.split {self.split!r} is a test split: select on val")
+
+
+@dataclass(frozen=True)
 class BenchmarkDef:
     """``benchmark`` and ``pool`` default to the run config's; ``limits`` and ``reference_point`` to the plug-in's."""
 
@@ -79,11 +104,15 @@ class BenchmarkDef:
     collect: CollectStage = field(default_factory=CollectStage)
     stage_b: StageB | None = None
     tune: TuneStage | None = None
+    select: SelectStage | None = None
+    seeds: list[int] | None = None  # repeat exploration, training, selection and evaluation per seed
     benchmark: str = RunConfig.benchmark
     pool: str = RunConfig.pool
     split_file: str | None = None
     judge: str | None = None
     eval_splits: list[str] = field(default_factory=lambda: ["test_id", "test_ood"])
+    eval_quick: dict[str, bool] = field(default_factory=dict)  # per eval split, overrides ``quick``
+    eval_grid: bool = True  # False: learned families are evaluated only at their selected lambda
     quick: bool = True
     seed: int = 0
     workers: int = 2
@@ -103,7 +132,32 @@ def load_benchmark(name_or_path: str) -> BenchmarkDef:
     labels = [r.label for r in definition.fixed_routers]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{path}: two fixed routers share a label")
+    if definition.seeds is not None and (
+        not definition.seeds or len(set(definition.seeds)) != len(definition.seeds)
+    ):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of distinct seeds")
+    t, sel = definition.tune, definition.select
+    if t is not None and sel is not None and t.split == sel.split and t.quick != sel.quick:
+        raise ConfigError(f"{path}: tune and select run on {t.split} with different quick settings")
     return definition
+
+
+def replicate(definition: BenchmarkDef, seed: int) -> BenchmarkDef:
+    """One seed replicate of a definition: its own exploration, training and evaluation seeds.
+
+    Seed ``s`` shifts every collection seed by ``1000 * s`` and trains with seed ``s``, so
+    replicate 0 is the single-seed benchmark and no two replicates share an episode draw.
+    """
+    c, b = definition.collect, definition.stage_b
+    return replace(
+        definition,
+        name=f"s{seed}",
+        seed=seed,
+        seeds=None,
+        collect=replace(c, seeds=[1000 * seed + x for x in c.seeds]),
+        stage_b=None if b is None else replace(b, seeds=[1000 * seed + x for x in b.seeds]),
+        learned=[replace(x, params={"seed": seed, **x.params}) for x in definition.learned],
+    )
 
 
 def point_label(family: str, lam: float) -> str:
@@ -113,7 +167,13 @@ def point_label(family: str, lam: float) -> str:
 class BenchmarkRun:
     """The stages of one benchmark over one results directory."""
 
-    def __init__(self, definition: BenchmarkDef, results: Path, progress: BatchProgress | None = None):
+    def __init__(
+        self,
+        definition: BenchmarkDef,
+        results: Path,
+        progress: BatchProgress | None = None,
+        embeddings: Path | None = None,
+    ):
         self.d = definition
         self.layout = ResultsLayout.of(results, definition.name)
         self.dir = self.layout.root
@@ -121,6 +181,7 @@ class BenchmarkRun:
         self.progress = progress
         self.plugin = get_benchmark(definition.benchmark)
         self.workers: Workers | None = None  # while execute() runs
+        self._embeddings = embeddings  # seed replicates share their parent's cache
 
     def config(self, router: RouterSpec, split: str, quick: bool, seed: int | None = None) -> RunConfig:
         return RunConfig(
@@ -150,9 +211,20 @@ class BenchmarkRun:
                 f"stage_b.family {d.stage_b.family!r} is not a learned router of this benchmark"
             )
         checks = [self.config(d.collect.router, d.collect.split, d.collect.quick)]
-        checks += [self.config(spec, split, d.quick) for split in d.eval_splits for spec in d.fixed_routers]
+        unknown = set(d.eval_quick) - set(d.eval_splits)
+        if unknown:
+            raise ConfigError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
+        if not d.eval_grid and d.select is None and d.tune is None:
+            raise ConfigError("eval_grid: false needs a select or tune stage to choose the lambda")
+        checks += [
+            self.config(spec, split, d.eval_quick.get(split, d.quick))
+            for split in d.eval_splits
+            for spec in d.fixed_routers
+        ]
         if d.tune is not None:
             checks.append(self.config(d.collect.router, d.tune.split, d.tune.quick))
+        if d.select is not None:
+            checks.append(self.config(d.collect.router, d.select.split, d.select.quick))
         for config in checks:
             prepare_check(config)
 
@@ -169,7 +241,7 @@ class BenchmarkRun:
     # Stage 2 -----------------------------------------------------------------
     @property
     def embedding_cache(self) -> Path:
-        return self.layout.embeddings
+        return self._embeddings or self.layout.embeddings
 
     def train(
         self, data: list[Path], stage: str = "a", warm: dict[str, Path] | None = None
@@ -269,27 +341,78 @@ class BenchmarkRun:
                 "val_score": best.values[0],
                 "val_cost": best.values[1],
                 "pareto": best_points(study),
+                "trials": sorted({round(float(tr.params["lam"]), 4) for tr in study.trials if tr.values}),
+            }
+        return selected
+
+    def _means(self, spec: RouterSpec, split: str, quick: bool, stage: str) -> dict:
+        records = [
+            r
+            for r in self.run(self.config(spec, split, quick), self.layout.run(split, spec.label), stage)
+            if r["status"] != "failed"
+        ]
+        return {
+            "n": len(records),
+            "mean_score": mean(r["score"] for r in records),
+            "mean_cost": mean(r["cost"] for r in records),
+        }
+
+    def select(self, checkpoints: dict[str, Path], tuned: dict[str, dict]) -> dict[str, dict]:
+        """Each family's headline lambda by the definition's rule, from its runs on the selection split."""
+        import pandas as pd
+
+        from harness.results import select_point
+
+        s = self.d.select
+        if s is None:
+            return tuned
+        singles = {
+            spec.label: self._means(spec, s.split, s.quick, f"select {s.split} {spec.label}")
+            for spec in self.d.fixed_routers
+            if spec.name == "single"
+        }
+        best = max(singles, key=lambda k: (singles[k]["mean_score"], -singles[k]["mean_cost"]), default=None)
+        selected = {}
+        for learned in self.d.learned:
+            tune = tuned.get(learned.name, {})
+            same_split = self.d.tune is not None and self.d.tune.split == s.split
+            lams = sorted(set(learned.lambdas) | (set(tune.get("trials", [])) if same_split else set()))
+            rows = []
+            for lam in lams:
+                spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
+                rows.append(
+                    {"lam": lam, **self._means(spec, s.split, s.quick, f"select {s.split} {spec.label}")}
+                )
+            choice = select_point(
+                pd.DataFrame(rows), s.rule, singles[best]["mean_score"] if best is not None else None
+            )
+            selected[learned.name] = {
+                **choice,
+                "split": s.split,
+                "best_single": best,
+                "best_single_score": singles[best]["mean_score"] if best is not None else None,
+                "best_single_cost": singles[best]["mean_cost"] if best is not None else None,
+                "candidates": rows,
             }
         return selected
 
     # Stage 4 -----------------------------------------------------------------
     def evaluate(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> None:
         for split in self.d.eval_splits:
+            quick = self.d.eval_quick.get(split, self.d.quick)
             for spec in self.d.fixed_routers:
                 self.run(
-                    self.config(spec, split, self.d.quick),
+                    self.config(spec, split, quick),
                     self.layout.run(split, spec.label),
                     f"{split} {spec.label}",
                 )
             for learned in self.d.learned:
-                lams = sorted(
-                    set(learned.lambdas)
-                    | ({selected[learned.name]["lam"]} if learned.name in selected else set())
-                )
+                chosen = {selected[learned.name]["lam"]} if learned.name in selected else set()
+                lams = sorted((set(learned.lambdas) if self.d.eval_grid else set()) | chosen)
                 for lam in lams:
                     spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
                     self.run(
-                        self.config(spec, split, self.d.quick),
+                        self.config(spec, split, quick),
                         self.layout.run(split, spec.label),
                         f"{split} {spec.label}",
                     )
@@ -304,6 +427,7 @@ class BenchmarkRun:
                 "reference_point": self.d.reference_point or self.plugin.reference_point,
                 "seeds": sorted({self.d.seed, *self.d.collect.seeds}),
                 "selected": selected,
+                "selection": to_plain(self.d.select),
                 "definition": to_plain(self.d),
             },
         )
@@ -313,20 +437,44 @@ class BenchmarkRun:
         with Workers(self.d.workers) as self.workers:
             return self._execute(track, report_dir)
 
-    def _execute(self, track: bool, report_dir: Path | None) -> dict:
-        self.write_manifest({})
-        data = self.collect()
-        checkpoints = self.stage_b(data, self.train(data)) if self.d.learned else {}
-        selected = self.tune(checkpoints)
-        self.write_manifest(selected)
-        self.evaluate(checkpoints, selected)
-        outputs: dict = {"results": str(self.dir)}
-        if track:
-            from harness.batch import git_commit
-            from harness.tracking import log_benchmark
+    def replicates(self) -> list[BenchmarkRun]:
+        return [
+            BenchmarkRun(replicate(self.d, seed), self.dir / SEEDS_DIR, self.progress, self.embedding_cache)
+            for seed in self.d.seeds or ()
+        ]
 
-            outputs["mlflow_run"] = log_benchmark(self.dir, git_commit())
-            outputs["mlflow_uri"] = self.layout.tracking_uri
+    def _execute(self, track: bool, report_dir: Path | None) -> dict:
+        outputs: dict = {"results": str(self.dir)}
+        if self.d.seeds:
+            runs = self.replicates()
+            write_json_atomic(
+                self.layout.manifest,
+                {
+                    "name": self.d.name,
+                    "benchmark": self.d.benchmark,
+                    "replicates": {
+                        str(seed): f"{SEEDS_DIR}/{run.d.name}"
+                        for seed, run in zip(self.d.seeds, runs, strict=True)
+                    },
+                    "definition": to_plain(self.d),
+                },
+            )
+            for run in runs:
+                run.workers = self.workers
+                run._execute(track, None)
+        else:
+            self.write_manifest({})
+            data = self.collect()
+            checkpoints = self.stage_b(data, self.train(data)) if self.d.learned else {}
+            selected = self.select(checkpoints, self.tune(checkpoints))
+            self.write_manifest(selected)
+            self.evaluate(checkpoints, selected)
+            if track:
+                from harness.batch import git_commit
+                from harness.tracking import log_benchmark
+
+                outputs["mlflow_run"] = log_benchmark(self.dir, git_commit())
+                outputs["mlflow_uri"] = self.layout.tracking_uri
         if report_dir is not None:
             from harness.report import write_report
 
@@ -350,4 +498,4 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-__all__ = ["BenchmarkDef", "BenchmarkRun", "load_benchmark", "point_label"]
+__all__ = ["BenchmarkDef", "BenchmarkRun", "SelectStage", "load_benchmark", "point_label", "replicate"]

@@ -26,7 +26,10 @@ class SimulatedProfile:
     is multiplied by ``critical_skill``, and a share ``wrong_focus_share`` of the
     misses focuses on the wrong object, which fails the task. ``premature_finish`` is
     the chance per turn of declaring the task completed before it is (weak models'
-    habit, which also ends their episodes early and cheaply).
+    habit, which also ends their episodes early and cheaply). ``task_difficulty`` is a
+    logit offset per task type of the chance of getting a critical step right (held-out
+    task types of a seen topic can be harder there), and ``task_verbosity`` a
+    completion length multiplier per task type on top of the topic's.
     """
 
     skill: dict[str, float]
@@ -40,6 +43,8 @@ class SimulatedProfile:
     completion_tokens: float = 150.0
     completion_sigma: float = 0.4
     topic_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by topic
+    task_difficulty: dict[str, float] = field(default_factory=dict)  # critical-step logit offset by task
+    task_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by task
 
     def __post_init__(self) -> None:
         for topic, p in self.skill.items():
@@ -53,9 +58,10 @@ class SimulatedProfile:
             raise ConfigError(f"error_mix must weigh wasted/invalid/malformed, got {self.error_mix}")
         if self.completion_tokens <= 0:
             raise ConfigError(f"completion_tokens must be positive, got {self.completion_tokens}")
-        for topic, factor in self.topic_verbosity.items():
-            if not factor > 0:
-                raise ConfigError(f"topic_verbosity[{topic!r}] must be positive, got {factor}")
+        for name in ("topic_verbosity", "task_verbosity"):
+            for key, factor in getattr(self, name).items():
+                if not factor > 0:
+                    raise ConfigError(f"{name}[{key!r}] must be positive, got {factor}")
 
     def skill_for(self, topic: str) -> float:
         if topic in self.skill:

@@ -14,18 +14,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.frontier import hierarchical_paired_bootstrap
 from harness.plots import pareto_plot, usage_heatmap
 from harness.results import (
     benchmark_definition,
-    best_single,
     episodes,
     family_summaries,
     finished_splits,
     headline_points,
+    headline_single,
     is_learned,
     load_points,
+    oracle_choices,
     provenance,
     reference_point,
+    replicate_dirs,
+    seed_rows,
     selected_points,
     split_sort_key,
 )
@@ -192,11 +196,19 @@ def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path
     """Write ``reports_dir/<bench>.md`` and its figures in ``reports_dir/<bench>/``; returns the Markdown path."""
     bench_dir = Path(bench_dir)
     definition = benchmark_definition(bench_dir)
+    if definition.get("replicates"):
+        return write_seed_report(bench_dir, reports_dir, definition, n_boot)
     name = str(definition.get("name") or bench_dir.resolve().name)
+    return _write(_single_seed_lines(bench_dir, reports_dir, definition, name, n_boot), reports_dir, name)
+
+
+def _single_seed_lines(
+    bench_dir: Path, reports_dir: Path, definition: dict, name: str, n_boot: int
+) -> list[str]:
     figures = Path(reports_dir) / _file_name(name)
     figures.mkdir(parents=True, exist_ok=True)
     points = load_points(bench_dir, n_boot=n_boot)
-    single = best_single(points)
+    single, single_split = headline_single(points, definition)
     shown = selected_points(points, definition)
     finite = points["mean_score"].dropna().abs()
     score_digits = 3 if not finite.empty and finite.max() <= 1.5 else 1
@@ -224,10 +236,20 @@ def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path
         notes.append("No single-model run on test_id, so the delta columns are empty.")
     else:
         notes.append(
-            f"Best single model: `{single}`, the single-model router with the highest test_id score; deltas are on test_id."
+            f"Best single model: `{single}`, the single-model router with the highest {single_split} score;"
+            " deltas are on test_id."
         )
+    selection = definition.get("selection")
     if is_learned(points).any():
-        if definition.get("selected"):
+        if selection and definition.get("selected"):
+            picks = ", ".join(
+                f"{family} λ={choice.get('lam'):g}" for family, choice in definition["selected"].items()
+            )
+            notes.append(
+                f"Learned routers are shown at the λ the rule `{selection['rule']}` selected on {selection['split']}"
+                f" from the definition's fixed grid ({picks}); no test split was used to choose it."
+            )
+        elif definition.get("selected"):
             picks = ", ".join(
                 f"{family} λ={choice.get('lam')}" for family, choice in definition["selected"].items()
             )
@@ -238,6 +260,9 @@ def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path
     extra = benchmark_section(bench_dir, definition, shown, single)
     if extra:
         lines += extra
+    if selection and definition.get("selected"):
+        lines += ["## Selection on " + str(selection["split"]), ""]
+        lines += [*selection_section(points, definition, score_digits), ""]
 
     lines += ["## Score-cost frontier", ""]
     for split in finished_splits(points):
@@ -261,14 +286,126 @@ def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path
 
     lines += ["## Switching", "", "Switch rate: share of consecutive turns answered by different models.", ""]
     lines += [*switching_section(shown), ""]
+    return lines
 
+
+def _write(lines: list[str], reports_dir: Path, name: str) -> Path:
+    figures = Path(reports_dir) / _file_name(name)
     path = Path(reports_dir) / f"{_file_name(name)}.md"
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     text = "\n".join(lines)
     tmp.write_text(text)
     os.replace(tmp, path)
     # Figures of an earlier report (a lambda Optuna no longer selects) would otherwise linger beside it.
-    for figure in figures.glob("*.png"):
+    for figure in figures.glob("*.png") if figures.is_dir() else ():
         if f"({figures.name}/{figure.name})" not in text:
             figure.unlink()
     return path
+
+
+def selection_section(points: pd.DataFrame, definition: dict, score_digits: int) -> list[str]:
+    """The val-selected point of each family, what it scores on test, and the test-selected oracle beside it."""
+    selection = definition["selection"]
+    oracle = oracle_choices(points, definition)
+    split = selection["split"]
+    header = [
+        "family",
+        f"selected λ ({split})",
+        f"{split} score",
+        f"{split} $/episode",
+        f"reaches best single on {split}",
+        "test_id score at it",
+        "oracle λ (selected on test_id)",
+        "oracle test_id score",
+    ]
+    body = []
+    for family, choice in sorted(definition["selected"].items()):
+        at = points[
+            (points["family"] == family)
+            & (points["split"] == "test_id")
+            & points["lam"].map(lambda x, lam=choice["lam"]: math.isclose(x, lam, abs_tol=1e-9))
+        ]
+        o = oracle.get(family)
+        reached = choice.get("reached_best_single")
+        body.append(
+            [
+                family,
+                f"{choice['lam']:g}",
+                _num(choice.get("score"), score_digits),
+                _dollars(choice.get("cost")),
+                MISSING if reached is None else ("yes" if reached else "no: highest score instead"),
+                _num(at.iloc[0].mean_score, score_digits) if not at.empty else MISSING,
+                f"{o['lam']:g} (oracle)" if o else MISSING,
+                _num(o["score"], score_digits) if o else MISSING,
+            ]
+        )
+    rule = selection["rule"]
+    lines = [
+        f"Rule `{rule}` on {split}, stated in the definition before evaluation; the oracle column applies the"
+        " same rule to test_id and is optimistic by construction, shown only to size that optimism."
+    ]
+    return [*lines, "", *_table(header, body)]
+
+
+def seed_section(bench_dir: Path, score_digits: int = 1, n_boot: int = 4000) -> list[str]:
+    """Across seed replicates: mean and spread of each router, and its paired difference to the best single."""
+    rows = seed_rows(bench_dir)
+    if rows.empty:
+        return ["No seed replicate has finished test runs yet."]
+    header = ["router", "split", "seeds", "λ per seed", "score: mean ± sd over seeds", "episode CI ± (mean)"]
+    header += ["$/episode: mean ± sd", "Δscore vs best single [hierarchical 95% CI]", "P(Δ ≤ 0)", "Δcost%"]
+    body = []
+    order = {split: i for i, (split, _) in enumerate(HEADLINE_SPLITS)}
+    grouped = rows.groupby(["router", "split"], sort=False)
+    for (router, split), group in sorted(grouped, key=lambda kv: (order.get(kv[0][1], 9), kv[0][0])):
+        diffs = [d for d in group["diffs"] if len(d)]
+        test = hierarchical_paired_bootstrap(diffs, n_boot=n_boot) if diffs else None
+        sd = group["score"].std(ddof=1) if len(group) > 1 else math.nan
+        cost_sd = group["cost"].std(ddof=1) if len(group) > 1 else math.nan
+        lams = ", ".join(MISSING if math.isnan(x) else f"{x:g}" for x in group["lam"])
+        dcost = 100 * ((group["cost"] - group["best_single_cost"]) / group["best_single_cost"]).mean()
+        body.append(
+            [
+                router,
+                split,
+                str(len(group)),
+                lams if group["lam"].notna().any() else MISSING,
+                f"{_num(group['score'].mean(), score_digits)} ± {_num(sd, score_digits)}",
+                _num(group["score_halfwidth"].mean(), score_digits),
+                f"{_dollars(group['cost'].mean())} ± {_dollars(cost_sd)}",
+                MISSING
+                if test is None
+                else f"{test.mean:+.{score_digits}f} [{test.ci[0]:+.{score_digits}f}, {test.ci[1]:+.{score_digits}f}]",
+                MISSING if test is None else f"{test.p_le_zero:.3f}",
+                f"{dcost:+.1f}%",
+            ]
+        )
+    return _table(header, body)
+
+
+def write_seed_report(bench_dir: Path, reports_dir: Path, definition: dict, n_boot: int = 2000) -> Path:
+    """A seeded benchmark: the across-seed headline, then each replicate's own report beside it."""
+    name = str(definition.get("name") or bench_dir.resolve().name)
+    folder = Path(reports_dir) / _file_name(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    replicates = replicate_dirs(bench_dir, definition)
+    links = []
+    for seed, path in sorted(replicates.items()):
+        child = benchmark_definition(path)
+        child_name = str(child.get("name") or path.name)
+        _write(_single_seed_lines(path, folder, child, child_name, n_boot), folder, child_name)
+        links.append(f"[seed {seed}]({folder.name}/{_file_name(child_name)}.md)")
+    lines = [f"# {name}: routing benchmark report over {len(replicates)} seeds", ""]
+    lines.append(f"Regenerate with `harness report {bench_dir}`; each seed replicate repeats exploration,")
+    lines.append(
+        "training, selection on val and evaluation. Per-seed reports: " + (", ".join(links) or MISSING) + "."
+    )
+    lines += ["", "## Across seeds", ""]
+    lines.append(
+        "Learned routers at each seed's val-selected λ; the best single model is each seed's val-best."
+        " Δscore is paired by episode within a seed; its interval resamples seeds, then episodes"
+        " (hierarchical bootstrap), so it carries both the training and the task variance."
+        " The episode CI column is the mean half-width of the per-seed episode bootstrap, for comparison."
+    )
+    lines += ["", *seed_section(bench_dir), ""]
+    return _write(lines, reports_dir, name)

@@ -325,3 +325,130 @@ def headline_points(points: pd.DataFrame, definition: dict[str, Any], split: str
     rows = rows[is_learned(rows) & (rows["split"] == split) & (rows["n"] > 0)].sort_values(["family", "lam"])
     middles = [group.iloc[len(group) // 2] for _, group in rows.groupby("family", sort=True)]
     return pd.DataFrame(middles, columns=rows.columns)
+
+
+# How a learned family's operating point is chosen on the selection split (stated in the definition).
+SELECTION_RULES = ("cheapest_reaching_best_single", "highest_val_score")
+
+
+def select_point(candidates: pd.DataFrame, rule: str, reference_score: float | None = None) -> dict[str, Any]:
+    """The row of ``candidates`` (one family's points on the selection split: ``lam``,
+    ``mean_score``, ``mean_cost``) that ``rule`` picks, with why.
+
+    ``cheapest_reaching_best_single``: the cheapest point whose score is at least
+    ``reference_score`` (the best single model's on the same split); when none reaches
+    it, the highest-scoring point (``reached`` False says so). ``highest_val_score``:
+    the highest-scoring point. Ties go to the cheaper point, then the smaller lambda,
+    so the choice never depends on row order.
+    """
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"unknown selection rule {rule!r} (known: {', '.join(SELECTION_RULES)})")
+    usable = candidates.dropna(subset=["mean_score", "mean_cost"])
+    if usable.empty:
+        raise ValueError("no candidate point with a finished episode to select from")
+    by_score = usable.sort_values(["mean_score", "mean_cost", "lam"], ascending=[False, True, True])
+    reached = None
+    chosen = by_score.iloc[0]
+    if rule == "cheapest_reaching_best_single":
+        if reference_score is None or math.isnan(reference_score):
+            raise ValueError(f"rule {rule} needs the best single model's score on the selection split")
+        reaching = usable[usable["mean_score"] >= reference_score]
+        reached = not reaching.empty
+        if reached:
+            chosen = reaching.sort_values(["mean_cost", "lam"]).iloc[0]
+    return {
+        "lam": float(chosen["lam"]),
+        "score": float(chosen["mean_score"]),
+        "cost": float(chosen["mean_cost"]),
+        "rule": rule,
+        "reached_best_single": reached,
+    }
+
+
+def selection_best_single(definition: dict[str, Any]) -> str | None:
+    """The best single model as the selection stage found it on its split, if a selection ran."""
+    for choice in (definition.get("selected") or {}).values():
+        if choice.get("best_single"):
+            return str(choice["best_single"])
+    return None
+
+
+def headline_single(points: pd.DataFrame, definition: dict[str, Any]) -> tuple[str | None, str]:
+    """(best single point, the split it was chosen on): the selection split's when a selection ran."""
+    chosen = selection_best_single(definition)
+    if chosen is not None:
+        return chosen, str((definition.get("selection") or {}).get("split", "val"))
+    return best_single(points), "test_id"
+
+
+def oracle_choices(
+    points: pd.DataFrame, definition: dict[str, Any], split: str = "test_id"
+) -> dict[str, dict]:
+    """Each selected family's point had the rule been applied to ``split`` (an oracle: selection on test)."""
+    rule = (definition.get("selection") or {}).get("rule")
+    reference = best_single(points, split)
+    if rule is None:
+        return {}
+    ref_score = float(
+        points[(points["point"] == reference) & (points["split"] == split)]["mean_score"].iloc[0]
+    )
+    out = {}
+    for family in definition.get("selected") or {}:
+        rows = points[(points["family"] == family) & (points["split"] == split) & (points["n"] > 0)]
+        if not rows.empty:
+            out[family] = select_point(rows, rule, ref_score)
+    return out
+
+
+def replicate_dirs(bench_dir: Path, definition: dict[str, Any]) -> dict[int, Path]:
+    """Seed -> results directory of each seed replicate that has run directories."""
+    found = {}
+    for seed, relative in (definition.get("replicates") or {}).items():
+        path = Path(bench_dir) / relative
+        if (path / RUNS_DIR).is_dir():
+            found[int(seed)] = path
+    return found
+
+
+def _scores_by_episode(run_dir: str) -> dict[str, float]:
+    return {r["episode"]: float(r["score"]) for r in _finished(RunStore(Path(run_dir)).episodes())}
+
+
+def seed_rows(bench_dir: Path, splits: tuple[str, ...] = ("test_id", "test_ood")) -> pd.DataFrame:
+    """One row per (router, split, seed) of a seeded benchmark, learned families at their val-selected point.
+
+    ``diffs`` holds the router's score minus that seed's best single model's on each
+    episode both finished (the pairing the hierarchical bootstrap resamples).
+    """
+    definition = benchmark_definition(bench_dir)
+    rows = []
+    for seed, path in sorted(replicate_dirs(bench_dir, definition).items()):
+        child = benchmark_definition(path)
+        points = load_points(path)
+        shown = selected_points(points, child)
+        single, _ = headline_single(points, child)
+        for split in splits:
+            here = shown[(shown["split"] == split) & (shown["n"] > 0)]
+            anchor = points[(points["point"] == single) & (points["split"] == split)]
+            reference = _scores_by_episode(anchor.iloc[0]["run_dir"]) if not anchor.empty else {}
+            for row in here.itertuples():
+                learned = not math.isnan(row.lam)
+                mine = _scores_by_episode(row.run_dir)
+                common = sorted(set(mine) & set(reference))
+                rows.append(
+                    {
+                        "router": f"{row.family} (val-selected)" if learned else row.point,
+                        "split": split,
+                        "seed": seed,
+                        "lam": row.lam,
+                        "score": row.mean_score,
+                        "score_halfwidth": (row.score_hi - row.score_lo) / 2,
+                        "cost": row.mean_cost,
+                        "best_single": single,
+                        "best_single_cost": float(anchor.iloc[0]["mean_cost"])
+                        if not anchor.empty
+                        else math.nan,
+                        "diffs": [mine[e] - reference[e] for e in common],
+                    }
+                )
+    return pd.DataFrame(rows)

@@ -74,12 +74,38 @@ class Message:
 
 
 @dataclass(frozen=True)
+class CacheRule:
+    """When a provider's prompt cache serves a turn's prefix.
+
+    A prefix shorter than ``min_prefix_tokens`` is never cached. Caches are kept per
+    model: with ``survives_switch`` False (the default, and what a router should
+    assume) a turn answered by another model in between drops it, because the
+    provider's cache entry expires or the next call goes elsewhere; True keeps each
+    model's cache across other models' turns.
+    """
+
+    min_prefix_tokens: int = 1024
+    survives_switch: bool = False
+
+
+@dataclass(frozen=True)
 class PriceCard:
-    """Dollars per one million tokens; ``version`` is recorded with every charge."""
+    """Dollars per one million tokens; ``version`` is recorded with every charge.
+
+    ``cached_input_per_mtok`` set turns on cache-aware billing for the model: the
+    prompt prefix it already processed on its previous turn is billed at that price
+    (see :class:`CacheRule` and :meth:`harness.ledger.CostLedger.bill_model`).
+    """
 
     input_per_mtok: float
     output_per_mtok: float
     version: str = "2026-01"
+    cached_input_per_mtok: float | None = None
+    cache: CacheRule = field(default_factory=CacheRule)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cache, dict):  # a card read back from JSON (a checkpoint's pool)
+            object.__setattr__(self, "cache", CacheRule(**self.cache))
 
     def dollars(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6

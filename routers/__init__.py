@@ -23,6 +23,9 @@ BUILTIN = {
     "ridge": "routers.learned.classic:RidgeRouter",
     "cluster": "routers.learned.classic:ClusterRouter",
     "beta-mix": "routers.learned.beta_mix:BetaMixRouter",
+    "episode-knn": "routers.episode_level:EpisodeKNNRouter",
+    "episode-classifier": "routers.episode_level:EpisodeClassifierRouter",
+    "llm-router": "routers.llm_router:LLMRouter",
 }
 
 

@@ -16,6 +16,7 @@ given model answers a given turn the same way whatever the router did before.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,11 @@ class SimulatedBackend:
         else:
             text, tool_calls = ctx.agent_format.render(chosen, THOUGHTS[kind])
         prompt_tokens = count_messages(messages, tools)
-        mean = self.profile.completion_tokens * self.profile.topic_verbosity.get(ctx.oracle.topic(), 1.0)
+        mean = (
+            self.profile.completion_tokens
+            * self.profile.topic_verbosity.get(ctx.oracle.topic(), 1.0)
+            * self.profile.task_verbosity.get(ctx.task.task, 1.0)
+        )
         sigma = self.profile.completion_sigma
         completion_tokens = max(8, int(rng.lognormal(np.log(mean) - sigma**2 / 2, sigma)))
         return Completion(
@@ -81,13 +86,13 @@ class SimulatedBackend:
         gold = oracle.next_action()
         if gold is None or rng.random() < self.profile.premature_finish:
             # Whether a submitted answer is right is drawn only if the benchmark asks (an answer, not a declaration).
-            return "finish", oracle.submit_action(lambda: rng.random() < self._answer_skill(oracle))
+            return "finish", oracle.submit_action(lambda: rng.random() < self._answer_skill(ctx))
         if scratch.get(STREAK_KEY, 0) > 0 and rng.random() < self.profile.persistence:
             kind, action = scratch[LAST_ERROR_KEY]
             scratch[STREAK_KEY] += 1
             return kind, action
         critical = oracle.is_critical()
-        p = self._answer_skill(oracle) if critical else self.profile.skill_for(oracle.topic())
+        p = self._answer_skill(ctx) if critical else self.profile.skill_for(oracle.topic())
         if rng.random() < p:
             scratch[STREAK_KEY] = 0
             return "gold", gold
@@ -96,11 +101,19 @@ class SimulatedBackend:
         scratch[LAST_ERROR_KEY] = (kind, action)
         return kind, action
 
-    def _answer_skill(self, oracle) -> float:
-        """The chance of getting a critical step right: the topic's skill, the critical discount, the evidence."""
-        return (
-            self.profile.skill_for(oracle.topic()) * self.profile.critical_skill * oracle.skill_multiplier()
+    def _answer_skill(self, ctx: CallContext) -> float:
+        """The chance of getting a critical step right: the topic's skill, the critical discount, the
+        evidence, moved in logit space by the task type's difficulty (an unfamiliar task type is
+        harder exactly where it matters: choosing what to focus on)."""
+        p = (
+            self.profile.skill_for(ctx.oracle.topic())
+            * self.profile.critical_skill
+            * ctx.oracle.skill_multiplier()
         )
+        offset = self.profile.task_difficulty.get(ctx.task.task, 0.0)
+        if offset == 0.0 or p <= 0.0 or p >= 1.0:
+            return p
+        return 1.0 / (1.0 + math.exp(-(math.log(p / (1.0 - p)) + offset)))
 
     def _mistake(
         self, ctx: CallContext, gold: Action, critical: bool, rng: np.random.Generator

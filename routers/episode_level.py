@@ -1,0 +1,195 @@
+"""Episode-level routers: one decision at turn 0 from the task text, kept for the whole episode.
+
+These are the paper's single-turn baselines (RouterDC, EmbedLLM, AvengersPro pick one
+model per query): they see the task description and the opening observation, choose
+the candidate with the best predicted score minus ``lam`` times its predicted cost,
+and that model answers every turn. Two predictors, both trained by ``harness train``
+from the same logged runs as the per-turn routers:
+
+- ``episode-knn``: per model, the mean outcome of the ``k`` training decisions of that
+  model nearest to the query vector (cosine), shrunk towards the model's mean.
+- ``episode-classifier``: per model, a logistic classifier of "this decision's episode
+  ended above the median score", turned into an expected score with the model's mean
+  score above and below the median; the cost is the model's mean cost-to-go.
+
+Training uses every logged decision (the value-model contract carries no turn index);
+the turn-0 query's nearest neighbours are mostly early-turn decisions, whose targets
+are the whole episode's score and cost, which is what an episode-level choice needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from harness.errors import ConfigError
+from harness.types import Decision, ModelCard, TurnState
+from routers.learned.dataset import TrainingSet
+from routers.learned.value_model import ValueModel, save_array_file
+from routers.learned.value_router import ValueRouter
+
+KNN_FILE = "episode_knn.npz"
+CLASSIFIER_FILE = "episode_classifier.npz"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class EpisodeKNNModel(ValueModel):
+    kind = "episode-knn"
+
+    def __init__(self, k: int = 25, prior_strength: float = 2.0, seed: int = 0):
+        super().__init__()
+        if k < 1 or prior_strength < 0:
+            raise ConfigError(f"episode-knn needs k >= 1 and prior_strength >= 0, got k={k}")
+        self.k, self.prior_strength, self.seed = k, prior_strength, seed
+        self.vectors: np.ndarray | None = None  # (n, dim) unit vectors
+        self.model_index: np.ndarray | None = None
+        self.targets: np.ndarray | None = None  # (n, 2): score, cost
+        self.priors: np.ndarray | None = None  # (models, 2)
+
+    def fit(
+        self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
+    ) -> EpisodeKNNModel:
+        """A lazy learner: the training decisions are the model (val and warm starts add nothing)."""
+        self.adopt(train)
+        self.vectors = _unit(train.embeddings)
+        self.model_index = train.model_index.astype(np.int64)
+        self.targets = np.stack([train.score, train.cost], axis=1).astype(np.float64)
+        overall = self.targets.mean(axis=0)
+        self.priors = np.array(
+            [
+                self.targets[self.model_index == m].mean(axis=0) if (self.model_index == m).any() else overall
+                for m in range(len(self.cards))
+            ]
+        )
+        return self
+
+    def predict(self, embeddings: np.ndarray, cards: list[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
+        if self.vectors is None or self.model_index is None or self.targets is None or self.priors is None:
+            raise ConfigError("episode-knn model is not fitted")
+        rows = self.model_positions(cards)
+        similarity = _unit(embeddings) @ self.vectors.T  # (queries, n)
+        out = np.zeros((len(similarity), len(rows), 2))
+        for j, m in enumerate(rows):
+            mine = np.flatnonzero(self.model_index == m)
+            if not len(mine):
+                out[:, j] = self.priors[m]
+                continue
+            k = min(self.k, len(mine))
+            nearest = mine[np.argpartition(-similarity[:, mine], k - 1, axis=1)[:, :k]]
+            total = self.targets[nearest].sum(axis=1) + self.prior_strength * self.priors[m]
+            out[:, j] = total / (k + self.prior_strength)
+        return out[..., 0], out[..., 1]
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        assert self.vectors is not None
+        save_array_file(
+            directory / KNN_FILE,
+            vectors=self.vectors,
+            model_index=self.model_index,
+            targets=self.targets,
+            priors=self.priors,
+        )
+        return {}
+
+    def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        with np.load(directory / KNN_FILE) as a:
+            self.vectors, self.model_index = a["vectors"], a["model_index"]
+            self.targets, self.priors = a["targets"], a["priors"]
+
+
+class EpisodeClassifierModel(ValueModel):
+    kind = "episode-classifier"
+
+    def __init__(self, c: float = 1.0, seed: int = 0):
+        super().__init__()
+        self.c, self.seed = c, seed
+        self.coef: np.ndarray | None = None  # (models, dim)
+        self.intercept: np.ndarray | None = None  # (models,)
+        self.outcomes: np.ndarray | None = None  # (models, 3): score above, score below the median, cost
+
+    def fit(
+        self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
+    ) -> EpisodeClassifierModel:
+        self.adopt(train)
+        x = _unit(train.embeddings).astype(np.float64)
+        median = float(np.median(train.score))
+        label = train.score > median
+        n_models, dim = len(self.cards), x.shape[1]
+        self.coef, self.intercept = np.zeros((n_models, dim)), np.zeros(n_models)
+        self.outcomes = np.zeros((n_models, 3))
+        for m in range(n_models):
+            rows = train.model_index == m
+            y, s = label[rows], train.score[rows]
+            base = float(y.mean()) if rows.any() else 0.5
+            self.outcomes[m] = (
+                s[y].mean() if y.any() else median,
+                s[~y].mean() if (~y).any() else median,
+                train.cost[rows].mean() if rows.any() else train.cost.mean(),
+            )
+            if rows.any() and 0 < y.sum() < len(y):
+                clf = LogisticRegression(C=self.c, max_iter=500, random_state=self.seed)
+                clf.fit(x[rows], y, sample_weight=train.weight[rows])
+                self.coef[m], self.intercept[m] = clf.coef_[0], clf.intercept_[0]
+            else:  # one class only: a constant classifier at the observed rate
+                self.intercept[m] = np.log(max(base, 1e-6) / max(1 - base, 1e-6))
+        return self
+
+    def predict(self, embeddings: np.ndarray, cards: list[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
+        if self.coef is None or self.intercept is None or self.outcomes is None:
+            raise ConfigError("episode-classifier model is not fitted")
+        rows = np.array(self.model_positions(cards), dtype=np.int64)
+        logits = _unit(embeddings).astype(np.float64) @ self.coef[rows].T + self.intercept[rows]
+        p = 1.0 / (1.0 + np.exp(-logits))
+        above, below, cost = self.outcomes[rows].T
+        return p * above + (1 - p) * below, np.broadcast_to(cost, p.shape).copy()
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        assert self.coef is not None
+        save_array_file(
+            directory / CLASSIFIER_FILE, coef=self.coef, intercept=self.intercept, outcomes=self.outcomes
+        )
+        return {}
+
+    def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        with np.load(directory / CLASSIFIER_FILE) as a:
+            self.coef, self.intercept, self.outcomes = a["coef"], a["intercept"], a["outcomes"]
+
+
+class EpisodeLevelRouter(ValueRouter):
+    """Greedy at turn 0 over the task text and opening observation; that model answers every turn."""
+
+    warm_startable = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._episode: tuple[str, str, int] | None = None
+        self._chosen: str | None = None
+
+    def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
+        episode = (state.benchmark, state.task, state.variation)
+        if state.turn == 0 or episode != self._episode or self._chosen is None:
+            model, q = self.greedy(state)
+            self._episode, self._chosen = episode, model
+            return Decision(model=model, propensity=1.0, scores=q)
+        return Decision(model=self._chosen, propensity=1.0)
+
+
+class EpisodeKNNRouter(EpisodeLevelRouter):
+    """Registry name ``episode-knn``."""
+
+    name = "episode-knn"
+    model_class = EpisodeKNNModel
+
+
+class EpisodeClassifierRouter(EpisodeLevelRouter):
+    """Registry name ``episode-classifier``."""
+
+    name = "episode-classifier"
+    model_class = EpisodeClassifierModel

@@ -1,0 +1,111 @@
+"""Episode-level routers: trained through `harness train`'s contract, one choice at turn 0 kept to the end."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+from harness.types import ModelCard, PriceCard, TurnState
+from routers import router_class, trainable
+from routers.learned.dataset import load_samples
+from routers.learned.embedding import CachedEmbedder, l2_normalise
+from routers.learned.history_encoder import HistoryEncoder
+from routers.learned.synthetic import write_synthetic_run
+from routers.learned.train import train_router
+
+CARDS = [
+    ModelCard("cheap", PriceCard(0.1, 0.4), knowledge_cutoff="2024-01"),
+    ModelCard("mid", PriceCard(1.0, 4.0), knowledge_cutoff="2024-06"),
+    ModelCard("strong", PriceCard(5.0, 20.0), knowledge_cutoff="2025-01", reasoning=True),
+]
+HELPER = {"boil": "cheap", "grow-plant": "mid", "measure-melting": "strong"}
+KINDS = ("episode-knn", "episode-classifier")
+
+
+class HashingEmbedder:
+    name = "test:hashing-bag-of-words-64"
+    dim = 64
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"[a-z]+", text.lower()):
+                h = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little")
+                out[row, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        return l2_normalise(out)
+
+
+def state_of(sample, task: str | None = None, variation: int = 0) -> TurnState:
+    return TurnState(
+        benchmark=sample.benchmark,
+        task=task or sample.task,
+        variation=variation,
+        task_description=sample.task_description,
+        history=sample.history,
+        turn=sample.turn,
+        dollars_spent=0.0,
+        budget_dollars=2.0,
+        max_turns=50,
+        candidates=list(CARDS),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("episode")
+    encoder = HistoryEncoder(CachedEmbedder(HashingEmbedder(), work / "cache"), mode="incremental")
+    stage_a = write_synthetic_run(work / "stage-a", CARDS, HELPER, episodes_per_task=40, seed=0)
+    held_out = load_samples(
+        [write_synthetic_run(work / "held-out", CARDS, HELPER, episodes_per_task=8, seed=1)]
+    )
+    checkpoints = {}
+    for kind in KINDS:
+        checkpoints[kind] = work / kind
+        train_router(kind, [stage_a], checkpoints[kind], pool=CARDS, lam=0.0, encoder=encoder, seed=0)
+    return checkpoints, encoder, held_out
+
+
+def test_registered_as_trainable_families():
+    assert set(KINDS) <= set(trainable())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_turn_zero_choice_reads_the_task(kind, trained):
+    checkpoints, encoder, held_out = trained
+    router = router_class(kind)(str(checkpoints[kind]), lam=0.0, encoder=encoder)
+    firsts = [s for s in held_out if s.turn == 0]
+    right = [router.route(state_of(s), np.random.default_rng(0)).model == HELPER[s.task] for s in firsts]
+    assert np.mean(right) >= 0.7, f"{kind}: helpful model at turn 0 in {np.mean(right):.0%} (random 33%)"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_keeps_its_model_for_the_whole_episode(kind, trained):
+    checkpoints, encoder, held_out = trained
+    router = router_class(kind)(str(checkpoints[kind]), lam=0.0, encoder=encoder)
+    boil = next(s for s in held_out if s.turn == 0 and s.task == "boil")
+    first = router.route(state_of(boil), np.random.default_rng(0)).model
+    # Later turns of the same episode whose histories a per-turn router would route elsewhere.
+    later = [s for s in held_out if s.turn > 0 and s.task == "measure-melting"][:10]
+    per_turn = {router.greedy(state_of(s))[0] for s in later}
+    assert per_turn - {first}, "the later states must tempt a per-turn router away from the first choice"
+    kept = {router.route(state_of(s, task="boil"), np.random.default_rng(0)).model for s in later}
+    assert kept == {first}
+    # A new episode decides afresh at its turn 0.
+    melt = next(s for s in held_out if s.turn == 0 and s.task == "measure-melting")
+    assert router.route(state_of(melt), np.random.default_rng(0)).model == router.greedy(state_of(melt))[0]
+
+
+def test_lambda_makes_the_choice_cheaper(trained):
+    checkpoints, encoder, held_out = trained
+    firsts = [s for s in held_out if s.turn == 0]
+    price = {c.name: c.price.output_per_mtok for c in CARDS}
+    spend = {}
+    for lam in (0.0, 50.0):
+        router = router_class("episode-knn")(str(checkpoints["episode-knn"]), lam=lam, encoder=encoder)
+        spend[lam] = np.mean(
+            [price[router.route(state_of(s), np.random.default_rng(0)).model] for s in firsts]
+        )
+    assert spend[50.0] < spend[0.0]
