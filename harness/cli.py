@@ -305,6 +305,7 @@ def benchmark(
     track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
 ) -> None:
     """Collect, train, tune, evaluate, log to MLflow and write the report."""
+    from harness.layout import ResultsLayout
     from harness.pipeline import BenchmarkRun, load_benchmark
     from harness.summary import render_table, summarize_run
 
@@ -312,11 +313,16 @@ def benchmark(
     show_stage_messages()
     bench = BenchmarkRun(definition, results, progress=ProgressBar())
     outputs = bench.execute(track=track, report_dir=reports)
-    for split in definition.eval_splits:
-        runs = sorted(p for p in bench.layout.runs(split).iterdir() if p.is_dir())
-        table_console().print(
-            render_table([summarize_run(r) for r in runs], title=f"{definition.name}: {split}")
-        )
+    # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.
+    roots = [bench.layout.root, *sorted((bench.layout.root / "seeds").glob("s*"))]
+    for root in roots:
+        for split in definition.eval_splits:
+            split_dir = ResultsLayout(root).runs(split)
+            if not split_dir.is_dir():
+                continue
+            runs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+            title = f"{definition.name}: {split}" + (f" ({root.name})" if root != bench.layout.root else "")
+            table_console().print(render_table([summarize_run(r) for r in runs], title=title))
     for key, value in outputs.items():
         print(f"{key}: {value}")
 
