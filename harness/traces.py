@@ -16,7 +16,7 @@ An episode the judge scored (``judge_cost`` > 0) gets one more trace, ``judge``.
 
 Turn lines carry no clock times, so span times are reconstructed: the episode ends
 when its turn file was last written, lasted its recorded ``duration_s``, and that
-time is shared evenly by its turns. Durations of single spans are therefore not
+time is shared evenly by its turns (at least a millisecond each). Durations of single spans are therefore not
 measurements; order, tokens and dollars are.
 
 A trace's id is derived from a stable key (experiment, split, point, episode,
@@ -157,7 +157,8 @@ class _Clock:
 
     def __init__(self, turns_file: Path, duration_s: float, slots: int):
         end_ns = turns_file.stat().st_mtime_ns if turns_file.exists() else time.time_ns()
-        self.slot_ns = max(int(duration_s * 1e9), slots * 1000) // max(slots, 1)
+        # At least a millisecond a turn: MLflow orders a session's traces by millisecond timestamps.
+        self.slot_ns = max(int(duration_s * 1e9) // max(slots, 1), 1_000_000)
         self.start_ns = end_ns - self.slot_ns * slots
 
     def slot(self, index: int, part: int = 0, parts: int = 1) -> tuple[int, int]:
