@@ -7,17 +7,24 @@ scatter one benchmark's records over wherever the command happened to run.
 Artifact locations are absolute paths, so a moved results directory is refused
 rather than silently written to the old place.
 
-One call of :func:`log_benchmark` makes one parent run; under it one run per
-router family (frontier numbers, Optuna trials, the trained router as a pyfunc
-model) and under each family one run per operating point (score, cost, steps,
-switch rate per split with their intervals). Runs are created through
-``MlflowClient``, which skips MLflow's git and environment inference; nothing is
-read from ``os.environ`` into params.
+A benchmark is one parent run; under it one run per router family (frontier
+numbers, Optuna trials, the trained router as a pyfunc model) and under each family
+one run per operating point, with the same metric names per split on every point
+(score, cost, their interval bounds, switch rate, turns) so MLflow's chart view
+plots score against cost across runs. Each point's episodes become MLflow traces
+and sessions (:mod:`harness.traces`).
+
+Every run is found or created by a stable ``harness.key`` tag, so logging again
+(:func:`log_run` after each batch, :func:`log_benchmark` at the end, a resumed
+benchmark) updates the same runs and never duplicates a run or a trace. Runs are
+created through ``MlflowClient``, which skips MLflow's git and environment
+inference; nothing is read from ``os.environ`` into params.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -35,7 +42,7 @@ import pandas as pd
 
 from harness.config import to_plain
 from harness.errors import ConfigError, HarnessError
-from harness.layout import MODELS_DIR, ResultsLayout
+from harness.layout import MODELS_DIR, RUNS_DIR, ResultsLayout
 from harness.plots import pareto_figure, usage_figure
 from harness.results import (
     benchmark_definition,
@@ -45,15 +52,24 @@ from harness.results import (
     frontier_table,
     headline_points,
     load_points,
+    point_row,
     provenance,
     reference_point,
+    split_sort_key,
 )
+from harness.traces import RunTraceContext, TracedRun, TraceSelection, trace_run
 from harness.trajectory import RunStore
 from harness.types import ModelCard
 
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
+KEY_TAG = "harness.key"  # the stable identity of a run within its experiment
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI
+MODEL_TAG = "router_model"  # on a family run: which checkpoint its logged model is
+# MLflow's experiment kind: opens the experiment on its runs, not on the GenAI overview.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 # Router params are logged, except anything that looks like a credential.
 SECRET_KEY = re.compile(r"api_?key|secret|password|passwd|token$|credential|auth", re.IGNORECASE)
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
@@ -111,12 +127,16 @@ def _experiment_id(client: Any, bench_dir: Path, name: str) -> str:
     root = artifact_root(bench_dir)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=root)
+        return client.create_experiment(
+            name, artifact_location=root, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     if experiment.artifact_location.removeprefix("file://") != root:
         raise ConfigError(
             f"MLflow experiment {name!r} in {tracking_uri(bench_dir)} keeps artifacts in "
             f"{experiment.artifact_location}, not {root}; was the results directory moved?"
         )
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
 
 
@@ -139,12 +159,24 @@ def _log(
     from mlflow.entities import Metric, Param
 
     stamp = int(datetime.now(timezone.utc).timestamp() * 1000)
-    params_out = [Param(_param_key(k), _param_value(v)) for k, v in (params or {}).items() if v is not None]
+    logged = client.get_run(run_id).data.params if params else {}
+    params_out = []
+    for key, value in (params or {}).items():
+        if value is None:
+            continue
+        param = Param(_param_key(key), _param_value(value))
+        if param.key not in logged:
+            params_out.append(param)
+        elif logged[param.key] != param.value:
+            # MLflow params are immutable; the artifacts and metrics logged beside them are current.
+            log.warning("run %s: param %s changed since it was first logged; keeping the first", run_id, key)
     metrics_out = [
         Metric(_param_key(k), float(v), stamp, 0)
         for k, v in (metrics or {}).items()
         if v is not None and math.isfinite(float(v))
     ]
+    if not params_out and not metrics_out:
+        return
     # MLflow takes at most 100 params per batch.
     for start in range(0, max(len(params_out), 1), 100):
         client.log_batch(
@@ -152,9 +184,22 @@ def _log(
         )
 
 
-def _child(client: Any, experiment_id: str, parent_id: str, name: str, kind: str, **tags: str) -> str:
-    run = client.create_run(experiment_id, run_name=name, tags={PARENT_TAG: parent_id, "kind": kind, **tags})
-    return run.info.run_id
+def _run(client: Any, experiment_id: str, key: str, name: str, tags: dict[str, str]) -> str:
+    """The run with this ``harness.key`` in the experiment, created on first use; its tags are kept current."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
+    if found:
+        run = found[0]
+        for tag, value in tags.items():
+            if run.data.tags.get(tag) != value:
+                client.set_tag(run.info.run_id, tag, value)
+        return run.info.run_id
+    return client.create_run(experiment_id, run_name=name, tags={KEY_TAG: key, **tags}).info.run_id
+
+
+def _child(
+    client: Any, experiment_id: str, parent_id: str, key: str, name: str, kind: str, **tags: str
+) -> str:
+    return _run(client, experiment_id, key, name, {PARENT_TAG: parent_id, "kind": kind, **tags})
 
 
 def _point_metrics(rows: pd.DataFrame) -> dict[str, float]:
@@ -170,7 +215,7 @@ def _point_metrics(rows: pd.DataFrame) -> dict[str, float]:
             ("cost_ci_low", row.cost_lo),
             ("cost_ci_high", row.cost_hi),
             ("total_cost", row.total_cost),
-            ("steps", row.mean_turns),
+            ("turns", row.mean_turns),
             ("switch_rate", row.switch_rate),
         ):
             metrics[f"{row.split}/{name}"] = value
@@ -212,6 +257,7 @@ def _log_trials(client: Any, experiment_id: str, family_run: str, studies: list[
                 client,
                 experiment_id,
                 family_run,
+                f"trial:{study.study_name}:{trial.number}",
                 f"trial {trial.number}",
                 "trial",
                 study=study.study_name,
@@ -269,24 +315,81 @@ def _log_frontiers(
     definition: dict[str, Any],
     single: str | None,
 ) -> dict[str, pd.DataFrame]:
-    """Per split: the frontier and family-summary tables and the Pareto plot; then the usage heatmaps."""
+    """Per split, at the top of the parent's artifacts: the Pareto plot, the frontier and family-summary
+    tables; then the usage heatmaps under ``figures/``."""
     name = str(definition.get("name") or bench_dir.name)
     summaries: dict[str, pd.DataFrame] = {}
     for split in finished_splits(points):
         ref_score, ref_cost, _ = reference_point(definition, points, split)
-        _log_table(client, run_id, frontier_table(points, split), f"frontier/{split}.json")
+        _log_table(client, run_id, frontier_table(points, split), f"frontier_{split}.json")
         summary = family_summaries(points, split, (ref_score, ref_cost), single)
         if not summary.empty:
             _log_table(
-                client, run_id, summary.astype({"aiq_shared_range": str}), f"frontier/summary_{split}.json"
+                client, run_id, summary.astype({"aiq_shared_range": str}), f"family_summary_{split}.json"
             )
             summaries[split] = summary
         figure = pareto_figure(points, split, title=f"{name}: score vs cost, {split}")
-        client.log_figure(run_id, figure, f"figures/pareto_{split}.png")
+        client.log_figure(run_id, figure, f"pareto_{split}.png")
     for row in headline_points(points, definition).itertuples():
         figure = usage_figure(bench_dir, row.point, "test_id")
         client.log_figure(run_id, figure, f"figures/usage_{_param_key(row.point)}.png")
     return summaries
+
+
+def lam_source(definition: dict[str, Any], family: str, lam: float, splits: list[str]) -> str:
+    """How an operating point's lambda was chosen, in words for its run description."""
+    if math.isnan(lam):
+        return "fixed router, no lambda"
+    selected = (definition.get("selected") or {}).get(family) or {}
+    if selected.get("lam") is not None and math.isclose(float(selected["lam"]), lam):
+        return "lambda selected by Optuna on val"
+    swept = next(
+        (
+            r.get("lambdas") or []
+            for r in (definition.get("definition") or {}).get("learned") or []
+            if r.get("name") == family
+        ),
+        [],
+    )
+    if any(math.isclose(float(x), lam) for x in swept):
+        return "lambda from the definition's sweep"
+    if splits == ["val"]:
+        return "lambda proposed by an Optuna trial on val"
+    return "lambda given in the router params"
+
+
+def _point_identity(
+    definition: dict[str, Any], family: str, label: str, lam: float, splits: list[str]
+) -> tuple[str, dict[str, str]]:
+    """A point run's description and the tags that say what it is."""
+    source = lam_source(definition, family, lam, splits)
+    what = family if math.isnan(lam) else f"{family} at lambda={lam:g}"
+    note = f"{what} ({source}); router {label}; evaluated on {', '.join(splits)}."
+    tags = {NOTE_TAG: note, "family": family, "lam_source": source, "splits": ",".join(splits)}
+    if not math.isnan(lam):
+        tags["lam"] = f"{lam:g}"
+    return note, tags
+
+
+def _log_point(
+    client: Any, experiment_id: str, family_run: str, definition: dict[str, Any], rows: pd.DataFrame
+) -> str:
+    """One operating point's run: params, the metrics of every split it ran on, what it is."""
+    first = rows.iloc[0]
+    splits = sorted(rows["split"], key=split_sort_key)
+    _, tags = _point_identity(definition, first.family, first.label, first.lam, splits)
+    run_id = _child(client, experiment_id, family_run, f"point:{first.point}", first.point, "point", **tags)
+    params = {"label": first.label, "family": first.family, **_flat("router.", first.params)}
+    if not math.isnan(first.lam):
+        params["lam"] = first.lam
+    _log(client, run_id, params=params, metrics=_point_metrics(rows))
+    return run_id
+
+
+def _family_run(client: Any, experiment_id: str, parent: str, family: str) -> str:
+    run_id = _child(client, experiment_id, parent, f"family:{family}", family, "family", family=family)
+    _log(client, run_id, params={"family": family})
+    return run_id
 
 
 def _log_family(
@@ -297,24 +400,60 @@ def _log_family(
     points: pd.DataFrame,
     summaries: dict[str, pd.DataFrame],
     studies: list[Any],
-) -> str:
-    """A family run with its frontier metrics, one nested run per operating point and per Optuna trial."""
-    family_run = _child(client, experiment_id, parent, family, "family", family=family)
+    definition: dict[str, Any],
+) -> tuple[str, dict[str, str]]:
+    """A family run with its frontier metrics, one nested run per operating point and per Optuna trial.
+
+    Returns the family run's id and the point runs' ids by point.
+    """
+    family_run = _family_run(client, experiment_id, parent, family)
     metrics = {}
     for split, summary in summaries.items():
         for record in summary[summary["family"] == family].to_dict("records"):
             metrics |= {f"{split}/{key}": record[key] for key in FAMILY_METRICS}
-    _log(client, family_run, params={"family": family}, metrics=metrics)
+    _log(client, family_run, metrics=metrics)
+    point_runs = {}
     for point, rows in points[points["family"] == family].groupby("point", sort=True):
-        first = rows.iloc[0]
-        run_id = _child(client, experiment_id, family_run, point, "point", family=family)
-        params = {"label": first.label, "family": family, **_flat("router.", first.params)}
-        if not math.isnan(first.lam):
-            params["lam"] = first.lam
-        _log(client, run_id, params=params, metrics=_point_metrics(rows))
+        point_runs[str(point)] = run_id = _log_point(client, experiment_id, family_run, definition, rows)
         client.set_terminated(run_id)
     _log_trials(client, experiment_id, family_run, studies)
-    return family_run
+    return family_run, point_runs
+
+
+def _parent_run(client: Any, experiment_id: str, name: str, git_commit: str) -> str:
+    tags = {
+        "kind": "benchmark",
+        "bench": name,
+        "mlflow.source.git.commit": git_commit,
+        NOTE_TAG: f"Benchmark {name}: Pareto plots and frontier tables in the artifacts; one nested run "
+        "per router family, under each one run per operating point, whose episodes are the "
+        "experiment's sessions (Traces / Sessions tabs).",
+    }
+    return _run(client, experiment_id, "benchmark", name, tags)
+
+
+def trace_selection(definition: dict[str, Any], override: str | float | None = None) -> TraceSelection:
+    """``override``, else the definition's ``trace_episodes``, else every episode."""
+    chosen = override if override is not None else (definition.get("definition") or {}).get("trace_episodes")
+    return TraceSelection.parse(chosen)
+
+
+def _trace_point(
+    bench_dir: Path, experiment_id: str, run_id: str, rows: pd.DataFrame, selection: TraceSelection
+) -> TracedRun:
+    """The traces of every run directory (one per split) of one operating point."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(tracking_uri(bench_dir), artifact_root(bench_dir))
+    total = TracedRun(0, 0, 0)
+    for row in rows.itertuples():
+        lam = None if math.isnan(row.lam) else float(row.lam)
+        context = RunTraceContext(experiment_id, run_id, row.split, row.point, row.label, lam)
+        done = trace_run(store, context, Path(row.run_dir), selection)
+        total = TracedRun(
+            total.traces + done.traces, total.skipped + done.skipped, total.episodes + done.episodes
+        )
+    return total
 
 
 def log_benchmark(
@@ -324,52 +463,116 @@ def log_benchmark(
     points: pd.DataFrame | None = None,
     log_models: bool = True,
     n_boot: int = 2000,
+    trace_episodes: str | float | None = None,
 ) -> str:
-    """Log one benchmark invocation as a parent run with nested family and point runs; returns its id.
+    """Log a benchmark as a parent run with nested family and point runs and the points' traces.
 
-    ``points`` defaults to :func:`harness.results.load_points` of ``bench_dir``. With
-    ``log_models`` each learned family's checkpoint (the one its headline point ran
-    with) is logged as a pyfunc model under the family run.
+    Returns the parent's id. Finds the runs and traces an earlier call (or
+    :func:`log_run`) made and brings them up to date. ``points`` defaults to
+    :func:`harness.results.load_points` of ``bench_dir``. With ``log_models`` each
+    learned family's checkpoint (the one its headline point ran with) is logged as
+    a pyfunc model under the family run, once per checkpoint. ``trace_episodes``
+    (``all``, ``none`` or a fraction) overrides the definition's.
     """
     bench_dir = Path(bench_dir).resolve()
     definition = benchmark_definition(bench_dir)
+    selection = trace_selection(definition, trace_episodes)
     name = str(definition.get("name") or bench_dir.name)
     points = load_points(bench_dir, n_boot=n_boot) if points is None else points
     single = best_single(points)
     studies = _studies(bench_dir)
     with _scope(bench_dir) as client:
         experiment_id = _experiment_id(client, bench_dir, name)
-        started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        parent = client.create_run(
-            experiment_id,
-            run_name=f"{name} {started}",
-            tags={"kind": "benchmark", "bench": name, "mlflow.source.git.commit": git_commit},
-        ).info.run_id
+        parent = _parent_run(client, experiment_id, name, git_commit)
         _log(client, parent, params=_parent_params(bench_dir, definition, git_commit, single))
         client.log_dict(parent, definition, "benchmark.json")
         summaries = _log_frontiers(client, parent, bench_dir, points, definition, single)
         for family in sorted(set(points["family"]) | set(studies)):
-            family_run = _log_family(
-                client, experiment_id, parent, family, points, summaries, studies.get(family, [])
+            family_points = points[points["family"] == family]
+            family_run, point_runs = _log_family(
+                client, experiment_id, parent, family, points, summaries, studies.get(family, []), definition
             )
+            for point, rows in family_points.groupby("point", sort=True):
+                _trace_point(bench_dir, experiment_id, point_runs[str(point)], rows, selection)
             if log_models:
-                _log_family_model(
-                    bench_dir, family, points[points["family"] == family], definition, family_run
-                )
+                _log_family_model(client, bench_dir, family, family_points, definition, family_run)
             client.set_terminated(family_run)
         client.set_terminated(parent)
     return parent
 
 
+def log_run(
+    bench_dir: Path, run_dir: Path, git_commit: str = "unknown", *, trace_episodes: str | float | None = None
+) -> str | None:
+    """Log one operating point's run directory as it stands: its run (created under the benchmark's parent
+    and family runs if need be), its metrics on that split and its episodes' traces. Returns the run's id.
+
+    Meant to be called after each batch finishes, so the UI fills in while a
+    benchmark runs; it is idempotent, so calling it again after a resume (or
+    :func:`log_benchmark` at the end) adds only what is new. A directory that is not
+    an operating point (``runs/<split>/<point>/``, e.g. exploration data) is skipped
+    and gives ``None``.
+    """
+    bench_dir, run_dir = Path(bench_dir).resolve(), Path(run_dir).resolve()
+    if run_dir.parent.parent != bench_dir / RUNS_DIR:
+        return None
+    split, point = run_dir.parent.name, run_dir.name
+    definition = benchmark_definition(bench_dir)
+    selection = trace_selection(definition, trace_episodes)
+    name = str(definition.get("name") or bench_dir.name)
+    rows = pd.DataFrame([point_row(split, point, run_dir)])
+    family = str(rows.iloc[0].family)
+    with _scope(bench_dir) as client:
+        experiment_id = _experiment_id(client, bench_dir, name)
+        parent = _parent_run(client, experiment_id, name, git_commit)
+        family_run = _family_run(client, experiment_id, parent, family)
+        found = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{KEY_TAG}` = 'point:{point}'", max_results=1
+        )
+        if found:
+            # Keep the point's other splits in its description, not just this one.
+            logged = [s for s in found[0].data.tags.get("splits", "").split(",") if s]
+            splits = sorted(set(logged) | {split}, key=split_sort_key)
+        else:
+            splits = [split]
+        run_id = _log_point(client, experiment_id, family_run, definition, rows)
+        _, tags = _point_identity(
+            definition, family, str(rows.iloc[0].label), float(rows.iloc[0].lam), splits
+        )
+        client.set_tag(run_id, NOTE_TAG, tags[NOTE_TAG])
+        client.set_tag(run_id, "splits", tags["splits"])
+        _trace_point(bench_dir, experiment_id, run_id, rows, selection)
+    return run_id
+
+
 def _log_table(client: Any, run_id: str, table: pd.DataFrame, path: str) -> None:
-    """A table artifact with NaN as null, so the file is strict JSON the MLflow UI can read."""
+    """A table artifact with NaN as null, so the file is strict JSON the MLflow UI can read.
+
+    MLflow appends to a table already logged under the same name; logging again
+    replaces it instead, so the table always matches the run directories.
+    """
+    existing = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / path
+    existing.unlink(missing_ok=True)
     client.log_table(run_id, table.astype(object).where(table.notna(), None), path)
 
 
+def _checkpoint_identity(checkpoint: Path, lam: float) -> str:
+    """Changes when the checkpoint is retrained (its training stamp) or the headline lambda changes."""
+    stamp = checkpoint / "trained-from.json"
+    trained = stamp.read_text() if stamp.exists() else str(stamp.parent.stat().st_mtime_ns)
+    return hashlib.sha256(f"{checkpoint.resolve()}|{trained}|{lam}".encode()).hexdigest()[:16]
+
+
 def _log_family_model(
-    bench_dir: Path, family: str, family_points: pd.DataFrame, definition: dict[str, Any], run_id: str
+    client: Any,
+    bench_dir: Path,
+    family: str,
+    family_points: pd.DataFrame,
+    definition: dict[str, Any],
+    run_id: str,
 ) -> None:
-    """Log the checkpoint the family's headline point ran with, if it has one on disk."""
+    """Log the checkpoint the family's headline point ran with, if it has one on disk and it is not
+    logged already (the family run's ``router_model`` tag names the one that is)."""
     headline = headline_points(family_points, definition)
     if headline.empty:
         return
@@ -377,6 +580,9 @@ def _log_family_model(
     checkpoint = row.params.get("checkpoint")
     if not checkpoint or not Path(checkpoint).is_dir():
         log.warning("router family %s: checkpoint %s not found; its model is not logged", family, checkpoint)
+        return
+    identity = _checkpoint_identity(Path(checkpoint), float(row.lam))
+    if client.get_run(run_id).data.tags.get(MODEL_TAG) == identity:
         return
     cards, config = _pool_cards(row.run_dir)
     extra = {k: v for k, v in row.params.items() if k not in ("checkpoint", "lam", "label")}
@@ -391,6 +597,7 @@ def _log_family_model(
         bench_dir=bench_dir,
         run_id=run_id,
     )
+    client.set_tag(run_id, MODEL_TAG, identity)
 
 
 def _requirements() -> list[str]:

@@ -1,0 +1,237 @@
+"""Episodes as MLflow traces and sessions, logged per batch and idempotently, on a real SQLite store.
+
+Episodes are played through the real agent loop on the tool-call test benchmark (several tool
+calls per turn, a judge billed apart), into a real run directory laid out as a benchmark's
+``runs/<split>/<point>/``; the traces are read back through MLflow's own client.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))
+
+from tool_benchmark import LookupBenchmark  # noqa: E402
+
+from harness.agent import run_episode  # noqa: E402
+from harness.errors import ConfigError  # noqa: E402
+from harness.layout import ResultsLayout  # noqa: E402
+from harness.traces import TraceSelection  # noqa: E402
+from harness.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, log_benchmark, log_run, tracking_uri  # noqa: E402
+from harness.trajectory import RunStore  # noqa: E402
+from harness.types import Completion, ModelCard, PriceCard, TaskInstance, ToolCall  # noqa: E402
+from routers import make_router  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
+
+AGENT = ModelCard("agent", PriceCard(1.0, 2.0))
+JUDGE = ModelCard("judge", PriceCard(10.0, 10.0))
+POINT = "single:agent"
+
+
+class ScriptedBackend:
+    """Replies from a list, 100 prompt and 10 completion tokens each, billed on the card."""
+
+    def __init__(self, card: ModelCard, replies: list[Completion]):
+        self.card, self.replies = card, list(replies)
+
+    def complete(self, messages, ctx, tools=None):
+        reply = self.replies.pop(0)
+        return Completion(reply.text, 100, 10, self.card.price.dollars(100, 10), reply.tool_calls)
+
+
+def calls(*pairs: tuple[str, str]) -> Completion:
+    return Completion("", 0, 0, 0.0, tuple(ToolCall(f"c{i}", n, a) for i, (n, a) in enumerate(pairs)))
+
+
+def play(store: RunStore, variation: int) -> dict[str, Any]:
+    """One three-turn episode (two lookups, an addition, the answer), recorded like a batch does."""
+    benchmark = LookupBenchmark()
+    task = TaskInstance("lookup", "count", variation, "test_id")
+    agent = ScriptedBackend(
+        AGENT,
+        [
+            calls(("lookup", '{"key": "a"}'), ("lookup", '{"key": "b"}')),
+            calls(("add", '{"x": 12, "y": 30}')),
+            calls(("answer", '{"value": 42}')),
+        ],
+    )
+    judge = ScriptedBackend(JUDGE, [Completion("correct: yes", 0, 0, 0.0)])
+    router = make_router("single", {"model": "agent"}, ["agent"])
+    result = run_episode(
+        benchmark,
+        benchmark.make_environment(),
+        {"agent": agent},
+        router,
+        task,
+        0,
+        benchmark.limits,
+        store,
+        judge,
+    )
+    record = result.record(POINT)
+    store.record_episode(record)
+    return record
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A benchmark directory with one operating point of one episode, logged once."""
+    root = tmp_path_factory.mktemp("traces") / "tracebench"
+    run_dir = ResultsLayout(root).run("test_id", POINT)
+    store = RunStore(run_dir)
+    store.open(
+        {
+            "run": {"router": {"name": "single", "params": {"model": "agent"}}, "benchmark": "lookup"},
+            "price_cards": {
+                "agent": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "version": "test"},
+                "judge": {"input_per_mtok": 10.0, "output_per_mtok": 10.0, "version": "test"},
+            },
+        }
+    )
+    record = play(store, 0)
+    run_id = log_run(root, run_dir)
+    client = mlflow.MlflowClient(tracking_uri(root))
+    experiment = client.get_experiment_by_name("tracebench")
+    return {"root": root, "run_dir": run_dir, "store": store, "record": record, "run_id": run_id,
+            "client": client, "experiment": experiment}  # fmt: skip
+
+
+def _traces(client: Any, experiment_id: str, run_id: str | None = None) -> list[Any]:
+    where = f"metadata.mlflow.sourceRun = '{run_id}'" if run_id else None
+    return client.search_traces(locations=[experiment_id], filter_string=where, max_results=500)
+
+
+def _runs(client: Any, experiment_id: str) -> list[Any]:
+    return client.search_runs([experiment_id], max_results=500)
+
+
+def test_each_turn_is_a_trace_and_the_episode_a_session_of_its_run(bench):
+    client, experiment = bench["client"], bench["experiment"]
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    traces = _traces(client, experiment.experiment_id, bench["run_id"])
+    names = sorted(t.info.tags["mlflow.traceName"] for t in traces)
+    assert names == ["judge", "turn 0", "turn 1", "turn 2"]
+    session = "test_id/single:agent/lookup/count/0"
+    assert {t.info.trace_metadata["mlflow.trace.session"] for t in traces} == {session}
+    assert {t.info.tags["router"] for t in traces} == {POINT}
+    assert {t.info.tags["run_id"] for t in traces} == {bench["run_id"]}
+    # Turns follow each other in time, the judge comes last.
+    ordered = sorted(traces, key=lambda t: t.info.request_time)
+    assert [t.info.tags["mlflow.traceName"] for t in ordered] == ["turn 0", "turn 1", "turn 2", "judge"]
+
+    first = next(t for t in traces if t.info.tags["mlflow.traceName"] == "turn 0")
+    spans = {s.name: s for s in first.data.spans}
+    assert sorted(s.name for s in first.data.spans) == [
+        "chat agent",
+        "route",
+        "tool lookup",
+        "tool lookup",
+        "turn 0",
+    ]
+    route = spans["route"]
+    assert route.outputs["model"] == "agent" and route.outputs["propensity"] == 1.0
+    chat = spans["chat agent"]
+    assert chat.span_type == "CHAT_MODEL"
+    assert chat.get_attribute("mlflow.chat.tokenUsage") == {
+        "input_tokens": 100,
+        "output_tokens": 10,
+        "total_tokens": 110,
+    }
+    dollars = AGENT.price.dollars(100, 10)
+    assert chat.get_attribute("mlflow.llm.cost")["total_cost"] == pytest.approx(dollars)
+    assert chat.get_attribute("mlflow.llm.cost")["input_cost"] == pytest.approx(100 * 1.0 / 1e6)
+    assert [m["role"] for m in chat.inputs["messages"]] == [
+        "system",
+        "user",
+    ]  # what the model was given first
+    assert [c["function"]["name"] for c in chat.outputs["choices"][0]["message"]["tool_calls"]] == [
+        "lookup"
+    ] * 2
+    tools = [s for s in first.data.spans if s.name == "tool lookup"]
+    assert [(s.inputs["arguments"], s.outputs["content"]) for s in tools] == [
+        ('{"key": "a"}', "12"),
+        ('{"key": "b"}', "30"),
+    ]
+    # The store's trace-level totals (what the token and cost views read) are filled.
+    assert json.loads(first.info.trace_metadata["mlflow.trace.tokenUsage"])["total_tokens"] == 110
+    assert json.loads(first.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(dollars)
+
+    judge = next(t for t in traces if t.info.tags["mlflow.traceName"] == "judge")
+    assert json.loads(judge.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(
+        bench["record"]["judge_cost"]
+    )
+
+
+def test_the_point_run_is_nested_named_described_and_has_split_metrics(bench):
+    client, experiment = bench["client"], bench["experiment"]
+    runs = {r.data.tags["kind"]: r for r in _runs(client, experiment.experiment_id)}
+    assert set(runs) == {"benchmark", "family", "point"}
+    point, family, parent = runs["point"], runs["family"], runs["benchmark"]
+    assert point.info.run_name == POINT and point.info.run_id == bench["run_id"]
+    assert point.data.tags["mlflow.parentRunId"] == family.info.run_id
+    assert family.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert "fixed router, no lambda" in point.data.tags["mlflow.note.content"]
+    assert "evaluated on test_id" in point.data.tags["mlflow.note.content"]
+    metrics = point.data.metrics
+    assert metrics["test_id/score"] == 1.0 and metrics["test_id/turns"] == 3.0
+    assert metrics["test_id/cost"] == pytest.approx(bench["record"]["cost"])
+    assert {"test_id/score_ci_low", "test_id/cost_ci_high", "test_id/switch_rate"} <= set(metrics)
+
+
+def test_logging_again_resuming_and_the_final_log_never_duplicate(bench):
+    client, experiment_id = bench["client"], bench["experiment"].experiment_id
+    assert log_run(bench["root"], bench["run_dir"]) == bench["run_id"]
+    assert len(_traces(client, experiment_id)) == 4 and len(_runs(client, experiment_id)) == 3
+    # The batch resumes and finishes a second episode: only its traces are added.
+    play(bench["store"], 1)
+    assert log_run(bench["root"], bench["run_dir"]) == bench["run_id"]
+    traces = _traces(client, experiment_id)
+    assert len(traces) == 8
+    assert len({t.info.trace_metadata["mlflow.trace.session"] for t in traces}) == 2
+    # The end-of-benchmark log finds the same parent, family and point runs and the same traces.
+    parent = log_benchmark(bench["root"], "c0ffee", log_models=False, n_boot=200)
+    runs = _runs(client, experiment_id)
+    assert len(runs) == 3 and parent in {r.info.run_id for r in runs}
+    assert len(_traces(client, experiment_id)) == 8
+    point = client.get_run(bench["run_id"])
+    assert point.data.metrics["test_id/turns"] == 3.0
+    assert [m.value for m in client.get_metric_history(bench["run_id"], "test_id/episodes")][-1] == 2.0
+
+
+def test_a_directory_that_is_not_an_operating_point_is_skipped(bench):
+    data = ResultsLayout(bench["root"]).data("collect-s0")
+    assert log_run(bench["root"], data) is None
+
+
+def test_trace_selection_parses_and_samples_stably():
+    assert TraceSelection.parse("all").fraction == 1.0 and TraceSelection.parse(None).fraction == 1.0
+    assert TraceSelection.parse("none").fraction == 0.0
+    half = TraceSelection.parse("0.5")
+    keys = [f"scienceworld/boil/{i}" for i in range(2000)]
+    chosen = [k for k in keys if half.includes(k)]
+    assert 850 < len(chosen) < 1150
+    assert chosen == [k for k in keys if TraceSelection(0.5).includes(k)]  # the same sample every time
+    assert not any(TraceSelection.parse("none").includes(k) for k in keys)
+    for bad in ("some", "1.5", "-0.1", "nan"):
+        with pytest.raises(ConfigError, match="trace_episodes"):
+            TraceSelection.parse(bad)
+
+
+def test_no_traces_when_tracing_is_off(tmp_path):
+    root = tmp_path / "offbench"
+    run_dir = ResultsLayout(root).run("test_id", POINT)
+    store = RunStore(run_dir)
+    store.open({"run": {"router": {"name": "single", "params": {"model": "agent"}}}, "price_cards": {}})
+    play(store, 0)
+    run_id = log_run(root, run_dir, trace_episodes="none")
+    client = mlflow.MlflowClient(tracking_uri(root))
+    experiment_id = client.get_experiment_by_name("offbench").experiment_id
+    assert client.get_run(run_id).data.metrics["test_id/episodes"] == 1.0
+    assert _traces(client, experiment_id) == []
