@@ -51,3 +51,9 @@ clean:
 .PHONY: test-scale
 test-scale: install
 	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q -m "slow or not slow" tests/test_tuning_storage.py tests/test_tracking_server.py
+
+# The MLflow UI in headless Chromium (Debian's chromium and chromium-driver), screenshots included.
+.PHONY: test-browser
+test-browser: install
+	bash .ci/install-browser.sh
+	$(BIN)/pytest -q -m slow tests/test_ui_browser.py

@@ -372,7 +372,11 @@ def ui(
     if not layout.mlflow_db.exists():
         raise UnknownNameError(f"no MLflow store in {layout.root}; run `make benchmark` first")
     argv, env = server_command(layout.root, port, host)
-    print(f"MLflow UI on http://{host}:{port} (store {layout.mlflow_db})", flush=True)
+    # MLflow 3.17 opens on its GenAI view unless the URL asks for the model-training one.
+    print(
+        f"MLflow UI on http://{host}:{port}/#/experiments?workflowType=machine_learning (store {layout.mlflow_db})",
+        flush=True,
+    )
     os.execve(argv[0], argv, env)
 
 

@@ -113,6 +113,7 @@ class BenchmarkDef:
     eval_splits: list[str] = field(default_factory=lambda: ["test_id", "test_ood"])
     eval_quick: dict[str, bool] = field(default_factory=dict)  # per eval split, overrides ``quick``
     eval_grid: bool = True  # False: learned families are evaluated only at their selected lambda
+    trace_episodes: str | float = "all"  # all | none | the fraction of episodes traced in MLflow
     quick: bool = True
     seed: int = 0
     workers: int = 2
@@ -181,6 +182,7 @@ class BenchmarkRun:
         self.progress = progress
         self.plugin = get_benchmark(definition.benchmark)
         self.workers: Workers | None = None  # while execute() runs
+        self.commit: str | None = None  # the git commit runs are logged under; None: no MLflow logging
         self._embeddings = embeddings  # seed replicates share their parent's cache
 
     def config(self, router: RouterSpec, split: str, quick: bool, seed: int | None = None) -> RunConfig:
@@ -198,7 +200,13 @@ class BenchmarkRun:
         )
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
-        return execute(config, out, label=label, workers=self.workers, progress=self.progress)
+        records = execute(config, out, label=label, workers=self.workers, progress=self.progress)
+        if self.commit is not None:
+            # Live progress: the point's MLflow run and its traces appear as its batch finishes (idempotent).
+            from harness.tracking import log_run
+
+            log_run(self.dir, out, self.commit)
+        return records
 
     def validate(self) -> None:
         """Every router, family, split and file of the definition, checked before the first episode."""
@@ -433,7 +441,10 @@ class BenchmarkRun:
         )
 
     def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:
+        from harness.batch import git_commit
+
         self.validate()
+        self.commit = git_commit() if track else None
         with Workers(self.d.workers) as self.workers:
             return self._execute(track, report_dir)
 
@@ -460,7 +471,7 @@ class BenchmarkRun:
                 },
             )
             for run in runs:
-                run.workers = self.workers
+                run.workers, run.commit = self.workers, self.commit
                 run._execute(track, None)
         else:
             self.write_manifest({})
@@ -473,7 +484,7 @@ class BenchmarkRun:
                 from harness.batch import git_commit
                 from harness.tracking import log_benchmark
 
-                outputs["mlflow_run"] = log_benchmark(self.dir, git_commit())
+                outputs["mlflow_run"] = log_benchmark(self.dir, self.commit or git_commit())
                 outputs["mlflow_uri"] = self.layout.tracking_uri
         if report_dir is not None:
             from harness.report import write_report
