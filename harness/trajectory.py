@@ -76,6 +76,7 @@ def is_infrastructure_failure(record: dict[str, Any]) -> bool:
 
 
 _warned_torn: set[tuple[str, int]] = set()
+_held_locks: dict[Path, list[int]] = {}  # lock file -> [descriptor, stores of this process holding it]
 
 
 def _warn_torn(path: Path, number: int, size: int) -> None:
@@ -201,10 +202,18 @@ class RunStore:
             raise
 
     def lock(self, wait_s: float = 0.0) -> None:
-        """Take the run's writer lock, waiting up to ``wait_s`` seconds (negative: forever) for its holder."""
+        """Take the run's writer lock, waiting up to ``wait_s`` seconds (negative: forever) for its holder.
+
+        The lock belongs to the process: stores of one process on one directory share it.
+        """
         if self._lock_fd is not None:
             return
-        path = self.root / LOCK_FILE
+        path = (self.root / LOCK_FILE).resolve()
+        held = _held_locks.get(path)
+        if held is not None:
+            held[1] += 1
+            self._lock_fd = held[0]
+            return
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = None if wait_s < 0 else time.monotonic() + wait_s
         while True:
@@ -223,13 +232,22 @@ class RunStore:
                 time.sleep(LOCK_POLL_S)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held_locks[path] = [fd, 1]
         self._lock_fd = fd
 
     def close(self) -> None:
         """Release the writer lock (the OS releases it too if the process dies)."""
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock_fd is None:
+            return
+        path = (self.root / LOCK_FILE).resolve()
+        held = _held_locks.get(path)
+        self._lock_fd = None
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _held_locks[path]
+            os.close(held[0])
 
     def __enter__(self) -> RunStore:
         return self
