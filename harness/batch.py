@@ -292,9 +292,25 @@ def worker_died_record(task: TaskInstance, config: RunConfig, store: RunStore, d
     return failed_record(task, config, error, ledger, turns, attempts=deaths)
 
 
+def _not_py4j(record: logging.LogRecord) -> bool:
+    return f"{os.sep}py4j{os.sep}" not in record.pathname
+
+
 def quiet_py4j() -> None:
-    """py4j logs a traceback per failed call when a JVM dies or a call is interrupted; our errors say it in one line."""
+    """Drop py4j's tracebacks: it logs one per failed call when a JVM dies or a call is interrupted.
+
+    Our own errors say the same in one line. py4j logs some of them on the root logger
+    (``logging.exception``), which would also configure logging if the root had no handler,
+    so the root gets the plain stderr handler Python falls back to anyway.
+    """
     logging.getLogger("py4j").setLevel(logging.CRITICAL)
+    root = logging.getLogger()
+    if _not_py4j not in root.filters:
+        root.addFilter(_not_py4j)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
 
 
 def _kill_children() -> None:

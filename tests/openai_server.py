@@ -104,6 +104,12 @@ class OpenAIChatServer:
                 ScriptedFailure(status=status, retry_after=retry_after) for _ in range(times)
             )
 
+    def fail_after(self, successes: int, status: int, times: int = 1) -> None:
+        """Answer the next ``successes`` requests normally, then ``times`` with HTTP ``status``."""
+        with self._lock:
+            self._failures.extend(ScriptedFailure() for _ in range(successes))
+            self._failures.extend(ScriptedFailure(status=status) for _ in range(times))
+
     def malformed_next(self, times: int = 1) -> None:
         """Answer the next ``times`` requests with HTTP 200 and a body that is not JSON."""
         with self._lock:
