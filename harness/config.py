@@ -164,7 +164,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(hint) or (Any,)
-        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(item, v, f"{where}[{_item_name(i, v)}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -182,6 +182,13 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if isinstance(hint, type) and hint.__module__ != "builtins" and not isinstance(value, hint):
         raise ConfigError(f"{where}: expected {describe(hint)}, got {value!r}")
     return value
+
+
+def _item_name(index: int, item: Any) -> str:
+    """A list item as errors name it: by its ``name`` if it has one (a pool's model), else by position."""
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        return repr(item["name"])
+    return str(index)
 
 
 def load_yaml(path: Path) -> Any:

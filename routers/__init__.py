@@ -76,6 +76,34 @@ def coerce_params(name: str, cls: type[Router], params: dict) -> dict:
     return coerced
 
 
+def check_training_params(kind: str, params: dict) -> None:
+    """Training hyperparameters of a learned family checked by name and type, before any data is collected.
+
+    The names are ``train_router``'s own options plus the family's value-model constructor's.
+    """
+    from routers.learned.train import train_router
+    from routers.learned.value_model import model_class
+
+    cls = router_class(kind)
+    if not cls.trainable:
+        raise ConfigError(
+            f"router {kind!r} is not a trainable router family (trainable: {', '.join(trainable())})"
+        )
+    model_cls = model_class(kind)
+    options = {
+        name: p for name, p in inspect.signature(train_router).parameters.items() if p.kind is p.KEYWORD_ONLY
+    }
+    hints = {**typing.get_type_hints(model_cls.__init__), **typing.get_type_hints(train_router)}
+    allowed = [*options, *model_cls.param_names()]
+    for key, value in params.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"router {kind!r} has no training hyperparameter {key!r} (allowed: {', '.join(allowed)})"
+            )
+        if key in hints:
+            coerce(hints[key], value, f"router {kind!r}: training hyperparameter {key!r}")
+
+
 def make_router(name: str, params: dict, models: list[str] | list[ModelCard]) -> Router:
     """Instantiate a router for a pool; unknown or ill-typed parameters are one-line errors.
 
@@ -109,4 +137,4 @@ def check_checkpoint_cards(router: Router, cards: list[ModelCard]) -> None:
             model.check_pool(cards)
 
 
-__all__ = ["Router", "available", "make_router", "router_class", "trainable"]
+__all__ = ["Router", "available", "check_training_params", "make_router", "router_class", "trainable"]

@@ -110,6 +110,11 @@ class OpenAIChatServer:
             self._failures.extend(ScriptedFailure() for _ in range(successes))
             self._failures.extend(ScriptedFailure(status=status) for _ in range(times))
 
+    def recover(self) -> None:
+        """Drop every scripted failure still queued: the provider is healthy again."""
+        with self._lock:
+            self._failures.clear()
+
     def malformed_next(self, times: int = 1) -> None:
         """Answer the next ``times`` requests with HTTP 200 and a body that is not JSON."""
         with self._lock:
