@@ -21,7 +21,7 @@ from harness.backends.litellm_backend import LiteLLMBackend
 from harness.batch import execute
 from harness.config import Limits, RouterSpec, RunConfig
 from harness.errors import ProviderError
-from harness.trajectory import RETRIED_FILE, RunStore, read_lines
+from harness.trajectory import RunStore, read_lines
 from harness.types import CallContext, Message, ModelCard, PriceCard, TaskInstance
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
@@ -83,7 +83,7 @@ def test_provider_outage_is_an_infrastructure_failure_played_again_on_rerun(
     assert openai_server.request_count > sent  # the rerun played the failed episodes again
     assert [r["status"] for r in second] == ["max_turns"] * 2
     assert len(RunStore(out).episodes()) == 2  # one line per episode
-    assert len(read_lines(out / RETRIED_FILE)) == 2  # the failed attempts are kept aside
+    assert len(read_lines(out / "episodes.retried.jsonl")) == 2  # the failed attempts are kept aside
 
     kept = execute(config(pool), out, retry_infrastructure=False)
     assert kept == second
