@@ -184,8 +184,8 @@ class Player:
                 log.warning("%s; restarting the engine (attempt %d)", exc, attempt)
                 try:
                     self.env.restart()
-                except HarnessError as restart_error:
-                    error = restart_error
+                except Exception as restart_error:  # noqa: BLE001 - a JVM that will not start is recorded
+                    error = EnvironmentCrashed(f"{exc}; the restart failed too ({restart_error})")
                     break
                 if attempt == 1:
                     abandoned.entries.extend(episode.ledger.entries)
@@ -224,7 +224,15 @@ class Worker:
         return self.players[key]
 
     def play(self, config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
-        return self.player(config, out).play(task)
+        try:
+            player = self.player(config, out)
+        except HarnessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a JVM killed while it starts
+            raise EnvironmentCrashed(
+                f"cannot start the {config.benchmark} environment ({type(exc).__name__}: {exc})"
+            ) from None
+        return player.play(task)
 
     def close(self) -> None:
         for env in self.envs.values():
@@ -419,7 +427,11 @@ class Workers:
         if self.n == 1:
             self._local = self._local or Worker()
             for task in pending:
-                finish(self._local.play(batch.config, out, task))
+                try:
+                    record = self._local.play(batch.config, out, task)
+                except InfrastructureError as exc:
+                    record = failed_record(task, batch.config, exc)
+                finish(record)
             return
         deaths: Counter[str] = Counter()
         order = {task.key: i for i, task in enumerate(pending)}
@@ -450,6 +462,8 @@ class Workers:
                 except BrokenProcessPool:
                     lost.append(future)
                     continue
+                except InfrastructureError as exc:  # the worker could not start its environment
+                    record = failed_record(futures[future], batch.config, exc)
                 finish(record)
         if not lost:
             return []

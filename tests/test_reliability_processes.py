@@ -129,21 +129,21 @@ def test_kill_9_of_the_parent_takes_its_workers_and_jvms_along(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    survivors: list[int] = []
     try:
         tree = workers_with_jvms(parent.pid, 2)
+        survivors = [*tree, *(j for jvms in tree.values() for j in jvms)]
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
-        survivors = [*tree, *(j for jvms in tree.values() for j in jvms)]
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(alive(p) for p in survivors):
             time.sleep(0.2)
         assert not [p for p in survivors if alive(p)], [cmdline(p)[:80] for p in survivors if alive(p)]
     finally:
-        for pid in [parent.pid, *children(parent.pid)]:
-            try:
+        for pid in [parent.pid, *survivors]:  # never leave orphans behind, even when the check fails
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        parent.wait()
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
