@@ -163,16 +163,22 @@ def test_interrupt_stops_cleanly_with_one_line_and_130_then_resumes(tmp_path, ho
     else:
         os.kill(cli.pid, signal.SIGTERM)
     _, err = cli.communicate(timeout=60)
-    assert cli.returncode == 130, err
-    assert "Traceback" not in err and "py4j" not in err, err
-    progress = ("random ", "━")  # the progress bar's last frame
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(progress)]
-    assert len(lines) == 1 and "rerun the same command to resume" in lines[0], err
-    for pid in [*tree, *(j for jvms in tree.values() for j in jvms)]:
-        deadline = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not alive(pid), cmdline(pid)[:80]
+    processes = [*tree, *(j for jvms in tree.values() for j in jvms)]
+    try:
+        assert cli.returncode == 130, err
+        assert "Traceback" not in err and "py4j" not in err, err
+        progress = ("random ", "━")  # the progress bar's last frame
+        lines = [line for line in err.splitlines() if line.strip() and not line.startswith(progress)]
+        assert len(lines) == 1 and "rerun the same command to resume" in lines[0], err
+        for pid in processes:
+            deadline = time.monotonic() + 10
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not alive(pid), cmdline(pid)[:80]
+    finally:
+        for pid in processes:  # never leave orphans behind, even when the check fails
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
     for line in (
         (out / "episodes.jsonl").read_text().splitlines() if (out / "episodes.jsonl").exists() else []
     ):
