@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -224,14 +225,19 @@ class Worker:
         return self.players[key]
 
     def play(self, config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
-        try:
-            player = self.player(config, out)
-        except HarnessError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. a JVM killed while it starts
-            raise EnvironmentCrashed(
-                f"cannot start the {config.benchmark} environment ({type(exc).__name__}: {exc})"
-            ) from None
+        """Play ``task``; an environment that fails to start (a JVM killed while booting) gets a second try."""
+        for attempt in range(1, 3):
+            try:
+                player = self.player(config, out)
+                break
+            except HarnessError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a JVM killed while it starts
+                if attempt == 2:
+                    raise EnvironmentCrashed(
+                        f"cannot start the {config.benchmark} environment ({type(exc).__name__}: {exc})"
+                    ) from None
+                log.warning("the %s environment failed to start (%s); trying again", config.benchmark, exc)
         return player.play(task)
 
     def close(self) -> None:
@@ -347,10 +353,12 @@ def _watch_parent(parent: int) -> None:
 
 
 _worker: Worker | None = None
+_playing: Any = None  # a multiprocessing queue: (worker pid, episode key or None) as episodes start and end
 
 
-def _init_worker(parent: int) -> None:
-    global _worker
+def _init_worker(parent: int, playing: Any) -> None:
+    global _worker, _playing
+    _playing = playing
     # Out of the terminal's process group: Ctrl-C goes to the parent alone, which stops the batch
     # cleanly, instead of killing every JVM mid-call. SIGINT ignored for the same reason.
     os.setpgid(0, 0)
@@ -361,7 +369,11 @@ def _init_worker(parent: int) -> None:
 
 def _play(config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
     assert _worker is not None, "worker not initialised"
-    return _worker.play(config, out, task)
+    _playing.put((os.getpid(), task.key))
+    try:
+        return _worker.play(config, out, task)
+    finally:
+        _playing.put((os.getpid(), None))
 
 
 class Workers:
@@ -374,6 +386,7 @@ class Workers:
         self.n = n
         self._local: Worker | None = None
         self._pool: ProcessPoolExecutor | None = None
+        self._playing: Any = None
 
     def __enter__(self) -> Workers:
         return self
@@ -403,13 +416,27 @@ class Workers:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._playing = context.Queue()
             self._pool = ProcessPoolExecutor(
                 max_workers=self.n,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_init_worker,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), self._playing),
             )
         return self._pool
+
+    def _dead_workers_episodes(self, processes: dict[int, Any], playing: dict[int, str | None]) -> set[str]:
+        """The episodes the worker(s) that died were playing: a worker the pool terminated after the
+        death (SIGTERM) is not to blame, nor is one that was between episodes."""
+        blamed = set()
+        for pid, process in processes.items():
+            process.join(timeout=1)
+            if process.exitcode is not None and process.exitcode != -signal.SIGTERM:
+                key = playing.get(pid)
+                if key is not None:
+                    blamed.add(key)
+        return blamed
 
     def run(
         self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
@@ -435,27 +462,40 @@ class Workers:
             return
         deaths: Counter[str] = Counter()
         order = {task.key: i for i, task in enumerate(pending)}
-        queue = list(pending)
-        while queue:
-            replay = self._round(batch, queue, finish, deaths)
-            queue = sorted(replay, key=lambda task: order[task.key])
+        todo = list(pending)
+        while todo:
+            replay = self._round(batch, todo, finish, deaths)
+            todo = sorted(replay, key=lambda task: order[task.key])
+
+    def _drain(self, playing: dict[int, str | None]) -> None:
+        """Note which episode each worker is playing, from what the workers reported."""
+        while True:
+            try:
+                pid, key = self._playing.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            playing[pid] = key
 
     def _round(
         self,
         batch: Batch,
-        queue: list[TaskInstance],
+        todo: list[TaskInstance],
         finish: Callable[[dict[str, Any]], None],
         deaths: Counter[str],
     ) -> list[TaskInstance]:
-        """Submit ``queue`` to the pool; returns the episodes to play again because their worker died."""
+        """Submit ``todo`` to the pool; returns the episodes to play again because their worker died."""
         executor = self._executor()
-        futures = {executor.submit(_play, batch.config, batch.store.root, task): task for task in queue}
+        futures = {executor.submit(_play, batch.config, batch.store.root, task): task for task in todo}
         remaining: set[Future] = set(futures)
         running: set[Future] = set()
         lost: list[Future] = []
+        playing: dict[int, str | None] = {}
+        processes: dict[int, Any] = {}
         while remaining:
             done, remaining = wait(remaining, timeout=RUNNING_POLL_S, return_when=FIRST_COMPLETED)
             running |= {f for f in remaining if f.running()}
+            processes.update(executor._processes or {})
+            self._drain(playing)
             for future in done:
                 try:
                     record = future.result()
@@ -472,7 +512,9 @@ class Workers:
         log.warning("a worker process died; restarting the workers and replaying %d episode(s)", len(lost))
         self._pool.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
         self._pool = None
-        blamed = [f for f in lost if f in running] or lost
+        self._drain(playing)
+        keys = self._dead_workers_episodes(processes, playing)
+        blamed = [f for f in lost if futures[f].key in keys] or [f for f in lost if f in running] or lost
         replay = []
         for future in lost:
             task = futures[future]
