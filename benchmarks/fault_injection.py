@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import random
@@ -180,6 +181,7 @@ def main() -> int:
     parser.add_argument("--min-gap", type=float, default=2.0, help="Seconds between faults, at least")
     parser.add_argument("--max-gap", type=float, default=8.0, help="Seconds between faults, at most")
     args = parser.parse_args()
+    logging.getLogger("harness.trajectory").setLevel(logging.ERROR)  # our reads between rounds see torn tails
     args.out = args.out or Path(tempfile.mkdtemp(prefix="fault-injection-")) / "run"
     rng = random.Random(args.seed)
     run_args = ["--out", str(args.out), "--router", "random", "--split", args.split, "--quick"]
@@ -198,6 +200,8 @@ def main() -> int:
         print(f"round {number}: exit {code}, {recorded} episode line(s)", flush=True)
     final = subprocess.run([*HARNESS, "run", *run_args], capture_output=True, text=True)
     print(f"clean rerun: exit {final.returncode}")
+    faults["torn tails repaired"] += final.stderr.count("ended in a torn line")
+    faults["py4j tracebacks printed"] += final.stderr.count("Traceback")
     retried = RunStore(args.out).root / RETRIED_FILE
     faults["infrastructure failures played again"] = (
         len(retried.read_text().splitlines()) if retried.exists() else 0
