@@ -71,7 +71,10 @@ def test_a_checkpoint_refuses_a_pool_whose_price_cards_changed_before_any_work(t
     prepare_check(RunConfig(router=RouterSpec("ridge", params), split="test_id", quick=True))  # same cards
     path = pool_with(tmp_path, lambda m: m["price"].update(output_per_mtok=m["price"]["output_per_mtok"] * 2))
     config = RunConfig(router=RouterSpec("ridge", params), pool=str(path), split="test_id", quick=True)
-    with pytest.raises(ConfigError, match=r"model 'gpt-5' is priced .* in this pool but .* checkpoint"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model 'gpt-5' has a different price card in this pool \(\$.*\) than in the ridge checkpoint",
+    ):
         prepare_check(config)
     out = tmp_path / "run"
     line = one_error_line(
@@ -91,7 +94,7 @@ def test_a_checkpoint_refuses_a_pool_whose_price_cards_changed_before_any_work(t
             f"cache_dir={cache}",
         )  # fmt: skip
     )
-    assert "priced" in line and "gpt-5" in line
+    assert "different price card" in line and "gpt-5" in line
     assert not (out / "episodes.jsonl").exists()
 
 
@@ -186,5 +189,5 @@ def test_cards_compare_in_full(checkpoint):
         ModelCard(c.name, PriceCard(c.price.input_per_mtok, c.price.output_per_mtok, "2099-01"))
         for c in model.cards
     ]
-    with pytest.raises(ConfigError, match="priced"):
+    with pytest.raises(ConfigError, match="different price card"):
         model.check_pool(cards)

@@ -166,8 +166,8 @@ class ValueModel(abc.ABC):
         """Which part of a card changed since training: every cost prediction was made at the trained price."""
         if given.price != trained.price:
             return (
-                f"model {given.name!r} is priced {_price_text(given.price)} in this pool but "
-                f"{_price_text(trained.price)} in the {self.kind} checkpoint it was trained with; "
+                f"model {given.name!r} has a different price card in this pool ({_price_text(given.price)}) "
+                f"than in the {self.kind} checkpoint it was trained with ({_price_text(trained.price)}); "
                 "use the training pool or retrain"
             )
         changed = [
