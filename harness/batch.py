@@ -65,6 +65,9 @@ from routers import make_router
 
 log = logging.getLogger(__name__)
 
+# Set by the handler of :func:`stop_on_signals`: remembered because a KeyboardInterrupt raised inside a
+# py4j call can be lost there.
+interrupted = threading.Event()
 MAX_WORKER_DEATHS = 3  # deaths of the worker playing an episode before it is recorded as failed
 PARENT_POLL_S = 0.5  # how often a worker checks that its parent is still alive
 RUNNING_POLL_S = 0.5  # how often the parent notes which episodes the workers are playing
@@ -180,6 +183,8 @@ class Player:
             try:
                 result = episode.run()
             except EnvironmentCrashed as exc:
+                if interrupted.is_set():  # the JVM died of the same Ctrl-C that py4j swallowed
+                    raise KeyboardInterrupt from None
                 error: Exception = exc
                 retries += episode.scratch.get(RETRIES_KEY, 0)
                 log.warning("%s; restarting the engine (attempt %d)", exc, attempt)
@@ -458,6 +463,12 @@ class Workers:
                     record = self._local.play(batch.config, out, task)
                 except InfrastructureError as exc:
                     record = failed_record(task, batch.config, exc)
+                if interrupted.is_set():
+                    # py4j may swallow the KeyboardInterrupt (its cleanup fails on the JVM that the same
+                    # Ctrl-C killed); a failure it caused is not a result.
+                    if record["status"] != "failed":
+                        finish(record)
+                    raise KeyboardInterrupt
                 finish(record)
             return
         deaths: Counter[str] = Counter()
@@ -621,13 +632,19 @@ def batch_problem(records: list[dict[str, Any]], where: str) -> str | None:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM handled like Ctrl-C (KeyboardInterrupt) while the block runs, so a batch stops cleanly."""
+    """SIGINT and SIGTERM raise KeyboardInterrupt while the block runs, so a batch stops cleanly.
+
+    SIGINT is set explicitly: a process started from a non-interactive shell inherits it ignored.
+    """
 
     def interrupt(signum: int, frame: object) -> None:
+        interrupted.set()
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    interrupted.clear()
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -214,3 +214,26 @@ def test_a_recovered_jvm_crash_prints_no_py4j_traceback(tmp_path):
     assert "restarting the engine" in err
     assert "Traceback" not in err, err
     assert_complete(out, 4)
+
+
+def test_ctrl_c_with_one_worker_stops_even_though_the_jvm_dies_of_it_too(tmp_path):
+    """In-process episodes: the JVM is in the terminal's group, dies of the same Ctrl-C, and py4j may
+    swallow the KeyboardInterrupt; the batch must stop all the same and record nothing the interrupt broke."""
+    out = tmp_path / "run"
+    cli = subprocess.Popen(
+        [*HARNESS, "run", "--out", str(out), "--workers", "1", *RUN_ARGS],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for_turns(out)
+    jvms = [p for p in children(cli.pid) if "GatewayServer" in cmdline(p)]
+    os.killpg(cli.pid, signal.SIGINT)
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 130, err
+    assert "Traceback" not in err and "restarting the engine" not in err, err
+    assert err.strip().splitlines()[-1].endswith("rerun the same command to resume"), err
+    assert all(e["status"] != "failed" for e in RunStore(out).episodes())
+    time.sleep(1)
+    assert not [p for p in jvms if alive(p)]
