@@ -3,36 +3,74 @@
 Each worker process owns one environment per benchmark (for ScienceWorld, one
 JVM) and reuses it across episodes. Workers write their episode's turn file as
 they go; only the parent appends to ``episodes.jsonl``, so that file has a
-single writer. All inputs are validated in the parent before any worker starts.
-:func:`execute` is the library entry point; a caller that wants to show progress
-passes a :class:`BatchProgress` (the CLI passes a progress bar).
+single writer, and the parent holds the run directory's lock. All inputs are
+validated in the parent before any worker starts. :func:`execute` is the library
+entry point; a caller that wants to show progress passes a
+:class:`BatchProgress` (the CLI passes a progress bar).
+
+Failures come in two kinds. An episode that failed on its own (the router chose
+a model outside the pool, a bug in a plug-in) is a result and is recorded as
+such. A failure of the infrastructure (the engine crashed twice, the provider
+stayed unavailable, the worker process died too often) is recorded with
+``failure: "infrastructure"`` and played again when the run is rerun. A worker
+process that dies is replaced at once and its episodes are played again in the
+same batch. Workers live in their own process group (a terminal's Ctrl-C
+reaches only the parent, which stops the batch) and die with the parent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
+import os
+import queue
+import signal
 import subprocess
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.agent import episode_seed, run_episode
+from harness.agent import Episode, episode_seed
 from harness.backends import build_backends
+from harness.backends.litellm_backend import RETRIES_KEY
 from harness.benchmarks import get_benchmark
 from harness.config import REPO_ROOT, Limits, RunConfig, to_plain
-from harness.errors import EnvironmentCrashed, HarnessError
+from harness.errors import (
+    BatchInterrupted,
+    EnvironmentCrashed,
+    HarnessError,
+    InfrastructureError,
+    WorkerDied,
+)
+from harness.ledger import CostLedger
 from harness.pool import Pool, load_pool
 from harness.protocols import Environment
 from harness.splits import Split
-from harness.trajectory import RunStore
-from harness.types import TaskInstance
+from harness.trajectory import (
+    EPISODE_FAILURE,
+    INFRASTRUCTURE_FAILURE,
+    RunStore,
+    episode_file_name,
+    is_infrastructure_failure,
+)
+from harness.types import Charge, TaskInstance
 from routers import make_router
 
 log = logging.getLogger(__name__)
+
+# Set by the handler of :func:`stop_on_signals`: remembered because a KeyboardInterrupt raised inside a
+# py4j call can be lost there.
+interrupted = threading.Event()
+MAX_WORKER_DEATHS = 3  # deaths of the worker playing an episode before it is recorded as failed
+PARENT_POLL_S = 0.5  # how often a worker checks that its parent is still alive
+RUNNING_POLL_S = 0.5  # how often the parent notes which episodes the workers are playing
 
 
 @dataclass
@@ -71,7 +109,7 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     benchmark = get_benchmark(config.benchmark)
     config = resolve(config)
     pool = load_pool(config.pool)
-    make_router(config.router.name, config.router.params, pool.names)
+    make_router(config.router.name, config.router.params, pool.cards)
     if config.judge is not None:
         pool.model(config.judge)
     split = benchmark.load_split(config.split_file)
@@ -81,8 +119,13 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     return config, pool, split, tasks
 
 
-def prepare(config: RunConfig, out: Path) -> Batch:
-    """Check every input, then open (or check) the run directory, before any work starts."""
+def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastructure: bool = True) -> Batch:
+    """Check every input, then own and open (or check) the run directory, before any work starts.
+
+    The batch holds the directory's writer lock until ``batch.store.close()`` or the process ends;
+    ``wait_s`` is how long to wait for another writer, ``retry_infrastructure`` False keeps
+    recorded infrastructure failures as results instead of playing them again.
+    """
     config, pool, split, tasks = prepare_check(config)
     store = RunStore(out)
     store.open(
@@ -92,7 +135,9 @@ def prepare(config: RunConfig, out: Path) -> Batch:
             "price_cards": {m.name: to_plain(m.price) for m in pool.spec.models},
             "split_version": split.version,
             "engine": get_benchmark(config.benchmark).fingerprint(),
-        }
+        },
+        wait_s=wait_s,
+        retry_infrastructure=retry_infrastructure,
     )
     return Batch(config=config, pool=pool, tasks=tasks, store=store)
 
@@ -107,40 +152,72 @@ class Player:
         pool = load_pool(config.pool)
         self.backends = build_backends(pool, config.backend)
         self.judge = self.backends[config.judge] if config.judge is not None else None
-        self.router = make_router(config.router.name, config.router.params, pool.names)
+        self.router = make_router(config.router.name, config.router.params, pool.cards)
         self.env = env
 
+    def episode(self, task: TaskInstance) -> Episode:
+        assert self.config.limits is not None
+        return Episode(
+            self.benchmark,
+            self.env,
+            self.backends,
+            self.router,
+            task,
+            self.config.seed,
+            self.config.limits,
+            self.store,
+            self.judge,
+        )
+
     def play(self, task: TaskInstance) -> dict[str, Any]:
-        """Run one episode; a crashed engine is restarted and the episode retried once."""
-        error: Exception | None = None
-        for attempt in range(2):
+        """Run one episode; a crashed engine is restarted and the episode retried once.
+
+        Whatever the outcome the record carries what the episode spent: a failed
+        attempt's ledger is kept, and an abandoned (crashed) attempt's spend is
+        reported as ``abandoned_cost`` (its turns are kept as ``*.interrupted-N``).
+        """
+        abandoned = CostLedger()
+        retries = 0
+        for attempt in range(1, 3):
+            episode = self.episode(task)
             try:
-                result = run_episode(
-                    self.benchmark,
-                    self.env,
-                    self.backends,
-                    self.router,
-                    task,
-                    self.config.seed,
-                    self.config.limits,
-                    self.store,
-                    self.judge,
-                )
-                return result.record(self.config.router.label) | {"attempts": attempt + 1}
+                result = episode.run()
             except EnvironmentCrashed as exc:
-                error = exc
-                log.warning("%s; restarting the engine (attempt %d)", exc, attempt + 1)
-                self.env.restart()
-            except HarnessError as exc:
-                error = exc
+                if interrupted.is_set():  # the JVM died of the same Ctrl-C that py4j swallowed
+                    raise KeyboardInterrupt from None
+                error: Exception = exc
+                retries += episode.scratch.get(RETRIES_KEY, 0)
+                log.warning("%s; restarting the engine (attempt %d)", exc, attempt)
+                try:
+                    self.env.restart()
+                except Exception as restart_error:  # noqa: BLE001 - a JVM that will not start is recorded
+                    error = EnvironmentCrashed(f"{exc}; the restart failed too ({restart_error})")
+                    break
+                if attempt == 1:
+                    abandoned.entries.extend(episode.ledger.entries)
+                    continue
                 break
-        return failed_record(task, self.config, error)
+            except Exception as exc:  # noqa: BLE001 - any failure of one episode is recorded, not fatal
+                error = exc
+                retries += episode.scratch.get(RETRIES_KEY, 0)
+                break
+            else:
+                retries += episode.scratch.get(RETRIES_KEY, 0)
+                return result.record(self.config.router.label) | {
+                    "attempts": attempt,
+                    "retries": retries,
+                    "abandoned_cost": abandoned.total,
+                }
+        return failed_record(
+            task, self.config, error, episode.ledger, episode.turn, attempt, retries, abandoned.total
+        )
 
 
 class Worker:
     """One environment (one JVM) reused across episodes and runs; a player cached per run."""
 
     def __init__(self) -> None:
+        quiet_py4j()
         self.envs: dict[str, Environment] = {}
         self.players: dict[tuple[str, str], Player] = {}
 
@@ -153,7 +230,20 @@ class Worker:
         return self.players[key]
 
     def play(self, config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
-        return self.player(config, out).play(task)
+        """Play ``task``; an environment that fails to start (a JVM killed while booting) gets a second try."""
+        for attempt in range(1, 3):
+            try:
+                player = self.player(config, out)
+                break
+            except HarnessError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a JVM killed while it starts
+                if attempt == 2:
+                    raise EnvironmentCrashed(
+                        f"cannot start the {config.benchmark} environment ({type(exc).__name__}: {exc})"
+                    ) from None
+                log.warning("the %s environment failed to start (%s); trying again", config.benchmark, exc)
+        return player.play(task)
 
     def close(self) -> None:
         for env in self.envs.values():
@@ -162,7 +252,26 @@ class Worker:
         self.players.clear()
 
 
-def failed_record(task: TaskInstance, config: RunConfig, error: BaseException | None) -> dict[str, Any]:
+def failure_kind(error: BaseException) -> str:
+    return INFRASTRUCTURE_FAILURE if isinstance(error, InfrastructureError) else EPISODE_FAILURE
+
+
+def failed_record(
+    task: TaskInstance,
+    config: RunConfig,
+    error: BaseException,
+    ledger: CostLedger | None = None,
+    turns: int = 0,
+    attempts: int = 1,
+    retries: int = 0,
+    abandoned_cost: float = 0.0,
+) -> dict[str, Any]:
+    """The record of an episode that did not finish, with every dollar its attempt was charged.
+
+    ``unrecorded_charges`` are the charges of the turn the failure interrupted (and any
+    judging), which no turn line holds.
+    """
+    ledger = ledger or CostLedger()
     return {
         "episode": task.key,
         "benchmark": task.benchmark,
@@ -172,24 +281,104 @@ def failed_record(task: TaskInstance, config: RunConfig, error: BaseException | 
         "seed": episode_seed(config.seed, task),
         "router": config.router.label,
         "score": None,
-        "cost": None,
-        "turns": None,
+        "cost": ledger.episode_total,
+        "model_cost": ledger.model_total,
+        "router_cost": ledger.router_total,
+        "judge_cost": ledger.judge_total,
+        "cost_by_model": ledger.by_model(),
+        "unrecorded_charges": ledger.turn_charges(turns),
+        "turns": turns,
         "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
+        "failure": failure_kind(error),
+        "error": f"{type(error).__name__}: {' '.join(str(error).split())}",
+        "attempts": attempts,
+        "retries": retries,
+        "abandoned_cost": abandoned_cost,
     }
 
 
+def worker_died_record(task: TaskInstance, config: RunConfig, store: RunStore, deaths: int) -> dict[str, Any]:
+    """An episode whose worker kept dying; its spend is read back from the turns the dead worker wrote."""
+    ledger = CostLedger()
+    turns = 0
+    if (store.turns_dir / episode_file_name(task.key)).exists():
+        lines = store.turns(task.key)
+        turns = len(lines)
+        for line in lines:
+            for charge in line.get("charges") or ():
+                ledger.charge(line["turn"], Charge(**charge))
+    error = WorkerDied(f"the worker process playing it died {deaths} times (killed or out of memory)")
+    return failed_record(task, config, error, ledger, turns, attempts=deaths)
+
+
+def _not_py4j(record: logging.LogRecord) -> bool:
+    return f"{os.sep}py4j{os.sep}" not in record.pathname
+
+
+def quiet_py4j() -> None:
+    """Drop py4j's tracebacks: it logs one per failed call when a JVM dies or a call is interrupted.
+
+    Our own errors say the same in one line. py4j logs some of them on the root logger
+    (``logging.exception``), which would also configure logging if the root had no handler,
+    so the root gets the plain stderr handler Python falls back to anyway.
+    """
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
+    root = logging.getLogger()
+    if _not_py4j not in root.filters:
+        root.addFilter(_not_py4j)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's direct children (its JVMs)."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[1]) == me:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry), signal.SIGKILL)
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit, taking the JVMs along, as soon as the parent is gone (even after a kill -9 of it)."""
+    while os.getppid() == parent:
+        threading.Event().wait(PARENT_POLL_S)
+    _kill_children()
+    os._exit(1)
+
+
 _worker: Worker | None = None
+_playing: Any = None  # a multiprocessing queue: (worker pid, episode key or None) as episodes start and end
 
 
-def _init_worker() -> None:
-    global _worker
+def _init_worker(parent: int, playing: Any) -> None:
+    global _worker, _playing
+    _playing = playing
+    # Out of the terminal's process group: Ctrl-C goes to the parent alone, which stops the batch
+    # cleanly, instead of killing every JVM mid-call. SIGINT ignored for the same reason.
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
     _worker = Worker()
 
 
 def _play(config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
     assert _worker is not None, "worker not initialised"
-    return _worker.play(config, out, task)
+    _playing.put((os.getpid(), task.key))
+    try:
+        return _worker.play(config, out, task)
+    finally:
+        _playing.put((os.getpid(), None))
 
 
 class Workers:
@@ -202,6 +391,7 @@ class Workers:
         self.n = n
         self._local: Worker | None = None
         self._pool: ProcessPoolExecutor | None = None
+        self._playing: Any = None
 
     def __enter__(self) -> Workers:
         return self
@@ -216,29 +406,136 @@ class Workers:
             self._pool.shutdown(cancel_futures=True)
         self._local = self._pool = None
 
+    def abandon(self) -> None:
+        """Stop now: kill the worker processes (their JVMs follow), dropping the episodes they were playing."""
+        if self._pool is not None:
+            processes = list((self._pool._processes or {}).values())
+            for process in processes:
+                with contextlib.suppress(OSError):
+                    process.kill()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.join(timeout=10)
+            self._pool = None
+        self.close()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._playing = context.Queue()
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.n,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(os.getpid(), self._playing),
+            )
+        return self._pool
+
+    def _dead_workers_episodes(self, processes: dict[int, Any], playing: dict[int, str | None]) -> set[str]:
+        """The episodes the worker(s) that died were playing: a worker the pool terminated after the
+        death (SIGTERM) is not to blame, nor is one that was between episodes."""
+        blamed = set()
+        for pid, process in processes.items():
+            process.join(timeout=1)
+            if process.exitcode is not None and process.exitcode != -signal.SIGTERM:
+                key = playing.get(pid)
+                if key is not None:
+                    blamed.add(key)
+        return blamed
+
     def run(
+        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
+    ) -> None:
+        try:
+            self._run(batch, pending, finish)
+        except KeyboardInterrupt:
+            self.abandon()
+            raise
+
+    def _run(
         self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
     ) -> None:
         out = batch.store.root
         if self.n == 1:
             self._local = self._local or Worker()
             for task in pending:
-                finish(self._local.play(batch.config, out, task))
+                try:
+                    record = self._local.play(batch.config, out, task)
+                except InfrastructureError as exc:
+                    record = failed_record(task, batch.config, exc)
+                if interrupted.is_set():
+                    # py4j may swallow the KeyboardInterrupt (its cleanup fails on the JVM that the same
+                    # Ctrl-C killed); a failure it caused is not a result.
+                    if record["status"] != "failed":
+                        finish(record)
+                    raise KeyboardInterrupt
+                finish(record)
             return
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.n, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
-            )
-        futures = {self._pool.submit(_play, batch.config, out, task): task for task in pending}
-        remaining = set(futures)
+        deaths: Counter[str] = Counter()
+        order = {task.key: i for i, task in enumerate(pending)}
+        todo = list(pending)
+        while todo:
+            replay = self._round(batch, todo, finish, deaths)
+            todo = sorted(replay, key=lambda task: order[task.key])
+
+    def _drain(self, playing: dict[int, str | None]) -> None:
+        """Note which episode each worker is playing, from what the workers reported."""
+        while True:
+            try:
+                pid, key = self._playing.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            playing[pid] = key
+
+    def _round(
+        self,
+        batch: Batch,
+        todo: list[TaskInstance],
+        finish: Callable[[dict[str, Any]], None],
+        deaths: Counter[str],
+    ) -> list[TaskInstance]:
+        """Submit ``todo`` to the pool; returns the episodes to play again because their worker died."""
+        executor = self._executor()
+        futures = {executor.submit(_play, batch.config, batch.store.root, task): task for task in todo}
+        remaining: set[Future] = set(futures)
+        running: set[Future] = set()
+        lost: list[Future] = []
+        playing: dict[int, str | None] = {}
+        processes: dict[int, Any] = {}
         while remaining:
-            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            done, remaining = wait(remaining, timeout=RUNNING_POLL_S, return_when=FIRST_COMPLETED)
+            running |= {f for f in remaining if f.running()}
+            processes.update(executor._processes or {})
+            self._drain(playing)
             for future in done:
                 try:
                     record = future.result()
-                except Exception as exc:  # the worker process died outright
+                except BrokenProcessPool:
+                    lost.append(future)
+                    continue
+                except InfrastructureError as exc:  # the worker could not start its environment
                     record = failed_record(futures[future], batch.config, exc)
                 finish(record)
+        if not lost:
+            return []
+        # A worker died: the pool is broken as a whole. Blame the episodes that were being played
+        # (all lost ones if none was seen running), replace the pool and play them all again.
+        log.warning("a worker process died; restarting the workers and replaying %d episode(s)", len(lost))
+        self._pool.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
+        self._pool = None
+        self._drain(playing)
+        keys = self._dead_workers_episodes(processes, playing)
+        blamed = [f for f in lost if futures[f].key in keys] or [f for f in lost if f in running] or lost
+        replay = []
+        for future in lost:
+            task = futures[future]
+            if future in blamed:
+                deaths[task.key] += 1
+            if deaths[task.key] >= MAX_WORKER_DEATHS:
+                finish(worker_died_record(task, batch.config, batch.store, deaths[task.key]))
+            else:
+                replay.append(task)
+        return replay
 
 
 def run_batch(
@@ -246,7 +543,11 @@ def run_batch(
     on_episode: Callable[[dict[str, Any]], None] | None = None,
     workers: Workers | None = None,
 ) -> list[dict[str, Any]]:
-    """Play every pending episode of ``batch``; returns the new records in completion order."""
+    """Play every pending episode of ``batch``; returns the new records in completion order.
+
+    On KeyboardInterrupt the workers abandon their episodes, nothing half-done is recorded,
+    and the interrupt propagates.
+    """
     records: list[dict[str, Any]] = []
 
     def finish(record: dict[str, Any]) -> None:
@@ -282,17 +583,68 @@ def execute(
     label: str | None = None,
     workers: Workers | None = None,
     progress: BatchProgress | None = None,
+    wait_s: float = 0.0,
+    retry_infrastructure: bool = True,
 ) -> list[dict[str, Any]]:
     """Validate, then play every pending episode of a run; returns all episode records of the run directory.
 
-    ``workers`` lets a caller keep worker processes across batches.
+    ``workers`` lets a caller keep worker processes across batches; ``wait_s`` and
+    ``retry_infrastructure`` are :func:`prepare`'s. An interrupt (SIGINT, or SIGTERM
+    under :func:`stop_on_signals`) is re-raised as :class:`BatchInterrupted`, whose
+    message says how much is recorded and how to resume.
     """
-    batch = prepare(config, out)
-    if progress is not None:
-        progress.start(label or config.router.label, len(batch.tasks), batch.store.episodes())
+    batch = prepare(config, out, wait_s=wait_s, retry_infrastructure=retry_infrastructure)
     try:
-        run_batch(batch, progress.episode if progress is not None else None, workers)
-    finally:
         if progress is not None:
-            progress.stop()
-    return batch.store.episodes()
+            progress.start(label or config.router.label, len(batch.tasks), batch.store.episodes())
+        try:
+            run_batch(batch, progress.episode if progress is not None else None, workers)
+        finally:
+            if progress is not None:
+                progress.stop()
+        return batch.store.episodes()
+    except KeyboardInterrupt:
+        recorded = len(batch.store.finished_keys() & {t.key for t in batch.tasks})
+        raise BatchInterrupted(
+            f"interrupted: {recorded} of {len(batch.tasks)} episodes of {out} are recorded; "
+            "rerun the same command to resume"
+        ) from None
+    finally:
+        batch.store.close()
+
+
+def batch_problem(records: list[dict[str, Any]], where: str) -> str | None:
+    """One line saying why a batch did not do what was asked, or None if it did.
+
+    Infrastructure failures always count; episode failures only when every episode failed.
+    """
+    infrastructure = [r for r in records if is_infrastructure_failure(r)]
+    failed = [r for r in records if r.get("status") == "failed"]
+    if infrastructure:
+        return (
+            f"{len(infrastructure)} of {len(records)} episodes of {where} failed for infrastructure reasons "
+            f"(first: {infrastructure[0]['error']}); rerun the same command to play them again"
+        )
+    if records and len(failed) == len(records):
+        return f"all {len(records)} episodes of {where} failed (first: {failed[0]['error']})"
+    return None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt while the block runs, so a batch stops cleanly.
+
+    SIGINT is set explicitly: a process started from a non-interactive shell inherits it ignored.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    interrupted.clear()
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -28,14 +28,19 @@ from rich.progress import (
 )
 
 from harness.config import RouterSpec, RunConfig, from_dict, load_yaml
-from harness.errors import ConfigError, HarnessError
+from harness.errors import BatchInterrupted, ConfigError, HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 
 
+EXIT_FAILED = 1  # the batch ran but did not do what was asked (see harness.batch.batch_problem)
+EXIT_USAGE = 2  # bad input, refused before any work
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM; rerunning resumes
+
+
 def one_line_errors(fn):
-    """Turn user-facing errors into one line on stderr and exit code 2."""
+    """Turn user-facing errors into one line on stderr and exit code 2; an interrupt into one line and 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -43,9 +48,21 @@ def one_line_errors(fn):
             return fn(*args, **kwargs)
         except HarnessError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_USAGE) from None
+        except KeyboardInterrupt as exc:
+            message = str(exc) if isinstance(exc, BatchInterrupted) else "interrupted"
+            print(message, file=sys.stderr)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
+
+
+def fail_unless_done(problems: list[str]) -> None:
+    """Exit 1 with one line on stderr when a batch did not do what was asked."""
+    if problems:
+        more = f" (and {len(problems) - 1} more run(s) like it)" if len(problems) > 1 else ""
+        print(f"error: {problems[0]}{more}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def parse_params(pairs: list[str]) -> dict:
@@ -156,9 +173,19 @@ def run(
     backend: Annotated[str | None, typer.Option(help="simulated | litellm")] = None,
     judge: Annotated[str | None, typer.Option(help="Pool model a judge-based scorer calls")] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML; explicit options override it")] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for another process writing --out (negative: forever)")
+    ] = 0.0,
+    keep_infra_failures: Annotated[
+        bool, typer.Option(help="Keep recorded infrastructure failures instead of playing them again")
+    ] = False,
 ) -> None:
-    """Run a batch of episodes of one router."""
-    from harness.batch import execute
+    """Run a batch of episodes of one router.
+
+    Exit code 0 when every episode was played; 1 (with one line on stderr) when an episode failed
+    for infrastructure reasons or all failed; 2 for bad input; 130 when interrupted (rerun to resume).
+    """
+    from harness.batch import batch_problem, execute, quiet_py4j, stop_on_signals
     from harness.summary import RunSummary, render_table
 
     given: dict[str, Any] = {
@@ -178,8 +205,14 @@ def run(
         or None,
     }
     run_config = merged_run_config(config, given)
-    records = execute(run_config, out, progress=ProgressBar())
+    quiet_py4j()
+    with stop_on_signals():
+        records = execute(
+            run_config, out, progress=ProgressBar(), wait_s=wait, retry_infrastructure=not keep_infra_failures
+        )
     Console().print(render_table([RunSummary.of(records, run=str(out))], title=str(out)))
+    problem = batch_problem(records, str(out))
+    fail_unless_done([problem] if problem else [])
 
 
 @app.command("episode")
@@ -304,15 +337,21 @@ def benchmark(
     reports: Annotated[Path, typer.Option(help="Where the Markdown report goes")] = Path("reports"),
     track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
 ) -> None:
-    """Collect, train, tune, evaluate, log to MLflow and write the report."""
+    """Collect, train, tune, evaluate, log to MLflow and write the report.
+
+    Exit codes as for `harness run`, over every run directory of the benchmark.
+    """
+    from harness.batch import quiet_py4j, stop_on_signals
     from harness.layout import ResultsLayout
     from harness.pipeline import BenchmarkRun, load_benchmark
     from harness.summary import render_table, summarize_run
 
     definition = load_benchmark(name)
     show_stage_messages()
+    quiet_py4j()
     bench = BenchmarkRun(definition, results, progress=ProgressBar())
-    outputs = bench.execute(track=track, report_dir=reports)
+    with stop_on_signals():
+        outputs = bench.execute(track=track, report_dir=reports)
     # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.
     roots = [bench.layout.root, *sorted((bench.layout.root / "seeds").glob("s*"))]
     for root in roots:
@@ -325,6 +364,22 @@ def benchmark(
             table_console().print(render_table([summarize_run(r) for r in runs], title=title))
     for key, value in outputs.items():
         print(f"{key}: {value}")
+    fail_unless_done(run_problems(bench.layout.root))
+
+
+def run_problems(root: Path) -> list[str]:
+    """What went wrong in each run directory under a benchmark's results (see `batch_problem`)."""
+    from harness.batch import batch_problem
+    from harness.layout import DATA_DIR, RUNS_DIR
+    from harness.trajectory import CONFIG_FILE, RunStore
+
+    problems = []
+    configs = [*(root / DATA_DIR).glob(f"*/{CONFIG_FILE}"), *(root / RUNS_DIR).glob(f"*/*/{CONFIG_FILE}")]
+    for config in sorted(configs):
+        problem = batch_problem(RunStore(config.parent).episodes(), str(config.parent))
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 @app.command()

@@ -1,12 +1,16 @@
 """Typed run configuration loaded from YAML; the single place where defaults live.
 
 Loading is strict: an unknown key, a wrong type or an out-of-range value raises
-``ConfigError`` naming the file and the field, before any work starts.
+``ConfigError`` naming the file and the field, before any work starts. Numbers
+must be finite (NaN and infinities are refused wherever a float is expected),
+mappings are checked value by value, and :func:`coerce` applies the same rules
+to anything annotated (router constructor parameters use it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -95,7 +99,7 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(fields)})")
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+        kwargs[name] = coerce(hints[name], value, f"{where}.{name}")
     missing = [
         n
         for n, f in fields.items()
@@ -107,6 +111,21 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
         return cls(**kwargs)
     except (TypeError, ConfigError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+_EXPECTED = {float: "a finite number", int: "an integer", str: "a string", bool: "true or false"}
+
+
+def describe(hint: Any) -> str:
+    """A type annotation as a user reads it in an error: ``float`` is "a finite number (float)"."""
+    if hint in _EXPECTED:
+        return f"{_EXPECTED[hint]} ({hint.__name__})"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def coerce(hint: Any, value: Any, where: str) -> Any:
+    """``value`` checked against (and, int to float, converted to) annotation ``hint``; ``where`` prefixes errors."""
+    return _coerce(hint, value, where)
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -127,16 +146,25 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 return _coerce(option, value, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {hint}")
+        raise ConfigError(f"{where}: expected {describe(hint)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            allowed = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise ConfigError(f"{where}: expected one of {allowed}, got {value!r}")
+        return value
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        key_hint, value_hint = typing.get_args(hint) or (Any, Any)
+        return {
+            _coerce(key_hint, k, f"{where} key"): _coerce(value_hint, v, f"{where}[{k!r}]")
+            for k, v in value.items()
+        }
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(hint) or (Any,)
-        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(item, v, f"{where}[{_item_name(i, v)}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -146,10 +174,21 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool) and (
-        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
+        not isinstance(value, hint) or (hint in (int, float) and isinstance(value, bool))
     ):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {describe(hint)}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected {describe(hint)}, got {value!r}")
+    if isinstance(hint, type) and hint.__module__ != "builtins" and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {describe(hint)}, got {value!r}")
     return value
+
+
+def _item_name(index: int, item: Any) -> str:
+    """A list item as errors name it: by its ``name`` if it has one (a pool's model), else by position."""
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        return repr(item["name"])
+    return str(index)
 
 
 def load_yaml(path: Path) -> Any:

@@ -21,13 +21,29 @@ class TrajectoryError(HarnessError):
     """A corrupt or unreadable trajectory file."""
 
 
-class EnvironmentCrashed(HarnessError):
+class RunLockedError(HarnessError):
+    """Another process is writing the run directory."""
+
+
+class InfrastructureError(HarnessError):
+    """What runs an episode failed, not the episode: its record is retried when the run is rerun."""
+
+
+class EnvironmentCrashed(InfrastructureError):
     """The environment's engine (e.g. ScienceWorld's JVM) died mid-episode."""
 
 
-class ProviderError(HarnessError):
+class ProviderError(InfrastructureError):
     """A model provider failed after all retries."""
+
+
+class WorkerDied(InfrastructureError):
+    """The worker process playing an episode died (killed, out of memory) too many times."""
 
 
 class MissingDependencyError(HarnessError):
     """A system dependency (e.g. Java) is missing; the message says how to install it."""
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a batch; the message says what is recorded and how to resume."""

@@ -26,7 +26,7 @@ from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, from_d
 from harness.errors import ConfigError, UnknownNameError
 from harness.layout import ResultsLayout
 from harness.trajectory import write_json_atomic
-from routers import router_class
+from routers import check_training_params, router_class
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ class BenchmarkRun:
         for learned in d.learned:
             if not router_class(learned.name).trainable:
                 raise ConfigError(f"learned router {learned.name!r} is not a trainable router family")
+            check_training_params(learned.name, learned.params)
         if d.stage_b is not None and d.stage_b.family not in {learned.name for learned in d.learned}:
             raise ConfigError(
                 f"stage_b.family {d.stage_b.family!r} is not a learned router of this benchmark"

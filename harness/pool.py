@@ -7,6 +7,7 @@ whole pool without touching code. The file's sha256 is recorded with every run.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +136,14 @@ class Pool:
         )
 
 
+def check_price(price: PriceCard, where: str) -> None:
+    """A price the ledger can charge: finite and non-negative (the loader already refused NaN and infinities)."""
+    for name in ("input_per_mtok", "output_per_mtok"):
+        value = getattr(price, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{where}: price.{name} must be a finite number >= 0, got {value!r}")
+
+
 def resolve_pool_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
@@ -159,4 +168,6 @@ def load_pool(name_or_path: str) -> Pool:
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ConfigError(f"{path}: duplicate model name {sorted(duplicates)[0]!r}")
+    for model in spec.models:
+        check_price(model.price, f"{path}: model {model.name!r}")
     return Pool(spec=spec, path=path, sha256=hashlib.sha256(raw).hexdigest())

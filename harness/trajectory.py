@@ -6,28 +6,47 @@ Layout (readable with ``pandas.read_json(path, lines=True)``)::
     RUN/episodes.jsonl         one line per finished episode
     RUN/turns/<episode>.jsonl  one line per turn, appended as the turn happens
 
+    RUN/.lock                  held (flock) by the one process writing the run; holds its pid
+    RUN/episodes.retried.jsonl episode lines of infrastructure failures taken out for a rerun
+    RUN/episodes.torn-N.jsonl  a torn final line cut off by a resume, kept for inspection
+
 Each line is written with a single ``write`` on an ``O_APPEND`` descriptor, so a
 killed process leaves at worst one torn final line, which readers drop with a
-warning. An episode counts as finished only once its line is in
-``episodes.jsonl``; rerunning a run skips those and restarts the others, keeping
-the turns of an interrupted attempt beside the new ones as ``*.interrupted-N.jsonl``.
+warning and the next writer cuts off (into a side file) before appending. One
+process writes a run at a time: :meth:`RunStore.open` takes an exclusive
+``flock`` on ``RUN/.lock`` that the OS releases however the process ends. An
+episode counts as finished only once its line is in ``episodes.jsonl``;
+rerunning a run skips those and restarts the others, keeping the turns of an
+interrupted attempt beside the new ones as ``*.interrupted-N.jsonl``. A
+recorded failure of the infrastructure (``failure: "infrastructure"``) is not
+a result: by default a rerun moves its line to ``episodes.retried.jsonl`` and
+plays the episode again, so every episode has exactly one line.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError, TrajectoryError
+from harness.errors import ConfigError, RunLockedError, TrajectoryError
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 EPISODES_FILE = "episodes.jsonl"
 TURNS_DIR = "turns"
+LOCK_FILE = ".lock"
+RETRIED_FILE = "episodes.retried.jsonl"
+LOCK_POLL_S = 0.2
+# An episode record's ``failure`` when its status is "failed": the episode's own failure is a
+# result; the infrastructure's (worker died, provider unavailable, engine crashed) is not.
+EPISODE_FAILURE = "episode"
+INFRASTRUCTURE_FAILURE = "infrastructure"
 # 2: turn lines carry the messages they appended (tool calls and tool results included), episode
 # lines the judge's cost apart. Version 1 directories are refused by name, never misread.
 FORMAT_VERSION = 2
@@ -52,6 +71,61 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def is_infrastructure_failure(record: dict[str, Any]) -> bool:
+    return record.get("status") == "failed" and record.get("failure") == INFRASTRUCTURE_FAILURE
+
+
+_warned_torn: set[tuple[str, int]] = set()
+_held_locks: dict[Path, list[int]] = {}  # lock file -> [descriptor, stores of this process holding it]
+
+
+def _warn_torn(path: Path, number: int, size: int) -> None:
+    """Once per file state: a reader that rereads a file (resume, summaries) must not repeat itself."""
+    key = (str(path), size)
+    if key not in _warned_torn:
+        _warned_torn.add(key)
+        log.warning("dropping torn last line %d of %s", number, path)
+
+
+def repair_torn_tail(path: Path) -> Path | None:
+    """Cut a torn final line off ``path`` before anything is appended to it; returns the side file kept.
+
+    The fragment goes to ``<name>.torn-N.jsonl`` so nothing is destroyed; a final
+    line that is complete JSON but lost only its newline is kept and terminated.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not data or data.endswith(b"\n"):
+        return None
+    cut = data.rfind(b"\n") + 1
+    fragment = data[cut:]
+    try:
+        json.loads(fragment)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    else:
+        with open(path, "ab") as handle:
+            handle.write(b"\n")
+            os.fsync(handle.fileno())
+        return None
+    n = 1
+    while (aside := path.with_name(f"{path.stem}.torn-{n}.jsonl")).exists():
+        n += 1
+    aside.write_bytes(fragment)
+    with open(path, "r+b") as handle:
+        handle.truncate(cut)
+        os.fsync(handle.fileno())
+    log.warning(
+        "%s ended in a torn line (%d bytes, kept in %s); cut it off before resuming",
+        path,
+        len(fragment),
+        aside,
+    )
+    return aside
+
+
 def read_lines(path: Path) -> list[dict[str, Any]]:
     """Parse a JSONL file; a torn last line is dropped, a corrupt inner line is an error."""
     try:
@@ -68,7 +142,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             is_last = all(not rest.strip() for rest in lines[number:])
             if is_last and not text.endswith("\n"):
-                log.warning("dropping torn last line %d of %s", number, path)
+                _warn_torn(path, number, len(text))
                 continue
             raise TrajectoryError(
                 f"corrupt trajectory file {path}: line {number} is not valid JSON"
@@ -94,6 +168,7 @@ class RunStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._lock_fd: int | None = None
 
     @property
     def episodes_path(self) -> Path:
@@ -103,8 +178,12 @@ class RunStore:
     def turns_dir(self) -> Path:
         return self.root / TURNS_DIR
 
-    def open(self, config: dict[str, Any]) -> None:
-        """Create the run directory, or check that an existing one holds the same run."""
+    def open(self, config: dict[str, Any], wait_s: float = 0.0, retry_infrastructure: bool = True) -> None:
+        """Become the run directory's one writer, then create it or check that it holds the same run.
+
+        A torn last episode line is cut off, and (unless ``retry_infrastructure`` is
+        False) infrastructure failures are taken out so the batch plays them again.
+        """
         try:
             self.turns_dir.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-probe-{os.getpid()}"
@@ -112,6 +191,71 @@ class RunStore:
             probe.unlink()
         except OSError as exc:
             raise ConfigError(f"output directory {self.root} is not writable: {exc.strerror}") from None
+        self.lock(wait_s)
+        try:
+            self._check_config(config)
+            repair_torn_tail(self.episodes_path)
+            if retry_infrastructure:
+                self.retire_infrastructure_failures()
+        except BaseException:
+            self.close()
+            raise
+
+    def lock(self, wait_s: float = 0.0) -> None:
+        """Take the run's writer lock, waiting up to ``wait_s`` seconds (negative: forever) for its holder.
+
+        The lock belongs to the process: stores of one process on one directory share it.
+        """
+        if self._lock_fd is not None:
+            return
+        path = (self.root / LOCK_FILE).resolve()
+        held = _held_locks.get(path)
+        if held is not None:
+            held[1] += 1
+            self._lock_fd = held[0]
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if wait_s < 0 else time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+                    raise RunLockedError(
+                        f"run directory {self.root} is being written by another process (pid {holder}){waited}; "
+                        "wait for it to finish, or pass --wait SECONDS"
+                    ) from None
+                time.sleep(LOCK_POLL_S)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held_locks[path] = [fd, 1]
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the writer lock (the OS releases it too if the process dies)."""
+        if self._lock_fd is None:
+            return
+        path = (self.root / LOCK_FILE).resolve()
+        held = _held_locks.get(path)
+        self._lock_fd = None
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _held_locks[path]
+            os.close(held[0])
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_config(self, config: dict[str, Any]) -> None:
         snapshot = {"format_version": FORMAT_VERSION, **config}
         path = self.root / CONFIG_FILE
         if path.exists():
@@ -145,6 +289,28 @@ class RunStore:
 
     def finished_keys(self) -> set[str]:
         return {e["episode"] for e in self.episodes()}
+
+    def retire_infrastructure_failures(self) -> list[dict[str, Any]]:
+        """Move infrastructure-failure lines to ``episodes.retried.jsonl``; needs the writer lock."""
+        episodes = self.episodes()
+        retired = [e for e in episodes if is_infrastructure_failure(e)]
+        if not retired:
+            return []
+        for record in retired:
+            append_line(self.root / RETRIED_FILE, record, sync=True)
+        kept = "".join(
+            json.dumps(e, sort_keys=True, default=str) + "\n"
+            for e in episodes
+            if not is_infrastructure_failure(e)
+        )
+        tmp = self.episodes_path.with_name(f".{EPISODES_FILE}.tmp{os.getpid()}")
+        with open(tmp, "w") as handle:
+            handle.write(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.episodes_path)
+        log.info("%s: %d infrastructure failure(s) will be played again", self.root, len(retired))
+        return retired
 
     def turns(self, key: str) -> list[dict[str, Any]]:
         return read_lines(self.turns_dir / episode_file_name(key))

@@ -6,8 +6,13 @@ Built-ins are listed here; third-party packages add routers through the
 
 from __future__ import annotations
 
+import inspect
+import typing
+
+from harness.config import coerce
 from harness.errors import ConfigError
 from harness.registry import Registry
+from harness.types import ModelCard
 from routers.base import Router
 
 ENTRY_POINT_GROUP = "routing_harness.routers"
@@ -53,18 +58,86 @@ def trainable() -> list[str]:
     return names
 
 
-def make_router(name: str, params: dict, model_names: list[str]) -> Router:
-    """Instantiate a router for a pool; unknown parameters are one-line errors."""
+def coerce_params(name: str, cls: type[Router], params: dict) -> dict:
+    """Router parameters checked against the constructor's annotations, before the router is built.
+
+    Errors name the router, the parameter and the expected type; a float parameter
+    refuses NaN and infinities. A parameter without an annotation (or whose
+    annotation cannot be resolved) is passed through as given.
+    """
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - a plugin's annotation naming an import-time-only type
+        hints = {}
+    signature = inspect.signature(cls.__init__)
+    coerced = {}
+    for key, value in params.items():
+        hint = hints.get(key)
+        if key in signature.parameters and hint is not None:
+            value = coerce(hint, value, f"router {name!r}: parameter {key!r}")
+        coerced[key] = value
+    return coerced
+
+
+def check_training_params(kind: str, params: dict) -> None:
+    """Training hyperparameters of a learned family checked by name and type, before any data is collected.
+
+    The names are ``train_router``'s own options plus the family's value-model constructor's.
+    """
+    from routers.learned.train import train_router
+    from routers.learned.value_model import model_class
+
+    cls = router_class(kind)
+    if not cls.trainable:
+        raise ConfigError(
+            f"router {kind!r} is not a trainable router family (trainable: {', '.join(trainable())})"
+        )
+    model_cls = model_class(kind)
+    options = {
+        name: p for name, p in inspect.signature(train_router).parameters.items() if p.kind is p.KEYWORD_ONLY
+    }
+    hints = {**typing.get_type_hints(model_cls.__init__), **typing.get_type_hints(train_router)}
+    allowed = [*options, *model_cls.param_names()]
+    for key, value in params.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"router {kind!r} has no training hyperparameter {key!r} (allowed: {', '.join(allowed)})"
+            )
+        if key in hints:
+            coerce(hints[key], value, f"router {kind!r}: training hyperparameter {key!r}")
+
+
+def make_router(name: str, params: dict, models: list[str] | list[ModelCard]) -> Router:
+    """Instantiate a router for a pool; unknown or ill-typed parameters are one-line errors.
+
+    Given the pool's cards (not just names), a router holding a checkpoint also has
+    them compared with the cards it was trained with, so a changed price is refused
+    here, before any episode.
+    """
     cls = router_class(name)
-    params = {k: v for k, v in params.items() if k != "label"}
+    params = coerce_params(name, cls, {k: v for k, v in params.items() if k != "label"})
     try:
         router = cls(**params)
     except TypeError as exc:
         raise ConfigError(f"router {name!r}: {exc}") from None
+    names = [m if isinstance(m, str) else m.name for m in models]
     check = getattr(router, "check_pool", None)
     if check is not None:
-        check(model_names)
+        check(names)
+    cards = [m for m in models if isinstance(m, ModelCard)]
+    if cards:
+        check_checkpoint_cards(router, cards)
     return router
 
 
-__all__ = ["Router", "available", "make_router", "router_class", "trainable"]
+def check_checkpoint_cards(router: Router, cards: list[ModelCard]) -> None:
+    """The trained value model's own card check, for a router that holds one (directly or mixed in)."""
+    from routers.learned.value_model import ValueModel
+
+    for holder in (router, getattr(router, "greedy_router", None)):
+        model = getattr(holder, "model", None)
+        if isinstance(model, ValueModel):
+            model.check_pool(cards)
+
+
+__all__ = ["Router", "available", "check_training_params", "make_router", "router_class", "trainable"]

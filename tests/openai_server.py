@@ -41,11 +41,14 @@ class ScriptedFailure:
 
     ``status`` > 0 answers with that HTTP status; ``hang_s`` > 0 holds the
     connection open that long first (longer than the client's timeout, so the
-    client gives up before any answer arrives).
+    client gives up before any answer arrives); ``malformed`` answers 200 with
+    a truncated, non-JSON body, as a proxy cut off mid-response does.
     """
 
     status: int = 0
     hang_s: float = 0.0
+    retry_after: str | None = None  # a Retry-After header sent with the failure
+    malformed: bool = False  # answer 200 with a body that is not JSON
 
 
 class OpenAIChatServer:
@@ -94,10 +97,28 @@ class OpenAIChatServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def fail_next(self, status: int, times: int = 1) -> None:
-        """Answer the next ``times`` requests with HTTP ``status``."""
+    def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
+        """Answer the next ``times`` requests with HTTP ``status`` (and a ``Retry-After`` header if given)."""
         with self._lock:
+            self._failures.extend(
+                ScriptedFailure(status=status, retry_after=retry_after) for _ in range(times)
+            )
+
+    def fail_after(self, successes: int, status: int, times: int = 1) -> None:
+        """Answer the next ``successes`` requests normally, then ``times`` with HTTP ``status``."""
+        with self._lock:
+            self._failures.extend(ScriptedFailure() for _ in range(successes))
             self._failures.extend(ScriptedFailure(status=status) for _ in range(times))
+
+    def recover(self) -> None:
+        """Drop every scripted failure still queued: the provider is healthy again."""
+        with self._lock:
+            self._failures.clear()
+
+    def malformed_next(self, times: int = 1) -> None:
+        """Answer the next ``times`` requests with HTTP 200 and a body that is not JSON."""
+        with self._lock:
+            self._failures.extend(ScriptedFailure(malformed=True) for _ in range(times))
 
     def hang_next(self, seconds: float, times: int = 1) -> None:
         """Hold the next ``times`` requests open for ``seconds`` before answering normally."""
@@ -172,20 +193,30 @@ def _handler_for(server: OpenAIChatServer) -> type[BaseHTTPRequestHandler]:
                 return
             if failure and failure.hang_s:
                 server._wait(failure.hang_s)
+            if failure and failure.malformed:
+                self._send_raw(200, json.dumps(server._completion_body(body)).encode()[:40])
+                return
             if failure and failure.status:
                 auth = headers.get("authorization", "")
+                extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
                 self._send_json(
-                    failure.status, _error_body("scripted failure", _error_type(failure.status), auth)
+                    failure.status, _error_body("scripted failure", _error_type(failure.status), auth), extra
                 )
                 return
             self._send_json(200, server._completion_body(body))
 
-        def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
+        def _send_json(
+            self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+        ) -> None:
+            self._send_raw(status, json.dumps(payload).encode(), headers)
+
+        def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):

@@ -6,6 +6,10 @@ every provider and visible in one place. Dollars come from the pool's price card
 not from LiteLLM's cost map, because the card is what routers are told and what
 the ledger must agree with.
 
+A 429's ``Retry-After`` (seconds or an HTTP date) is honoured up to
+``RETRY_AFTER_CAP_S``; each retry is counted in the episode's scratch under
+``RETRIES_KEY`` so the episode record says how hard the provider was to reach.
+
 The API key is read from the environment at each call and handed straight to
 LiteLLM; it is never stored on the backend. Provider error bodies sometimes echo
 the key back, so any provider text copied into our errors or logs is redacted.
@@ -13,8 +17,11 @@ the key back, so any provider text copied into our errors or logs is redacted.
 
 from __future__ import annotations
 
+import email.utils
 import functools
+import json
 import logging
+import math
 import os
 import random
 import time
@@ -37,6 +44,8 @@ _LITELLM_DEFAULT_ENV = {"LITELLM_MODE": "PRODUCTION"}
 
 PROVIDER_DETAIL_CHARS = 300
 REDACTED = "***"
+RETRY_AFTER_CAP_S = 60.0  # a provider asking for longer is treated as unavailable for now
+RETRIES_KEY = "provider_retries"  # in CallContext.scratch: retries spent on this episode's calls
 
 
 @functools.cache
@@ -69,9 +78,10 @@ def retry_delays(max_retries: int, backoff_s: float, seed: int) -> list[float]:
 class _Failure:
     """One failed attempt, already stripped of anything secret."""
 
-    status: str  # "HTTP 429", "timeout", "connection error"
+    status: str  # "HTTP 429", "timeout", "connection error", "malformed response body"
     retryable: bool
     detail: str
+    retry_after_s: float | None = None  # what the provider asked us to wait, if it said
 
 
 def _classify(exc: Exception, secret: str | None) -> _Failure:
@@ -82,10 +92,53 @@ def _classify(exc: Exception, secret: str | None) -> _Failure:
         return _Failure("timeout", True, detail)
     if isinstance(exc, openai.APIConnectionError):
         return _Failure("connection error", True, detail)
+    if _caused_by(exc, json.JSONDecodeError):
+        # LiteLLM reports a body it cannot parse as a 500; the provider answered, but not in JSON.
+        return _Failure("malformed response body (not JSON)", True, detail)
     code = getattr(exc, "status_code", None)
     if isinstance(code, int):
-        return _Failure(f"HTTP {code}", code == 429 or code >= 500, detail)
+        wait = retry_after_seconds(_header(exc, "retry-after")) if code == 429 else None
+        return _Failure(f"HTTP {code}", code == 429 or code >= 500, detail, wait)
     return _Failure("no HTTP status", False, detail)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _header(exc: Exception, name: str) -> str | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None)
+    if not headers:
+        return None
+    return headers.get(name)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header (delay seconds or an HTTP date) as seconds from now; None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
 
 
 def _one_line(text: str, secret: str | None) -> str:
@@ -191,6 +244,9 @@ class LiteLLMBackend:
             if not failure.retryable or attempts > self.max_retries:
                 break
             delay = delays[attempts - 1]
+            if failure.retry_after_s is not None:
+                delay = min(max(delay, failure.retry_after_s), RETRY_AFTER_CAP_S)
+            ctx.scratch[RETRIES_KEY] = ctx.scratch.get(RETRIES_KEY, 0) + 1
             log.warning(
                 "model %r: %s on attempt %d/%d, retrying in %.2fs",
                 self.card.name, failure.status, attempts, self.max_retries + 1, delay,

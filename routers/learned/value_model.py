@@ -64,6 +64,10 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _price_text(price: PriceCard) -> str:
+    return f"${price.input_per_mtok:g}/${price.output_per_mtok:g} per Mtok (version {price.version})"
+
+
 class ValueModel(abc.ABC):
     """Base of the learned routers' predictors: fit on a TrainingSet, predict (score, cost) per model."""
 
@@ -151,14 +155,30 @@ class ValueModel(abc.ABC):
                 if not (self.allow_new_models and self.supports_new_models):
                     raise ConfigError(self._new_model_message(name))
             elif not isinstance(card, str) and card != trained[name]:
-                raise ConfigError(
-                    f"model {name!r} has a different price card or metadata than in the {self.kind} checkpoint"
-                )
+                raise ConfigError(self._changed_card_message(card, trained[name]))
         for name in trained:
             if name not in names:
                 raise ConfigError(
                     f"model {name!r} of the {self.kind} checkpoint's pool is missing from the given pool"
                 )
+
+    def _changed_card_message(self, given: ModelCard, trained: ModelCard) -> str:
+        """Which part of a card changed since training: every cost prediction was made at the trained price."""
+        if given.price != trained.price:
+            return (
+                f"model {given.name!r} has a different price card in this pool ({_price_text(given.price)}) "
+                f"than in the {self.kind} checkpoint it was trained with ({_price_text(trained.price)}); "
+                "use the training pool or retrain"
+            )
+        changed = [
+            f.name
+            for f in dataclasses.fields(ModelCard)
+            if getattr(given, f.name) != getattr(trained, f.name)
+        ]
+        return (
+            f"model {given.name!r} has a different {changed[0]} than in the {self.kind} checkpoint "
+            f"({getattr(given, changed[0])!r}, trained with {getattr(trained, changed[0])!r}); retrain"
+        )
 
     def save(self, directory: str | Path) -> None:
         if self.stats is None or self.encoder is None:
