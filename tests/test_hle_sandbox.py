@@ -37,9 +37,10 @@ def sandbox_pids(run_id: str | None = None) -> list[int]:
     return pids
 
 
-def own_children() -> int:
+def own_children() -> set[int]:
+    """Pids of this process's children (other tests may leave some, e.g. multiprocessing's resource tracker)."""
     me = str(os.getpid())
-    count = 0
+    children = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -47,8 +48,18 @@ def own_children() -> int:
             except OSError:
                 continue
             if stat.rsplit(")", 1)[1].split()[1] == me:
-                count += 1
-    return count
+                children.add(int(entry.name))
+    return children
+
+
+@pytest.fixture(autouse=True)
+def children_before() -> None:
+    """The children this process had before the test: the sandbox must leave no more."""
+    global CHILDREN_BEFORE
+    CHILDREN_BEFORE = own_children()
+
+
+CHILDREN_BEFORE: set[int] = set()
 
 
 def rss_bytes() -> int:
@@ -63,7 +74,7 @@ def assert_host_unharmed(run_id: str, rss_before: int) -> None:
     while sandbox_pids(run_id) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sandbox_pids(run_id) == []
-    assert own_children() == 0
+    assert own_children() <= CHILDREN_BEFORE
     assert rss_bytes() - rss_before < 64 << 20
 
 

@@ -237,7 +237,7 @@ def test_replay_agreement_table_for_a_small_benchmark_directory(tmp_path, monkey
     fixed = write_synthetic_run(split / "random", CARDS, helper, episodes_per_task=3, seed=1)
     _relabel(fixed, {"name": "random", "params": {}})
     encoder = hashing_encoder(tmp_path / "cache")
-    monkeypatch.setattr("routers.learned.value_router.build_encoder", lambda config, cache_dir: encoder)
+    monkeypatch.setattr("routers.learned.value_router.build_encoder", lambda config, cache_dir, **_: encoder)
     train_router("ridge", [data], bench / "models" / "ridge", pool=CARDS, lam=0.0, encoder=encoder, seed=0)
     point = write_synthetic_run(split / "ridge@lam=0", CARDS, helper, episodes_per_task=3, seed=2)
     spec = {"name": "ridge", "params": {"checkpoint": str(bench / "models" / "ridge"), "lam": 0.0}}
