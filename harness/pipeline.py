@@ -26,6 +26,7 @@ from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, from_d
 from harness.errors import ConfigError, UnknownNameError
 from harness.layout import ResultsLayout
 from harness.trajectory import write_json_atomic
+from harness.tuning import DEFAULT_LAM_RANGE
 from routers import check_training_params, router_class
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class StageB:
 @dataclass(frozen=True)
 class TuneStage:
     trials: int = 8
-    lam_range: tuple[float, float] = (0.0, 3.0)
+    lam_range: tuple[float, float] = DEFAULT_LAM_RANGE
     split: str = "val"
     quick: bool = True
     budget_per_episode: float | None = None

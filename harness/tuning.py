@@ -59,6 +59,7 @@ from harness.errors import ConfigError, HarnessError, MissingDependencyError
 from harness.seeding import derive_seed
 
 BUDGET_CONSTRAINT = "budget"
+DEFAULT_LAM_RANGE = (0.0, 5.0)  # the lambda search range when a benchmark definition names none
 SPACE_KINDS = ("float", "int", "categorical")
 ENDS_QUEUED_ATTR = "lam_ends_queued"
 STORAGE_SCHEMES = ("sqlite", "postgresql", "journal")
@@ -300,7 +301,7 @@ def tune(
     storage_path: Path | None,
     study_name: str,
     n_trials: int,
-    lam_range: tuple[float, float] = (0.0, 5.0),
+    lam_range: tuple[float, float] = DEFAULT_LAM_RANGE,
     budget_per_episode: float | None = None,
     extra_space: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
