@@ -33,41 +33,11 @@ from collections import Counter
 from pathlib import Path
 
 from harness.benchmarks import get_benchmark
+from harness.procfs import alive, children, cmdline
 from harness.trajectory import RETRIED_FILE, RunStore
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 ORPHAN_GRACE_S = 10.0
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None and stat[1] == pid and stat[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def workers_and_jvms(parent: int) -> tuple[list[int], list[int]]:

@@ -18,43 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.procfs import alive, children, cmdline
 from harness.trajectory import RunStore
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 # Four episodes (find-animal, find-plant of the quick train split), long enough to be caught mid-way.
 RUN_ARGS = ["--router", "random", "--split", "train", "--quick", "--tasks", "find", "--max-turns", "40"]
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a live process, None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None and stat[1] == pid and stat[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def workers_with_jvms(parent: int, n: int, timeout: float = 120) -> dict[int, list[int]]:

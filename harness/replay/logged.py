@@ -164,15 +164,13 @@ def link_histories(initial: Sequence[LoggedMessage], turns: Sequence[LoggedTurn]
     return tuple(linked)
 
 
-_TASK_PREFIX, _OBSERVATION_SEPARATOR = "Task: ", "\n\nObservation: "
-
-
 def task_description(episode: LoggedEpisode) -> str:
-    """The task text: logged on turn 0 (format 2), else read from a ScienceWorld-style first user message."""
+    """The task text: logged on turn 0 (format 2), else read from the first user message (format 1 runs
+    were all ScienceWorld, whose prompt module knows its own layout), else that whole message."""
+    from harness.benchmarks.scienceworld.prompt import task_description_of
+
     logged = episode.turns[0].extra.get("task_description") if episode.turns else None
     if logged:
         return logged
     first_user = next((m.content for m in episode.initial_messages if m.role == "user"), "")
-    if first_user.startswith(_TASK_PREFIX) and _OBSERVATION_SEPARATOR in first_user:
-        return first_user[len(_TASK_PREFIX) :].split(_OBSERVATION_SEPARATOR, 1)[0]
-    return first_user
+    return task_description_of(first_user) or first_user

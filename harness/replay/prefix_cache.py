@@ -26,7 +26,7 @@ while the engine is not stepped. Two ways, chosen per environment:
 * an :class:`OracleReplica` rebuilds the oracle outside the engine and advances it with
   each action; the only engine query it needs is routed through the wrapper, which caches
   the answer per node (materialising the engine the first time a node is asked). For
-  ScienceWorld (:class:`ScienceWorldReplica`): the gold-path oracle's progress is a function
+  ScienceWorld (``ScienceWorldEnv.oracle_replica``): the gold-path oracle's progress is a function
   of the action prefix, and its one engine call, the visible objects that
   ``wrong_critical_actions`` ranks, is cached per node;
 * otherwise the wrapper materialises the engine whenever ``oracle`` is read and returns the
@@ -163,35 +163,10 @@ class OracleReplica(Protocol):
         ...
 
 
-class ScienceWorldReplica:
-    """The gold-path oracle, exactly as :class:`ScienceWorldEnv` builds and advances it."""
-
-    def __init__(self, gold: dict[tuple[str, int], list[str]]):
-        self.gold = gold
-
-    def start(self, task: TaskInstance, visible_objects: Callable[[], list[str]]) -> Any:
-        from harness.benchmarks.scienceworld.oracle import GoldOracle
-        from harness.benchmarks.scienceworld.split import TOPICS
-
-        actions = self.gold.get((task.task, task.variation))
-        return (
-            GoldOracle(actions, visible_objects, TOPICS.get(task.task, "default"))
-            if actions is not None
-            else None
-        )
-
-    def observe(self, oracle: Any, action: Action) -> None:
-        if oracle is not None:
-            oracle.observe(action.text)
-
-
 def replica_for(env: Environment) -> OracleReplica | None:
-    """The replica that fits ``env``, if one is known."""
-    from harness.benchmarks.scienceworld.engine import ScienceWorldEnv
-
-    if isinstance(env, ScienceWorldEnv):
-        return ScienceWorldReplica(env._gold)
-    return None
+    """The environment's own oracle replica (``env.oracle_replica()``), if it offers one."""
+    make = getattr(env, "oracle_replica", None)
+    return make() if make is not None else None
 
 
 class PrefixCacheEnv:

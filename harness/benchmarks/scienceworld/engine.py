@@ -44,7 +44,7 @@ from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
 from py4j.protocol import Py4JError, Py4JJavaError
 from scienceworld.constants import BASEPATH, JAR_PATH
 
-from harness.benchmarks.scienceworld.oracle import GoldOracle
+from harness.benchmarks.scienceworld.oracle import GoldOracle, GoldReplica
 from harness.benchmarks.scienceworld.split import TOPICS
 from harness.errors import EnvironmentCrashed, MissingDependencyError, UnknownNameError
 from harness.types import Action, StepResult, TaskInstance
@@ -294,6 +294,10 @@ class ScienceWorldEnv:
     @property
     def oracle(self) -> GoldOracle | None:
         return self._oracle
+
+    def oracle_replica(self) -> GoldReplica:
+        """The oracle as the replay prefix cache rebuilds it off the engine (same gold paths, same topics)."""
+        return GoldReplica(self._gold, TOPICS)
 
     # -- internals ---------------------------------------------------------
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from harness.benchmarks.scienceworld.prompt import FINISH
-from harness.types import Action
+from harness.types import Action, TaskInstance
 
 # Actions the engine runs as "free" (ActionLookAround/ActionInventory/ActionTaskDesc
 # in ActionHandler, or answered by the Python server before the engine sees
@@ -104,3 +104,21 @@ class GoldOracle:
     def observe(self, action: str) -> None:
         if self._progress < len(self._normalized) and normalize(action) == self._normalized[self._progress]:
             self._progress += 1
+
+
+class GoldReplica:
+    """The gold-path oracle rebuilt and advanced outside the engine, exactly as :class:`ScienceWorldEnv`
+    does, so the replay prefix cache can serve simulated models without a live engine."""
+
+    def __init__(self, gold: dict[tuple[str, int], list[str]], topics: dict[str, str]):
+        self.gold, self.topics = gold, topics
+
+    def start(self, task: TaskInstance, visible_objects: Callable[[], list[str]]) -> GoldOracle | None:
+        actions = self.gold.get((task.task, task.variation))
+        if actions is None:
+            return None
+        return GoldOracle(actions, visible_objects, self.topics.get(task.task, "default"))
+
+    def observe(self, oracle: GoldOracle | None, action: Action) -> None:
+        if oracle is not None:
+            oracle.observe(action.text)

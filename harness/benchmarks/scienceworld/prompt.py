@@ -27,6 +27,8 @@ When you believe the task is complete, reply with: Action: task completed"""
 
 FORMAT_ERROR = "Your reply could not be parsed. End your reply with exactly one line: Action: <command>"
 
+TASK_PREFIX, OBSERVATION_SEPARATOR = "Task: ", "\n\nObservation: "  # the first user message's layout
+
 _ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -39,6 +41,13 @@ def parse_action(reply: str) -> str:
     if not action:
         raise FormatError(FORMAT_ERROR)
     return action
+
+
+def task_description_of(first_user_message: str) -> str | None:
+    """The task text of a first user message written by :meth:`ScienceWorldFormat.initial_messages`, or None."""
+    if first_user_message.startswith(TASK_PREFIX) and OBSERVATION_SEPARATOR in first_user_message:
+        return first_user_message[len(TASK_PREFIX) :].split(OBSERVATION_SEPARATOR, 1)[0]
+    return None
 
 
 def observation_message(observation: str, score: float) -> Message:
@@ -58,7 +67,7 @@ class ScienceWorldFormat(AgentFormat):
     def initial_messages(self, task_description: str, observation: str) -> list[Message]:
         return [
             Message("system", SYSTEM_PROMPT),
-            Message("user", f"Task: {task_description}\n\nObservation: {observation}"),
+            Message("user", f"{TASK_PREFIX}{task_description}{OBSERVATION_SEPARATOR}{observation}"),
         ]
 
     def parse(self, completion: Completion) -> list[Action | FormatError]:
