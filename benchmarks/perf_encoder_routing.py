@@ -36,10 +36,11 @@ import numpy as np
 
 from harness.batch import Workers, prepare, run_batch
 from harness.config import RouterSpec, RunConfig
+from routers import trainable
 from routers.learned.dataset import encode_histories, load_samples, split_episodes
 from routers.learned.encoder_spec import EMBEDDERS, REFERENCE_EMBEDDER, named_encoder
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.train import KINDS, train_router
+from routers.learned.train import train_router
 from routers.learned.value_model import load_value_model
 
 LAMBDAS = (0.0, 0.05, 0.25)
@@ -96,7 +97,7 @@ def inside(value: float, spread: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="*", type=Path, help="Run directories (default: collect)")
-    parser.add_argument("--kinds", nargs="*", default=["ridge", "mtrouter"], choices=KINDS)
+    parser.add_argument("--kinds", nargs="*", default=["ridge", "mtrouter"], choices=trainable())
     parser.add_argument("--embedders", nargs="*", default=list(EMBEDDERS), choices=list(EMBEDDERS))
     parser.add_argument("--seeds", type=int, default=3, help="model seeds of the reference (noise band)")
     parser.add_argument("--split-seed", type=int, default=0)

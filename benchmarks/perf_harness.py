@@ -1,12 +1,20 @@
-"""Harness overhead per turn against ScienceWorld's own step time, and episodes/s with 1 and 2 workers.
+"""Harness overhead per turn against ScienceWorld's own step time, episodes/s with 1 and 2 workers, and
+what a learned router adds to an episode.
 
-Usage: python benchmarks/perf_harness.py [--episodes N]
+Usage: python benchmarks/perf_harness.py [--episodes N] [--embedders minilm minilm-static] [--skip-throughput]
 
 Part 1 plays episodes in this process with timing proxies around the environment,
 the backends and the router, so every second of an episode is attributed to the
 engine (reset, step), the simulated models, the router, or the loop itself
 (prompting, parsing, ledger, trajectory writes). Part 2 runs the same batch with
-one and with two worker processes and prints the throughput ratio.
+one and with two worker processes and prints the throughput ratio. Part 3 plays
+the same tasks in this process with a fixed router (random over the pool) and
+with each learned router family trained on each embedder's vectors (a short fit
+on a synthetic log: the predictor's size, not its quality, sets the cost), each
+with a fresh embedding cache, and prints the wall time per episode and per turn
+as a ratio to the fixed router's (the performance issue's goal: at most 1.5x).
+Per turn is the fairer ratio: a learned router that picks other models plays
+episodes of another length.
 """
 
 from __future__ import annotations
@@ -26,6 +34,12 @@ from harness.config import RouterSpec, RunConfig
 from harness.pool import load_pool
 from harness.trajectory import RunStore
 from routers import make_router
+from routers.learned.encoder_spec import EMBEDDERS, REFERENCE_EMBEDDER
+from routers.learned.synthetic import write_synthetic_run
+from routers.learned.train import train_router
+
+LEARNED = ("mtrouter", "lgbm", "ridge", "cluster")
+EPISODE_GOAL = 1.5
 
 TIMES: dict[str, float] = defaultdict(float)
 COUNTS: dict[str, int] = defaultdict(int)
@@ -118,14 +132,79 @@ def throughput(out: Path) -> None:
     )
 
 
+def play(router, tasks: list, out: Path) -> tuple[float, int]:
+    """(wall seconds, turns) of the tasks played in this process with the router, engine started before."""
+    benchmark = get_benchmark("scienceworld")
+    pool = load_pool("paper6")
+    backends = build_backends(pool, "simulated")
+    env = benchmark.make_environment()
+    env.reset(tasks[0])  # the JVM start is not the router's cost
+    store = RunStore(out)
+    store.open({})
+    started = time.perf_counter()
+    turns = sum(
+        run_episode(benchmark, env, backends, router, task, i, benchmark.limits, store).turns
+        for i, task in enumerate(tasks)
+    )
+    elapsed = time.perf_counter() - started
+    env.close()
+    return elapsed, turns
+
+
+def learned_overhead(episodes: int, out: Path, embedders: list[str]) -> None:
+    pool = load_pool("paper6")
+    cards, names = list(pool.cards), pool.names
+    split = get_benchmark("scienceworld").load_split()
+    tasks = [t for name in ("test_id", "test_ood") for t in split.tasks(name, quick=True)]
+    tasks = (tasks * (episodes // len(tasks) + 1))[:episodes]
+    log = write_synthetic_run(out / "log", cards, {"boil": names[0], "grow-plant": names[1]})
+    seconds, turns = play(make_router("random", {}, names), tasks, out / "fixed")
+    fixed_episode, fixed_turn = seconds / len(tasks), seconds / turns
+    print(
+        f"Part 3: {len(tasks)} episodes per router; fixed (random): {1000 * fixed_episode:.0f} ms/episode, "
+        f"{1000 * fixed_turn:.1f} ms/turn"
+    )
+    print(f"{'embedder':<18}{'router':<10}{'ms/episode':>12}{'x fixed':>9}{'ms/turn':>10}{'x fixed':>9}")
+    worst: dict[str, float] = {}
+    for embedder in embedders:
+        for kind in LEARNED:
+            ckpt = out / f"{kind}-{embedder}"
+            train_router(
+                kind, [log], ckpt, pool=cards, embedder=embedder, cache_dir=out / f"train-{embedder}"
+            )
+            params = {
+                "checkpoint": str(ckpt),
+                "lam": 0.05,
+                "cache_dir": str(out / f"cache-{kind}-{embedder}"),
+            }
+            seconds, n = play(make_router(kind, params, names), tasks, out / f"play-{kind}-{embedder}")
+            per_episode, per_turn = seconds / len(tasks) / fixed_episode, seconds / n / fixed_turn
+            worst[embedder] = max(worst.get(embedder, 0.0), per_turn)
+            print(
+                f"{embedder:<18}{kind:<10}{1000 * seconds / len(tasks):>12.0f}{per_episode:>9.2f}"
+                f"{1000 * seconds / n:>10.1f}{per_turn:>9.2f}"
+            )
+    for embedder, ratio in worst.items():
+        verdict = "meets" if ratio <= EPISODE_GOAL else "misses"
+        print(
+            f"{embedder}: worst learned/fixed time per turn {ratio:.2f}x ({verdict} the {EPISODE_GOAL}x goal)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=25)
+    parser.add_argument(
+        "--embedders", nargs="*", default=[REFERENCE_EMBEDDER, "minilm-static"], choices=list(EMBEDDERS)
+    )
+    parser.add_argument("--skip-throughput", action="store_true", help="skip parts 1 and 2")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="perf-harness-"))
     try:
-        overhead(args.episodes, out / "overhead")
-        throughput(out)
+        if not args.skip_throughput:
+            overhead(args.episodes, out / "overhead")
+            throughput(out)
+        learned_overhead(args.episodes, out / "learned", args.embedders)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
