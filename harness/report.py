@@ -202,7 +202,8 @@ def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> lis
 
     margin = verdict_margin(definition)
     rows = verdict_rows(bench_dir, margin)
-    selection = definition.get("selection") or {}
+    # A seeded benchmark's own manifest holds the definition; its replicates' hold what they selected.
+    selection = definition.get("selection") or (definition.get("definition") or {}).get("select") or {}
     if not rows:
         return [
             "No verdict: it needs a selection stage (the val-best single model and each family's"
