@@ -32,6 +32,7 @@ from routers import check_training_params, router_class
 log = logging.getLogger(__name__)
 
 SEEDS_DIR = "seeds"  # RESULTS/<bench>/seeds/s<seed>/: one whole results directory per seed replicate
+EVAL_FIXED = ("all", "val_best_single")
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ class BenchmarkDef:
     eval_quick: dict[str, bool] = field(default_factory=dict)  # per eval split, overrides ``quick``
     eval_grid: bool = True  # False: learned families are evaluated only at their selected lambda
     eval_repeats: int = 1  # plays of each test variation, each with its own episode seed
+    # all | val_best_single: on eval splits, every fixed router, or only the val-best single model (the
+    # verdict's reference) besides the fixed routers that are not single models
+    eval_fixed: str = "all"
     verdict: VerdictSpec = field(default_factory=VerdictSpec)
     trace_episodes: str | float = "all"  # all | none | the fraction of episodes traced in MLflow
     quick: bool = True
@@ -273,6 +277,12 @@ class BenchmarkRun:
             raise ConfigError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
         if not d.eval_grid and d.select is None and d.tune is None:
             raise ConfigError("eval_grid: false needs a select or tune stage to choose the lambda")
+        if d.eval_fixed not in EVAL_FIXED:
+            raise ConfigError(f"eval_fixed {d.eval_fixed!r} is not one of {', '.join(EVAL_FIXED)}")
+        if d.eval_fixed == "val_best_single" and d.select is None:
+            raise ConfigError(
+                "eval_fixed: val_best_single needs a select stage to find the val-best single model"
+            )
         checks += [
             self.config(spec, split, d.eval_quick.get(split, d.quick), repeats=self.repeats(split))
             for split in d.eval_splits
@@ -456,11 +466,18 @@ class BenchmarkRun:
         return selected
 
     # Stage 4 -----------------------------------------------------------------
+    def evaluated_fixed(self, selected: dict[str, dict]) -> list[RouterSpec]:
+        """The fixed routers played on the eval splits (``eval_fixed``)."""
+        if self.d.eval_fixed == "all":
+            return list(self.d.fixed_routers)
+        best = {choice.get("best_single") for choice in selected.values()}
+        return [spec for spec in self.d.fixed_routers if spec.name != "single" or spec.label in best]
+
     def evaluate(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> None:
         for split in self.d.eval_splits:
             quick = self.d.eval_quick.get(split, self.d.quick)
             repeats = self.repeats(split)
-            for spec in self.d.fixed_routers:
+            for spec in self.evaluated_fixed(selected):
                 self.run(
                     self.config(spec, split, quick, repeats=repeats),
                     self.layout.run(split, spec.label),

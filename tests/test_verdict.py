@@ -286,3 +286,77 @@ def test_per_point_intervals_resample_variations_when_they_repeat(tmp_path: Path
     assert row["n"] == 24 and row["mean_score"] == pytest.approx(np.mean(scores))
     naive = paired_bootstrap_point(scores, [2.0] * len(scores), n_boot=2000)
     assert row["score_hi"] - row["score_lo"] > (naive.score_ci[1] - naive.score_ci[0]) * 0.5
+
+
+def test_only_the_val_best_single_model_is_evaluated_when_asked(tmp_path: Path):
+    fixed = [RouterSpec("single", {"model": m}) for m in ("gpt-5", "gpt-oss-120b")] + [RouterSpec("random")]
+    d = BenchmarkDef(name="few", fixed_routers=fixed, select=SelectStage(), eval_fixed="val_best_single")
+    run = BenchmarkRun(d, tmp_path)
+    chosen = run.evaluated_fixed({"mtrouter": {"lam": 0.0, "best_single": "single:gpt-oss-120b"}})
+    assert [s.label for s in chosen] == ["single:gpt-oss-120b", "random"]
+    with pytest.raises(ConfigError, match="needs a select stage"):
+        BenchmarkRun(
+            BenchmarkDef(name="x", fixed_routers=fixed, eval_fixed="val_best_single"), tmp_path
+        ).validate()
+
+
+# --- end to end on the counter plug-in (no Java) --------------------------------
+@pytest.mark.slow
+def test_benchmark_with_repeats_writes_its_verdict_and_resumes(plugin_distribution, tmp_path: Path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    definition = {
+        "name": "counter-verdict",
+        "benchmark": "counter",
+        "pool": str(plugin_distribution / "toy_pool.yaml"),
+        "quick": True,
+        "workers": 1,
+        "collect": {"router": {"name": "sticky-random", "params": {"switch_prob": 0.3}}, "seeds": [0]},
+        "fixed_routers": [
+            {"name": "single", "params": {"model": m}} for m in ("careful", "sloppy", "middling")
+        ],
+        "learned": [{"name": "toy-ridge", "lambdas": [0.0, 0.5]}],
+        "select": {
+            "rule": "cheapest_noninferior",
+            "margin": 5.0,
+            "split": "val",
+            "quick": True,
+            "repeats": 2,
+        },
+        "eval_repeats": 3,
+        "eval_grid": False,
+        "eval_fixed": "val_best_single",
+        "verdict": {"margin": 10.0},
+    }
+    path = tmp_path / "counter-verdict.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    argv = ["benchmark", str(path), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "r")]
+    argv += ["--no-track"]
+    result = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    bench = tmp_path / "results" / "counter-verdict"
+    manifest = json.loads((bench / "benchmark.json").read_text())
+    choice = manifest["selected"]["toy-ridge"]
+    assert (choice["rule"], choice["margin"], choice["repeats"]) == ("cheapest_noninferior", 5.0, 2)
+    val = RunStore(bench / "runs" / "val" / choice["best_single"]).episodes()
+    assert len(val) == 2 * 2 and len({r["seed"] for r in val}) == 4  # two quick variations, two plays each
+    tested = sorted(p.name for p in (bench / "runs" / "test_id").iterdir())
+    assert tested == sorted([choice["best_single"], f"toy-ridge@lam={choice['lam']:g}"])
+    records = RunStore(bench / "runs" / "test_ood" / tested[0]).episodes()
+    assert len(records) == 2 * 3 and sorted(r.get("repeat", 0) for r in records) == [0, 0, 1, 1, 2, 2]
+    rows = manifest["verdict"]["rows"]
+    assert manifest["verdict"]["margin"] == 10.0 and [(r["family"], r["split"]) for r in rows] == [
+        ("toy-ridge", "test_id"),
+        ("toy-ridge", "test_ood"),
+    ]
+    assert rows[0]["n_episodes"] == 3 * 3 and rows[0]["n_variations"] == 3
+    assert all(r["non_inferior"] == (r["score_diff_ci"][0] > -10.0) for r in rows)
+    assert "## Verdict" in (tmp_path / "r" / "counter-verdict.md").read_text().split("## Comparison")[0]
+    # Rerunning plays nothing new: every repeat of every variation is found in its run directory.
+    before = {p: len(RunStore(p).episodes()) for p in (bench / "runs").glob("*/*")}
+    again = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert {p: len(RunStore(p).episodes()) for p in (bench / "runs").glob("*/*")} == before
