@@ -78,6 +78,8 @@ class EpisodeResult:
         }
         if self.score_details:
             record["score_details"] = self.score_details
+        if self.task.repeat:
+            record["repeat"] = self.task.repeat
         return record
 
 

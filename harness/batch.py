@@ -113,7 +113,9 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     if config.judge is not None:
         pool.model(config.judge)
     split = benchmark.load_split(config.split_file)
-    tasks = split.tasks(config.split, quick=config.quick, task_filter=config.task_filter)
+    tasks = split.tasks(
+        config.split, quick=config.quick, task_filter=config.task_filter, repeats=config.repeats
+    )
     if not tasks:
         raise HarnessError(f"no tasks in split {config.split!r} match filter {config.task_filter!r}")
     return config, pool, split, tasks
@@ -127,10 +129,13 @@ def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastruct
     recorded infrastructure failures as results instead of playing them again.
     """
     config, pool, split, tasks = prepare_check(config)
+    run = to_plain(config)
+    if config.repeats == 1:
+        del run["repeats"]  # run directories written before repeats existed hold the same run
     store = RunStore(out)
     store.open(
         {
-            "run": to_plain(config),
+            "run": run,
             "pool_sha256": pool.sha256,
             "price_cards": {m.name: to_plain(m.price) for m in pool.spec.models},
             "split_version": split.version,
@@ -272,7 +277,7 @@ def failed_record(
     judging), which no turn line holds.
     """
     ledger = ledger or CostLedger()
-    return {
+    record = {
         "episode": task.key,
         "benchmark": task.benchmark,
         "task": task.task,
@@ -295,6 +300,9 @@ def failed_record(
         "retries": retries,
         "abandoned_cost": abandoned_cost,
     }
+    if task.repeat:
+        record["repeat"] = task.repeat
+    return record
 
 
 def worker_died_record(task: TaskInstance, config: RunConfig, store: RunStore, deaths: int) -> dict[str, Any]:

@@ -65,7 +65,8 @@ class RunConfig:
     """One batch: one router over one split with one pool. A run directory holds exactly one.
 
     ``limits`` None means the benchmark's own; ``split_file`` None its shipped split;
-    ``judge`` names the pool model a judge-based scorer calls.
+    ``judge`` names the pool model a judge-based scorer calls; ``repeats`` plays each
+    variation that many times, each play with its own episode seed (:class:`TaskInstance`).
     """
 
     router: RouterSpec
@@ -80,8 +81,11 @@ class RunConfig:
     limits: Limits | None = None
     backend: str = "simulated"  # or "litellm"
     judge: str | None = None
+    repeats: int = 1
 
     def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.backend not in ("simulated", "litellm"):

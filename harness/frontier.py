@@ -21,6 +21,7 @@ caller bugs and raise ``ValueError``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -287,49 +288,148 @@ def summarize_front(
     }
 
 
-@dataclass(frozen=True)
-class PairedDifference:
-    """Router minus reference, paired by episode within each seed, over seeds and episodes.
+# Elements of one resampling chunk (resamples x variations x repeats x columns): bounds the memory.
+_CHUNK_ELEMENTS = 2_000_000
 
-    ``mean`` is the mean over seeds of each seed's mean paired difference; ``ci`` the
-    hierarchical bootstrap interval; ``p_le_zero`` the share of resamples whose mean
-    difference is at most zero (a one-sided bootstrap p-value for "the router is better").
+
+def _clusters(groups: Sequence[Any], columns: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Variation groups (each an (R, columns) array, one row per repeat) padded to (V, R_max, columns)."""
+    arrays = [np.asarray(g, dtype=float).reshape(-1, columns) for g in groups]
+    if not arrays or any(len(a) == 0 for a in arrays):
+        raise ValueError(f"{name} needs at least one variation, each with at least one episode")
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise ValueError(f"{name} contains non-finite values")
+    counts = np.array([len(a) for a in arrays])
+    values = np.zeros((len(arrays), counts.max(), columns))
+    for i, a in enumerate(arrays):
+        values[i, : len(a)] = a
+    return values, counts
+
+
+def _nested_mean(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean over variations of each variation's mean over its repeats, per column."""
+    return (values.sum(axis=1) / counts[:, None]).mean(axis=0)
+
+
+def _cluster_resamples(
+    values: np.ndarray, counts: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` nested means of resamples: variations with replacement, then repeats within each drawn one."""
+    v_count, r_max, columns = values.shape
+    out = np.empty((n, columns))
+    step = max(1, _CHUNK_ELEMENTS // (v_count * r_max * columns))
+    for start in range(0, n, step):
+        m = min(step, n - start)
+        drawn_v = rng.integers(0, v_count, size=(m, v_count))
+        sizes = counts[drawn_v]
+        drawn_r = (rng.random((m, v_count, r_max)) * sizes[..., None]).astype(np.int64)
+        picked = values[drawn_v[..., None], drawn_r]  # (m, V, R_max, columns)
+        used = np.arange(r_max) < sizes[..., None]
+        out[start : start + m] = ((picked * used[..., None]).sum(axis=2) / sizes[..., None]).mean(axis=1)
+    return out
+
+
+def clustered_bootstrap_point(
+    scores: Any,
+    costs: Any,
+    clusters: Sequence[Any],
+    label: str = "",
+    *,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
+) -> OperatingPoint:
+    """:func:`paired_bootstrap_point` for episodes that come in clusters (the repeats of one variation).
+
+    Repeats of a variation share its task, so they are not independent draws: the interval
+    resamples variations, then repeats within each, and the point is the mean over
+    variations of each variation's mean (the plain mean when every variation has as many
+    repeats).
+    """
+    score_arr = _as_episodes(scores, "scores")
+    cost_arr = _as_episodes(costs, "costs")
+    if not (len(score_arr) == len(cost_arr) == len(clusters)):
+        raise ValueError("scores, costs and clusters differ in episode count")
+    if n_boot < 1 or not 0.0 < alpha < 1.0:
+        raise ValueError(f"n_boot must be >= 1 and alpha in (0, 1), got {n_boot}, {alpha}")
+    order = list(dict.fromkeys(clusters))
+    both = np.column_stack([score_arr, cost_arr])
+    groups = [both[[i for i, c in enumerate(clusters) if c == name]] for name in order]
+    values, counts = _clusters(groups, 2, "clustered_bootstrap_point")
+    stats = _cluster_resamples(values, counts, n_boot, np.random.default_rng(seed))
+    score, cost = _nested_mean(values, counts)
+    return OperatingPoint(
+        label=label,
+        score=float(score),
+        cost=float(cost),
+        score_ci=_percentile_interval(stats[:, 0], alpha),
+        cost_ci=_percentile_interval(stats[:, 1], alpha),
+        params=dict(params or {}),
+    )
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A router against a reference on the same episodes, over seeds, variations and repeats.
+
+    ``score_diff`` is the router's score minus the reference's (mean over seeds of the mean
+    over variations of the mean over repeats), ``cost_ratio`` the router's mean cost over the
+    reference's, each with its hierarchical bootstrap interval; ``p_le_zero`` is the share of
+    resamples whose score difference is at most zero (a one-sided bootstrap p-value for "the
+    router is better").
     """
 
-    mean: float
-    ci: tuple[float, float]
+    score_diff: float
+    score_diff_ci: tuple[float, float]
     p_le_zero: float
+    cost_ratio: float
+    cost_ratio_ci: tuple[float, float]
     seeds: int
+    variations: int
     episodes: int
 
 
 def hierarchical_paired_bootstrap(
-    differences: Sequence[Any], n_boot: int = 4000, alpha: float = 0.05, seed: int = 0
-) -> PairedDifference:
-    """Resample seeds with replacement, then episodes within each drawn seed, of paired differences.
+    seeds: Sequence[Sequence[Any]], n_boot: int = 4000, alpha: float = 0.05, seed: int = 0
+) -> PairedComparison:
+    """Resample seed replicates, then variations within each drawn seed, then repeats within each
+    drawn variation, of paired episodes.
 
-    ``differences[s][i]`` is the router's score minus the reference's on episode ``i`` of
-    seed replicate ``s`` (the same task, the same seed). Resampling seeds first carries the
-    training and exploration variance between replicates into the interval; resampling
-    episodes within a seed carries the task variance. With one seed this is the plain
-    paired episode bootstrap.
+    ``seeds[s][v]`` holds the repeats of variation ``v`` in seed replicate ``s``, one row per
+    repeat: (router score, reference score, router cost, reference cost), both routers on the
+    same episode (same task, same episode seed). Resampling seeds carries the training and
+    exploration variance between replicates, variations the task variance, repeats the
+    evaluation noise; pairing by episode removes what the two routers share. With one seed
+    and one repeat per variation this is the plain paired episode bootstrap.
     """
-    per_seed = [_as_episodes(d, f"differences[{i}]") for i, d in enumerate(differences)]
-    if not per_seed or any(len(d) == 0 for d in per_seed):
-        raise ValueError("hierarchical bootstrap needs at least one seed with at least one episode")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not seeds:
+        raise ValueError("hierarchical bootstrap needs at least one seed")
+    if n_boot < 1 or not 0.0 < alpha < 1.0:
+        raise ValueError(f"n_boot must be >= 1 and alpha in (0, 1), got {n_boot}, {alpha}")
+    prepared = [_clusters(groups, 4, f"seeds[{i}]") for i, groups in enumerate(seeds)]
     rng = np.random.default_rng(seed)
-    k = len(per_seed)
-    stats = np.empty(n_boot)
+    k = len(prepared)
     drawn = rng.integers(0, k, size=(n_boot, k))
-    for b in range(n_boot):
-        means = [per_seed[s][rng.integers(0, len(per_seed[s]), len(per_seed[s]))].mean() for s in drawn[b]]
-        stats[b] = float(np.mean(means))
-    return PairedDifference(
-        mean=float(np.mean([d.mean() for d in per_seed])),
-        ci=_percentile_interval(stats, alpha),
-        p_le_zero=float(np.mean(stats <= 0.0)),
+    stats = np.zeros((n_boot, 4))
+    for slot in range(k):
+        for s, (values, counts) in enumerate(prepared):
+            rows = np.flatnonzero(drawn[:, slot] == s)
+            if rows.size:
+                stats[rows] += _cluster_resamples(values, counts, rows.size, rng)
+    stats /= k
+    means = np.mean([_nested_mean(values, counts) for values, counts in prepared], axis=0)
+    diffs = stats[:, 0] - stats[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = stats[:, 2] / stats[:, 3]
+    ratio = float(means[2] / means[3]) if means[3] > 0 else math.nan
+    return PairedComparison(
+        score_diff=float(means[0] - means[1]),
+        score_diff_ci=_percentile_interval(diffs, alpha),
+        p_le_zero=float(np.mean(diffs <= 0.0)),
+        cost_ratio=ratio,
+        cost_ratio_ci=_percentile_interval(ratios, alpha) if math.isfinite(ratio) else (math.nan, math.nan),
         seeds=k,
-        episodes=sum(len(d) for d in per_seed),
+        variations=sum(len(counts) for _, counts in prepared),
+        episodes=int(sum(counts.sum() for _, counts in prepared)),
     )

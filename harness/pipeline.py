@@ -32,6 +32,7 @@ from routers import check_training_params, router_class
 log = logging.getLogger(__name__)
 
 SEEDS_DIR = "seeds"  # RESULTS/<bench>/seeds/s<seed>/: one whole results directory per seed replicate
+EVAL_FIXED = ("all", "val_best_single")
 
 
 @dataclass(frozen=True)
@@ -78,21 +79,50 @@ class SelectStage:
 
     The candidates are the family's fixed grid (``lambdas``) plus the tune stage's trial
     points when it tunes on the same split, all run on ``split``; the single-model routers
-    run there too, since the default rule compares with the best of them on that split.
-    Rules: see :data:`harness.results.SELECTION_RULES`.
+    run there too, since the rules compare with the best of them on that split.
+    Rules: see :func:`harness.results.select_point`. ``repeats`` plays each variation of
+    ``split`` that many times (each play its own episode seed), so a lambda is chosen on
+    the mean over those plays rather than on one draw of each; ``margin`` (score points)
+    is the non-inferiority margin of ``cheapest_noninferior`` and of no other rule.
     """
 
     rule: str = "cheapest_reaching_best_single"
     split: str = "val"
     quick: bool = False
+    repeats: int = 1
+    margin: float | None = None
 
     def __post_init__(self) -> None:
-        from harness.results import SELECTION_RULES
+        from harness.results import MARGIN_RULES, SELECTION_RULES
 
         if self.rule not in SELECTION_RULES:
             raise ConfigError(f"select.rule {self.rule!r} is not one of {', '.join(SELECTION_RULES)}")
         if self.split.startswith("test"):
             raise ConfigError(f"select.split {self.split!r} is a test split: select on val")
+        if self.repeats < 1:
+            raise ConfigError(f"select.repeats must be >= 1, got {self.repeats}")
+        if self.rule in MARGIN_RULES and (self.margin is None or self.margin < 0):
+            raise ConfigError(f"select.rule {self.rule} needs select.margin, a score margin >= 0")
+        if self.rule not in MARGIN_RULES and self.margin is not None:
+            raise ConfigError(f"select.margin applies to rule {' or '.join(MARGIN_RULES)}, not {self.rule}")
+
+
+@dataclass(frozen=True)
+class VerdictSpec:
+    """The non-inferiority question the report answers for each learned family.
+
+    Is the family's val-selected point at most ``margin`` score points worse than the best
+    single model (best by its val score) on each test split? It is non-inferior when the
+    95% interval of the paired score difference has its lower bound above ``-margin``.
+    Points are the benchmark's score units (ScienceWorld: -100..100; HLE accuracy 0..1
+    needs a margin such as 0.05).
+    """
+
+    margin: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.margin < 0:
+            raise ConfigError(f"verdict.margin must be >= 0, got {self.margin}")
 
 
 @dataclass(frozen=True)
@@ -114,6 +144,11 @@ class BenchmarkDef:
     eval_splits: list[str] = field(default_factory=lambda: ["test_id", "test_ood"])
     eval_quick: dict[str, bool] = field(default_factory=dict)  # per eval split, overrides ``quick``
     eval_grid: bool = True  # False: learned families are evaluated only at their selected lambda
+    eval_repeats: int = 1  # plays of each test variation, each with its own episode seed
+    # all | val_best_single: on eval splits, every fixed router, or only the val-best single model (the
+    # verdict's reference) besides the fixed routers that are not single models
+    eval_fixed: str = "all"
+    verdict: VerdictSpec = field(default_factory=VerdictSpec)
     trace_episodes: str | float = "all"  # all | none | the fraction of episodes traced in MLflow
     quick: bool = True
     seed: int = 0
@@ -141,6 +176,10 @@ def load_benchmark(name_or_path: str) -> BenchmarkDef:
     t, sel = definition.tune, definition.select
     if t is not None and sel is not None and t.split == sel.split and t.quick != sel.quick:
         raise ConfigError(f"{path}: tune and select run on {t.split} with different quick settings")
+    if definition.eval_repeats < 1:
+        raise ConfigError(f"{path}: eval_repeats must be >= 1, got {definition.eval_repeats}")
+    if sel is not None and sel.split in definition.eval_splits and sel.repeats != definition.eval_repeats:
+        raise ConfigError(f"{path}: {sel.split} is selected on and evaluated with different repeats")
     return definition
 
 
@@ -186,7 +225,18 @@ class BenchmarkRun:
         self.commit: str | None = None  # the git commit runs are logged under; None: no MLflow logging
         self._embeddings = embeddings  # seed replicates share their parent's cache
 
-    def config(self, router: RouterSpec, split: str, quick: bool, seed: int | None = None) -> RunConfig:
+    def repeats(self, split: str) -> int:
+        """Plays of each variation of ``split``: the eval repeats on eval splits, the selection's
+        on its split (tuning there too, since its trials are selection candidates), else one."""
+        if split in self.d.eval_splits:
+            return self.d.eval_repeats
+        if self.d.select is not None and split == self.d.select.split:
+            return self.d.select.repeats
+        return 1
+
+    def config(
+        self, router: RouterSpec, split: str, quick: bool, seed: int | None = None, repeats: int = 1
+    ) -> RunConfig:
         return RunConfig(
             router=router,
             pool=self.d.pool,
@@ -198,6 +248,7 @@ class BenchmarkRun:
             workers=self.d.workers,
             limits=(self.d.limits or Limits()).over(self.plugin.limits),
             judge=self.d.judge,
+            repeats=repeats,
         )
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
@@ -226,8 +277,14 @@ class BenchmarkRun:
             raise ConfigError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
         if not d.eval_grid and d.select is None and d.tune is None:
             raise ConfigError("eval_grid: false needs a select or tune stage to choose the lambda")
+        if d.eval_fixed not in EVAL_FIXED:
+            raise ConfigError(f"eval_fixed {d.eval_fixed!r} is not one of {', '.join(EVAL_FIXED)}")
+        if d.eval_fixed == "val_best_single" and d.select is None:
+            raise ConfigError(
+                "eval_fixed: val_best_single needs a select stage to find the val-best single model"
+            )
         checks += [
-            self.config(spec, split, d.eval_quick.get(split, d.quick))
+            self.config(spec, split, d.eval_quick.get(split, d.quick), repeats=self.repeats(split))
             for split in d.eval_splits
             for spec in d.fixed_routers
         ]
@@ -235,6 +292,8 @@ class BenchmarkRun:
             checks.append(self.config(d.collect.router, d.tune.split, d.tune.quick))
         if d.select is not None:
             checks.append(self.config(d.collect.router, d.select.split, d.select.quick))
+            if d.select.rule != "highest_val_score" and not any(s.name == "single" for s in d.fixed_routers):
+                raise ConfigError(f"select.rule {d.select.rule} compares with single-model routers; add one")
         for config in checks:
             prepare_check(config)
 
@@ -323,11 +382,8 @@ class BenchmarkRun:
                 lam = round(float(params["lam"]), 4)
                 spec = self.learned_spec(family, checkpoint, lam)
                 out = self.layout.run(t.split, spec.label)
-                records = [
-                    r
-                    for r in self.run(self.config(spec, t.split, t.quick), out, f"tune {spec.label}")
-                    if r["status"] != "failed"
-                ]
+                config = self.config(spec, t.split, t.quick, repeats=self.repeats(t.split))
+                records = [r for r in self.run(config, out, f"tune {spec.label}") if r["status"] != "failed"]
                 return mean(r["score"] for r in records), mean(r["cost"] for r in records)
 
             study = tune(
@@ -356,10 +412,9 @@ class BenchmarkRun:
         return selected
 
     def _means(self, spec: RouterSpec, split: str, quick: bool, stage: str) -> dict:
+        config = self.config(spec, split, quick, repeats=self.repeats(split))
         records = [
-            r
-            for r in self.run(self.config(spec, split, quick), self.layout.run(split, spec.label), stage)
-            if r["status"] != "failed"
+            r for r in self.run(config, self.layout.run(split, spec.label), stage) if r["status"] != "failed"
         ]
         return {
             "n": len(records),
@@ -394,11 +449,15 @@ class BenchmarkRun:
                     {"lam": lam, **self._means(spec, s.split, s.quick, f"select {s.split} {spec.label}")}
                 )
             choice = select_point(
-                pd.DataFrame(rows), s.rule, singles[best]["mean_score"] if best is not None else None
+                pd.DataFrame(rows),
+                s.rule,
+                singles[best]["mean_score"] if best is not None else None,
+                s.margin,
             )
             selected[learned.name] = {
                 **choice,
                 "split": s.split,
+                "repeats": s.repeats,
                 "best_single": best,
                 "best_single_score": singles[best]["mean_score"] if best is not None else None,
                 "best_single_cost": singles[best]["mean_cost"] if best is not None else None,
@@ -407,12 +466,20 @@ class BenchmarkRun:
         return selected
 
     # Stage 4 -----------------------------------------------------------------
+    def evaluated_fixed(self, selected: dict[str, dict]) -> list[RouterSpec]:
+        """The fixed routers played on the eval splits (``eval_fixed``)."""
+        if self.d.eval_fixed == "all":
+            return list(self.d.fixed_routers)
+        best = {choice.get("best_single") for choice in selected.values()}
+        return [spec for spec in self.d.fixed_routers if spec.name != "single" or spec.label in best]
+
     def evaluate(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> None:
         for split in self.d.eval_splits:
             quick = self.d.eval_quick.get(split, self.d.quick)
-            for spec in self.d.fixed_routers:
+            repeats = self.repeats(split)
+            for spec in self.evaluated_fixed(selected):
                 self.run(
-                    self.config(spec, split, quick),
+                    self.config(spec, split, quick, repeats=repeats),
                     self.layout.run(split, spec.label),
                     f"{split} {spec.label}",
                 )
@@ -422,7 +489,7 @@ class BenchmarkRun:
                 for lam in lams:
                     spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
                     self.run(
-                        self.config(spec, split, quick),
+                        self.config(spec, split, quick, repeats=repeats),
                         self.layout.run(split, spec.label),
                         f"{split} {spec.label}",
                     )
@@ -441,6 +508,15 @@ class BenchmarkRun:
                 "definition": to_plain(self.d),
             },
         )
+
+    def write_verdict(self) -> None:
+        """Add the verdict (:mod:`harness.verdict`, recomputed from the runs) to benchmark.json."""
+        from harness.verdict import verdict_rows
+
+        manifest = json.loads(self.layout.manifest.read_text())
+        margin = self.d.verdict.margin
+        manifest["verdict"] = {"margin": margin, "rows": verdict_rows(self.dir, margin)}
+        write_json_atomic(self.layout.manifest, manifest)
 
     def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:
         from harness.batch import git_commit
@@ -475,6 +551,7 @@ class BenchmarkRun:
             for run in runs:
                 run.workers, run.commit = self.workers, self.commit
                 run._execute(track, None)
+            self.write_verdict()
         else:
             self.write_manifest({})
             data = self.collect()
@@ -482,6 +559,7 @@ class BenchmarkRun:
             selected = self.select(checkpoints, self.tune(checkpoints))
             self.write_manifest(selected)
             self.evaluate(checkpoints, selected)
+            self.write_verdict()
             if track:
                 from harness.batch import git_commit
                 from harness.tracking import log_benchmark

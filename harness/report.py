@@ -63,6 +63,10 @@ def _with_ci(value: float, lo: float, hi: float, fmt) -> str:
     return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
 
 
+def _plays(n: int) -> str:
+    return "one play" if n == 1 else f"{n} plays"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -192,6 +196,56 @@ def benchmark_section(
     )
 
 
+def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> list[str]:
+    """The headline: each learned family's val-selected point against the val-best single model."""
+    from harness.verdict import verdict_margin, verdict_rows, verdict_text
+
+    margin = verdict_margin(definition)
+    rows = verdict_rows(bench_dir, margin)
+    # A seeded benchmark's own manifest holds the definition; its replicates' hold what they selected.
+    selection = definition.get("selection") or (definition.get("definition") or {}).get("select") or {}
+    if not rows:
+        return [
+            "No verdict: it needs a selection stage (the val-best single model and each family's"
+            " val-selected λ) and both evaluated on a test split."
+        ]
+    rule = selection.get("rule", "?")
+    stated = f" (margin {selection['margin']:g})" if selection.get("margin") is not None else ""
+    repeats = selection.get("repeats", 1)
+    eval_repeats = (definition.get("definition") or {}).get("eval_repeats", 1)
+    lines = [
+        f"Each learned family at the λ its rule `{rule}`{stated} chose on {selection.get('split', 'val')}"
+        f" ({_plays(repeats)} of each variation), against the single model with the best val score;"
+        f" on test, {_plays(eval_repeats)} of each variation, both routers on the same episodes."
+        " Δscore is paired by episode; its 95% interval resamples training seeds, then variations, then"
+        " repeats (hierarchical bootstrap). The cost ratio is the router's mean $/episode over the single"
+        f" model's, with its interval from the same resamples. Non-inferior at margin {margin:g}: the"
+        f" interval's lower bound is above −{margin:g} points; better: above 0.",
+        "",
+    ]
+    header = ["family", "split", "λ (per seed)", "best single (val)", "score vs single"]
+    header += ["Δscore [95% CI]", "cost ratio [95% CI]", "verdict", "seeds × variations (episodes)"]
+    body = []
+    for r in rows:
+        d = r["score_diff_ci"]
+        c = r["cost_ratio_ci"]
+        singles = ", ".join(dict.fromkeys(r["best_single"]))
+        body.append(
+            [
+                r["family"],
+                dict(HEADLINE_SPLITS).get(r["split"], r["split"]),
+                ", ".join(f"{x:g}" for x in r["lam"]),
+                f"`{singles}`",
+                f"{_num(r['score'], score_digits)} vs {_num(r['best_single_score'], score_digits)}",
+                f"{r['score_diff']:+.{score_digits}f} [{d[0]:+.{score_digits}f}, {d[1]:+.{score_digits}f}]",
+                f"{_num(r['cost_ratio'], 2)} [{_num(c[0], 2)}, {_num(c[1], 2)}]",
+                f"**{verdict_text(r)}**",
+                f"{r['n_seeds']} × {r['n_variations'] // max(1, r['n_seeds'])} ({r['n_episodes']})",
+            ]
+        )
+    return [*lines, *_table(header, body)]
+
+
 def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path:
     """Write ``reports_dir/<bench>.md`` and its figures in ``reports_dir/<bench>/``; returns the Markdown path."""
     bench_dir = Path(bench_dir)
@@ -228,9 +282,11 @@ def _single_seed_lines(
         values = origin[key]
         lines.append(f"- {title}: {', '.join(f'`{v}`' for v in values) if values else MISSING}")
     lines.append(f"- Seeds: {definition.get('seeds', origin['seed'])}")
-    lines += ["", "## Comparison with single models", ""]
+    lines += ["", "## Verdict", "", *verdict_section(bench_dir, definition, score_digits), ""]
+    lines += ["## Comparison with single models", ""]
     notes = [
-        "Means per episode over finished episodes; intervals are 95% paired bootstrap intervals over episodes."
+        "Means per episode over finished episodes; intervals are 95% paired bootstrap intervals over episodes"
+        " (over variations, then repeats, where variations were played more than once)."
     ]
     if single is None:
         notes.append("No single-model run on test_id, so the delta columns are empty.")
@@ -245,9 +301,12 @@ def _single_seed_lines(
             picks = ", ".join(
                 f"{family} λ={choice.get('lam'):g}" for family, choice in definition["selected"].items()
             )
+            margin = selection.get("margin")
+            stated = "" if margin is None else f" with margin {margin:g}"
             notes.append(
-                f"Learned routers are shown at the λ the rule `{selection['rule']}` selected on {selection['split']}"
-                f" from the definition's fixed grid ({picks}); no test split was used to choose it."
+                f"Learned routers are shown at the λ the rule `{selection['rule']}`{stated} selected on"
+                f" {selection['split']} ({_plays(selection.get('repeats', 1))} of each variation) from the"
+                f" definition's fixed grid ({picks}); no test split was used to choose it."
             )
         elif definition.get("selected"):
             picks = ", ".join(
@@ -340,9 +399,17 @@ def selection_section(points: pd.DataFrame, definition: dict, score_digits: int)
             ]
         )
     rule = selection["rule"]
+    margin = selection.get("margin")
+    what = {
+        "cheapest_reaching_best_single": "the cheapest λ whose score reaches the best single model's",
+        "cheapest_noninferior": f"the cheapest λ whose score is within {margin} points of the best single"
+        " model's",
+        "highest_val_score": "the λ with the highest score",
+    }.get(rule, rule)
     lines = [
-        f"Rule `{rule}` on {split}, stated in the definition before evaluation; the oracle column applies the"
-        " same rule to test_id and is optimistic by construction, shown only to size that optimism."
+        f"Rule `{rule}` on {split} ({what}; when none qualifies, the highest score), stated in the definition"
+        " before evaluation; the oracle column applies the same rule to test_id and is optimistic by"
+        " construction, shown only to size that optimism."
     ]
     return [*lines, "", *_table(header, body)]
 
@@ -358,8 +425,8 @@ def seed_section(bench_dir: Path, score_digits: int = 1, n_boot: int = 4000) -> 
     order = {split: i for i, (split, _) in enumerate(HEADLINE_SPLITS)}
     grouped = rows.groupby(["router", "split"], sort=False)
     for (router, split), group in sorted(grouped, key=lambda kv: (order.get(kv[0][1], 9), kv[0][0])):
-        diffs = [d for d in group["diffs"] if len(d)]
-        test = hierarchical_paired_bootstrap(diffs, n_boot=n_boot) if diffs else None
+        pairs = [p for p in group["pairs"] if len(p)]
+        test = hierarchical_paired_bootstrap(pairs, n_boot=n_boot) if pairs else None
         sd = group["score"].std(ddof=1) if len(group) > 1 else math.nan
         cost_sd = group["cost"].std(ddof=1) if len(group) > 1 else math.nan
         lams = ", ".join(MISSING if math.isnan(x) else f"{x:g}" for x in group["lam"])
@@ -375,7 +442,8 @@ def seed_section(bench_dir: Path, score_digits: int = 1, n_boot: int = 4000) -> 
                 f"{_dollars(group['cost'].mean())} ± {_dollars(cost_sd)}",
                 MISSING
                 if test is None
-                else f"{test.mean:+.{score_digits}f} [{test.ci[0]:+.{score_digits}f}, {test.ci[1]:+.{score_digits}f}]",
+                else f"{test.score_diff:+.{score_digits}f} [{test.score_diff_ci[0]:+.{score_digits}f},"
+                f" {test.score_diff_ci[1]:+.{score_digits}f}]",
                 MISSING if test is None else f"{test.p_le_zero:.3f}",
                 f"{dcost:+.1f}%",
             ]
@@ -400,11 +468,12 @@ def write_seed_report(bench_dir: Path, reports_dir: Path, definition: dict, n_bo
     lines.append(
         "training, selection on val and evaluation. Per-seed reports: " + (", ".join(links) or MISSING) + "."
     )
-    lines += ["", "## Across seeds", ""]
+    lines += ["", "## Verdict", "", *verdict_section(bench_dir, definition, 1), ""]
+    lines += ["## Across seeds", ""]
     lines.append(
         "Learned routers at each seed's val-selected λ; the best single model is each seed's val-best."
-        " Δscore is paired by episode within a seed; its interval resamples seeds, then episodes"
-        " (hierarchical bootstrap), so it carries both the training and the task variance."
+        " Δscore is paired by episode within a seed; its interval resamples seeds, then variations, then"
+        " repeats (hierarchical bootstrap), so it carries the training, the task and the evaluation variance."
         " The episode CI column is the mean half-width of the per-seed episode bootstrap, for comparison."
     )
     lines += ["", *seed_section(bench_dir), ""]

@@ -18,7 +18,14 @@ import pandas as pd
 
 from harness.config import RouterSpec
 from harness.errors import TrajectoryError
-from harness.frontier import OperatingPoint, aiq, paired_bootstrap_point, pareto_front, summarize_front
+from harness.frontier import (
+    OperatingPoint,
+    aiq,
+    clustered_bootstrap_point,
+    paired_bootstrap_point,
+    pareto_front,
+    summarize_front,
+)
 from harness.layout import RUNS_DIR, ResultsLayout
 from harness.seeding import derive_seed
 from harness.trajectory import CONFIG_FILE, RunStore
@@ -107,6 +114,11 @@ def _router_of(config: dict[str, Any]) -> tuple[str, str, float, dict[str, Any]]
     return spec.name, spec.label, lam, params
 
 
+def variation_of(record: dict[str, Any]) -> str:
+    """The variation an episode record played: what its repeats share, the bootstrap's cluster."""
+    return f"{record['task']}/{record['variation']}"
+
+
 def _finished(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Finished episodes in task order: parallel workers append in completion order, and the
     bootstrap resamples by position, so a fixed order keeps intervals identical across reruns."""
@@ -134,13 +146,15 @@ def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: i
     if not ok:
         return row | dict.fromkeys(ESTIMATE_COLUMNS, math.nan) | {"total_cost": 0.0}
     # A seed per (split, point) keeps each interval reproducible regardless of which other points exist.
-    estimate = paired_bootstrap_point(
-        [r["score"] for r in ok],
-        [r["cost"] for r in ok],
-        label=label,
-        n_boot=n_boot,
-        seed=derive_seed(seed, split, point) % 2**32,
-    )
+    boot_seed = derive_seed(seed, split, point) % 2**32
+    scores, costs = [r["score"] for r in ok], [r["cost"] for r in ok]
+    clusters = [variation_of(r) for r in ok]
+    if len(set(clusters)) == len(clusters):
+        estimate = paired_bootstrap_point(scores, costs, label=label, n_boot=n_boot, seed=boot_seed)
+    else:  # repeated variations: resample variations, then repeats
+        estimate = clustered_bootstrap_point(
+            scores, costs, clusters, label=label, n_boot=n_boot, seed=boot_seed
+        )
     assert estimate.score_ci is not None and estimate.cost_ci is not None
     return row | {
         "mean_score": estimate.score,
@@ -328,31 +342,38 @@ def headline_points(points: pd.DataFrame, definition: dict[str, Any], split: str
 
 
 # How a learned family's operating point is chosen on the selection split (stated in the definition).
-SELECTION_RULES = ("cheapest_reaching_best_single", "highest_val_score")
+SELECTION_RULES = ("cheapest_reaching_best_single", "cheapest_noninferior", "highest_val_score")
+MARGIN_RULES = ("cheapest_noninferior",)  # the rules that take a margin
 
 
-def select_point(candidates: pd.DataFrame, rule: str, reference_score: float | None = None) -> dict[str, Any]:
+def select_point(
+    candidates: pd.DataFrame, rule: str, reference_score: float | None = None, margin: float | None = None
+) -> dict[str, Any]:
     """The row of ``candidates`` (one family's points on the selection split: ``lam``,
     ``mean_score``, ``mean_cost``) that ``rule`` picks, with why.
 
     ``cheapest_reaching_best_single``: the cheapest point whose score is at least
     ``reference_score`` (the best single model's on the same split); when none reaches
-    it, the highest-scoring point (``reached`` False says so). ``highest_val_score``:
-    the highest-scoring point. Ties go to the cheaper point, then the smaller lambda,
-    so the choice never depends on row order.
+    it, the highest-scoring point (``reached`` False says so). ``cheapest_noninferior``:
+    the same with the bar lowered by ``margin`` score points, so a point that gives up at
+    most ``margin`` for a lower cost is taken. ``highest_val_score``: the highest-scoring
+    point. Ties go to the cheaper point, then the smaller lambda, so the choice never
+    depends on row order.
     """
     if rule not in SELECTION_RULES:
         raise ValueError(f"unknown selection rule {rule!r} (known: {', '.join(SELECTION_RULES)})")
+    if (margin is not None) != (rule in MARGIN_RULES):
+        raise ValueError(f"rule {rule} {'takes no' if margin is not None else 'needs a'} margin")
     usable = candidates.dropna(subset=["mean_score", "mean_cost"])
     if usable.empty:
         raise ValueError("no candidate point with a finished episode to select from")
     by_score = usable.sort_values(["mean_score", "mean_cost", "lam"], ascending=[False, True, True])
     reached = None
     chosen = by_score.iloc[0]
-    if rule == "cheapest_reaching_best_single":
+    if rule != "highest_val_score":
         if reference_score is None or math.isnan(reference_score):
             raise ValueError(f"rule {rule} needs the best single model's score on the selection split")
-        reaching = usable[usable["mean_score"] >= reference_score]
+        reaching = usable[usable["mean_score"] >= reference_score - (margin or 0.0)]
         reached = not reaching.empty
         if reached:
             chosen = reaching.sort_values(["mean_cost", "lam"]).iloc[0]
@@ -361,6 +382,7 @@ def select_point(candidates: pd.DataFrame, rule: str, reference_score: float | N
         "score": float(chosen["mean_score"]),
         "cost": float(chosen["mean_cost"]),
         "rule": rule,
+        "margin": margin,
         "reached_best_single": reached,
     }
 
@@ -385,9 +407,10 @@ def oracle_choices(
     points: pd.DataFrame, definition: dict[str, Any], split: str = "test_id"
 ) -> dict[str, dict]:
     """Each selected family's point had the rule been applied to ``split`` (an oracle: selection on test)."""
-    rule = (definition.get("selection") or {}).get("rule")
+    selection = definition.get("selection") or {}
+    rule, margin = selection.get("rule"), selection.get("margin")
     reference = best_single(points, split)
-    if rule is None:
+    if rule is None or reference is None:
         return {}
     ref_score = float(
         points[(points["point"] == reference) & (points["split"] == split)]["mean_score"].iloc[0]
@@ -396,7 +419,7 @@ def oracle_choices(
     for family in definition.get("selected") or {}:
         rows = points[(points["family"] == family) & (points["split"] == split) & (points["n"] > 0)]
         if not rows.empty:
-            out[family] = select_point(rows, rule, ref_score)
+            out[family] = select_point(rows, rule, ref_score, margin)
     return out
 
 
@@ -410,15 +433,24 @@ def replicate_dirs(bench_dir: Path, definition: dict[str, Any]) -> dict[int, Pat
     return found
 
 
-def _scores_by_episode(run_dir: str) -> dict[str, float]:
-    return {r["episode"]: float(r["score"]) for r in _finished(RunStore(Path(run_dir)).episodes())}
+def paired_variations(run_dir: str | Path, reference_dir: str | Path) -> list[np.ndarray]:
+    """The episodes both runs finished, grouped by variation: per variation an (R, 4) array of
+    (score, reference score, cost, reference cost), one row per repeat, paired by episode key
+    (same variation, same repeat, same episode seed)."""
+    mine = {r["episode"]: r for r in _finished(RunStore(Path(run_dir)).episodes())}
+    theirs = {r["episode"]: r for r in _finished(RunStore(Path(reference_dir)).episodes())}
+    groups: dict[str, list[list[float]]] = {}
+    for key in sorted(set(mine) & set(theirs)):
+        a, b = mine[key], theirs[key]
+        groups.setdefault(variation_of(a), []).append([a["score"], b["score"], a["cost"], b["cost"]])
+    return [np.array(rows, dtype=float) for rows in groups.values()]
 
 
 def seed_rows(bench_dir: Path, splits: tuple[str, ...] = ("test_id", "test_ood")) -> pd.DataFrame:
     """One row per (router, split, seed) of a seeded benchmark, learned families at their val-selected point.
 
-    ``diffs`` holds the router's score minus that seed's best single model's on each
-    episode both finished (the pairing the hierarchical bootstrap resamples).
+    ``pairs`` holds the router's and that seed's best single model's episodes, paired and
+    grouped by variation (:func:`paired_variations`: what the hierarchical bootstrap resamples).
     """
     definition = benchmark_definition(bench_dir)
     rows = []
@@ -430,11 +462,8 @@ def seed_rows(bench_dir: Path, splits: tuple[str, ...] = ("test_id", "test_ood")
         for split in splits:
             here = shown[(shown["split"] == split) & (shown["n"] > 0)]
             anchor = points[(points["point"] == single) & (points["split"] == split)]
-            reference = _scores_by_episode(anchor.iloc[0]["run_dir"]) if not anchor.empty else {}
             for row in here.itertuples():
                 learned = not math.isnan(row.lam)
-                mine = _scores_by_episode(row.run_dir)
-                common = sorted(set(mine) & set(reference))
                 rows.append(
                     {
                         "router": f"{row.family} (val-selected)" if learned else row.point,
@@ -448,7 +477,9 @@ def seed_rows(bench_dir: Path, splits: tuple[str, ...] = ("test_id", "test_ood")
                         "best_single_cost": float(anchor.iloc[0]["mean_cost"])
                         if not anchor.empty
                         else math.nan,
-                        "diffs": [mine[e] - reference[e] for e in common],
+                        "pairs": paired_variations(row.run_dir, anchor.iloc[0]["run_dir"])
+                        if not anchor.empty
+                        else [],
                     }
                 )
     return pd.DataFrame(rows)

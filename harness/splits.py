@@ -41,8 +41,10 @@ class Split:
         return sorted({task for per_task in self.assignments.values() for task in per_task})
 
     def tasks(
-        self, split_name: str, quick: bool = False, task_filter: str | None = None
+        self, split_name: str, quick: bool = False, task_filter: str | None = None, repeats: int = 1
     ) -> list[TaskInstance]:
+        """The split's task instances, each variation ``repeats`` times: every variation's first
+        play, then every second play, and so on, so an interrupted run holds whole repeats."""
         if split_name not in self.assignments:
             raise UnknownNameError(f"unknown split {split_name!r}; known: {', '.join(self.assignments)}")
         per_task = (self.quick if quick else self.assignments)[split_name]
@@ -57,8 +59,13 @@ class Split:
                 )
         return [
             TaskInstance(
-                benchmark=self.benchmark, task=self.engine_names[task], variation=variation, split=split_name
+                benchmark=self.benchmark,
+                task=self.engine_names[task],
+                variation=variation,
+                split=split_name,
+                repeat=repeat,
             )
+            for repeat in range(repeats)
             for task in sorted(per_task)
             if task_filter is None or pattern.search(task)
             for variation in per_task[task]

@@ -169,16 +169,23 @@ class StepResult:
 
 @dataclass(frozen=True)
 class TaskInstance:
-    """One episode's task: which benchmark, task type, variation and split."""
+    """One episode's task: which benchmark, task type, variation and split.
+
+    ``repeat`` numbers the plays of one variation when a run plays each several times: the
+    repeat is part of the key, so each play has its own episode seed and its own record, and
+    repeat 0 keeps the key (and the seed) a run without repeats gives the variation.
+    """
 
     benchmark: str
     task: str
     variation: int
     split: str
+    repeat: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.benchmark}/{self.task}/{self.variation}"
+        base = f"{self.benchmark}/{self.task}/{self.variation}"
+        return f"{base}/r{self.repeat}" if self.repeat else base
 
 
 @dataclass

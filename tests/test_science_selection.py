@@ -192,22 +192,31 @@ def test_report_headline_is_the_val_selected_point_and_the_oracle_is_labelled(tm
     assert (
         "toy@lam=5" not in text.split("## Selection on val")[0]
     )  # the better test point is not the headline
-    selection = _row(text, "toy")
+    selection = _row(text.split("## Selection on val")[1], "toy")
     assert selection[1] == "1" and selection[5] == "55.0" and selection[6] == "5 (oracle)"
     assert "highest val score" in text
 
 
 # --- seeds -------------------------------------------------------------------
+def _episodes(*per_seed: np.ndarray) -> list[list[np.ndarray]]:
+    """Score differences as paired episodes, one variation each (reference 0, both costing $1)."""
+    return [[np.array([[d, 0.0, 1.0, 1.0]]) for d in diffs] for diffs in per_seed]
+
+
 def test_hierarchical_bootstrap_on_hand_made_numbers():
-    constant = hierarchical_paired_bootstrap([np.full(20, 5.0), np.full(30, 5.0)], n_boot=500)
-    assert constant.mean == 5.0 and constant.ci == (5.0, 5.0) and constant.p_le_zero == 0.0
+    constant = hierarchical_paired_bootstrap(_episodes(np.full(20, 5.0), np.full(30, 5.0)), n_boot=500)
+    assert constant.score_diff == 5.0 and constant.score_diff_ci == (5.0, 5.0) and constant.p_le_zero == 0.0
+    assert constant.cost_ratio == 1.0 and constant.cost_ratio_ci == (1.0, 1.0)
     # Two seeds that disagree completely: the seed level dominates the interval.
-    split = hierarchical_paired_bootstrap([np.full(50, 10.0), np.full(50, -10.0)], n_boot=2000)
-    assert split.mean == 0.0 and split.ci == (-10.0, 10.0)
+    split = hierarchical_paired_bootstrap(_episodes(np.full(50, 10.0), np.full(50, -10.0)), n_boot=2000)
+    assert split.score_diff == 0.0 and split.score_diff_ci == (-10.0, 10.0)
     assert 0.6 < split.p_le_zero < 0.9  # resamples (B,B) and (A,B) in either order: 3/4 at or below 0
     # Seed means 2, 4 and 6, each with spread inside: the mean is their mean.
-    three = hierarchical_paired_bootstrap([np.array([1.0, 3.0]), np.array([3.0, 5.0]), np.array([5.0, 7.0])])
-    assert three.mean == pytest.approx(4.0) and three.ci[0] < 4.0 < three.ci[1] and three.episodes == 6
+    three = hierarchical_paired_bootstrap(
+        _episodes(np.array([1.0, 3.0]), np.array([3.0, 5.0]), np.array([5.0, 7.0]))
+    )
+    assert three.score_diff == pytest.approx(4.0) and three.score_diff_ci[0] < 4.0 < three.score_diff_ci[1]
+    assert (three.seeds, three.variations, three.episodes) == (3, 6, 6)
     with pytest.raises(ValueError):
         hierarchical_paired_bootstrap([])
 

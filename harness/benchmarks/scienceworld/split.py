@@ -3,7 +3,10 @@
 The split lives in a versioned JSON file (``benchmarks/splits/scienceworld-v1.json``,
 read by :mod:`harness.splits`) written once by :func:`build_split` from the real
 engine's variation counts, so that every run reads the same instances instead of
-recomputing them.
+recomputing them. :func:`build_reversed_split` writes its mirror image
+(``scienceworld-reversed-v1.json``): trained and tested in distribution on v1's OOD task
+types, with v1's in-distribution types held out, so that a result which only holds on
+one side of the reference split shows as such.
 """
 
 from __future__ import annotations
@@ -99,6 +102,15 @@ PROCEDURE = (
 )
 
 
+REVERSED_VERSION = "scienceworld-reversed-v1"
+REVERSED_SPLIT_PATH = BENCHMARKS_DIR / "splits" / f"{REVERSED_VERSION}.json"
+REVERSED_PROCEDURE = (
+    "scienceworld-v1 with the roles of its task types swapped: v1's 12 OOD task types are the "
+    "in-distribution types here (cut into train, val and test_id) and v1's 13 in-distribution types are "
+    "test_ood; the variations used, the permutation and the cut are v1's, as follows. " + PROCEDURE
+)
+
+
 def _shuffled(task_type: str, variations: list[int]) -> list[int]:
     rng = np.random.default_rng([SEED, zlib.crc32(task_type.encode("utf-8"))])
     return [int(v) for v in rng.permutation(variations)]
@@ -134,6 +146,8 @@ def build_split(
     train_task_types: tuple[str, ...] = TRAIN_TASK_TYPES,
     ood_task_types: tuple[str, ...] = OOD_TASK_TYPES,
     max_variations: dict[str, int] | None = None,
+    version: str = VERSION,
+    procedure: str = PROCEDURE,
 ) -> dict:
     """Write the split file from the engine's variation counts (queried unless given); returns its content."""
     import scienceworld
@@ -173,12 +187,12 @@ def build_split(
         for name, per_task in splits.items()
     }
     content = {
-        "version": VERSION,
+        "version": version,
         "benchmark": "scienceworld",
         "scienceworld_version": scienceworld.__version__,
         "seed": SEED,
         "fractions": FRACTIONS,
-        "procedure": PROCEDURE,
+        "procedure": procedure,
         "topics": {task: TOPICS[task] for task in all_types},
         "task_types": task_types,
         "skipped": skipped,
@@ -187,6 +201,20 @@ def build_split(
     }
     _write_json_atomically(path, content)
     return content
+
+
+def build_reversed_split(
+    path: Path = REVERSED_SPLIT_PATH, max_variations: dict[str, int] | None = None
+) -> dict:
+    """Write scienceworld-reversed-v1: v1's OOD task types in distribution, its in-distribution ones OOD."""
+    return build_split(
+        path,
+        train_task_types=OOD_TASK_TYPES,
+        ood_task_types=TRAIN_TASK_TYPES,
+        max_variations=max_variations,
+        version=REVERSED_VERSION,
+        procedure=REVERSED_PROCEDURE,
+    )
 
 
 def _write_json_atomically(path: Path, content: dict) -> None:

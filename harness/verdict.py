@@ -1,0 +1,153 @@
+"""The verdict: does each learned router hold up against the best single model when measured honestly?
+
+A frontier shows where a router could be; the verdict says where the one operating point
+chosen before any test split was seen (the family's val-selected lambda) is. For each
+learned family and test split it gives the paired score difference to the best single
+model, chosen by its val score (not its test score, which would flatter the single model
+or the router depending on the draw), with a 95% interval that resamples training seeds,
+then variations, then the repeats of each variation; the cost ratio with its interval;
+and a non-inferiority verdict at a stated margin. Everything is recomputed from the run
+directories, so the report and ``benchmark.json`` always agree with the episodes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.frontier import hierarchical_paired_bootstrap
+from harness.layout import ResultsLayout
+from harness.results import benchmark_definition, paired_variations, replicate_dirs, run_dirs
+from harness.seeding import derive_seed
+from harness.trajectory import RunStore
+
+VERDICT_SPLITS = ("test_id", "test_ood")
+DEFAULT_MARGIN = 5.0  # score points; the definition's ``verdict.margin`` overrides it
+
+
+def verdict_margin(definition: dict[str, Any]) -> float:
+    """The margin a benchmark's definition states (its ``verdict.margin``), else the default."""
+    stated = ((definition.get("definition") or {}).get("verdict") or {}).get("margin")
+    return DEFAULT_MARGIN if stated is None else float(stated)
+
+
+def _learned_run(bench_dir: Path, split: str, family: str, lam: float) -> Path | None:
+    """The run directory of ``family`` at ``lam`` on ``split``, if it was evaluated there."""
+    root = ResultsLayout(bench_dir).runs(split)
+    if not root.is_dir():
+        return None
+    for _, _, path in (row for row in run_dirs(bench_dir) if row[0] == split):
+        router = RunStore(path).config()["run"]["router"]
+        params = router.get("params") or {}
+        if router["name"] == family and params.get("lam") is not None:
+            if math.isclose(float(params["lam"]), float(lam), rel_tol=1e-9, abs_tol=1e-12):
+                return path
+    return None
+
+
+def paired_table(bench_dir: Path, splits: tuple[str, ...] = VERDICT_SPLITS) -> dict[tuple[str, str], dict]:
+    """(family, split) -> the val-selected point's episodes paired with the val-best single model's.
+
+    Each value holds ``pairs`` (per seed replicate, per variation, the (R, 4) repeats of
+    :func:`harness.results.paired_variations`) and, per seed, the selected ``lam`` and the
+    ``best_single``. A benchmark without seed replicates is its own single replicate; one
+    without a selection stage (no val-best single model) has no verdict.
+    """
+    bench_dir = Path(bench_dir)
+    definition = benchmark_definition(bench_dir)
+    own_seed = int((definition.get("definition") or {}).get("seed", 0))
+    replicates = replicate_dirs(bench_dir, definition) or {own_seed: bench_dir}
+    table: dict[tuple[str, str], dict] = {}
+    for seed, path in sorted(replicates.items()):
+        child = benchmark_definition(path) if path != bench_dir else definition
+        for family, choice in sorted((child.get("selected") or {}).items()):
+            single = choice.get("best_single")
+            if not single:
+                continue
+            for split in splits:
+                reference = ResultsLayout(path).run(split, single)
+                mine = _learned_run(path, split, family, choice["lam"])
+                if mine is None or not (reference / "config.json").exists():
+                    continue
+                pairs = paired_variations(mine, reference)
+                if not pairs:
+                    continue
+                entry = table.setdefault(
+                    (family, split), {"pairs": [], "seeds": [], "lam": [], "best_single": []}
+                )
+                entry["pairs"].append(pairs)
+                entry["seeds"].append(seed)
+                entry["lam"].append(float(choice["lam"]))
+                entry["best_single"].append(single)
+    return table
+
+
+def _nested_means(pairs: list[list[np.ndarray]]) -> np.ndarray:
+    """(score, reference score, cost, reference cost): mean over seeds of variation means of repeat means."""
+    return np.mean([np.mean([g.mean(axis=0) for g in seed], axis=0) for seed in pairs], axis=0)
+
+
+def verdict(
+    pairs: list[list[np.ndarray]], margin: float, n_boot: int = 4000, seed: int = 0
+) -> dict[str, Any]:
+    """The paired comparison of one family on one split and its verdict at ``margin``.
+
+    Non-inferior iff the lower bound of the 95% interval of the score difference is above
+    ``-margin``; better iff it is above zero.
+    """
+    test = hierarchical_paired_bootstrap(pairs, n_boot=n_boot, seed=seed)
+    score, single_score, cost, single_cost = _nested_means(pairs)
+    low = test.score_diff_ci[0]
+    return {
+        "score": float(score),
+        "best_single_score": float(single_score),
+        "cost": float(cost),
+        "best_single_cost": float(single_cost),
+        "score_diff": test.score_diff,
+        "score_diff_ci": list(test.score_diff_ci),
+        "p_le_zero": test.p_le_zero,
+        "cost_ratio": test.cost_ratio,
+        "cost_ratio_ci": list(test.cost_ratio_ci),
+        "margin": margin,
+        "non_inferior": bool(low > -margin),
+        "better": bool(low > 0.0),
+        "n_seeds": test.seeds,
+        "n_variations": test.variations,
+        "n_episodes": test.episodes,
+    }
+
+
+def verdict_rows(bench_dir: Path, margin: float | None = None, n_boot: int = 4000) -> list[dict[str, Any]]:
+    """Every learned family's verdict on every test split it was evaluated on, in family then split order."""
+    bench_dir = Path(bench_dir)
+    margin = verdict_margin(benchmark_definition(bench_dir)) if margin is None else margin
+    order = {split: i for i, split in enumerate(VERDICT_SPLITS)}
+    rows = []
+    for (family, split), entry in sorted(
+        paired_table(bench_dir).items(), key=lambda kv: (kv[0][0], order[kv[0][1]])
+    ):
+        boot_seed = derive_seed("verdict", family, split) % 2**32
+        rows.append(
+            {
+                "family": family,
+                "split": split,
+                "seeds": entry["seeds"],
+                "lam": entry["lam"],
+                "best_single": entry["best_single"],
+                **verdict(entry["pairs"], margin, n_boot=n_boot, seed=boot_seed),
+            }
+        )
+    return rows
+
+
+def verdict_text(row: dict[str, Any]) -> str:
+    """One row's verdict in words, with its margin."""
+    m = f"{row['margin']:g}"
+    if row["better"]:
+        return f"better (non-inferior at margin {m})"
+    if row["non_inferior"]:
+        return f"non-inferior at margin {m}"
+    return f"not shown non-inferior at margin {m}"
