@@ -8,9 +8,11 @@ options override.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,6 +132,22 @@ def show_stage_messages() -> None:
         logger.addHandler(handler)
 
 
+EXECUTOR_HELP = "Where episodes are played: local (worker processes) | ray (actors on a Ray cluster)"
+RAY_ADDRESS_HELP = "Ray cluster to join with --executor ray (default: $RAY_ADDRESS, else a local instance)"
+
+
+@contextlib.contextmanager
+def executor_for(kind: str, workers: int, ray_address: str | None) -> Iterator[Any]:
+    """The Ray executor, opened and closed around the block; None for the local pool without an address."""
+    if kind == "local" and ray_address is None:
+        yield None
+        return
+    from harness.executors import open_executor
+
+    with open_executor(kind, workers, ray_address) as executor:
+        yield executor
+
+
 def merged_run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
     """The config file's values (if any) with every explicitly given option on top."""
     data = load_yaml(config_file) if config_file is not None else {}
@@ -166,7 +184,9 @@ def run(
     split_file: Annotated[str | None, typer.Option(help="Another split file of the benchmark")] = None,
     quick: Annotated[bool | None, typer.Option(help="Use the quick subset of the split")] = None,
     tasks: Annotated[str | None, typer.Option(help="Regular expression on task type names")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel worker processes")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel worker processes (or Ray actors)")] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP)] = None,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     max_turns: Annotated[int | None, typer.Option(help="Default: the benchmark's")] = None,
     budget: Annotated[float | None, typer.Option(help="Dollar budget per episode")] = None,
@@ -196,6 +216,7 @@ def run(
         "quick": quick,
         "task_filter": tasks,
         "workers": workers,
+        "executor": executor,
         "seed": seed,
         "max_turns": max_turns,
         "budget_dollars": budget,
@@ -206,9 +227,15 @@ def run(
     }
     run_config = merged_run_config(config, given)
     quiet_py4j()
-    with stop_on_signals():
+    # The local pool is sized to the batch by execute(); a Ray executor is opened here to join --ray-address.
+    with stop_on_signals(), executor_for(run_config.executor, run_config.workers, ray_address) as own:
         records = execute(
-            run_config, out, progress=ProgressBar(), wait_s=wait, retry_infrastructure=not keep_infra_failures
+            run_config,
+            out,
+            workers=own,
+            progress=ProgressBar(),
+            wait_s=wait,
+            retry_infrastructure=not keep_infra_failures,
         )
     Console().print(render_table([RunSummary.of(records, run=str(out))], title=str(out)))
     problem = batch_problem(records, str(out))
