@@ -362,7 +362,26 @@ def benchmark(
         "results"
     ),
     reports: Annotated[Path, typer.Option(help="Where the Markdown report goes")] = Path("reports"),
-    track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
+    track: Annotated[
+        bool, typer.Option(help="Log to MLflow (the store in the results directory, or --tracking-uri)")
+    ] = True,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_TRACKING_URI",
+            show_envvar=True,
+            help="An MLflow tracking server to log to as results arrive, instead of the results' own store",
+        ),
+    ] = None,
+    tuning_storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL for the tune stage (postgresql://..., journal:///...), "
+            "instead of optuna.db in the results"
+        ),
+    ] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP + " (default: the definition's)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Collect, train, tune, evaluate, log to MLflow and write the report.
 
@@ -376,7 +395,15 @@ def benchmark(
     definition = load_benchmark(name)
     show_stage_messages()
     quiet_py4j()
-    bench = BenchmarkRun(definition, results, progress=ProgressBar())
+    bench = BenchmarkRun(
+        definition,
+        results,
+        progress=ProgressBar(),
+        executor=executor,
+        ray_address=ray_address,
+        tracking_uri=tracking_uri if track else None,
+        tuning_storage=tuning_storage,
+    )
     with stop_on_signals():
         outputs = bench.execute(track=track, report_dir=reports)
     # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from harness.batch import Workers, execute
+from harness.cli import app
 from harness.config import Limits, RouterSpec, RunConfig
 from harness.errors import ConfigError
 from harness.executors import RayExecutor, open_executor
@@ -154,4 +156,9 @@ def test_executor_choices_are_checked_before_any_work(tmp_path: Path):
         config(ROUTERS[0], "dask")
     with pytest.raises(ConfigError, match="add --executor ray"):
         open_executor("local", 2, ray_address="127.0.0.1:6379")
-    assert not (tmp_path / "run").exists()
+    out = tmp_path / "run"
+    for extra in (["--executor", "dask"], ["--ray-address", "127.0.0.1:6379"]):
+        result = CliRunner().invoke(app, ["run", "--out", str(out), "--router", "random", *extra])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
