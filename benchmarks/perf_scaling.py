@@ -119,6 +119,9 @@ def main() -> None:
     for n in SIZES:
         print(f"  ray / local at {n}: {rate['ray', n] / rate['local', n]:.2f}x")
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_args = argparse.Namespace(
         trials=args.trials, objective_ms=args.objective_ms, postgres=args.postgres
     )
