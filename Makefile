@@ -25,8 +25,9 @@ test: install
 	bash .ci/install-sandbox.sh
 	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q
 
+# Every test but the scale-out ones (make test-scale).
 test-all: install
-	$(BIN)/pytest -q -m "slow or not slow"
+	$(BIN)/pytest -q -m "not scale"
 
 # The embedded default: ScienceWorld's quick benchmark and HLE's (on the offline stand-in bank).
 HLE_BENCH ?= hle-quick
@@ -47,10 +48,18 @@ clean:
 	rm -rf $(VENV) $(RESULTS)
 
 # Tests on real servers, slow ones included: PostgreSQL (installed and started by .ci/services.sh),
-# an mlflow server on it, tuning worker processes killed mid-trial.
+# an mlflow server on it, tuning worker processes killed mid-trial, a local Ray instance (the scale extra).
+SCALE_STAMP := $(VENV)/.installed-scale
+SCALE_TESTS := tests/test_tuning_storage.py tests/test_tracking_server.py tests/test_executors_ray.py \
+	tests/test_benchmark_tracking_server.py
+
+$(SCALE_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,scale]"
+	@touch $(SCALE_STAMP)
+
 .PHONY: test-scale
-test-scale: install
-	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q -m "slow or not slow" tests/test_tuning_storage.py tests/test_tracking_server.py
+test-scale: install $(SCALE_STAMP)
+	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q -m "scale or slow or not slow" $(SCALE_TESTS)
 
 # The MLflow UI in headless Chromium (Debian's chromium and chromium-driver), screenshots included.
 .PHONY: test-browser

@@ -6,7 +6,8 @@ they go; only the parent appends to ``episodes.jsonl``, so that file has a
 single writer, and the parent holds the run directory's lock. All inputs are
 validated in the parent before any worker starts. :func:`execute` is the library
 entry point; a caller that wants to show progress passes a
-:class:`BatchProgress` (the CLI passes a progress bar).
+:class:`BatchProgress` (the CLI passes a progress bar). :class:`Workers` is the
+default executor; :mod:`harness.executors` has the interface and the Ray one.
 
 Failures come in two kinds. An episode that failed on its own (the router chose
 a model outside the pool, a bug in a plug-in) is a result and is recorded as
@@ -35,7 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.agent import Episode, episode_seed
 from harness.backends import build_backends
@@ -62,6 +63,9 @@ from harness.trajectory import (
 )
 from harness.types import Charge, TaskInstance
 from routers import make_router
+
+if TYPE_CHECKING:
+    from harness.executors import Executor
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +122,21 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     )
     if not tasks:
         raise HarnessError(f"no tasks in split {config.split!r} match filter {config.task_filter!r}")
+    if config.executor == "ray":
+        from harness.executors import require_ray  # harness.executors imports this module
+
+        require_ray()
     return config, pool, split, tasks
+
+
+def run_identity(config: RunConfig) -> dict[str, Any]:
+    """The config as a run directory records it: without ``executor``, which changes where episodes are
+    played, not what they are (a run started on one executor resumes on another), and without
+    ``repeats`` when it is 1 (run directories written before repeats existed hold the same run)."""
+    run = {k: v for k, v in to_plain(config).items() if k != "executor"}
+    if config.repeats == 1:
+        del run["repeats"]
+    return run
 
 
 def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastructure: bool = True) -> Batch:
@@ -129,13 +147,10 @@ def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastruct
     recorded infrastructure failures as results instead of playing them again.
     """
     config, pool, split, tasks = prepare_check(config)
-    run = to_plain(config)
-    if config.repeats == 1:
-        del run["repeats"]  # run directories written before repeats existed hold the same run
     store = RunStore(out)
     store.open(
         {
-            "run": run,
+            "run": run_identity(config),
             "pool_sha256": pool.sha256,
             "price_cards": {m.name: to_plain(m.price) for m in pool.spec.models},
             "split_version": split.version,
@@ -147,13 +162,25 @@ def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastruct
     return Batch(config=config, pool=pool, tasks=tasks, store=store)
 
 
-class Player:
-    """The pool's backends and the router of one run, playing on a shared environment."""
+class TurnSink(Protocol):
+    """Where an episode's turn lines go as they happen: the run directory, or a stream to the process
+    that writes it (:mod:`harness.executors`)."""
 
-    def __init__(self, config: RunConfig, out: Path, env: Environment):
+    def begin_episode(self, key: str) -> Any: ...
+
+    def record_turn(self, path: Any, record: dict[str, Any]) -> None: ...
+
+
+class Player:
+    """The pool's backends and the router of one run, playing on a shared environment.
+
+    Turn lines go to the run directory ``out`` unless ``turns`` takes them.
+    """
+
+    def __init__(self, config: RunConfig, out: Path, env: Environment, turns: TurnSink | None = None):
         self.config = resolve(config)
         self.benchmark = get_benchmark(config.benchmark)
-        self.store = RunStore(out)
+        self.store: TurnSink = turns if turns is not None else RunStore(out)
         pool = load_pool(config.pool)
         self.backends = build_backends(pool, config.backend)
         self.judge = self.backends[config.judge] if config.judge is not None else None
@@ -219,10 +246,14 @@ class Player:
 
 
 class Worker:
-    """One environment (one JVM) reused across episodes and runs; a player cached per run."""
+    """One environment (one JVM) reused across episodes and runs; a player cached per run.
 
-    def __init__(self) -> None:
+    ``turns``, if given, takes every run's turn lines instead of the run directories.
+    """
+
+    def __init__(self, turns: TurnSink | None = None) -> None:
         quiet_py4j()
+        self.turns = turns
         self.envs: dict[str, Environment] = {}
         self.players: dict[tuple[str, str], Player] = {}
 
@@ -231,7 +262,7 @@ class Worker:
         if key not in self.players:
             if config.benchmark not in self.envs:
                 self.envs[config.benchmark] = get_benchmark(config.benchmark).make_environment()
-            self.players[key] = Player(config, out, self.envs[config.benchmark])
+            self.players[key] = Player(config, out, self.envs[config.benchmark], self.turns)
         return self.players[key]
 
     def play(self, config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
@@ -390,7 +421,8 @@ def _play(config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
 
 
 class Workers:
-    """Worker processes kept alive across batches, so imports and JVM starts are paid once.
+    """The local executor: worker processes kept alive across batches, so imports and JVM starts are paid
+    once (see :class:`harness.executors.Executor`).
 
     With one worker, episodes run in this process.
     """
@@ -549,9 +581,11 @@ class Workers:
 def run_batch(
     batch: Batch,
     on_episode: Callable[[dict[str, Any]], None] | None = None,
-    workers: Workers | None = None,
+    workers: Executor | None = None,
 ) -> list[dict[str, Any]]:
     """Play every pending episode of ``batch``; returns the new records in completion order.
+
+    ``workers`` is the executor to play them on, else one opened for the batch from its config.
 
     On KeyboardInterrupt the workers abandon their episodes, nothing half-done is recorded,
     and the interrupt propagates.
@@ -570,7 +604,9 @@ def run_batch(
     if workers is not None:
         workers.run(batch, pending, finish)
         return records
-    with Workers(min(batch.config.workers, len(pending))) as own:
+    from harness.executors import open_executor  # harness.executors imports this module
+
+    with open_executor(batch.config.executor, min(batch.config.workers, len(pending))) as own:
         own.run(batch, pending, finish)
     return records
 
@@ -589,14 +625,14 @@ def execute(
     config: RunConfig,
     out: Path,
     label: str | None = None,
-    workers: Workers | None = None,
+    workers: Executor | None = None,
     progress: BatchProgress | None = None,
     wait_s: float = 0.0,
     retry_infrastructure: bool = True,
 ) -> list[dict[str, Any]]:
     """Validate, then play every pending episode of a run; returns all episode records of the run directory.
 
-    ``workers`` lets a caller keep worker processes across batches; ``wait_s`` and
+    ``workers`` lets a caller keep an executor (its processes and JVMs) across batches; ``wait_s`` and
     ``retry_infrastructure`` are :func:`prepare`'s. An interrupt (SIGINT, or SIGTERM
     under :func:`stop_on_signals`) is re-raised as :class:`BatchInterrupted`, whose
     message says how much is recorded and how to resume.

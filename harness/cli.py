@@ -8,9 +8,11 @@ options override.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,6 +132,22 @@ def show_stage_messages() -> None:
         logger.addHandler(handler)
 
 
+EXECUTOR_HELP = "Where episodes are played: local (worker processes) | ray (actors on a Ray cluster)"
+RAY_ADDRESS_HELP = "Ray cluster to join with --executor ray (default: $RAY_ADDRESS, else a local instance)"
+
+
+@contextlib.contextmanager
+def executor_for(kind: str, workers: int, ray_address: str | None) -> Iterator[Any]:
+    """The Ray executor, opened and closed around the block; None for the local pool without an address."""
+    if kind == "local" and ray_address is None:
+        yield None
+        return
+    from harness.executors import open_executor
+
+    with open_executor(kind, workers, ray_address) as executor:
+        yield executor
+
+
 def merged_run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
     """The config file's values (if any) with every explicitly given option on top."""
     data = load_yaml(config_file) if config_file is not None else {}
@@ -166,7 +184,9 @@ def run(
     split_file: Annotated[str | None, typer.Option(help="Another split file of the benchmark")] = None,
     quick: Annotated[bool | None, typer.Option(help="Use the quick subset of the split")] = None,
     tasks: Annotated[str | None, typer.Option(help="Regular expression on task type names")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel worker processes")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel worker processes (or Ray actors)")] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP)] = None,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     max_turns: Annotated[int | None, typer.Option(help="Default: the benchmark's")] = None,
     budget: Annotated[float | None, typer.Option(help="Dollar budget per episode")] = None,
@@ -196,6 +216,7 @@ def run(
         "quick": quick,
         "task_filter": tasks,
         "workers": workers,
+        "executor": executor,
         "seed": seed,
         "max_turns": max_turns,
         "budget_dollars": budget,
@@ -206,9 +227,15 @@ def run(
     }
     run_config = merged_run_config(config, given)
     quiet_py4j()
-    with stop_on_signals():
+    # The local pool is sized to the batch by execute(); a Ray executor is opened here to join --ray-address.
+    with stop_on_signals(), executor_for(run_config.executor, run_config.workers, ray_address) as own:
         records = execute(
-            run_config, out, progress=ProgressBar(), wait_s=wait, retry_infrastructure=not keep_infra_failures
+            run_config,
+            out,
+            workers=own,
+            progress=ProgressBar(),
+            wait_s=wait,
+            retry_infrastructure=not keep_infra_failures,
         )
     Console().print(render_table([RunSummary.of(records, run=str(out))], title=str(out)))
     problem = batch_problem(records, str(out))
@@ -335,7 +362,26 @@ def benchmark(
         "results"
     ),
     reports: Annotated[Path, typer.Option(help="Where the Markdown report goes")] = Path("reports"),
-    track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
+    track: Annotated[
+        bool, typer.Option(help="Log to MLflow (the store in the results directory, or --tracking-uri)")
+    ] = True,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_TRACKING_URI",
+            show_envvar=True,
+            help="An MLflow tracking server to log to as results arrive, instead of the results' own store",
+        ),
+    ] = None,
+    tuning_storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL for the tune stage (postgresql://..., journal:///...), "
+            "instead of optuna.db in the results"
+        ),
+    ] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP + " (default: the definition's)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Collect, train, tune, evaluate, log to MLflow and write the report.
 
@@ -349,7 +395,15 @@ def benchmark(
     definition = load_benchmark(name)
     show_stage_messages()
     quiet_py4j()
-    bench = BenchmarkRun(definition, results, progress=ProgressBar())
+    bench = BenchmarkRun(
+        definition,
+        results,
+        progress=ProgressBar(),
+        executor=executor,
+        ray_address=ray_address,
+        tracking_uri=tracking_uri if track else None,
+        tuning_storage=tuning_storage,
+    )
     with stop_on_signals():
         outputs = bench.execute(track=track, report_dir=reports)
     # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.

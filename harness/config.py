@@ -23,6 +23,8 @@ from harness.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
+# What plays a batch's episodes (harness.executors): this machine's worker processes, or actors on Ray.
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class RunConfig:
     ``limits`` None means the benchmark's own; ``split_file`` None its shipped split;
     ``judge`` names the pool model a judge-based scorer calls; ``repeats`` plays each
     variation that many times, each play with its own episode seed (:class:`TaskInstance`).
+    ``executor`` says where the episodes are played (see :data:`EXECUTORS`); it is not part of
+    what a run directory holds, since every executor gives the same records, so a run may be
+    resumed on another.
     """
 
     router: RouterSpec
@@ -82,12 +87,15 @@ class RunConfig:
     backend: str = "simulated"  # or "litellm"
     judge: str | None = None
     repeats: int = 1
+    executor: str = "local"
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
             raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.backend not in ("simulated", "litellm"):
             raise ConfigError(f"backend must be 'simulated' or 'litellm', got {self.backend!r}")
 

@@ -7,6 +7,11 @@ RESULTS/<bench>/runs/<split>/<point>/    one run directory per operating point a
 RESULTS/<bench>/embeddings/              the embedding cache shared by training and routing
 RESULTS/<bench>/optuna.db                the Optuna studies (SQLite)
 RESULTS/<bench>/mlflow.db, mlartifacts/  the MLflow store and its artifacts
+RESULTS/<bench>/seeds/s<seed>/           a seed replicate: a whole results directory of its own
+
+The MLflow store is the one in the results directory unless a tracking server is
+named (``tracking_server``, e.g. ``MLFLOW_TRACKING_URI``); then runs, traces and
+artifacts go to that server, and the server keeps the artifacts where it is set to.
 """
 
 from __future__ import annotations
@@ -22,17 +27,19 @@ EMBEDDINGS_DIR = "embeddings"
 OPTUNA_DB = "optuna.db"
 MLFLOW_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
+SEEDS_DIR = "seeds"
 
 
 @dataclass(frozen=True)
 class ResultsLayout:
-    """The paths of one benchmark's results directory."""
+    """The paths of one benchmark's results directory, and where its MLflow runs go."""
 
     root: Path
+    tracking_server: str | None = None  # an MLflow tracking server's URI; None: the store in ``root``
 
     @classmethod
-    def of(cls, results: Path | str, bench: str) -> ResultsLayout:
-        return cls(Path(results) / bench)
+    def of(cls, results: Path | str, bench: str, tracking_server: str | None = None) -> ResultsLayout:
+        return cls(Path(results) / bench, tracking_server)
 
     @property
     def manifest(self) -> Path:
@@ -64,8 +71,10 @@ class ResultsLayout:
 
     @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db.resolve()}"
+        """The tracking server if one is named (it may carry credentials: redact before showing it)."""
+        return self.tracking_server or f"sqlite:///{self.mlflow_db.resolve()}"
 
     @property
     def artifact_root(self) -> str:
+        """Where the results directory's own store keeps artifacts (a tracking server chooses its own)."""
         return str(self.root.resolve() / ARTIFACTS_DIR)

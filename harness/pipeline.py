@@ -19,20 +19,31 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.batch import BatchProgress, Workers, execute, prepare_check
+from harness.batch import BatchProgress, execute, prepare_check
 from harness.benchmarks import get_benchmark
-from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, from_dict, load_yaml, to_plain
+from harness.config import (
+    BENCHMARKS_DIR,
+    EXECUTORS,
+    Limits,
+    RouterSpec,
+    RunConfig,
+    from_dict,
+    load_yaml,
+    to_plain,
+)
 from harness.errors import ConfigError, UnknownNameError
-from harness.layout import ResultsLayout
+from harness.layout import SEEDS_DIR, ResultsLayout
 from harness.trajectory import write_json_atomic
 from harness.tuning import DEFAULT_LAM_RANGE
 from routers import check_training_params, router_class
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from harness.executors import Executor
 
-SEEDS_DIR = "seeds"  # RESULTS/<bench>/seeds/s<seed>/: one whole results directory per seed replicate
 EVAL_FIXED = ("all", "val_best_single")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,9 +164,14 @@ class BenchmarkDef:
     quick: bool = True
     seed: int = 0
     workers: int = 2
+    executor: str = RunConfig.executor  # local | ray; ``harness benchmark --executor`` overrides it
     limits: Limits | None = None
     reference_point: dict | None = None
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
 
 
 def load_benchmark(name_or_path: str) -> BenchmarkDef:
@@ -206,7 +222,15 @@ def point_label(family: str, lam: float) -> str:
 
 
 class BenchmarkRun:
-    """The stages of one benchmark over one results directory."""
+    """The stages of one benchmark over one results directory.
+
+    ``executor`` (default: the definition's) and ``ray_address`` say where episodes
+    are played (:func:`harness.executors.open_executor`); ``tracking_uri`` names an
+    MLflow tracking server to log to instead of the store in the results directory, and
+    ``tuning_storage`` an Optuna storage URL for the studies instead of its SQLite file.
+    None is part of the definition, so none (nor a password in it) reaches a stored file
+    or a logged param.
+    """
 
     def __init__(
         self,
@@ -214,14 +238,24 @@ class BenchmarkRun:
         results: Path,
         progress: BatchProgress | None = None,
         embeddings: Path | None = None,
+        *,
+        executor: str | None = None,
+        ray_address: str | None = None,
+        tracking_uri: str | None = None,
+        tuning_storage: str | None = None,
     ):
         self.d = definition
-        self.layout = ResultsLayout.of(results, definition.name)
+        self.tuning_storage = tuning_storage
+        self.layout = ResultsLayout.of(results, definition.name, tracking_uri)
         self.dir = self.layout.root
         self.dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.plugin = get_benchmark(definition.benchmark)
-        self.workers: Workers | None = None  # while execute() runs
+        self.executor = executor or definition.executor
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        self.ray_address = ray_address
+        self.workers: Executor | None = None  # while execute() runs
         self.commit: str | None = None  # the git commit runs are logged under; None: no MLflow logging
         self._embeddings = embeddings  # seed replicates share their parent's cache
 
@@ -249,6 +283,7 @@ class BenchmarkRun:
             limits=(self.d.limits or Limits()).over(self.plugin.limits),
             judge=self.d.judge,
             repeats=repeats,
+            executor=self.executor,
         )
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
@@ -257,7 +292,7 @@ class BenchmarkRun:
             # Live progress: the point's MLflow run and its traces appear as its batch finishes (idempotent).
             from harness.tracking import log_run
 
-            log_run(self.dir, out, self.commit)
+            log_run(self.dir, out, self.commit, tracking_uri=self.layout.tracking_server)
         return records
 
     def validate(self) -> None:
@@ -390,6 +425,7 @@ class BenchmarkRun:
                 family,
                 evaluate,
                 storage_path=self.layout.optuna_db,
+                storage=self.tuning_storage,
                 study_name=f"{self.d.name}-{family}",
                 n_trials=t.trials,
                 lam_range=tuple(t.lam_range),
@@ -520,15 +556,24 @@ class BenchmarkRun:
 
     def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:
         from harness.batch import git_commit
+        from harness.executors import open_executor
 
         self.validate()
         self.commit = git_commit() if track else None
-        with Workers(self.d.workers) as self.workers:
+        with open_executor(self.executor, self.d.workers, self.ray_address) as self.workers:
             return self._execute(track, report_dir)
 
     def replicates(self) -> list[BenchmarkRun]:
         return [
-            BenchmarkRun(replicate(self.d, seed), self.dir / SEEDS_DIR, self.progress, self.embedding_cache)
+            BenchmarkRun(
+                replicate(self.d, seed),
+                self.dir / SEEDS_DIR,
+                self.progress,
+                self.embedding_cache,
+                executor=self.executor,
+                tracking_uri=self.layout.tracking_server,
+                tuning_storage=self.tuning_storage,
+            )
             for seed in self.d.seeds or ()
         ]
 
@@ -562,10 +607,15 @@ class BenchmarkRun:
             self.write_verdict()
             if track:
                 from harness.batch import git_commit
-                from harness.tracking import log_benchmark
+                from harness.tracking import log_benchmark, shown_uri
 
-                outputs["mlflow_run"] = log_benchmark(self.dir, self.commit or git_commit())
-                outputs["mlflow_uri"] = self.layout.tracking_uri
+                outputs["mlflow_run"] = log_benchmark(
+                    self.dir,
+                    self.commit or git_commit(),
+                    tracking_uri=self.layout.tracking_server,
+                    tuning_storage=self.tuning_storage,
+                )
+                outputs["mlflow_uri"] = shown_uri(self.layout)
         if report_dir is not None:
             from harness.report import write_report
 

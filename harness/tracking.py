@@ -1,11 +1,14 @@
-"""MLflow tracking of a benchmark, in a store that lives inside the benchmark's results.
+"""MLflow tracking of a benchmark, in a store that lives inside the benchmark's results or on a server.
 
 The store is ``sqlite:///<bench_dir>/mlflow.db`` with artifacts under
 ``<bench_dir>/mlartifacts``, always given explicitly: MLflow's own defaults
 (``./mlflow.db``, ``./mlruns``) depend on the working directory, which would
 scatter one benchmark's records over wherever the command happened to run.
 Artifact locations are absolute paths, so a moved results directory is refused
-rather than silently written to the old place.
+rather than silently written to the old place. Given a tracking server's URI
+(``tracking_uri``), the same runs, traces and artifacts go to that server instead,
+and the server keeps the artifacts; credentials in the URI are handed to MLflow
+through its own environment variables, so no MLflow message or log line carries them.
 
 A benchmark is one parent run; under it one run per router family (frontier
 numbers, Optuna trials, the trained router as a pyfunc model) and under each family
@@ -31,6 +34,7 @@ import math
 import os
 import re
 import tempfile
+import urllib.parse
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -42,7 +46,7 @@ import pandas as pd
 
 from harness.config import to_plain
 from harness.errors import ConfigError, HarnessError
-from harness.layout import MODELS_DIR, RUNS_DIR, ResultsLayout
+from harness.layout import MODELS_DIR, RUNS_DIR, SEEDS_DIR, ResultsLayout
 from harness.plots import pareto_figure, usage_figure
 from harness.results import (
     benchmark_definition,
@@ -75,6 +79,8 @@ SECRET_KEY = re.compile(r"api_?key|secret|password|passwd|token$|credential|auth
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 # Quiet, offline MLflow for the duration of a call: no progress bars, no usage telemetry.
 QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+# Where MLflow's HTTP client reads basic-auth credentials; a server URI's user and password go here.
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def tracking_uri(bench_dir: Path) -> str:
@@ -85,9 +91,30 @@ def artifact_root(bench_dir: Path) -> str:
     return ResultsLayout(Path(bench_dir)).artifact_root
 
 
+def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """A server URI without its user and password, and those as MLflow's credential variables."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri, {}
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    values = (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or ""))
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), dict(
+        zip(CREDENTIAL_ENV, values, strict=True)
+    )
+
+
+def shown_uri(layout: ResultsLayout) -> str:
+    """The layout's tracking URI as it may be printed: without credentials."""
+    return split_credentials(layout.tracking_uri)[0]
+
+
 @contextlib.contextmanager
-def _scope(bench_dir: Path) -> Iterator[Any]:
-    """A client on the benchmark's store, with MLflow's global URI pointed there only meanwhile.
+def _scope(layout: ResultsLayout) -> Iterator[Any]:
+    """A client on the benchmark's store (or its tracking server), with MLflow's global URI pointed
+    there only meanwhile.
 
     The fluent API (needed to log and load pyfunc models) reads the global
     tracking URI; it is restored afterwards, as are the loggers, warning filters
@@ -96,8 +123,10 @@ def _scope(bench_dir: Path) -> Iterator[Any]:
     import mlflow
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    bench_dir = Path(bench_dir).resolve()
-    saved_env = {key: os.environ.get(key) for key in QUIET_ENV}
+    from harness.tracking_server import check_answers
+
+    bench_dir = layout.root.resolve()
+    saved_env = {key: os.environ.get(key) for key in (*QUIET_ENV, *CREDENTIAL_ENV)}
     saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
     logger = logging.getLogger("mlflow")
     saved_level = logger.level
@@ -106,11 +135,16 @@ def _scope(bench_dir: Path) -> Iterator[Any]:
         logger.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"mlflow\..*")
-            uri = tracking_uri(bench_dir)
-            if not ResultsLayout(Path(bench_dir)).mlflow_db.exists():
-                bench_dir.mkdir(parents=True, exist_ok=True)
-                # Creating the store ourselves gives its Default experiment a root inside the benchmark too.
-                SqlAlchemyStore(uri, artifact_root(bench_dir))
+            if layout.tracking_server is not None:
+                uri, credentials = split_credentials(layout.tracking_server)
+                os.environ.update(credentials)
+                check_answers(uri)
+            else:
+                uri = layout.tracking_uri
+                if not layout.mlflow_db.exists():
+                    bench_dir.mkdir(parents=True, exist_ok=True)
+                    # Creating the store ourselves gives its Default experiment a root inside the benchmark.
+                    SqlAlchemyStore(uri, layout.artifact_root)
             mlflow.set_tracking_uri(uri)
             yield mlflow.MlflowClient(tracking_uri=uri)
     finally:
@@ -123,16 +157,29 @@ def _scope(bench_dir: Path) -> Iterator[Any]:
                 os.environ[key] = value
 
 
-def _experiment_id(client: Any, bench_dir: Path, name: str) -> str:
-    root = artifact_root(bench_dir)
+def experiment_name(layout: ResultsLayout, definition: dict[str, Any]) -> str:
+    """The benchmark's experiment: its name; on a shared server a seed replicate's is ``<bench>/s<k>``."""
+    name = str(definition.get("name") or layout.root.name)
+    parent = layout.root.resolve().parent
+    if layout.tracking_server is not None and parent.name == SEEDS_DIR:
+        return f"{parent.parent.name}/{name}"
+    return name
+
+
+def _experiment_id(client: Any, layout: ResultsLayout, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
+    if layout.tracking_server is not None:  # the server chooses where artifacts go
+        if experiment is None:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        return experiment.experiment_id
+    root = layout.artifact_root
     if experiment is None:
         return client.create_experiment(
             name, artifact_location=root, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
         )
     if experiment.artifact_location.removeprefix("file://") != root:
         raise ConfigError(
-            f"MLflow experiment {name!r} in {tracking_uri(bench_dir)} keeps artifacts in "
+            f"MLflow experiment {name!r} in {layout.tracking_uri} keeps artifacts in "
             f"{experiment.artifact_location}, not {root}; was the results directory moved?"
         )
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
@@ -159,7 +206,8 @@ def _log(
     from mlflow.entities import Metric, Param
 
     stamp = int(datetime.now(timezone.utc).timestamp() * 1000)
-    logged = client.get_run(run_id).data.params if params else {}
+    data = client.get_run(run_id).data if params or metrics else None
+    logged = data.params if data is not None else {}
     params_out = []
     for key, value in (params or {}).items():
         if value is None:
@@ -170,10 +218,12 @@ def _log(
         elif logged[param.key] != param.value:
             # MLflow params are immutable; the artifacts and metrics logged beside them are current.
             log.warning("run %s: param %s changed since it was first logged; keeping the first", run_id, key)
+    # A metric is logged again only when its value changed: logging a run again adds no history point.
+    latest = data.metrics if data is not None else {}
     metrics_out = [
         Metric(_param_key(k), float(v), stamp, 0)
         for k, v in (metrics or {}).items()
-        if v is not None and math.isfinite(float(v))
+        if v is not None and math.isfinite(float(v)) and latest.get(_param_key(k)) != float(v)
     ]
     if not params_out and not metrics_out:
         return
@@ -233,19 +283,28 @@ FAMILY_METRICS = (
 )
 
 
-def _studies(bench_dir: Path) -> dict[str, list[Any]]:
-    """Family -> Optuna studies in the benchmark's storage (family from the study's user attrs)."""
-    path = ResultsLayout(Path(bench_dir)).optuna_db
-    if not path.exists():
-        return {}
+def _studies(bench_dir: Path, storage: str | None = None) -> dict[str, list[Any]]:
+    """Family -> Optuna studies of the benchmark (family from the study's user attrs): in its SQLite
+    file, or in the ``storage`` URL, which may hold other benchmarks' studies too, so there only this
+    one's (named ``<bench>-<family>``) are taken."""
     import optuna
 
-    from harness.tuning import storage_uri
+    from harness.tuning import open_storage, storage_uri
 
-    storage = storage_uri(path)
+    if storage is None:
+        path = ResultsLayout(Path(bench_dir)).optuna_db
+        if not path.exists():
+            return {}
+        backend: Any = storage_uri(path)
+        prefix = ""
+    else:
+        backend = open_storage(storage)
+        prefix = f"{benchmark_definition(Path(bench_dir)).get('name') or Path(bench_dir).name}-"
     found: dict[str, list[Any]] = {}
-    for name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage)
+    for name in optuna.get_all_study_names(backend):
+        if not name.startswith(prefix):
+            continue
+        study = optuna.load_study(study_name=name, storage=backend)
         found.setdefault(study.user_attrs.get("family", name), []).append(study)
     return found
 
@@ -439,12 +498,22 @@ def trace_selection(definition: dict[str, Any], override: str | float | None = N
 
 
 def _trace_point(
-    bench_dir: Path, experiment_id: str, run_id: str, rows: pd.DataFrame, selection: TraceSelection
+    client: Any,
+    layout: ResultsLayout,
+    experiment_id: str,
+    run_id: str,
+    rows: pd.DataFrame,
+    selection: TraceSelection,
 ) -> TracedRun:
     """The traces of every run directory (one per split) of one operating point."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    store = SqlAlchemyStore(tracking_uri(bench_dir), artifact_root(bench_dir))
+    # Spans go to the store in batches, a call the client does not offer: the server's REST store, or
+    # the local database opened with the benchmark's own artifact root.
+    if layout.tracking_server is not None:
+        store = client._tracking_client.store
+    else:
+        store = SqlAlchemyStore(layout.tracking_uri, layout.artifact_root)
     total = TracedRun(0, 0, 0)
     for row in rows.itertuples():
         lam = None if math.isnan(row.lam) else float(row.lam)
@@ -464,6 +533,8 @@ def log_benchmark(
     log_models: bool = True,
     n_boot: int = 2000,
     trace_episodes: str | float | None = None,
+    tracking_uri: str | None = None,
+    tuning_storage: str | None = None,
 ) -> str:
     """Log a benchmark as a parent run with nested family and point runs and the points' traces.
 
@@ -472,17 +543,20 @@ def log_benchmark(
     :func:`harness.results.load_points` of ``bench_dir``. With ``log_models`` each
     learned family's checkpoint (the one its headline point ran with) is logged as
     a pyfunc model under the family run, once per checkpoint. ``trace_episodes``
-    (``all``, ``none`` or a fraction) overrides the definition's.
+    (``all``, ``none`` or a fraction) overrides the definition's. ``tracking_uri`` names
+    a tracking server to log to instead of the store in ``bench_dir``, ``tuning_storage``
+    the Optuna storage URL the benchmark tuned in (default: its SQLite file).
     """
     bench_dir = Path(bench_dir).resolve()
+    layout = ResultsLayout(bench_dir, tracking_uri)
     definition = benchmark_definition(bench_dir)
     selection = trace_selection(definition, trace_episodes)
     name = str(definition.get("name") or bench_dir.name)
     points = load_points(bench_dir, n_boot=n_boot) if points is None else points
     single = best_single(points)
-    studies = _studies(bench_dir)
-    with _scope(bench_dir) as client:
-        experiment_id = _experiment_id(client, bench_dir, name)
+    studies = _studies(bench_dir, tuning_storage)
+    with _scope(layout) as client:
+        experiment_id = _experiment_id(client, layout, experiment_name(layout, definition))
         parent = _parent_run(client, experiment_id, name, git_commit)
         _log(client, parent, params=_parent_params(bench_dir, definition, git_commit, single))
         client.log_dict(parent, definition, "benchmark.json")
@@ -493,16 +567,21 @@ def log_benchmark(
                 client, experiment_id, parent, family, points, summaries, studies.get(family, []), definition
             )
             for point, rows in family_points.groupby("point", sort=True):
-                _trace_point(bench_dir, experiment_id, point_runs[str(point)], rows, selection)
+                _trace_point(client, layout, experiment_id, point_runs[str(point)], rows, selection)
             if log_models:
-                _log_family_model(client, bench_dir, family, family_points, definition, family_run)
+                _log_family_model(client, layout, family, family_points, definition, family_run)
             client.set_terminated(family_run)
         client.set_terminated(parent)
     return parent
 
 
 def log_run(
-    bench_dir: Path, run_dir: Path, git_commit: str = "unknown", *, trace_episodes: str | float | None = None
+    bench_dir: Path,
+    run_dir: Path,
+    git_commit: str = "unknown",
+    *,
+    trace_episodes: str | float | None = None,
+    tracking_uri: str | None = None,
 ) -> str | None:
     """Log one operating point's run directory as it stands: its run (created under the benchmark's parent
     and family runs if need be), its metrics on that split and its episodes' traces. Returns the run's id.
@@ -511,9 +590,10 @@ def log_run(
     benchmark runs; it is idempotent, so calling it again after a resume (or
     :func:`log_benchmark` at the end) adds only what is new. A directory that is not
     an operating point (``runs/<split>/<point>/``, e.g. exploration data) is skipped
-    and gives ``None``.
+    and gives ``None``. ``tracking_uri`` as for :func:`log_benchmark`.
     """
     bench_dir, run_dir = Path(bench_dir).resolve(), Path(run_dir).resolve()
+    layout = ResultsLayout(bench_dir, tracking_uri)
     if run_dir.parent.parent != bench_dir / RUNS_DIR:
         return None
     split, point = run_dir.parent.name, run_dir.name
@@ -522,8 +602,8 @@ def log_run(
     name = str(definition.get("name") or bench_dir.name)
     rows = pd.DataFrame([point_row(split, point, run_dir)])
     family = str(rows.iloc[0].family)
-    with _scope(bench_dir) as client:
-        experiment_id = _experiment_id(client, bench_dir, name)
+    with _scope(layout) as client:
+        experiment_id = _experiment_id(client, layout, experiment_name(layout, definition))
         parent = _parent_run(client, experiment_id, name, git_commit)
         family_run = _family_run(client, experiment_id, parent, family)
         found = client.search_runs(
@@ -541,7 +621,7 @@ def log_run(
         )
         client.set_tag(run_id, NOTE_TAG, tags[NOTE_TAG])
         client.set_tag(run_id, "splits", tags["splits"])
-        _trace_point(bench_dir, experiment_id, run_id, rows, selection)
+        _trace_point(client, layout, experiment_id, run_id, rows, selection)
     return run_id
 
 
@@ -551,8 +631,10 @@ def _log_table(client: Any, run_id: str, table: pd.DataFrame, path: str) -> None
     MLflow appends to a table already logged under the same name; logging again
     replaces it instead, so the table always matches the run directories.
     """
-    existing = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / path
-    existing.unlink(missing_ok=True)
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    if path in {artifact.path for artifact in client.list_artifacts(run_id)}:
+        get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
     client.log_table(run_id, table.astype(object).where(table.notna(), None), path)
 
 
@@ -565,7 +647,7 @@ def _checkpoint_identity(checkpoint: Path, lam: float) -> str:
 
 def _log_family_model(
     client: Any,
-    bench_dir: Path,
+    layout: ResultsLayout,
     family: str,
     family_points: pd.DataFrame,
     definition: dict[str, Any],
@@ -594,8 +676,9 @@ def _log_family_model(
         params=extra,
         benchmark=config["run"]["benchmark"],
         limits=config["run"].get("limits") or {},
-        bench_dir=bench_dir,
+        bench_dir=layout.root,
         run_id=run_id,
+        tracking_uri=layout.tracking_server,
     )
     client.set_tag(run_id, MODEL_TAG, identity)
 
@@ -622,12 +705,13 @@ def log_router_model(
     params: dict[str, Any] | None = None,
     bench_dir: Path | None = None,
     run_id: str | None = None,
+    tracking_uri: str | None = None,
 ) -> str:
     """Log a trained router as a pyfunc model and return its model URI.
 
     ``bench_dir`` defaults to the results layout's ``<bench>/models/<family>/...``
     ancestor of ``checkpoint_dir``. Without ``run_id`` a run named after the family
-    is created for the model.
+    is created for the model. ``tracking_uri`` as for :func:`log_benchmark`.
     """
     import mlflow
 
@@ -649,9 +733,10 @@ def log_router_model(
         "limits": limits,
         "cards": [to_plain(card) for card in cards],
     }
-    name = benchmark_definition(Path(bench_dir)).get("name") or Path(bench_dir).name
-    with _scope(Path(bench_dir)) as client, tempfile.TemporaryDirectory() as tmp:
-        experiment_id = _experiment_id(client, Path(bench_dir), str(name))
+    layout = ResultsLayout(Path(bench_dir), tracking_uri)
+    name = experiment_name(layout, benchmark_definition(Path(bench_dir)))
+    with _scope(layout) as client, tempfile.TemporaryDirectory() as tmp:
+        experiment_id = _experiment_id(client, layout, name)
         if run_id is None:
             run_id = client.create_run(
                 experiment_id, run_name=f"model {family}", tags={"kind": "model", "family": family}
@@ -697,5 +782,5 @@ def load_router_model(bench_dir: Path, model_uri: str) -> Any:
     """Load a logged router (a ``models:/`` or ``runs:/`` URI) from the benchmark's store."""
     import mlflow
 
-    with _scope(Path(bench_dir)):
+    with _scope(ResultsLayout(Path(bench_dir))):
         return mlflow.pyfunc.load_model(model_uri)

@@ -45,7 +45,7 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _check_answers(uri: str) -> None:
+def check_answers(uri: str) -> None:
     """Fail at once, in one line, when an HTTP server is not there (MLflow's client would retry for minutes)."""
     if not uri.startswith(("http://", "https://")):
         return
@@ -66,7 +66,7 @@ class ServerTracker:
         from mlflow import MlflowClient
 
         self.uri = resolve_tracking_uri(tracking_uri)
-        _check_answers(self.uri)
+        check_answers(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
