@@ -445,7 +445,13 @@ def test_mtrouter_trained_and_routing_with_real_minilm(
 ):
     cache = workdir / "minilm-cache"
     report = train_router(
-        "mtrouter", [stage_a], workdir / "ckpt-minilm", pool=CARDS, lam=0.0, cache_dir=cache
+        "mtrouter",
+        [stage_a],
+        workdir / "ckpt-minilm",
+        pool=CARDS,
+        lam=0.0,
+        cache_dir=cache,
+        embedder="minilm",
     )
     assert report.ranking is not None and report.ranking.accuracy is not None
     router = make_router(
