@@ -421,6 +421,9 @@ def diagnose(
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI or sqlite:///store.db to log the diagnosis to")
     ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Embedding cache shared with training (default: the user cache)")
+    ] = None,
 ) -> None:
     """Calibration, ranking accuracy (by topic, phase, error and critical turns) and switch pattern of a
     learned router on held-out logged episodes."""
@@ -429,7 +432,7 @@ def diagnose(
 
     if tracking_uri and out is None:
         raise ConfigError("--tracking-uri needs --out (the report files are the run's artifacts)")
-    diagnosis = run_diagnosis(checkpoint, data, lam, defer_threshold=defer_threshold)
+    diagnosis = run_diagnosis(checkpoint, data, lam, defer_threshold=defer_threshold, cache_dir=cache_dir)
     print(diagnosis.to_markdown())
     if out is not None:
         files = write_diagnosis(diagnosis, out)

@@ -13,14 +13,18 @@ report gives:
 * **ranking accuracy**: how often the router's top model (max of score - lam *
   cost) is the best *observed* model among comparable states. Comparable states
   are the decisions of one task type in one turn bucket (turn prefix: 0, 1-2,
-  3-5, 6-9, ...) across all held-out episodes and seeds; a group counts only if
-  every model of the pool was logged in it at least ``min_per_model`` times, and
-  the best model is the one with the highest inverse-propensity-weighted mean
-  observed return there. The same is measured for the always-best-single-model
-  baseline (the model whose weighted mean observed return over all held-out
-  decisions is highest: chosen on the held-out data itself, so the baseline is
-  favoured) and for chance. Besides accuracy, the group-mean observed return of
-  the router's model and of the single model's is given (the value a choice has);
+  3-5, 6-9, ...) across all held-out episodes and seeds. The models compared in
+  a group are those logged there at least ``min_per_model`` times (a group with
+  fewer than two is not covered: held-out logs rarely hold every model of the
+  pool in every group); the best is the one with the highest
+  inverse-propensity-weighted mean observed return there, and the router's pick
+  is its top model among the compared ones. The same is measured for the
+  always-best-single-model baseline (models ranked by their weighted mean
+  observed return over all held-out decisions, chosen on the held-out data
+  itself, so the baseline is favoured; its pick is its highest-ranked compared
+  model) and for chance (1 / models compared). Besides accuracy, the group-mean
+  observed return of the router's pick and of the baseline's is given (the value
+  of a choice, which accuracy alone hides);
 * **breakdowns** of the ranking by the task's topic (the benchmark plug-in's
   split file), by turn phase (early, middle, late third of the episode), at
   error turns (the benchmark plug-in's ``is_error_turn``: this turn's action
@@ -50,12 +54,18 @@ from harness.benchmarks import get_benchmark
 from harness.errors import ConfigError
 from harness.trajectory import RunStore, write_json_atomic
 from harness.types import TaskInstance
-from routers.learned.dataset import DecisionSample, build_training_set, encode_histories, load_samples
+from routers.learned.dataset import (
+    DecisionSample,
+    TrainingSet,
+    build_training_set,
+    encode_histories,
+    load_samples,
+)
 from routers.learned.encoder_spec import build_encoder
 from routers.learned.ensemble import EnsembleModel
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.train import DEFAULT_TURN_BUCKETS, turn_bucket
-from routers.learned.value_model import load_value_model
+from routers.learned.value_model import ValueModel, load_value_model
 
 PHASES = ("early", "middle", "late")
 REPORT_JSON = "diagnosis.json"
@@ -79,6 +89,7 @@ class RankingCell:
     decisions: int
     accuracy: float | None
     single_best_accuracy: float | None
+    chance: float | None  # mean of 1 / (models compared)
     router_value: float | None  # mean group-mean observed return of the router's model
     single_value: float | None
     best_value: float | None  # of the best observed model: the ceiling
@@ -95,8 +106,8 @@ class Diagnosis:
     params: dict[str, Any]
     single_best: str
     chance: float
-    coverage: float
-    groups: int
+    coverage: float  # share of decisions in a group where at least two models can be compared
+    full_pool_coverage: float  # share of the covered decisions whose group compares every model of the pool
     mse: dict[str, float]
     calibration: dict[str, list[CalibrationBin]]
     ranking: RankingCell
@@ -115,7 +126,7 @@ class Diagnosis:
             for label, cell in cells.items()
         }
         for name, cell in cells.items():
-            for key in ("accuracy", "single_best_accuracy", "router_value", "single_value"):
+            for key in ("accuracy", "single_best_accuracy", "chance", "router_value", "single_value"):
                 value = getattr(cell, key)
                 if value is not None:
                     out[f"ranking.{name}.{key}"] = float(value)
@@ -224,17 +235,65 @@ def diagnose(
         raise ConfigError("no run directories given")
     model = load_value_model(checkpoint)
     assert model.stats is not None and model.encoder is not None
-    if defer_threshold is None and isinstance(model, EnsembleModel):
-        defer_threshold = model.defer_threshold
     if encoder is None:
         encoder = build_encoder(model.encoder, cache_dir, torch_threads=2)
     samples = load_samples(run_dirs)
     if not samples:
         raise ConfigError(f"no finished episodes in {', '.join(map(str, run_dirs))}")
-    cards = model.cards
     data = build_training_set(
-        samples, encode_histories(samples, encoder), cards, model.stats, model.options, model.encoder
+        samples, encode_histories(samples, encoder), model.cards, model.stats, model.options, model.encoder
     )
+    diagnosis = diagnose_model(
+        model, samples, data, lam, defer_threshold=defer_threshold, turn_buckets=turn_buckets,
+        min_per_model=min_per_model,
+    )  # fmt: skip
+    diagnosis.checkpoint, diagnosis.data = str(checkpoint), [str(d) for d in run_dirs]
+    return diagnosis
+
+
+def comparable_groups(
+    samples: Sequence[DecisionSample],
+    data: TrainingSet,
+    observed: np.ndarray,
+    turn_buckets: Sequence[int],
+    min_per_model: int,
+) -> dict[int, dict[int, float]]:
+    """Per covered decision, the weighted mean observed return of each model logged in its group.
+
+    A group is one task type and turn bucket; a model counts there when it was logged at least
+    ``min_per_model`` times; a group is covered when at least two models count.
+    """
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for row, sample in enumerate(samples):
+        groups[(sample.task, turn_bucket(sample.turn, turn_buckets))].append(row)
+    means_of: dict[int, dict[int, float]] = {}
+    weight = data.weight.astype(np.float64)
+    for members in groups.values():
+        idx = np.array(members)
+        means = {}
+        for m in np.unique(data.model_index[idx]):
+            of_model = idx[data.model_index[idx] == m]
+            if len(of_model) >= min_per_model:
+                means[int(m)] = float(np.average(observed[of_model], weights=weight[of_model]))
+        if len(means) >= 2:
+            means_of.update(dict.fromkeys(members, means))
+    return means_of
+
+
+def diagnose_model(
+    model: ValueModel,
+    samples: Sequence[DecisionSample],
+    data: TrainingSet,
+    lam: float = 0.0,
+    *,
+    defer_threshold: float | None = None,
+    turn_buckets: Sequence[int] = DEFAULT_TURN_BUCKETS,
+    min_per_model: int = 2,
+) -> Diagnosis:
+    """The diagnosis of a fitted model on decisions already encoded (``data`` built with its targets)."""
+    if defer_threshold is None and isinstance(model, EnsembleModel):
+        defer_threshold = model.defer_threshold
+    cards = model.cards
     rows = np.arange(len(data))
     chosen, q, spread, deferred = router_choices(model, data.embeddings, cards, lam, defer_threshold)
     score, cost = model.predict(data.embeddings, cards)
@@ -243,43 +302,50 @@ def diagnose(
     observed = data.score.astype(np.float64) - lam * data.cost.astype(np.float64)
     weight = data.weight.astype(np.float64)
     n_models = len(cards)
-    overall = [
-        np.average(observed[data.model_index == m], weights=weight[data.model_index == m])
-        if (data.model_index == m).any()
-        else -np.inf
-        for m in range(n_models)
-    ]
-    single_best = int(np.argmax(overall))
+    overall = np.array(
+        [
+            np.average(observed[data.model_index == m], weights=weight[data.model_index == m])
+            if (data.model_index == m).any()
+            else -np.inf
+            for m in range(n_models)
+        ]
+    )
+    preference = list(np.argsort(-overall, kind="stable"))  # the single-model baseline's order
+    means_of = comparable_groups(samples, data, observed, turn_buckets, min_per_model)
+    covered = np.array(sorted(means_of), dtype=np.int64)
 
-    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for row, sample in enumerate(samples):
-        groups[(sample.task, turn_bucket(sample.turn, turn_buckets))].append(row)
-    covered_rows, best_of, value_of = [], {}, {}
-    for members in groups.values():
-        idx = np.array(members)
-        means = []
-        for m in range(n_models):
-            of_model = idx[data.model_index[idx] == m]
-            if len(of_model) < min_per_model:
-                break
-            means.append(float(np.average(observed[of_model], weights=weight[of_model])))
+    def picks(row: int) -> tuple[int, int, int]:
+        """Best observed, the router's and the baseline's model among the models compared at ``row``."""
+        means = means_of[row]
+        compared = sorted(means)
+        best = max(compared, key=lambda m: means[m])
+        if isinstance(model, EnsembleModel) and deferred is not None and deferred[row]:
+            mine = chosen[row] if chosen[row] in means else next(m for m in preference if m in means)
         else:
-            for row in members:
-                best_of[row], value_of[row] = int(np.argmax(means)), means
-            covered_rows.extend(members)
-    covered = np.array(sorted(covered_rows), dtype=np.int64)
+            mine = max(compared, key=lambda m: q[row, m])
+        single = next(m for m in preference if m in means)
+        return best, int(mine), int(single)
+
+    chosen_among = {int(r): picks(int(r)) for r in covered}
 
     def cell(selection: np.ndarray) -> RankingCell:
         if not len(selection):
-            return RankingCell(0, None, None, None, None, None)
-        best = np.array([best_of[r] for r in selection])
+            return RankingCell(0, None, None, None, None, None, None)
+        best, mine, single = (np.array([chosen_among[r][i] for r in selection]) for i in range(3))
+        value = np.array(
+            [
+                [means_of[r][m] for m in (b, c, s)]
+                for r, b, c, s in zip(selection, best, mine, single, strict=True)
+            ]
+        )
         return RankingCell(
             decisions=len(selection),
-            accuracy=float((chosen[selection] == best).mean()),
-            single_best_accuracy=float((best == single_best).mean()),
-            router_value=float(np.mean([value_of[r][chosen[r]] for r in selection])),
-            single_value=float(np.mean([value_of[r][single_best] for r in selection])),
-            best_value=float(np.mean([value_of[r][best_of[r]] for r in selection])),
+            accuracy=float((mine == best).mean()),
+            single_best_accuracy=float((single == best).mean()),
+            chance=float(np.mean([1.0 / len(means_of[r]) for r in selection])),
+            router_value=float(value[:, 1].mean()),
+            single_value=float(value[:, 2].mean()),
+            best_value=float(value[:, 0].mean()),
         )
 
     labels = decision_labels(samples)
@@ -293,21 +359,17 @@ def diagnose(
     phase_order = {p: i for i, p in enumerate(PHASES)}
     breakdowns["phase"] = dict(sorted(breakdowns["phase"].items(), key=lambda kv: phase_order[kv[0]]))
 
-    variance = {
-        "score": float(np.var(data.score)),
-        "cost": float(np.var(data.cost)),
-    }
     mse = {
         "score": float(np.mean((logged_score - data.score) ** 2)),
         "cost": float(np.mean((logged_cost - data.cost) ** 2)),
-        "score_heldout_variance": variance["score"],
-        "cost_heldout_variance": variance["cost"],
+        "score_heldout_variance": float(np.var(data.score)),
+        "cost_heldout_variance": float(np.var(data.cost)),
     }
     diagnosis = Diagnosis(
-        checkpoint=str(checkpoint),
+        checkpoint="",
         kind=model.kind,
         lam=lam,
-        data=[str(d) for d in run_dirs],
+        data=sorted({s.run for s in samples}),
         episodes=len({(s.run, s.episode) for s in samples}),
         decisions=len(samples),
         params={
@@ -320,10 +382,12 @@ def diagnose(
                 else {}
             ),
         },
-        single_best=cards[single_best].name,
+        single_best=cards[preference[0]].name,
         chance=1.0 / n_models,
         coverage=len(covered) / len(samples),
-        groups=sum(1 for g in groups.values() if g[0] in best_of),
+        full_pool_coverage=float(np.mean([len(means_of[r]) == n_models for r in covered]))
+        if len(covered)
+        else 0.0,
         mse=mse,
         calibration={
             "score": calibration_bins(logged_score, data.score.astype(np.float64)),
@@ -384,18 +448,21 @@ def render_markdown(d: Diagnosis) -> str:
         "",
         "## Ranking (top model = best observed among comparable states)",
         "",
-        "Comparable: same task type and turn bucket; every model logged there at least twice; best = highest "
-        f"IPW-weighted mean observed score - lam * cost. Coverage {d.coverage:.0%} of decisions "
-        f"({d.groups} groups). Chance {d.chance:.3f}; single best model on these data: {d.single_best}.",
+        "Comparable: same task type and turn bucket (turn prefix); the models compared are those logged there "
+        "at least twice (at least two of them); best = highest IPW-weighted mean observed score - lam * cost; the "
+        "router's and the single-model baseline's picks are taken among the compared models. Coverage "
+        f"{d.coverage:.0%} of decisions ({d.full_pool_coverage:.0%} of those compare the whole pool). "
+        f"Single best model on these data: {d.single_best}. Values: group-mean observed return of the pick.",
         "",
-        "| slice | label | decisions | router acc | single-best acc | router value | single value | best value |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| slice | label | decisions | router acc | single-best acc | chance | router value | single value "
+        "| best value |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def row(kind: str, label: str, c: RankingCell) -> str:
         return (
             f"| {kind} | {label} | {c.decisions} | {_number(c.accuracy)} | {_number(c.single_best_accuracy)} "
-            f"| {_number(c.router_value)} | {_number(c.single_value)} | {_number(c.best_value)} |"
+            f"| {_number(c.chance)} | {_number(c.router_value)} | {_number(c.single_value)} | {_number(c.best_value)} |"
         )
 
     lines.append(row("all", "", d.ranking))
