@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 DEFAULT_TURN_BUCKETS,
                 2,
             )
-            r = report.ranking
+            r = diagnose_model(model, val_samples, val, args.lam).ranking
             row = {
                 "family": family,
                 "target": args.target,
