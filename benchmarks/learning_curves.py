@@ -33,6 +33,7 @@ from routers.learned.dataset import (  # noqa: E402
     load_samples,
     split_episodes,
 )
+from routers.learned.diagnostics import diagnose_model  # noqa: E402
 from routers.learned.encoder_spec import encoder_config  # noqa: E402
 from routers.learned.fitting import EnsembleOptions, fit_value_model  # noqa: E402
 from routers.learned.train import (  # noqa: E402
