@@ -101,6 +101,10 @@ def test_diagnosis_numbers_agree_with_the_decisions(runs, checkpoint):
     assert diagnosis.ranking.accuracy == pytest.approx(reference.accuracy)
     assert diagnosis.coverage == pytest.approx(reference.coverage)
     assert diagnosis.ranking.best_value >= max(diagnosis.ranking.router_value, diagnosis.ranking.single_value)
+    assert diagnosis.fixed_model_accuracy[diagnosis.single_best] == pytest.approx(
+        diagnosis.ranking.single_best_accuracy
+    )  # two models: the baseline's pick is always its favourite
+    assert sum(diagnosis.fixed_model_accuracy.values()) == pytest.approx(1.0)
 
     # Breakdowns partition the covered decisions.
     for kind in ("topic", "phase", "error_turn", "after_error", "critical"):

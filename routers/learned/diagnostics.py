@@ -108,6 +108,8 @@ class Diagnosis:
     chance: float
     coverage: float  # share of decisions in a group where at least two models can be compared
     full_pool_coverage: float  # share of the covered decisions whose group compares every model of the pool
+    # Per model, the ranking accuracy of always picking it (a miss where it is not compared).
+    fixed_model_accuracy: dict[str, float]
     mse: dict[str, float]
     calibration: dict[str, list[CalibrationBin]]
     ranking: RankingCell
@@ -388,6 +390,12 @@ def diagnose_model(
         full_pool_coverage=float(np.mean([len(means_of[r]) == n_models for r in covered]))
         if len(covered)
         else 0.0,
+        fixed_model_accuracy={
+            card.name: float(np.mean([chosen_among[int(r)][0] == m for r in covered]))
+            if len(covered)
+            else 0.0
+            for m, card in enumerate(cards)
+        },
         mse=mse,
         calibration={
             "score": calibration_bins(logged_score, data.score.astype(np.float64)),
@@ -452,7 +460,12 @@ def render_markdown(d: Diagnosis) -> str:
         "at least twice (at least two of them); best = highest IPW-weighted mean observed score - lam * cost; the "
         "router's and the single-model baseline's picks are taken among the compared models. Coverage "
         f"{d.coverage:.0%} of decisions ({d.full_pool_coverage:.0%} of those compare the whole pool). "
-        f"Single best model on these data: {d.single_best}. Values: group-mean observed return of the pick.",
+        f"Single best model on these data: {d.single_best}. Values: group-mean observed return of the pick. "
+        "Accuracy of always picking one model: "
+        + ", ".join(
+            f"{name} {acc:.3f}" for name, acc in sorted(d.fixed_model_accuracy.items(), key=lambda kv: -kv[1])
+        )
+        + ".",
         "",
         "| slice | label | decisions | router acc | single-best acc | chance | router value | single value "
         "| best value |",
