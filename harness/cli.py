@@ -464,6 +464,39 @@ def train(
 
 @app.command()
 @one_line_errors
+def diagnose(
+    checkpoint: Annotated[Path, typer.Option(help="A trained router's checkpoint directory")],
+    data: Annotated[list[Path], typer.Option("--data", help="Held-out logged run directories")],
+    lam: Annotated[float, typer.Option(help="Price weight of the router's choices")] = 0.0,
+    out: Annotated[Path | None, typer.Option(help="Where diagnosis.md and diagnosis.json go")] = None,
+    defer_threshold: Annotated[
+        float | None, typer.Option(help="An ensemble's defer threshold (default: the checkpoint's)")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI or sqlite:///store.db to log the diagnosis to")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Embedding cache shared with training (default: the user cache)")
+    ] = None,
+) -> None:
+    """Calibration, ranking accuracy (by topic, phase, error and critical turns) and switch pattern of a
+    learned router on held-out logged episodes."""
+    from routers.learned.diagnostics import diagnose as run_diagnosis
+    from routers.learned.diagnostics import log_diagnosis, write_diagnosis
+
+    if tracking_uri and out is None:
+        raise ConfigError("--tracking-uri needs --out (the report files are the run's artifacts)")
+    diagnosis = run_diagnosis(checkpoint, data, lam, defer_threshold=defer_threshold, cache_dir=cache_dir)
+    print(diagnosis.to_markdown())
+    if out is not None:
+        files = write_diagnosis(diagnosis, out)
+        print(f"written: {', '.join(map(str, files))}")
+        if tracking_uri:
+            print(f"logged to MLflow run {log_diagnosis(diagnosis, files, tracking_uri)}")
+
+
+@app.command()
+@one_line_errors
 def ui(
     results: Annotated[Path, typer.Option()] = Path("results"),
     bench: Annotated[str, typer.Option(help="Benchmark name")] = "quick",

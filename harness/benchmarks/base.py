@@ -174,6 +174,21 @@ class Benchmark(abc.ABC):
         """Whether a logged turn's action failed (drives the annealed error cost in training)."""
         return turn.get("error") is not None
 
+    def topic(self, task: str) -> str:
+        """The topic of a task type as the split file gives it ("unknown" if it gives none), for breakdowns."""
+        split = self.load_split()
+        by_engine_name = {engine: task_type for task_type, engine in split.engine_names.items()}
+        return split.topics.get(by_engine_name.get(task, task), "unknown")
+
+    def critical_turns(self, task: TaskInstance, turns: list[dict[str, Any]]) -> frozenset[int] | None:
+        """Turns of a logged episode at which the next useful action was critical (a mistake there is
+        irreversible), or None when the benchmark cannot say (the default).
+
+        This reads privileged knowledge of the task (what simulated models know): it labels
+        diagnostics after the fact and must never feed training or routing.
+        """
+        return None
+
     def report_section(self, episodes, points: list[str], single: str | None) -> list[str]:
         """Markdown lines of the benchmark's own report table for these operating points (none by default)."""
         return []

@@ -21,6 +21,7 @@ Samples keep dollars and raw scores; normalisation happens in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ from harness.trajectory import RunStore
 from harness.types import Message, ModelCard
 from routers.learned.encoder_spec import EncoderConfig
 from routers.learned.history_encoder import HistoryEncoder
+from routers.learned.targets import TARGET_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +114,27 @@ class TargetOptions:
     # candidate at a state, so the ranking of models is unchanged, but the variance that past turns
     # put into the final score is gone: the signal of a decision is not drowned by earlier ones.
     score_target: str = "gain"
+    # How the regression targets are formed from the logged outcomes (routers.learned.targets):
+    # "mc" (Monte Carlo, the reference), "td" (TD(td_lambda)), "fqi" (fitted-Q iteration), "advantage"
+    # (minus a state baseline) or "dr" (doubly robust). The bootstrapped ones refit ``fqi_iterations``
+    # times, each time on targets from the previous fit; "fqi" and "dr" bootstrap from the router that
+    # is greedy at ``policy_lam``.
+    target: str = "mc"
+    td_lambda: float = 0.8
+    fqi_iterations: int = 3
+    policy_lam: float = 0.0
 
     def __post_init__(self) -> None:
         if self.score_target not in ("final", "gain"):
             raise ConfigError(f"score_target must be 'final' or 'gain', got {self.score_target!r}")
+        if self.target not in TARGET_KINDS:
+            raise ConfigError(f"target must be one of {', '.join(TARGET_KINDS)}, got {self.target!r}")
+        if not 0.0 <= self.td_lambda <= 1.0:
+            raise ConfigError(f"td_lambda must be in [0, 1], got {self.td_lambda}")
+        if self.fqi_iterations < 1:
+            raise ConfigError(f"fqi_iterations must be >= 1, got {self.fqi_iterations}")
+        if self.policy_lam < 0:
+            raise ConfigError(f"policy_lam must be >= 0, got {self.policy_lam}")
         if self.error_weight < 0:
             raise ConfigError(f"error_weight must be >= 0, got {self.error_weight}")
         if self.weight_clip < 1:
@@ -135,9 +154,49 @@ class TrainingSet:
     stats: TargetStats
     options: TargetOptions
     encoder: EncoderConfig | None = None  # the vector space of ``embeddings``
+    # Per row, for targets that look across turns: which episode (0..), the turn, the logged propensity,
+    # and the score offset that the "gain" target subtracts ((score so far - low) / span; 0 for "final").
+    episode_index: np.ndarray | None = None
+    turn: np.ndarray | None = None
+    propensity: np.ndarray | None = None
+    score_offset: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.score)
+
+    def rows(self, index: np.ndarray) -> TrainingSet:
+        """The rows ``index`` (repeats allowed, for bootstrap resamples), weights renormalised to mean 1."""
+        index = np.asarray(index, dtype=np.int64)
+
+        def take(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[index]
+
+        weight = self.weight[index]
+        return dataclasses.replace(
+            self,
+            embeddings=self.embeddings[index],
+            model_index=self.model_index[index],
+            score=self.score[index],
+            cost=self.cost[index],
+            weight=(weight / weight.mean()).astype(np.float32) if len(weight) else weight,
+            episode_index=take(self.episode_index),
+            turn=take(self.turn),
+            propensity=take(self.propensity),
+            score_offset=take(self.score_offset),
+        )
+
+    def with_targets(self, score: np.ndarray, cost: np.ndarray) -> TrainingSet:
+        return dataclasses.replace(
+            self, score=np.asarray(score, dtype=np.float32), cost=np.asarray(cost, dtype=np.float32)
+        )
+
+    def episode_rows(self) -> list[np.ndarray]:
+        """Row indices of each episode, in turn order."""
+        if self.episode_index is None or self.turn is None:
+            raise ConfigError("this training set does not record episodes and turns")
+        order = np.lexsort((self.turn, self.episode_index))
+        bounds = np.flatnonzero(np.diff(self.episode_index[order])) + 1
+        return [rows for rows in np.split(order, bounds) if len(rows)]
 
 
 def benchmark_score_range(samples: Iterable[DecisionSample]) -> tuple[float, float]:
@@ -302,6 +361,16 @@ def score_targets(
     return np.array([(s.score - s.score_before) / span for s in samples], dtype=np.float64)
 
 
+def score_offsets(
+    samples: Sequence[DecisionSample], stats: TargetStats, options: TargetOptions
+) -> np.ndarray:
+    """What the score target subtracts from the normalised final score at each state."""
+    if options.score_target == "final":
+        return np.zeros(len(samples))
+    span = stats.score_high - stats.score_low
+    return np.array([(s.score_before - stats.score_low) / span for s in samples], dtype=np.float64)
+
+
 def build_training_set(
     samples: Sequence[DecisionSample],
     embeddings: np.ndarray,
@@ -326,4 +395,14 @@ def build_training_set(
         stats=stats,
         options=options,
         encoder=encoder,
+        episode_index=episode_indices(samples),
+        turn=np.array([s.turn for s in samples], dtype=np.int64),
+        propensity=np.array([s.propensity for s in samples], dtype=np.float64),
+        score_offset=score_offsets(samples, stats, options),
     )
+
+
+def episode_indices(samples: Sequence[DecisionSample]) -> np.ndarray:
+    """Per sample, a number for its (run, episode), in order of first appearance."""
+    numbers: dict[tuple[str, str], int] = {}
+    return np.array([numbers.setdefault((s.run, s.episode), len(numbers)) for s in samples], dtype=np.int64)

@@ -44,6 +44,7 @@ from routers.learned.encoder_spec import (
     encoder_config,
     named_encoder,
 )
+from routers.learned.fitting import EnsembleOptions, fit_value_model
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.value_model import ValueModel, load_value_model, model_class
 
@@ -182,20 +183,20 @@ def target_options(
     error_weight: float | None,
     weight_clip: float | None,
     score_target: str | None = None,
+    **targets: Any,
 ) -> TargetOptions:
-    """A warm start keeps the checkpoint's targets: the network was fitted to exactly those."""
+    """The options given, else the defaults; a warm start keeps the checkpoint's (the network was fitted to
+    exactly those) and refuses a different value. ``targets`` are TargetOptions' target fields
+    (target, td_lambda, fqi_iterations, policy_lam); None means not given."""
+    given = {
+        "error_weight": error_weight,
+        "weight_clip": weight_clip,
+        "score_target": score_target,
+        **targets,
+    }
     if previous is None:
-        defaults = TargetOptions()
-        return TargetOptions(
-            error_weight=defaults.error_weight if error_weight is None else error_weight,
-            weight_clip=defaults.weight_clip if weight_clip is None else weight_clip,
-            score_target=defaults.score_target if score_target is None else score_target,
-        )
-    for name, value in (
-        ("error_weight", error_weight),
-        ("weight_clip", weight_clip),
-        ("score_target", score_target),
-    ):
+        return TargetOptions(**{name: value for name, value in given.items() if value is not None})
+    for name, value in given.items():
         if value is not None and value != getattr(previous.options, name):
             raise ConfigError(
                 f"{name}={value} differs from the warm-start checkpoint's {getattr(previous.options, name)}"
@@ -224,6 +225,12 @@ def train_router(
     error_weight: float | None = None,
     weight_clip: float | None = None,
     score_target: str | None = None,
+    target: str | None = None,
+    td_lambda: float | None = None,
+    fqi_iterations: int | None = None,
+    ensemble: int = 1,
+    ensemble_mode: str = "seeds",
+    defer_threshold: float | None = None,
     score_range: tuple[float, float] | None = None,
     init_from: str | Path | None = None,
     turn_buckets: Sequence[int] = DEFAULT_TURN_BUCKETS,
@@ -236,6 +243,11 @@ def train_router(
     ``init_from`` warm-starts from a checkpoint of the same kind (e.g. Stage A's,
     retrained on Stage A + Stage B runs); its normalisation and targets are kept.
     ``seed`` seeds the model and, unless ``split_seed`` is given, the validation split.
+    ``target`` (with ``td_lambda``, ``fqi_iterations``) chooses the regression targets
+    (:mod:`routers.learned.targets`; ``fqi`` and ``dr`` bootstrap from the router greedy at
+    ``lam``); ``ensemble`` > 1 fits that many members (seeds ``seed``, ``seed + 1``, ...; each on a
+    bootstrap resample of the episodes with ``ensemble_mode=bootstrap``) and ``defer_threshold`` is
+    their routing fallback (:mod:`routers.learned.ensemble`).
     """
     from routers import router_class, trainable
 
@@ -271,7 +283,17 @@ def train_router(
     elif previous is not None:
         assert previous.encoder is not None
         check_encoder(previous.encoder, encoder)
-    options = target_options(previous, error_weight, weight_clip, score_target)
+    ensemble_options = EnsembleOptions(ensemble, ensemble_mode, defer_threshold)
+    options = target_options(
+        previous,
+        error_weight,
+        weight_clip,
+        score_target,
+        target=target,
+        td_lambda=td_lambda,
+        fqi_iterations=fqi_iterations,
+        policy_lam=lam if previous is None and target in ("fqi", "dr") else None,
+    )
 
     samples = load_samples(run_dirs)
     if not samples:
@@ -293,11 +315,18 @@ def train_router(
     val = build_training_set(val_samples, embeddings[len(train_samples) :], cards, stats, options, config)
 
     try:
-        model = model_cls(seed=seed, **hyperparams)
+        model_cls(seed=seed, **hyperparams)
     except TypeError as exc:
         raise ConfigError(f"router {kind!r}: {exc}") from None
     started = time.perf_counter()
-    model.fit(train, val if len(val) else None, init_from=previous)
+    model = fit_value_model(
+        lambda member_seed: model_cls(seed=member_seed, **hyperparams),
+        train,
+        val if len(val) else None,
+        seed,
+        ensemble_options,
+        init_from=previous,
+    )
     fit_seconds = time.perf_counter() - started
     model.save(out)
 

@@ -9,7 +9,9 @@ lambda).
 A checkpoint is a directory: kind-specific weight files plus
 ``checkpoint.json`` (format version, kind, pool, encoder config, target
 statistics, hyperparameters), written last so that a directory without it is
-not a checkpoint.
+not a checkpoint. An ensemble of one kind (:mod:`routers.learned.ensemble`) is
+a checkpoint of that kind whose state lists its members, so it loads wherever
+the kind does.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from routers.learned.encoder_spec import EncoderConfig
 
 FORMAT_VERSION = 1
 META_FILE = "checkpoint.json"
+MEMBERS_STATE = "members"  # in a checkpoint's state: it is an ensemble of that many members of its kind
 
 
 def card_to_dict(card: ModelCard) -> dict:
@@ -211,7 +214,12 @@ class ValueModel(abc.ABC):
         meta = read_meta(directory)
         if meta["kind"] != cls.kind:
             raise ConfigError(f"checkpoint {directory} holds a {meta['kind']!r} router, not {cls.kind!r}")
-        model = cls(**meta["hyperparams"])
+        if MEMBERS_STATE in meta["state"]:
+            from routers.learned.ensemble import EnsembleModel
+
+            model: ValueModel = EnsembleModel(member_class=cls)
+        else:
+            model = cls(**meta["hyperparams"])
         model.cards = [card_from_dict(card) for card in meta["pool"]]
         model.stats = TargetStats(**meta["stats"])
         model.options = TargetOptions(**meta["targets"])

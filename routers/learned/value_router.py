@@ -1,7 +1,9 @@
 """The routing side of every learned router: encode the history, score each candidate, take the best.
 
 Q(h, m) = predicted score - lam * predicted cost-to-go; ``lam`` is chosen per
-run, not per training, because the two are predicted separately.
+run, not per training, because the two are predicted separately. An ensemble
+checkpoint may defer to its strongest model when its members disagree
+(``defer_threshold``, see :mod:`routers.learned.ensemble`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from harness.errors import ConfigError
 from harness.types import Decision, ModelCard, TurnState
 from routers.base import Router
 from routers.learned.encoder_spec import build_encoder, check_encoder
+from routers.learned.ensemble import EnsembleModel
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.value_model import ValueModel
 
@@ -34,17 +37,31 @@ class ValueRouter(Router):
         allow_new_models: bool = False,
         encoder: HistoryEncoder | None = None,
         embedder: str | None = None,
+        defer_threshold: float | None = None,
     ):
         """``cache_dir`` holds the embedding cache shared with training (default: the user cache);
         ``encoder`` replaces the one rebuilt from the checkpoint (it must produce the same vectors);
         ``allow_new_models`` lets a metadata-based model score candidates it was not trained on;
-        ``embedder`` names the embedder the checkpoint must have been trained with (a one-line error if not).
+        ``embedder`` names the embedder the checkpoint must have been trained with (a one-line error if not);
+        ``defer_threshold`` overrides an ensemble checkpoint's own (None: the checkpoint's, if any).
         """
         if lam < 0:
             raise ConfigError(f"router {self.name!r}: lam must be >= 0, got {lam}")
         self.checkpoint = Path(checkpoint)
         self.lam = float(lam)
         self.model = self.model_class.load(self.checkpoint, allow_new_models=allow_new_models)
+        if defer_threshold is not None:
+            if not isinstance(self.model, EnsembleModel) or len(self.model.members) < 2:
+                raise ConfigError(
+                    f"router {self.name!r}: defer_threshold needs an ensemble checkpoint; {checkpoint} is not one"
+                )
+            if defer_threshold < 0:
+                raise ConfigError(
+                    f"router {self.name!r}: defer_threshold must be >= 0, got {defer_threshold}"
+                )
+        elif isinstance(self.model, EnsembleModel):
+            defer_threshold = self.model.defer_threshold
+        self.defer_threshold = defer_threshold
         assert self.model.encoder is not None
         if encoder is None:
             encoder = build_encoder(self.model.encoder, cache_dir, embedder=embedder)
@@ -56,22 +73,42 @@ class ValueRouter(Router):
     def check_pool(self, model_names: list[str]) -> None:
         self.model.check_pool(model_names)
 
-    def values(self, state: TurnState) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted (score, cost-to-go) of each candidate, in candidate order."""
+    def vector(self, state: TurnState) -> np.ndarray:
+        """The state's history vector, after checking its candidates against the checkpoint's pool once."""
         candidates = tuple(state.candidates)
         if candidates not in self._checked_pools:
             self.model.check_pool(list(candidates))
             self._checked_pools.add(candidates)
-        vector = self.encoder.encode(state.task_description, state.history)
-        score, cost = self.model.predict(vector[None, :], list(candidates))
+        return self.encoder.encode(state.task_description, state.history)
+
+    def values(self, state: TurnState) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted (score, cost-to-go) of each candidate, in candidate order."""
+        score, cost = self.model.predict(self.vector(state)[None, :], list(state.candidates))
         return score[0], cost[0]
 
     def greedy(self, state: TurnState) -> tuple[str, dict[str, float]]:
-        """The best candidate at this router's ``lam`` and every candidate's Q; ties go to the first listed."""
-        score, cost = self.values(state)
-        q = score - self.lam * cost
+        """The best candidate at this router's ``lam`` and every candidate's Q; ties go to the first listed.
+
+        With a defer threshold, an ensemble whose members' Q of that candidate spread (std) more than
+        the threshold routes to its strongest model instead.
+        """
         names = [card.name for card in state.candidates]
-        return names[int(np.argmax(q))], {name: float(value) for name, value in zip(names, q, strict=True)}
+        if self.defer_threshold is None:
+            score, cost = self.values(state)
+            q = score - self.lam * cost
+            best = names[int(np.argmax(q))]
+        else:
+            assert isinstance(self.model, EnsembleModel)
+            member_score, member_cost = self.model.predict_members(
+                self.vector(state)[None, :], list(state.candidates)
+            )
+            member_q = (member_score - self.lam * member_cost)[:, 0, :]  # (members, candidates)
+            q = member_q.mean(axis=0)
+            chosen = int(np.argmax(q))
+            best = names[chosen]
+            if member_q[:, chosen].std() > self.defer_threshold:
+                best = self.model.strongest(list(state.candidates))
+        return best, {name: float(value) for name, value in zip(names, q, strict=True)}
 
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         model, q = self.greedy(state)

@@ -8,12 +8,14 @@ reference split (``split.py``, data in ``benchmarks/splits/``).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 from harness.benchmarks.base import Benchmark
 from harness.benchmarks.scienceworld.prompt import ScienceWorldFormat
 from harness.config import BENCHMARKS_DIR, Limits
+from harness.types import TaskInstance
 
 GOLD_PATHS = BENCHMARKS_DIR / "data" / "scienceworld_gold.jsonl.gz"
 
@@ -49,3 +51,30 @@ class ScienceWorld(Benchmark):
     def is_error_turn(self, turn: dict[str, Any]) -> bool:
         observation = turn.get("observation") or ""
         return any(rule.search(observation) for rule in ERROR_RULES)
+
+    def critical_turns(self, task: TaskInstance, turns: list[dict[str, Any]]) -> frozenset[int] | None:
+        """Turns at which the gold path's next action was a ``focus on`` (privileged: diagnostics only).
+
+        The gold-path oracle is advanced over the logged actions exactly as the environment advances it
+        (any executed action that equals the next gold action moves it on).
+        """
+        from harness.benchmarks.scienceworld.oracle import GoldOracle
+
+        gold = gold_paths().get((task.task, task.variation))
+        if gold is None:
+            return None
+        oracle = GoldOracle(gold, visible_objects=list, topic="")
+        critical = set()
+        for record in sorted(turns, key=lambda r: r["turn"]):
+            if oracle.is_critical():
+                critical.add(int(record["turn"]))
+            if record.get("action"):
+                oracle.observe(record["action"])
+        return frozenset(critical)
+
+
+@functools.cache
+def gold_paths() -> dict[tuple[str, int], list[str]]:
+    from harness.benchmarks.scienceworld.gold import load_gold_paths
+
+    return load_gold_paths(GOLD_PATHS) if GOLD_PATHS.exists() else {}

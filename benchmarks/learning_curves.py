@@ -1,0 +1,166 @@
+"""Learning curves of the learned router families: held-out ranking accuracy and MSE against training size.
+
+Each family is trained on growing, nested subsets of the logged training
+episodes (the first n of one seeded permutation of the episodes; 20% of each
+subset's episodes are its own early-stopping split) and evaluated on logged
+episodes of another split (val): MSE of the score and cost heads (beside
+predicting the training mean, the fit report's measure) and the diagnostics'
+ranking accuracy of the router's top model among comparable states, beside the
+best single model's and chance, with the observed value of the picks
+(:mod:`routers.learned.diagnostics`). Histories are encoded once.
+
+    python benchmarks/learning_curves.py --train runs/explore-train-s0 --val runs/explore-val \\
+        --sizes 25,50,100,200 --families mtrouter,ridge --embedder minilm-static --cache-dir runs/cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from routers.learned.dataset import (  # noqa: E402
+    TargetOptions,
+    TargetStats,
+    build_training_set,
+    encode_histories,
+    load_samples,
+    split_episodes,
+)
+from routers.learned.diagnostics import diagnose_model  # noqa: E402
+from routers.learned.encoder_spec import encoder_config  # noqa: E402
+from routers.learned.fitting import EnsembleOptions, fit_value_model  # noqa: E402
+from routers.learned.train import (  # noqa: E402
+    DEFAULT_TURN_BUCKETS,
+    default_encoder,
+    evaluate,
+    pool_cards,
+)
+from routers.learned.value_model import model_class  # noqa: E402
+
+
+def episode_subset(samples, keys: set[tuple[str, str]]):
+    return [s for s in samples if (s.run, s.episode) in keys]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--train", nargs="+", type=Path, required=True, help="logged training run directories"
+    )
+    parser.add_argument("--val", nargs="+", type=Path, required=True, help="logged held-out run directories")
+    parser.add_argument("--sizes", default="25,50,100,200", help="training episodes per point")
+    parser.add_argument("--families", default="mtrouter,ridge,lgbm,cluster")
+    parser.add_argument("--target", default="mc", help="training target (routers.learned.targets)")
+    parser.add_argument("--ensemble", type=int, default=1)
+    parser.add_argument("--lam", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--embedder", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+
+    cards = pool_cards(None, [*args.train, *args.val])
+    encoder = default_encoder("incremental", args.cache_dir, args.embedder)
+    train_all, val_samples = load_samples(args.train), load_samples(args.val)
+    started = time.perf_counter()
+    vectors = encode_histories(train_all + val_samples, encoder)
+    print(f"encoded {len(vectors)} decisions in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    row_of = {id(s): i for i, s in enumerate(train_all + val_samples)}
+    config = encoder_config(encoder)
+
+    keys = sorted({(s.run, s.episode) for s in train_all})
+    order = [keys[i] for i in np.random.default_rng(args.seed).permutation(len(keys))]
+    sizes = [int(n) for n in args.sizes.split(",")]
+    rows = []
+    header = (
+        f"{'family':<10} {'episodes':>8} {'decisions':>9} {'mse score':>9} {'(mean)':>7} {'mse cost':>9} "
+        f"{'(mean)':>7} {'rank acc':>8} {'single':>7} {'chance':>6} {'value':>7} {'single':>7} {'fit s':>6}"
+    )
+    print(header)
+    for family in args.families.split(","):
+        for n in sizes:
+            if n > len(order):
+                print(f"{family:<10} {n:>8}  (only {len(order)} training episodes)")
+                continue
+            subset = episode_subset(train_all, set(order[:n]))
+            fit_samples, stop_samples = split_episodes(subset, 0.2, args.seed)
+            stats = TargetStats.fit(fit_samples)
+            options = TargetOptions(target=args.target, policy_lam=args.lam)
+
+            fit, stop, val = (
+                build_training_set(
+                    part, vectors[[row_of[id(s)] for s in part]], cards, stats, options, config
+                )
+                for part in (fit_samples, stop_samples, val_samples)
+            )
+            cls = model_class(family)
+            started = time.perf_counter()
+            model = fit_value_model(
+                lambda seed, cls=cls: cls(seed=seed),
+                fit,
+                stop if len(stop) else None,
+                args.seed,
+                EnsembleOptions(args.ensemble),
+            )
+            seconds = time.perf_counter() - started
+            report = evaluate(
+                model,
+                family,
+                Path("-"),
+                fit_samples,
+                val_samples,
+                fit,
+                val,
+                args.lam,
+                DEFAULT_TURN_BUCKETS,
+                2,
+            )
+            r = diagnose_model(model, val_samples, val, args.lam).ranking
+            row = {
+                "family": family,
+                "target": args.target,
+                "ensemble": args.ensemble,
+                "episodes": n,
+                "decisions": len(fit) + len(stop),
+                "val_mse_score": report.val_mse_score,
+                "baseline_mse_score": report.baseline_mse_score,
+                "val_mse_cost": report.val_mse_cost,
+                "baseline_mse_cost": report.baseline_mse_cost,
+                "ranking_accuracy": r.accuracy,
+                "single_best_accuracy": r.single_best_accuracy,
+                "chance": r.chance,
+                "router_value": r.router_value,
+                "single_value": r.single_value,
+                "covered": r.decisions,
+                "fit_seconds": seconds,
+            }
+            rows.append(row)
+
+            def num(value, digits=4):
+                return "n/a" if value is None else f"{value:.{digits}f}"
+
+            print(
+                f"{family:<10} {n:>8} {row['decisions']:>9} {num(row['val_mse_score']):>9} "
+                f"{num(row['baseline_mse_score']):>7} {num(row['val_mse_cost']):>9} "
+                f"{num(row['baseline_mse_cost']):>7} {num(row['ranking_accuracy'], 3):>8} "
+                f"{num(row['single_best_accuracy'], 3):>7} {num(row['chance'], 3):>6} "
+                f"{num(row['router_value'], 3):>7} {num(row['single_value'], 3):>7} {seconds:>6.1f}",
+                flush=True,
+            )
+    print(
+        f"val: {len({(s.run, s.episode) for s in val_samples})} episodes, {len(val_samples)} decisions; lam={args.lam:g}"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

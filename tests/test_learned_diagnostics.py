@@ -1,0 +1,173 @@
+"""Diagnostics of a learned router, on a tiny real logged run of the ScienceWorld engine.
+
+The runs are sticky-random exploration of a two-model pool (so that every
+comparable group holds both models) on two quick train task types; a ridge
+router is trained on four seeds and diagnosed on two others. The numbers are
+recomputed here from the decisions, independently of the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_learned_routers import hashing_encoder
+
+from harness.batch import Player, prepare
+from harness.benchmarks import get_benchmark
+from harness.benchmarks.scienceworld import gold_paths
+from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig
+from harness.errors import ConfigError
+from harness.types import TaskInstance
+from routers.learned.dataset import build_training_set, encode_histories, load_samples
+from routers.learned.diagnostics import diagnose, log_diagnosis, phase_of, write_diagnosis
+from routers.learned.train import ranking_accuracy, train_router
+from routers.learned.value_model import load_value_model
+
+TASKS = "^(find-animal|power-component)$"
+LIMITS = Limits(max_turns=12, budget_dollars=2.0)
+MODELS = ("gpt-5", "gpt-oss-120b")
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = yaml.safe_load((BENCHMARKS_DIR / "pools" / "paper6.yaml").read_text())
+    data["name"] = "two"
+    data["models"] = [m for m in data["models"] if m["name"] in MODELS]
+    data["calibration"]["targets"] = {k: v for k, v in data["calibration"]["targets"].items() if k in MODELS}
+    path = tmp_path_factory.mktemp("pool") / "two.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(env, pool: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    root = tmp_path_factory.mktemp("diag-runs")
+    out: dict[str, list[Path]] = {"train": [], "held_out": []}
+    for seed in range(6):
+        config = RunConfig(
+            router=RouterSpec("sticky-random", {"switch_prob": 0.1}),
+            pool=str(pool),
+            split="train",
+            quick=True,
+            task_filter=TASKS,
+            seed=seed,
+            limits=LIMITS,
+        )
+        batch = prepare(config, root / f"s{seed}")
+        player = Player(config, batch.store.root, env)
+        for task in batch.pending:
+            batch.store.record_episode(player.play(task))
+        out["train" if seed < 4 else "held_out"].append(batch.store.root)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(runs, pool, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    cache = tmp_path_factory.mktemp("diag-cache")
+    encoder = hashing_encoder(cache)
+    out = tmp_path_factory.mktemp("diag-ckpt") / "ridge"
+    train_router("ridge", runs["train"], out, pool=str(pool), encoder=encoder, lam=0.0, alpha=1.0)
+    return out, encoder
+
+
+def test_diagnosis_numbers_agree_with_the_decisions(runs, checkpoint):
+    path, encoder = checkpoint
+    lam = 0.3
+    diagnosis = diagnose(path, runs["held_out"], lam, encoder=encoder, min_per_model=1)
+    model = load_value_model(path)
+    samples = load_samples(runs["held_out"])
+    data = build_training_set(
+        samples, encode_histories(samples, encoder), model.cards, model.stats, model.options
+    )
+    score, cost = model.predict(data.embeddings, model.cards)
+    assert diagnosis.decisions == len(samples) and diagnosis.episodes == 8
+
+    # Calibration: every logged decision in one decile; bin means are the predictions' and outcomes' means.
+    bins = diagnosis.calibration["score"]
+    assert sum(b.decisions for b in bins) == len(samples)
+    logged = score[np.arange(len(data)), data.model_index]
+    top = bins[-1]
+    in_top = logged >= top.low
+    assert top.predicted == pytest.approx(logged[in_top].mean())
+    assert top.realised == pytest.approx(data.score[in_top].mean(), abs=1e-6)
+    assert diagnosis.mse["score"] == pytest.approx(np.mean((logged - data.score) ** 2), rel=1e-6)
+
+    # Ranking: the fit report's measure on the same decisions gives the same accuracy and coverage.
+    reference = ranking_accuracy(samples, data, score - lam * cost, lam, 0, min_per_model=1)
+    assert reference.covered > 0
+    assert diagnosis.ranking.accuracy == pytest.approx(reference.accuracy)
+    assert diagnosis.coverage == pytest.approx(reference.coverage)
+    assert diagnosis.ranking.best_value >= max(diagnosis.ranking.router_value, diagnosis.ranking.single_value)
+    assert diagnosis.fixed_model_accuracy[diagnosis.single_best] == pytest.approx(
+        diagnosis.ranking.single_best_accuracy
+    )  # two models: the baseline's pick is always its favourite
+    assert sum(diagnosis.fixed_model_accuracy.values()) == pytest.approx(1.0)
+
+    # Breakdowns partition the covered decisions.
+    for kind in ("topic", "phase", "error_turn", "after_error", "critical"):
+        assert sum(c.decisions for c in diagnosis.breakdowns[kind].values()) == reference.covered, kind
+    assert set(diagnosis.breakdowns["topic"]) == {"biology", "electricity"}
+    assert list(diagnosis.breakdowns["phase"]) == ["early", "middle", "late"]
+    assert "yes" in diagnosis.breakdowns["critical"]  # find-animal has a focus step in its first turns
+
+    # Switch pattern of the router's own picks.
+    picks = (score - lam * cost).argmax(axis=1)
+    switches = transitions = 0
+    for rows in data.episode_rows():
+        switches += int((picks[rows][1:] != picks[rows][:-1]).sum())
+        transitions += len(rows) - 1
+    assert diagnosis.switches["router_switch_rate"] == pytest.approx(switches / transitions)
+    early = [
+        model.cards[p].name
+        for p, s in zip(picks, samples, strict=True)
+        if phase_of(s.turn, s.episode_turns) == "early"
+    ]
+    for name, share in diagnosis.switches["models_by_phase"]["early"].items():
+        assert share == pytest.approx(early.count(name) / len(early))
+
+
+def test_diagnosis_is_written_and_logged_to_mlflow_once(runs, checkpoint, tmp_path):
+    from mlflow import MlflowClient
+
+    path, encoder = checkpoint
+    diagnosis = diagnose(path, runs["held_out"], 0.0, encoder=encoder, min_per_model=1)
+    files = write_diagnosis(diagnosis, tmp_path / "out")
+    assert "## Ranking" in files[1].read_text() and "critical" in files[1].read_text()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = log_diagnosis(diagnosis, files, uri)
+    assert log_diagnosis(diagnosis, files, uri) == first  # logging again updates the same run
+    run = MlflowClient(tracking_uri=uri).get_run(first)
+    assert run.data.params["kind"] == "ridge" and run.data.params["alpha"] == "1.0"
+    assert run.data.metrics["ranking.all.accuracy"] == pytest.approx(diagnosis.ranking.accuracy)
+    artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(first)}
+    assert artifacts == {"diagnosis.json", "diagnosis.md"}
+    assert str(tmp_path) in run.info.artifact_uri  # beside the store, not in the working directory
+
+
+def test_critical_turns_follow_the_gold_path_over_the_logged_actions():
+    benchmark = get_benchmark("scienceworld")
+    task = TaskInstance("scienceworld", "find-animal", 0, "train")
+    gold = gold_paths()[("find-animal", 0)]
+    focus = [i for i, action in enumerate(gold) if action.startswith("focus on")]
+    assert focus
+    played = [{"turn": i, "action": action} for i, action in enumerate(gold)]
+    assert benchmark.critical_turns(task, played) == frozenset(focus)
+    # A wasted turn and a format error (no action) before the gold path shift every label by two.
+    detour = [{"turn": 0, "action": "inventory"}, {"turn": 1, "action": None}]
+    detour += [{"turn": i + 2, "action": action} for i, action in enumerate(gold)]
+    assert benchmark.critical_turns(task, detour) == frozenset(i + 2 for i in focus) | (
+        {0, 1} if 0 in focus else set()
+    )
+    assert benchmark.topic("find-animal") == "biology"
+
+
+def test_bad_input_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="lam must be >= 0"):
+        diagnose(tmp_path, [tmp_path], -1.0)
+    with pytest.raises(ConfigError, match="no run directories"):
+        diagnose(tmp_path, [], 0.0)
+    with pytest.raises(ConfigError, match="not a router checkpoint"):
+        diagnose(tmp_path, [tmp_path], 0.0)
