@@ -179,13 +179,16 @@ def run(
     keep_infra_failures: Annotated[
         bool, typer.Option(help="Keep recorded infrastructure failures instead of playing them again")
     ] = False,
+    prefix_cache: Annotated[
+        Path | None, typer.Option(help="Serve repeated engine prefixes from the cache in this directory")
+    ] = None,
 ) -> None:
     """Run a batch of episodes of one router.
 
     Exit code 0 when every episode was played; 1 (with one line on stderr) when an episode failed
     for infrastructure reasons or all failed; 2 for bad input; 130 when interrupted (rerun to resume).
     """
-    from harness.batch import batch_problem, execute, quiet_py4j, stop_on_signals
+    from harness.batch import batch_problem, execute, quiet_py4j, read_cache_counts, stop_on_signals
     from harness.summary import RunSummary, render_table
 
     given: dict[str, Any] = {
@@ -201,6 +204,7 @@ def run(
         "budget_dollars": budget,
         "backend": backend,
         "judge": judge,
+        "prefix_cache": str(prefix_cache) if prefix_cache is not None else None,
         "router": ({"name": router} if router else {}) | ({"params": parse_params(param)} if param else {})
         or None,
     }
@@ -211,8 +215,21 @@ def run(
             run_config, out, progress=ProgressBar(), wait_s=wait, retry_infrastructure=not keep_infra_failures
         )
     Console().print(render_table([RunSummary.of(records, run=str(out))], title=str(out)))
+    counts = read_cache_counts([out])
+    if counts is not None:
+        print(cache_line(counts))
     problem = batch_problem(records, str(out))
     fail_unless_done([problem] if problem else [])
+
+
+def cache_line(counts: dict[str, Any]) -> str:
+    """The prefix cache's counters of a run (all its batches so far) in one line."""
+    return (
+        f"prefix cache: {counts['hits']} steps served, {counts['misses']} run on the engine, "
+        f"{counts['replayed_steps']} replayed to check a prefix, {counts['mismatches']} mismatches, "
+        f"{counts['fallback_episodes']} fallback episodes; {counts['saved_fraction']:.1%} of "
+        f"{counts['requested_steps']} engine steps saved (prefix-cache.json)"
+    )
 
 
 @app.command("episode")
@@ -336,6 +353,10 @@ def benchmark(
     ),
     reports: Annotated[Path, typer.Option(help="Where the Markdown report goes")] = Path("reports"),
     track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
+    prefix_cache: Annotated[
+        Path | None,
+        typer.Option(help="Serve repeated engine prefixes from the cache in this directory (all batches)"),
+    ] = None,
 ) -> None:
     """Collect, train, tune, evaluate, log to MLflow and write the report.
 
@@ -349,7 +370,7 @@ def benchmark(
     definition = load_benchmark(name)
     show_stage_messages()
     quiet_py4j()
-    bench = BenchmarkRun(definition, results, progress=ProgressBar())
+    bench = BenchmarkRun(definition, results, progress=ProgressBar(), prefix_cache=prefix_cache)
     with stop_on_signals():
         outputs = bench.execute(track=track, report_dir=reports)
     # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.
@@ -364,6 +385,9 @@ def benchmark(
             table_console().print(render_table([summarize_run(r) for r in runs], title=title))
     for key, value in outputs.items():
         print(f"{key}: {value}")
+    counts = bench.prefix_cache_counts()
+    if counts is not None:
+        print(cache_line(counts))
     fail_unless_done(run_problems(bench.layout.root))
 
 

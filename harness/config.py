@@ -65,7 +65,10 @@ class RunConfig:
     """One batch: one router over one split with one pool. A run directory holds exactly one.
 
     ``limits`` None means the benchmark's own; ``split_file`` None its shipped split;
-    ``judge`` names the pool model a judge-based scorer calls.
+    ``judge`` names the pool model a judge-based scorer calls; ``prefix_cache`` is a
+    directory where the engine prefix cache lives (:mod:`harness.replay.prefix_store`),
+    None: no cache. The cache does not change what is recorded, so it is left out of the
+    run's config snapshot (:data:`UNRECORDED_FIELDS`): a run may be resumed with or without it.
     """
 
     router: RouterSpec
@@ -80,12 +83,21 @@ class RunConfig:
     limits: Limits | None = None
     backend: str = "simulated"  # or "litellm"
     judge: str | None = None
+    prefix_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.backend not in ("simulated", "litellm"):
             raise ConfigError(f"backend must be 'simulated' or 'litellm', got {self.backend!r}")
+
+
+UNRECORDED_FIELDS = frozenset({"prefix_cache"})
+
+
+def recorded(config: RunConfig) -> dict[str, Any]:
+    """The config as a run directory records it: every field that can change its episodes."""
+    return {k: v for k, v in to_plain(config).items() if k not in UNRECORDED_FIELDS}
 
 
 def from_dict(cls: type, data: Any, where: str) -> Any:

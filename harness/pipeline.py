@@ -115,6 +115,7 @@ class BenchmarkDef:
     eval_quick: dict[str, bool] = field(default_factory=dict)  # per eval split, overrides ``quick``
     eval_grid: bool = True  # False: learned families are evaluated only at their selected lambda
     trace_episodes: str | float = "all"  # all | none | the fraction of episodes traced in MLflow
+    prefix_cache: bool = False  # serve repeated engine prefixes from RESULTS/<bench>/prefix-cache/
     quick: bool = True
     seed: int = 0
     workers: int = 2
@@ -175,7 +176,10 @@ class BenchmarkRun:
         results: Path,
         progress: BatchProgress | None = None,
         embeddings: Path | None = None,
+        prefix_cache: Path | None = None,
     ):
+        """``prefix_cache``: the cache directory, overriding the definition's ``prefix_cache`` (seed
+        replicates share their parent's)."""
         self.d = definition
         self.layout = ResultsLayout.of(results, definition.name)
         self.dir = self.layout.root
@@ -185,6 +189,7 @@ class BenchmarkRun:
         self.workers: Workers | None = None  # while execute() runs
         self.commit: str | None = None  # the git commit runs are logged under; None: no MLflow logging
         self._embeddings = embeddings  # seed replicates share their parent's cache
+        self.prefix_cache = prefix_cache or (self.layout.prefix_cache if definition.prefix_cache else None)
 
     def config(self, router: RouterSpec, split: str, quick: bool, seed: int | None = None) -> RunConfig:
         return RunConfig(
@@ -198,6 +203,7 @@ class BenchmarkRun:
             workers=self.d.workers,
             limits=(self.d.limits or Limits()).over(self.plugin.limits),
             judge=self.d.judge,
+            prefix_cache=str(self.prefix_cache) if self.prefix_cache is not None else None,
         )
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
@@ -427,6 +433,14 @@ class BenchmarkRun:
                         f"{split} {spec.label}",
                     )
 
+    def prefix_cache_counts(self) -> dict | None:
+        """The prefix-cache counters of every batch of this results directory, added up."""
+        from harness.batch import CACHE_FILE, read_cache_counts
+        from harness.layout import DATA_DIR, RUNS_DIR
+
+        found = [*self.dir.glob(f"{DATA_DIR}/*/{CACHE_FILE}"), *self.dir.glob(f"{RUNS_DIR}/*/*/{CACHE_FILE}")]
+        return read_cache_counts(sorted(p.parent for p in found))
+
     def write_manifest(self, selected: dict) -> None:
         """benchmark.json: what the report and the tracker read besides the run directories."""
         write_json_atomic(
@@ -439,6 +453,7 @@ class BenchmarkRun:
                 "selected": selected,
                 "selection": to_plain(self.d.select),
                 "definition": to_plain(self.d),
+                "prefix_cache": self.prefix_cache_counts(),
             },
         )
 
@@ -452,7 +467,13 @@ class BenchmarkRun:
 
     def replicates(self) -> list[BenchmarkRun]:
         return [
-            BenchmarkRun(replicate(self.d, seed), self.dir / SEEDS_DIR, self.progress, self.embedding_cache)
+            BenchmarkRun(
+                replicate(self.d, seed),
+                self.dir / SEEDS_DIR,
+                self.progress,
+                self.embedding_cache,
+                self.prefix_cache,
+            )
             for seed in self.d.seeds or ()
         ]
 
@@ -482,6 +503,8 @@ class BenchmarkRun:
             selected = self.select(checkpoints, self.tune(checkpoints))
             self.write_manifest(selected)
             self.evaluate(checkpoints, selected)
+            if self.prefix_cache is not None:
+                self.write_manifest(selected)  # with the evaluation batches' cache counters
             if track:
                 from harness.batch import git_commit
                 from harness.tracking import log_benchmark
