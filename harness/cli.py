@@ -531,6 +531,9 @@ def replay(
     ] = "auto",
     value_model: Annotated[str, typer.Option(help="auto | router | fqe: what dm and dr rest on")] = "auto",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
+    refit_resamples: Annotated[
+        int, typer.Option(help="Resamples that refit FQE for the dm/dr intervals (0: the model held fixed)")
+    ] = 200,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Estimate a router's score and cost offline on logged runs, with intervals, ESS and agreement."""
@@ -543,7 +546,7 @@ def replay(
         load_logs(data),
         cards,
         [e.strip() for e in estimators.split(",") if e.strip()],
-        OPEConfig(clip=clip, n_bootstrap=bootstrap, seed=seed),
+        OPEConfig(clip=clip, n_bootstrap=bootstrap, seed=seed, refit_resamples=refit_resamples),
         logging_mode,
         value_model,
     )

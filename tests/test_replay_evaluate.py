@@ -20,7 +20,7 @@ from harness.replay.decisions import turn_state
 from harness.replay.evaluate import evaluate_router, load_logs, logging_episodes
 from harness.replay.importers import write_run
 from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories
-from harness.replay.ope import FQEConfig, OPEConfig
+from harness.replay.ope import INTERVAL_CONDITIONAL, FQEConfig, OPEConfig
 from harness.replay.policies import episode_key, policy_table
 from harness.trajectory import read_lines
 from harness.types import Decision
@@ -139,6 +139,9 @@ def test_fqe_is_the_value_model_of_a_router_without_one(tmp_path):
     spec = RouterSpec("single", {"model": "gpt-5"})
     result = evaluate_router(spec, data, CARDS, ["dm", "dr"], FAST, fqe=FQEConfig(ridge=1e-9))
     assert result.value_model.startswith("FQE") and "previous model (one-hot)" in result.value_model
+    assert "refit on each of 200 bootstrap resamples" in result.value_model
+    assert result.estimates["dm"].score.interval.endswith("refit on each of 200 resamples")
+    assert "intervals of dm, dr: episode bootstrap, value model refit" in result.render()
     # Every episode has the same states, so (nearly unpenalised) FQE's start value is the mean score.
     assert result.estimates["dm"].score.value == pytest.approx(15.0, abs=1e-4)
     assert result.estimates["dm"].cost.value == pytest.approx(0.06, abs=1e-6)
@@ -187,7 +190,11 @@ def test_learned_router_on_its_uniform_log_uses_its_own_value_model(learned):
     data_dir, checkpoint, encoder = learned
     spec = RouterSpec("ridge", {"checkpoint": str(checkpoint), "lam": 0.0, "encoder": encoder})
     result = evaluate_router(spec, load_logs([data_dir]), SYNTHETIC_CARDS, config=OPEConfig(n_bootstrap=100))
-    assert result.value_model.startswith("the router's own")
+    assert result.value_model.startswith("the router's own") and "conditional on it" in result.value_model
+    assert (
+        result.estimates["dm"].score.interval == result.estimates["dr"].cost.interval == INTERVAL_CONDITIONAL
+    )
+    assert result.estimates["tis"].score.interval == "episode bootstrap"
     assert set(result.estimates) == {"dm", "tis", "wtis", "pdis", "wpdis", "dr"}
     # Uniform logging over 6 turns and 3 models: a greedy target keeps about 3^-6 of the episodes.
     assert result.estimates["tis"].score.ess < 30 and not result.estimates["tis"].score.trusted

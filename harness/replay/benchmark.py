@@ -20,6 +20,7 @@ A definition (YAML)::
     clip: null                        # cap on cumulative importance weights
     logging: auto                     # auto | as-logged | mixture
     bootstrap: 1000
+    refit_resamples: 200              # resamples that refit FQE for the dm/dr intervals (0: model held fixed)
     min_ess: 30
 
 ``data`` entries may be globs (``results/quick/data/*``); relative paths are read from
@@ -72,6 +73,7 @@ class ReplayBenchmarkDef:
     clip: float | None = None
     logging: str = "auto"
     bootstrap: int = 1000
+    refit_resamples: int = OPEConfig.refit_resamples
     min_ess: float = 30.0
     seed: int = 0
 
@@ -127,6 +129,7 @@ def run_replay_benchmark(definition: ReplayBenchmarkDef, runs: list[Path]) -> Re
         n_bootstrap=definition.bootstrap,
         min_ess=definition.min_ess,
         seed=definition.seed,
+        refit_resamples=definition.refit_resamples,
     )
     vectors = StateVectors()
     logged = logging_episodes(data, cards, definition.logging, vectors)
@@ -178,6 +181,8 @@ def render_report(result: ReplayBenchmarkResult) -> str:
     value_models = sorted({e.value_model for e in result.evaluations if e.value_model})
     if value_models:
         lines += ["", "Value models behind dm and dr:", *(f"- {v}" for v in value_models)]
+    kinds = sorted({(n, x.score.interval) for e in result.evaluations for n, x in e.estimates.items()})
+    lines += ["", "Intervals:", *(f"- {name}: {kind}" for name, kind in kinds)]
     trusted = {
         e.router: e.estimates[d.frontier].score.trusted and e.estimates[d.frontier].cost.trusted
         for e in result.evaluations
