@@ -100,6 +100,7 @@ INTERVAL_CONDITIONAL = "episode bootstrap, conditional on the value model (not r
 NEEDS_Q = frozenset({"dm", "dr"})
 NEEDS_PROPENSITIES = frozenset({"tis", "wtis", "pdis", "wpdis", "dr"})
 _BOOTSTRAP_CHUNK = 256
+_REFIT_CHUNK = 25  # resamples refit together (memory: resamples x logged turns x models x features)
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,8 @@ class ActionValues:
 TargetPolicy = Callable[[LoggedEpisode, int], np.ndarray]
 QFunction = Callable[[LoggedEpisode, int], ActionValues]
 FeatureFunction = Callable[[LoggedEpisode, int], np.ndarray]
-# Episode weights (a resample's counts) -> the value model refit on them, predicted at every logged
-# state: (logged turns, models, 2), score then cost, episode by episode.
+# Episode weights of several resamples (resamples, episodes) -> the value model refit on each, predicted
+# at every logged state: (resamples, logged turns, models, 2), score then cost, episode by episode.
 Refit = Callable[[np.ndarray], np.ndarray]
 
 
@@ -446,13 +447,15 @@ def refit_draws(
     rng = np.random.default_rng([config.seed, 1])  # its own stream: the episode resamples stay as they are
     n = len(a.lengths)
     assert a.target is not None and a.actions is not None
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=config.refit_resamples).astype(np.float64)
     draws: dict[tuple[str, str], list[float]] = {(e, q): [] for e in estimators for q in ("score", "cost")}
-    for _ in range(config.refit_resamples):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
-        q_taken, v = value_arrays(refit(counts), a.target, a.actions, a.mask)
-        resampled = LogArrays(**{**a.__dict__, "q_taken": q_taken, "v": v})
-        for (estimator, quantity), out in draws.items():
-            out.append(float(_ESTIMATOR_FUNCTIONS[estimator](resampled, quantity, counts[None, :])[0]))
+    for start in range(0, len(counts), _REFIT_CHUNK):
+        chunk = counts[start : start + _REFIT_CHUNK]
+        for row, predictions in zip(chunk, refit(chunk), strict=True):
+            q_taken, v = value_arrays(predictions, a.target, a.actions, a.mask)
+            resampled = LogArrays(**{**a.__dict__, "q_taken": q_taken, "v": v})
+            for (estimator, quantity), out in draws.items():
+                out.append(float(_ESTIMATOR_FUNCTIONS[estimator](resampled, quantity, row[None, :])[0]))
     label = f"episode bootstrap, value model refit on each of {config.refit_resamples} resamples"
     return {k: np.array(v) for k, v in draws.items()}, label
 
@@ -560,17 +563,15 @@ class FittedQ:
         return ActionValues(score=values[:, 0], cost=values[:, 1])
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, ridge: float, w: np.ndarray | None = None) -> np.ndarray:
-    """Ridge regression with row weights ``w`` (a row counted w times; None: once)."""
-    penalty = ridge * np.eye(x.shape[1])
-    penalty[-1, -1] = 0.0
-    xw = x if w is None else x * w[:, None]
-    return np.linalg.solve(xw.T @ x + penalty, xw.T @ y)
-
-
 class FQEProblem:
     """What fitted-Q evaluation needs, computed once, so the fit can be repeated on reweighted episodes
-    (the bootstrap refits it on every resample)."""
+    (the bootstrap refits it on every resample, many resamples at once).
+
+    Each backup is a ridge regression per logged model (rows weighted by their episode's
+    count in the resample). The Gram matrices do not change between backups, only the
+    targets, so a backup is two matrix products over all resamples and one batched solve
+    of (features + 1)-square systems.
+    """
 
     def __init__(
         self,
@@ -599,44 +600,59 @@ class FQEProblem:
                 next_rows.append(-1 if last else start + t + 1)
         self.rewards, self.next = np.array(rewards), np.array(next_rows)
         self.iterations = config.iterations or int(self.lengths.max())
+        self.penalty = config.ridge * np.eye(self.x.shape[1])
+        self.penalty[-1, -1] = 0.0  # the intercept is not penalised
 
     def fit(self, episode_weights: np.ndarray | None = None) -> FittedQ:
         """The fit with each episode's turns counted ``episode_weights[i]`` times (None: once each)."""
-        x, pool, config = self.x, self.pool, self.config
-        w = None if episode_weights is None else np.repeat(np.asarray(episode_weights, float), self.lengths)
+        weights = (
+            np.ones((1, len(self.lengths))) if episode_weights is None else np.atleast_2d(episode_weights)
+        )
+        coefficients, backups = self.fit_many(weights)
+        return FittedQ(self.pool, coefficients[0], self.features, backups)
+
+    def fit_many(self, episode_weights: np.ndarray) -> tuple[np.ndarray, int]:
+        """Coefficients (resamples, models, features + 1, 2) for each row of episode weights, and the backups run.
+
+        A model with no weighted row in a resample gets that resample's regression over all rows.
+        """
+        x, rows, (b, m) = self.x, len(self.x), (len(episode_weights), len(self.pool))
+        w = np.repeat(np.asarray(episode_weights, dtype=np.float64), self.lengths, axis=1)  # (B, rows)
+        chosen = np.zeros((m + 1, rows))  # one row per model and a last one for the pooled regression
+        chosen[self.actions, np.arange(rows)] = 1.0
+        chosen[m] = 1.0
+        rw = w[:, None, :] * chosen[None]  # (B, m + 1, rows)
+        gram = np.einsum("bar,rf,rg->bafg", rw, x, x) + self.penalty
+        present = rw.sum(axis=2) > 0  # (B, m + 1)
+        gram[~present] = np.eye(x.shape[1])  # a regression without rows is replaced by the pooled one below
         has_next = self.next >= 0
-        coefficients = np.zeros((len(pool), x.shape[1], 2))
-        predictions = np.zeros((len(x), len(pool), 2))
+        following = self.next[has_next]
+        coefficients = np.zeros((b, m + 1, x.shape[1], 2))
+        predictions = np.zeros((b, rows, m, 2))
         backups = 0
         while backups < self.iterations:
             backups += 1
-            next_values = np.zeros((len(x), 2))
-            following = self.next[has_next]
-            next_values[has_next] = np.einsum("nm,nmk->nk", self.pi[following], predictions[following])
-            y = self.rewards + next_values
-            pooled = _ridge(x, y, config.ridge, w)
-            for a in range(len(pool)):
-                chosen = self.actions == a
-                if w is not None:
-                    chosen &= w > 0
-                coefficients[a] = (
-                    _ridge(x[chosen], y[chosen], config.ridge, None if w is None else w[chosen])
-                    if chosen.any()
-                    else pooled
-                )
-            updated = np.tensordot(x, coefficients, axes=([1], [1]))
+            y = np.broadcast_to(self.rewards, (b, rows, 2)).copy()
+            y[:, has_next] += np.einsum("rm,brmk->brk", self.pi[following], predictions[:, following])
+            rhs = np.einsum("bar,rf,brk->bafk", rw, x, y)
+            coefficients = np.linalg.solve(gram, rhs)
+            per_model, pooled = coefficients[:, :m], coefficients[:, m]
+            absent = ~present[:, :m]
+            per_model[absent] = np.broadcast_to(pooled[:, None], per_model.shape)[absent]
+            updated = np.einsum("rf,bmfk->brmk", x, coefficients[:, :m])
             moved = float(np.max(np.abs(updated - predictions)))
             predictions = updated
-            if moved < config.tolerance:
+            if moved < self.config.tolerance:
                 break
-        return FittedQ(pool, coefficients.copy(), self.features, backups)
+        return coefficients[:, :m].copy(), backups
 
     def refit(self) -> Refit:
-        """:data:`Refit` for :func:`evaluate_policy`: this fit on a resample, predicted at every logged state."""
-        x = self.x[:, :-1]
+        """:data:`Refit` for :func:`evaluate_policy`: the fit on each resample, predicted at every logged state."""
+        x = self.x
 
         def refit(episode_weights: np.ndarray) -> np.ndarray:
-            return self.fit(episode_weights).predict(x)
+            coefficients, _ = self.fit_many(episode_weights)
+            return np.einsum("rf,bmfk->brmk", x, coefficients)
 
         return refit
 
