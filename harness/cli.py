@@ -585,13 +585,24 @@ def replay_agreement(
 def replay_benchmark(
     definition: Annotated[Path, typer.Argument(help="Replay benchmark YAML (see harness.replay.benchmark)")],
     reports: Annotated[Path, typer.Option(help="Where <name>-offline.md goes")] = Path("reports"),
+    results: Annotated[
+        Path, typer.Option(help="Results root; MLflow logs to results/<name>/mlflow.db")
+    ] = Path("results"),
+    track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
 ) -> None:
-    """Evaluate routers offline on the logged runs a replay definition names; write the Markdown report."""
+    """Evaluate routers offline on the logged runs a replay definition names; write the Markdown report
+    and log it to MLflow (every run tagged as an offline estimate with its estimator)."""
+    from harness.batch import git_commit
+    from harness.layout import ResultsLayout
     from harness.replay.benchmark import write_replay_benchmark
 
-    path, _ = write_replay_benchmark(definition, reports)
+    path, result = write_replay_benchmark(
+        definition, reports, results if track else None, git_commit() if track else "unknown"
+    )
     print(path.read_text())
     print(path)
+    if track:
+        print(f"mlflow_uri: {ResultsLayout.of(results, result.definition.name).tracking_uri}")
 
 
 def main() -> None:

@@ -47,6 +47,11 @@ from harness.replay.policies import StateVectors
 from harness.trajectory import CONFIG_FILE
 
 
+def offline_split(estimator: str) -> str:
+    """What offline operating points are called where live ones name their split (tables, plots, MLflow)."""
+    return f"offline ({estimator})"
+
+
 @dataclass(frozen=True)
 class ReplayRouter:
     name: str
@@ -208,9 +213,19 @@ def render_report(result: ReplayBenchmarkResult) -> str:
     return "\n".join(lines)
 
 
-def write_replay_benchmark(path: Path, reports: Path) -> tuple[Path, ReplayBenchmarkResult]:
+def write_replay_benchmark(
+    path: Path, reports: Path, results: Path | None = None, git_commit: str = "unknown"
+) -> tuple[Path, ReplayBenchmarkResult]:
+    """Evaluate, write ``REPORTS/<name>-offline.md``, and with ``results`` log it all to the MLflow store of
+    ``RESULTS/<name>/`` (:func:`harness.tracking.log_replay_benchmark`)."""
     definition, runs = load_replay_benchmark(path)
     result = run_replay_benchmark(definition, runs)
     out = Path(reports) / f"{definition.name}-offline.md"
-    write_text_atomic(out, render_report(result))
+    report = render_report(result)
+    write_text_atomic(out, report)
+    if results is not None:
+        from harness.layout import ResultsLayout
+        from harness.tracking import log_replay_benchmark
+
+        log_replay_benchmark(ResultsLayout.of(results, definition.name).root, result, git_commit, report)
     return out, result
