@@ -345,7 +345,7 @@ def evaluate_router(
     config = config or OPEConfig()
     vectors = vectors or StateVectors()
     names = [c.name for c in cards]
-    router = make_router(spec.name, spec.params, names)
+    router = vectors.router(spec.name, spec.params, names)
     episodes, logging_text = logged or logging_episodes(data, cards, logging_mode, vectors)
     table = policy_table(router, episodes, cards, data.limits, vectors)
     score_range = tuple(get_benchmark(episodes[0].benchmark).score_range)

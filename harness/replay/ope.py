@@ -223,7 +223,12 @@ def target_probabilities(
 ) -> np.ndarray:
     """(logged turns, models): the target's probabilities at every logged state, episode by episode, checked."""
     places = [(e, t) for e in episodes for t in range(len(e.turns))]
-    rows = [np.asarray(target(e, t), dtype=np.float64) for e, t in places]
+    stacked = getattr(target, "stacked", None)  # a policy that knows its whole table (PolicyTable.target)
+    rows = (
+        list(stacked(episodes))
+        if stacked is not None
+        else [np.asarray(target(e, t), float) for e, t in places]
+    )
     shaped = [r.shape == (n_models,) for r in rows]
     if all(shaped):
         p = np.stack(rows) if rows else np.zeros((0, n_models))
@@ -289,10 +294,14 @@ def log_arrays(
     q_taken: dict[str, np.ndarray] = {}
     v: dict[str, np.ndarray] = {}
     if q is not None:
-        values = [q(e, t) for e in episodes for t in range(len(e.turns))]
+        stacked = getattr(q, "stacked", None)  # (turns, models, 2) at once, if the value model can
+        values = None if stacked is not None else [q(e, t) for e in episodes for t in range(len(e.turns))]
         tables = []
-        for quantity in ("score", "cost"):
-            table = np.array([np.asarray(getattr(x, quantity), dtype=np.float64) for x in values])
+        for k, quantity in enumerate(("score", "cost")):
+            if values is None:
+                table = np.asarray(stacked(episodes)[..., k], dtype=np.float64)  # type: ignore[misc]
+            else:
+                table = np.array([np.asarray(getattr(x, quantity), dtype=np.float64) for x in values])
             if table.shape != p.shape:
                 raise ConfigError(
                     f"value model gave {quantity} tables of shape {table.shape[1:]}, pool has {len(pool)}"
@@ -617,34 +626,42 @@ class FQEProblem:
         A model with no weighted row in a resample gets that resample's regression over all rows.
         """
         x, rows, (b, m) = self.x, len(self.x), (len(episode_weights), len(self.pool))
+        f = x.shape[1]
         w = np.repeat(np.asarray(episode_weights, dtype=np.float64), self.lengths, axis=1)  # (B, rows)
         chosen = np.zeros((m + 1, rows))  # one row per model and a last one for the pooled regression
         chosen[self.actions, np.arange(rows)] = 1.0
         chosen[m] = 1.0
-        rw = w[:, None, :] * chosen[None]  # (B, m + 1, rows)
-        gram = np.einsum("bar,rf,rg->bafg", rw, x, x) + self.penalty
-        present = rw.sum(axis=2) > 0  # (B, m + 1)
-        gram[~present] = np.eye(x.shape[1])  # a regression without rows is replaced by the pooled one below
+        rw = (w[:, None, :] * chosen[None]).reshape(b * (m + 1), rows)
+        outer = (x[:, :, None] * x[:, None, :]).reshape(rows, f * f)
+        gram = (rw @ outer).reshape(b, m + 1, f, f) + self.penalty
+        present = rw.sum(axis=1).reshape(b, m + 1) > 0
+        gram[~present] = np.eye(f)  # a regression without rows is replaced by the pooled one below
+        absent = ~present[:, :m]
         has_next = self.next >= 0
         following = self.next[has_next]
-        coefficients = np.zeros((b, m + 1, x.shape[1], 2))
+        pi_next = self.pi[following][None, :, :, None]  # (1, next rows, m, 1)
+        # The rows of each regression (each model's, then all), features transposed, for X^T W y.
+        groups = [np.flatnonzero(self.actions == a) for a in range(m)] + [np.arange(rows)]
+        x_t = [x[g].T for g in groups]
+        coefficients = np.zeros((b, m, f, 2))
         predictions = np.zeros((b, rows, m, 2))
         backups = 0
         while backups < self.iterations:
             backups += 1
             y = np.broadcast_to(self.rewards, (b, rows, 2)).copy()
-            y[:, has_next] += np.einsum("rm,brmk->brk", self.pi[following], predictions[:, following])
-            rhs = np.einsum("bar,rf,brk->bafk", rw, x, y)
-            coefficients = np.linalg.solve(gram, rhs)
-            per_model, pooled = coefficients[:, :m], coefficients[:, m]
-            absent = ~present[:, :m]
-            per_model[absent] = np.broadcast_to(pooled[:, None], per_model.shape)[absent]
-            updated = np.einsum("rf,bmfk->brmk", x, coefficients[:, :m])
+            y[:, has_next] += (pi_next * predictions[:, following]).sum(axis=2)
+            wy = (w[:, :, None] * y).transpose(1, 0, 2).reshape(rows, b * 2)
+            rhs = np.stack([(xt @ wy[g]).reshape(f, b, 2) for xt, g in zip(x_t, groups, strict=True)], axis=1)
+            solved = np.linalg.solve(gram, rhs.transpose(2, 1, 0, 3))  # (B, m + 1, f, 2)
+            coefficients = solved[:, :m].copy()
+            coefficients[absent] = np.broadcast_to(solved[:, m : m + 1], coefficients.shape)[absent]
+            updated = (x @ coefficients.transpose(2, 0, 1, 3).reshape(f, b * m * 2)).reshape(rows, b, m, 2)
+            updated = updated.transpose(1, 0, 2, 3)
             moved = float(np.max(np.abs(updated - predictions)))
             predictions = updated
             if moved < self.config.tolerance:
                 break
-        return coefficients[:, :m].copy(), backups
+        return coefficients, backups
 
     def refit(self) -> Refit:
         """:data:`Refit` for :func:`evaluate_policy`: the fit on each resample, predicted at every logged state."""
@@ -652,7 +669,9 @@ class FQEProblem:
 
         def refit(episode_weights: np.ndarray) -> np.ndarray:
             coefficients, _ = self.fit_many(episode_weights)
-            return np.einsum("rf,bmfk->brmk", x, coefficients)
+            b, m, f, _ = coefficients.shape
+            flat = x @ coefficients.transpose(2, 0, 1, 3).reshape(f, b * m * 2)
+            return flat.reshape(len(x), b, m, 2).transpose(1, 0, 2, 3)
 
         return refit
 

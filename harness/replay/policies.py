@@ -34,6 +34,7 @@ doubly robust estimator corrects and the direct method does not.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -71,6 +72,10 @@ class PolicyTable:
         def policy(episode: LoggedEpisode, turn: int) -> np.ndarray:
             return self.probabilities[episode_key(episode)][turn]
 
+        # The whole table at once, episode by episode: the estimators then skip the per-state calls.
+        policy.stacked = lambda episodes: np.concatenate(  # type: ignore[attr-defined]
+            [self.probabilities[episode_key(e)] for e in episodes]
+        )
         return policy
 
     def q(self) -> QFunction | None:
@@ -82,6 +87,9 @@ class PolicyTable:
             table = values[episode_key(episode)]
             return ActionValues(score=table.score[turn], cost=table.cost[turn])
 
+        q.stacked = lambda episodes: np.concatenate(  # type: ignore[attr-defined]
+            [np.stack([values[episode_key(e)].score, values[episode_key(e)].cost], axis=-1) for e in episodes]
+        )
         return q
 
     def logged_probability(self, episode: LoggedEpisode) -> np.ndarray:
@@ -141,6 +149,25 @@ class StateVectors:
     def __init__(self) -> None:
         self._vectors: dict[tuple[str, tuple[EpisodeKey, ...]], np.ndarray] = {}
         self._predictions: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._routers: dict[str, Router] = {}
+
+    def router(self, name: str, params: dict, candidates: Sequence[str]) -> Router:
+        """The router of ``params``; the λ points of one learned checkpoint share one loaded model
+        (a copy of the router with its own ``lam``)."""
+        from routers import make_router, router_class
+
+        if not issubclass(router_class(name), ValueRouter) or "lam" not in params:
+            return make_router(name, params, list(candidates))
+        rest = {k: v for k, v in params.items() if k not in ("lam", "label")}
+        key = repr((name, sorted(rest.items(), key=lambda kv: kv[0]), tuple(candidates)))
+        if key not in self._routers:
+            self._routers[key] = make_router(name, params, list(candidates))
+        shared = copy.copy(self._routers[key])
+        lam = float(params["lam"])
+        if lam < 0:
+            raise ConfigError(f"router {name!r}: lam must be >= 0, got {lam}")
+        shared.lam = lam  # type: ignore[attr-defined]
+        return shared
 
     def predictions(
         self, router: ValueRouter, episodes: Sequence[LoggedEpisode], cards: Sequence[ModelCard]
