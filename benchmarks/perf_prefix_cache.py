@@ -3,12 +3,16 @@
 Running ``make benchmark`` twice takes about half an hour, so this plays the part of it where
 prefixes repeat: the definition's fixed routers on its eval splits (eight routers over the same
 tasks) and one learned family's λ sweep on val and the eval splits (the same tasks again, each
-λ point sharing the first turns of the others). Three passes over the same batches, on one pair
+λ point sharing the first turns of the others). Each batch is played three ways, on one pair
 of worker processes (JVMs started once, so start-up is not counted):
 
 * off: no cache;
-* cold: a fresh cache directory, filled as the batches run (prefixes shared between routers only);
-* warm: the same batches again on the filled cache (a rerun, or a benchmark repeated).
+* cold: through a cache directory that started empty and holds what the cold batches before this
+  one added (prefixes shared between routers and λ points only, as in one benchmark run);
+* warm: the same batch again on the filled cache (a rerun, or a benchmark repeated).
+
+The three are interleaved batch by batch, so a change in the machine's load (the cores are
+shared) falls on all three alike; the wall times are still only as steady as that load.
 
 Printed: the share of requested engine steps each cached pass saved, its hits, misses, replays and
 mismatches, the wall time of each pass and their ratios, and whether every episode record (without
@@ -56,13 +60,16 @@ def batches(run: BenchmarkRun, family: str) -> list[tuple[str, object]]:
     return out
 
 
-def play(plan, root: Path, workers: Workers, cache: Path | None) -> float:
-    started = time.perf_counter()
+def play(plan, work: Path, workers: Workers, cache: Path) -> dict[str, float]:
+    """Every batch off, cold and warm in turn; the wall seconds of each way, summed over the batches."""
+    seconds = {"off": 0.0, "cold": 0.0, "warm": 0.0}
     for name, config in plan:
-        if cache is not None:
-            config = replace(config, prefix_cache=str(cache))
-        execute(config, root / name, workers=workers)
-    return time.perf_counter() - started
+        for way in seconds:
+            started = time.perf_counter()
+            cached = config if way == "off" else replace(config, prefix_cache=str(cache))
+            execute(cached, work / way / name, workers=workers)
+            seconds[way] += time.perf_counter() - started
+    return seconds
 
 
 def records(root: Path, plan) -> list:
@@ -104,9 +111,8 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     cache = work / "cache"
     with Workers(args.workers) as workers:
-        off_s = play(plan, work / "off", workers, None)
-        cold_s = play(plan, work / "cold", workers, cache)
-        warm_s = play(plan, work / "warm", workers, cache)
+        seconds = play(plan, work, workers, cache)
+    off_s = seconds["off"]
     off = records(work / "off", plan)
     episodes = sum(len(e) for _, e, _ in off)
     print(
@@ -115,10 +121,10 @@ def main() -> None:
         f"on val and those splits), {episodes} episodes, {args.workers} workers"
     )
     print(f"  off: wall {off_s:.1f} s")
-    for label, seconds in (("cold", cold_s), ("warm", warm_s)):
+    for label in ("cold", "warm"):
         counts = read_cache_counts([work / label / name for name, _ in plan])
         assert counts is not None
-        print(describe(label, counts, seconds, off_s, records(work / label, plan) == off))
+        print(describe(label, counts, seconds[label], off_s, records(work / label, plan) == off))
 
 
 if __name__ == "__main__":

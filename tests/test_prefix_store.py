@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 from prefix_store_writer import STORE, TallyWorld, play, walks
+from typer.testing import CliRunner
 
-from harness.batch import CACHE_FILE, Workers, execute, read_cache_counts
+from harness.batch import CACHE_FILE, Workers, add_cache_counts, execute, read_cache_counts
+from harness.cli import app
 from harness.config import Limits, RouterSpec, RunConfig
 from harness.errors import ConfigError
-from harness.replay.prefix_cache import PrefixCacheEnv
+from harness.pipeline import BenchmarkRun, load_benchmark
+from harness.replay.prefix_cache import CacheStats, PrefixCacheEnv
 from harness.replay.prefix_store import StoredPrefixCache, store_path
 from harness.trajectory import RunStore
 from harness.types import Action, StepResult, TaskInstance
@@ -122,3 +125,42 @@ def test_live_batches_with_the_cache_record_what_the_engine_alone_records(tmp_pa
     assert warm["served_resets"] == 4 and warm["saved_fraction"] == 1.0
     total = read_cache_counts([tmp_path / "cold", tmp_path / "warm", tmp_path / "plain"])
     assert total is not None and total["runs"] == 2 and total["hits"] == cold["hits"] + warm["hits"]
+
+
+def test_the_cli_option_reaches_the_batch_and_a_bad_directory_stops_it_before_any_episode(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--router",
+            "random",
+            "--quick",
+            "--out",
+            str(tmp_path / "run"),
+            "--prefix-cache",
+            str(blocker),
+        ],
+    )
+    assert (
+        result.exit_code == 2
+        and "prefix cache directory" in result.output
+        and "not writable" in result.output
+    )
+    assert not (tmp_path / "run" / "episodes.jsonl").exists()
+
+
+def test_benchmark_json_adds_up_the_counters_of_every_batch(tmp_path):
+    run = BenchmarkRun(load_benchmark("quick"), tmp_path)
+    assert run.prefix_cache == run.layout.prefix_cache  # quick.yaml turns it on
+    counts = {name: 1 for name in CacheStats.COUNTERS} | {"served_steps": 9, "engine_steps": 1}
+    for out in (run.layout.data("explore"), run.layout.run("test_id", "random"), run.layout.run("val", "x")):
+        out.mkdir(parents=True)
+        add_cache_counts(out, str(run.prefix_cache), counts)
+    add_cache_counts(run.layout.run("val", "x"), str(run.prefix_cache), counts)
+    run.write_manifest({})
+    total = json.loads(run.layout.manifest.read_text())["prefix_cache"]
+    assert (total["runs"], total["episodes"], total["hits"], total["engine_steps"]) == (3, 4, 36, 4)
+    # Requested: 9 served + 1 engine - 1 replayed per episode; the engine ran 1 of those 9.
+    assert total["requested_steps"] == 36 and total["saved_fraction"] == pytest.approx(1 - 4 / 36)
