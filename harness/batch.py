@@ -17,6 +17,13 @@ stayed unavailable, the worker process died too often) is recorded with
 process that dies is replaced at once and its episodes are played again in the
 same batch. Workers live in their own process group (a terminal's Ctrl-C
 reaches only the parent, which stops the batch) and die with the parent.
+
+With ``prefix_cache`` set, each worker's environment is wrapped in the engine prefix
+cache stored in that directory (:mod:`harness.replay.prefix_store`), shared by all
+workers and batches that name it. A worker returns the cache's counters of each
+episode beside its record; the parent adds them up in ``RUN/prefix-cache.json``
+(:data:`CACHE_FILE`), never in the episode records, which stay what the engine alone
+would have given.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from harness.agent import Episode, episode_seed
 from harness.backends import build_backends
 from harness.backends.litellm_backend import RETRIES_KEY
 from harness.benchmarks import get_benchmark
-from harness.config import REPO_ROOT, Limits, RunConfig, to_plain
+from harness.config import REPO_ROOT, Limits, RunConfig, recorded, to_plain
 from harness.errors import (
     BatchInterrupted,
     EnvironmentCrashed,
@@ -60,6 +67,7 @@ from harness.trajectory import (
     RunStore,
     episode_file_name,
     is_infrastructure_failure,
+    write_json_atomic,
 )
 from harness.types import Charge, TaskInstance
 from routers import make_router
@@ -75,6 +83,8 @@ interrupted = threading.Event()
 MAX_WORKER_DEATHS = 3  # deaths of the worker playing an episode before it is recorded as failed
 PARENT_POLL_S = 0.5  # how often a worker checks that its parent is still alive
 RUNNING_POLL_S = 0.5  # how often the parent notes which episodes the workers are playing
+CACHE_FILE = "prefix-cache.json"  # a run's prefix-cache counters, summed over its episodes
+CACHE_COUNTS_KEY = "_prefix_cache"  # the counters a worker sends with a record; taken off before recording
 
 
 @dataclass
@@ -116,6 +126,10 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     make_router(config.router.name, config.router.params, pool.cards)
     if config.judge is not None:
         pool.model(config.judge)
+    if config.prefix_cache is not None:
+        from harness.replay.prefix_store import check_directory
+
+        check_directory(Path(config.prefix_cache))
     split = benchmark.load_split(config.split_file)
     tasks = split.tasks(
         config.split, quick=config.quick, task_filter=config.task_filter, repeats=config.repeats
@@ -129,16 +143,6 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     return config, pool, split, tasks
 
 
-def run_identity(config: RunConfig) -> dict[str, Any]:
-    """The config as a run directory records it: without ``executor``, which changes where episodes are
-    played, not what they are (a run started on one executor resumes on another), and without
-    ``repeats`` when it is 1 (run directories written before repeats existed hold the same run)."""
-    run = {k: v for k, v in to_plain(config).items() if k != "executor"}
-    if config.repeats == 1:
-        del run["repeats"]
-    return run
-
-
 def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastructure: bool = True) -> Batch:
     """Check every input, then own and open (or check) the run directory, before any work starts.
 
@@ -150,7 +154,7 @@ def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastruct
     store = RunStore(out)
     store.open(
         {
-            "run": run_identity(config),
+            "run": recorded(config),
             "pool_sha256": pool.sha256,
             "price_cards": {m.name: to_plain(m.price) for m in pool.spec.models},
             "split_version": split.version,
@@ -248,6 +252,7 @@ class Player:
 class Worker:
     """One environment (one JVM) reused across episodes and runs; a player cached per run.
 
+    Runs that name a prefix cache get the same engine behind one cache wrapper per directory.
     ``turns``, if given, takes every run's turn lines instead of the run directories.
     """
 
@@ -255,14 +260,28 @@ class Worker:
         quiet_py4j()
         self.turns = turns
         self.envs: dict[str, Environment] = {}
+        self.cached: dict[tuple[str, str], Any] = {}  # (benchmark, cache directory) -> PrefixCacheEnv
         self.players: dict[tuple[str, str], Player] = {}
+
+    def environment(self, config: RunConfig) -> Environment:
+        if config.benchmark not in self.envs:
+            self.envs[config.benchmark] = get_benchmark(config.benchmark).make_environment()
+        env = self.envs[config.benchmark]
+        if config.prefix_cache is None:
+            return env
+        key = (config.benchmark, str(Path(config.prefix_cache).resolve()))
+        if key not in self.cached:
+            from harness.replay.prefix_cache import PrefixCacheEnv
+            from harness.replay.prefix_store import StoredPrefixCache
+
+            cache = StoredPrefixCache.open(Path(config.prefix_cache), config.benchmark)
+            self.cached[key] = PrefixCacheEnv(env, cache)
+        return self.cached[key]
 
     def player(self, config: RunConfig, out: Path) -> Player:
         key = (json.dumps(to_plain(config), sort_keys=True), str(out))
         if key not in self.players:
-            if config.benchmark not in self.envs:
-                self.envs[config.benchmark] = get_benchmark(config.benchmark).make_environment()
-            self.players[key] = Player(config, out, self.envs[config.benchmark], self.turns)
+            self.players[key] = Player(config, out, self.environment(config), self.turns)
         return self.players[key]
 
     def play(self, config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
@@ -279,12 +298,20 @@ class Worker:
                         f"cannot start the {config.benchmark} environment ({type(exc).__name__}: {exc})"
                     ) from None
                 log.warning("the %s environment failed to start (%s); trying again", config.benchmark, exc)
-        return player.play(task)
+        stats = getattr(player.env, "stats", None)
+        before = stats.counts() if stats is not None else None
+        record = player.play(task)
+        if stats is not None and before is not None:
+            record[CACHE_COUNTS_KEY] = {k: v - before[k] for k, v in stats.counts().items()}
+        return record
 
     def close(self) -> None:
+        for wrapper in self.cached.values():
+            wrapper.cache.close()
         for env in self.envs.values():
             env.close()
         self.envs.clear()
+        self.cached.clear()
         self.players.clear()
 
 
@@ -593,7 +620,10 @@ def run_batch(
     records: list[dict[str, Any]] = []
 
     def finish(record: dict[str, Any]) -> None:
+        counts = record.pop(CACHE_COUNTS_KEY, None)
         batch.store.record_episode(record)
+        if counts is not None:
+            add_cache_counts(batch.store.root, batch.config.prefix_cache, counts)
         records.append(record)
         if on_episode:
             on_episode(record)
@@ -609,6 +639,47 @@ def run_batch(
     with open_executor(batch.config.executor, min(batch.config.workers, len(pending))) as own:
         own.run(batch, pending, finish)
     return records
+
+
+def cache_summary(counts: dict[str, Any]) -> dict[str, Any]:
+    """Counters with what they mean: hits (steps served), misses (new steps the engine ran), the
+    replays that checked a cached prefix, mismatches, fallbacks, and the share of engine steps saved."""
+    requested = counts["served_steps"] + counts["engine_steps"] - counts["replayed_steps"]
+    return {
+        **counts,
+        "hits": counts["served_steps"],
+        "misses": counts["engine_steps"] - counts["replayed_steps"],
+        "requested_steps": requested,
+        "saved_fraction": 1.0 - counts["engine_steps"] / requested if requested else 0.0,
+    }
+
+
+def add_cache_counts(run_dir: Path, directory: str | None, counts: dict[str, int]) -> None:
+    """Add one episode's prefix-cache counters to the run's ``prefix-cache.json`` (the parent alone writes it)."""
+    path = Path(run_dir) / CACHE_FILE
+    total = json.loads(path.read_text()) if path.exists() else {"episodes": 0}
+    summed = {k: int(total.get(k, 0)) + int(v) for k, v in counts.items()}
+    write_json_atomic(
+        path,
+        {"store": directory, "episodes": total["episodes"] + 1, **cache_summary(summed)},
+    )
+
+
+def read_cache_counts(run_dirs: list[Path]) -> dict[str, Any] | None:
+    """The prefix-cache counters of several runs added up; None if none of them used the cache."""
+    files = [Path(d) / CACHE_FILE for d in run_dirs if (Path(d) / CACHE_FILE).exists()]
+    if not files:
+        return None
+    from harness.replay.prefix_cache import CacheStats
+
+    loaded = [json.loads(f.read_text()) for f in files]
+    counts = {k: sum(int(x.get(k, 0)) for x in loaded) for k in CacheStats.COUNTERS}
+    return {
+        "runs": len(files),
+        "episodes": sum(int(x.get("episodes", 0)) for x in loaded),
+        "stores": sorted({str(x["store"]) for x in loaded if x.get("store")}),
+        **cache_summary(counts),
+    }
 
 
 class BatchProgress(Protocol):

@@ -199,13 +199,16 @@ def run(
     keep_infra_failures: Annotated[
         bool, typer.Option(help="Keep recorded infrastructure failures instead of playing them again")
     ] = False,
+    prefix_cache: Annotated[
+        Path | None, typer.Option(help="Serve repeated engine prefixes from the cache in this directory")
+    ] = None,
 ) -> None:
     """Run a batch of episodes of one router.
 
     Exit code 0 when every episode was played; 1 (with one line on stderr) when an episode failed
     for infrastructure reasons or all failed; 2 for bad input; 130 when interrupted (rerun to resume).
     """
-    from harness.batch import batch_problem, execute, quiet_py4j, stop_on_signals
+    from harness.batch import batch_problem, execute, quiet_py4j, read_cache_counts, stop_on_signals
     from harness.summary import RunSummary, render_table
 
     given: dict[str, Any] = {
@@ -222,6 +225,7 @@ def run(
         "budget_dollars": budget,
         "backend": backend,
         "judge": judge,
+        "prefix_cache": str(prefix_cache) if prefix_cache is not None else None,
         "router": ({"name": router} if router else {}) | ({"params": parse_params(param)} if param else {})
         or None,
     }
@@ -238,8 +242,21 @@ def run(
             retry_infrastructure=not keep_infra_failures,
         )
     Console().print(render_table([RunSummary.of(records, run=str(out))], title=str(out)))
+    counts = read_cache_counts([out])
+    if counts is not None:
+        print(cache_line(counts))
     problem = batch_problem(records, str(out))
     fail_unless_done([problem] if problem else [])
+
+
+def cache_line(counts: dict[str, Any]) -> str:
+    """The prefix cache's counters of a run (all its batches so far) in one line."""
+    return (
+        f"prefix cache: {counts['hits']} steps served, {counts['misses']} run on the engine, "
+        f"{counts['replayed_steps']} replayed to check a prefix, {counts['mismatches']} mismatches, "
+        f"{counts['fallback_episodes']} fallback episodes; {counts['saved_fraction']:.1%} of "
+        f"{counts['requested_steps']} engine steps saved (prefix-cache.json)"
+    )
 
 
 @app.command("episode")
@@ -365,6 +382,10 @@ def benchmark(
     track: Annotated[
         bool, typer.Option(help="Log to MLflow (the store in the results directory, or --tracking-uri)")
     ] = True,
+    prefix_cache: Annotated[
+        Path | None,
+        typer.Option(help="Serve repeated engine prefixes from the cache in this directory (all batches)"),
+    ] = None,
     tracking_uri: Annotated[
         str | None,
         typer.Option(
@@ -399,6 +420,7 @@ def benchmark(
         definition,
         results,
         progress=ProgressBar(),
+        prefix_cache=prefix_cache,
         executor=executor,
         ray_address=ray_address,
         tracking_uri=tracking_uri if track else None,
@@ -418,6 +440,9 @@ def benchmark(
             table_console().print(render_table([summarize_run(r) for r in runs], title=title))
     for key, value in outputs.items():
         print(f"{key}: {value}")
+    counts = bench.prefix_cache_counts()
+    if counts is not None:
+        print(cache_line(counts))
     fail_unless_done(run_problems(bench.layout.root))
 
 
@@ -594,6 +619,9 @@ def replay(
     ] = "auto",
     value_model: Annotated[str, typer.Option(help="auto | router | fqe: what dm and dr rest on")] = "auto",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
+    refit_resamples: Annotated[
+        int, typer.Option(help="Resamples that refit FQE for the dm/dr intervals (0: the model held fixed)")
+    ] = 200,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Estimate a router's score and cost offline on logged runs, with intervals, ESS and agreement."""
@@ -606,7 +634,7 @@ def replay(
         load_logs(data),
         cards,
         [e.strip() for e in estimators.split(",") if e.strip()],
-        OPEConfig(clip=clip, n_bootstrap=bootstrap, seed=seed),
+        OPEConfig(clip=clip, n_bootstrap=bootstrap, seed=seed, refit_resamples=refit_resamples),
         logging_mode,
         value_model,
     )
@@ -645,13 +673,24 @@ def replay_agreement(
 def replay_benchmark(
     definition: Annotated[Path, typer.Argument(help="Replay benchmark YAML (see harness.replay.benchmark)")],
     reports: Annotated[Path, typer.Option(help="Where <name>-offline.md goes")] = Path("reports"),
+    results: Annotated[
+        Path, typer.Option(help="Results root; MLflow logs to results/<name>/mlflow.db")
+    ] = Path("results"),
+    track: Annotated[bool, typer.Option(help="Log to the MLflow store in the results directory")] = True,
 ) -> None:
-    """Evaluate routers offline on the logged runs a replay definition names; write the Markdown report."""
+    """Evaluate routers offline on the logged runs a replay definition names; write the Markdown report
+    and log it to MLflow (every run tagged as an offline estimate with its estimator)."""
+    from harness.batch import git_commit
+    from harness.layout import ResultsLayout
     from harness.replay.benchmark import write_replay_benchmark
 
-    path, _ = write_replay_benchmark(definition, reports)
+    path, result = write_replay_benchmark(
+        definition, reports, results if track else None, git_commit() if track else "unknown"
+    )
     print(path.read_text())
     print(path)
+    if track:
+        print(f"mlflow_uri: {ResultsLayout.of(results, result.definition.name).tracking_uri}")
 
 
 def main() -> None:

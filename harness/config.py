@@ -69,9 +69,10 @@ class RunConfig:
     ``limits`` None means the benchmark's own; ``split_file`` None its shipped split;
     ``judge`` names the pool model a judge-based scorer calls; ``repeats`` plays each
     variation that many times, each play with its own episode seed (:class:`TaskInstance`).
-    ``executor`` says where the episodes are played (see :data:`EXECUTORS`); it is not part of
-    what a run directory holds, since every executor gives the same records, so a run may be
-    resumed on another.
+    ``executor`` says where the episodes are played (see :data:`EXECUTORS`); ``prefix_cache`` is a
+    directory where the engine prefix cache lives (:mod:`harness.replay.prefix_store`), None: no
+    cache. Neither changes what is recorded, so both are left out of the run's config snapshot
+    (:data:`UNRECORDED_FIELDS`): a run may be resumed on another executor, with or without the cache.
     """
 
     router: RouterSpec
@@ -88,6 +89,7 @@ class RunConfig:
     judge: str | None = None
     repeats: int = 1
     executor: str = "local"
+    prefix_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -98,6 +100,18 @@ class RunConfig:
             raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.backend not in ("simulated", "litellm"):
             raise ConfigError(f"backend must be 'simulated' or 'litellm', got {self.backend!r}")
+
+
+UNRECORDED_FIELDS = frozenset({"prefix_cache", "executor"})
+
+
+def recorded(config: RunConfig) -> dict[str, Any]:
+    """The config as a run directory records it: every field that can change its episodes (``repeats``
+    only when above 1, so run directories written before repeats existed hold the same run)."""
+    run = {k: v for k, v in to_plain(config).items() if k not in UNRECORDED_FIELDS}
+    if config.repeats == 1:
+        del run["repeats"]
+    return run
 
 
 def from_dict(cls: type, data: Any, where: str) -> Any:

@@ -5,6 +5,7 @@ RESULTS/<bench>/data/<collection>/       exploration run directories (training d
 RESULTS/<bench>/models/<family>[-b]/     trained checkpoints
 RESULTS/<bench>/runs/<split>/<point>/    one run directory per operating point and split
 RESULTS/<bench>/embeddings/              the embedding cache shared by training and routing
+RESULTS/<bench>/prefix-cache/            the engine prefix cache shared by its batches (when enabled)
 RESULTS/<bench>/optuna.db                the Optuna studies (SQLite)
 RESULTS/<bench>/mlflow.db, mlartifacts/  the MLflow store and its artifacts
 RESULTS/<bench>/seeds/s<seed>/           a seed replicate: a whole results directory of its own
@@ -24,6 +25,7 @@ DATA_DIR = "data"
 MODELS_DIR = "models"
 RUNS_DIR = "runs"
 EMBEDDINGS_DIR = "embeddings"
+PREFIX_CACHE_DIR = "prefix-cache"
 OPTUNA_DB = "optuna.db"
 MLFLOW_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -60,6 +62,10 @@ class ResultsLayout:
     @property
     def embeddings(self) -> Path:
         return self.root / EMBEDDINGS_DIR
+
+    @property
+    def prefix_cache(self) -> Path:
+        return self.root / PREFIX_CACHE_DIR
 
     @property
     def optuna_db(self) -> Path:

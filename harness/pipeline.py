@@ -161,6 +161,7 @@ class BenchmarkDef:
     eval_fixed: str = "all"
     verdict: VerdictSpec = field(default_factory=VerdictSpec)
     trace_episodes: str | float = "all"  # all | none | the fraction of episodes traced in MLflow
+    prefix_cache: bool = False  # serve repeated engine prefixes from RESULTS/<bench>/prefix-cache/
     quick: bool = True
     seed: int = 0
     workers: int = 2
@@ -238,12 +239,15 @@ class BenchmarkRun:
         results: Path,
         progress: BatchProgress | None = None,
         embeddings: Path | None = None,
+        prefix_cache: Path | None = None,
         *,
         executor: str | None = None,
         ray_address: str | None = None,
         tracking_uri: str | None = None,
         tuning_storage: str | None = None,
     ):
+        """``prefix_cache``: the cache directory, overriding the definition's ``prefix_cache`` (seed
+        replicates share their parent's)."""
         self.d = definition
         self.tuning_storage = tuning_storage
         self.layout = ResultsLayout.of(results, definition.name, tracking_uri)
@@ -258,6 +262,7 @@ class BenchmarkRun:
         self.workers: Executor | None = None  # while execute() runs
         self.commit: str | None = None  # the git commit runs are logged under; None: no MLflow logging
         self._embeddings = embeddings  # seed replicates share their parent's cache
+        self.prefix_cache = prefix_cache or (self.layout.prefix_cache if definition.prefix_cache else None)
 
     def repeats(self, split: str) -> int:
         """Plays of each variation of ``split``: the eval repeats on eval splits, the selection's
@@ -284,6 +289,7 @@ class BenchmarkRun:
             judge=self.d.judge,
             repeats=repeats,
             executor=self.executor,
+            prefix_cache=str(self.prefix_cache) if self.prefix_cache is not None else None,
         )
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
@@ -530,6 +536,14 @@ class BenchmarkRun:
                         f"{split} {spec.label}",
                     )
 
+    def prefix_cache_counts(self) -> dict | None:
+        """The prefix-cache counters of every batch of this results directory, added up."""
+        from harness.batch import CACHE_FILE, read_cache_counts
+        from harness.layout import DATA_DIR, RUNS_DIR
+
+        found = [*self.dir.glob(f"{DATA_DIR}/*/{CACHE_FILE}"), *self.dir.glob(f"{RUNS_DIR}/*/*/{CACHE_FILE}")]
+        return read_cache_counts(sorted(p.parent for p in found))
+
     def write_manifest(self, selected: dict) -> None:
         """benchmark.json: what the report and the tracker read besides the run directories."""
         write_json_atomic(
@@ -542,6 +556,7 @@ class BenchmarkRun:
                 "selected": selected,
                 "selection": to_plain(self.d.select),
                 "definition": to_plain(self.d),
+                "prefix_cache": self.prefix_cache_counts(),
             },
         )
 
@@ -570,6 +585,7 @@ class BenchmarkRun:
                 self.dir / SEEDS_DIR,
                 self.progress,
                 self.embedding_cache,
+                self.prefix_cache,
                 executor=self.executor,
                 tracking_uri=self.layout.tracking_server,
                 tuning_storage=self.tuning_storage,
@@ -604,6 +620,8 @@ class BenchmarkRun:
             selected = self.select(checkpoints, self.tune(checkpoints))
             self.write_manifest(selected)
             self.evaluate(checkpoints, selected)
+            if self.prefix_cache is not None:
+                self.write_manifest(selected)  # with the evaluation batches' cache counters
             self.write_verdict()
             if track:
                 from harness.batch import git_commit

@@ -42,6 +42,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.config import to_plain
@@ -784,3 +785,141 @@ def load_router_model(bench_dir: Path, model_uri: str) -> Any:
 
     with _scope(ResultsLayout(Path(bench_dir))):
         return mlflow.pyfunc.load_model(model_uri)
+
+
+# -- offline (replay) benchmarks ------------------------------------------------------------------
+
+OFFLINE_TAG = "offline_estimate"  # "true" on every run of a replay benchmark
+ESTIMATOR_TAG = "estimator"
+
+
+def offline_points(result: Any, estimator: str) -> pd.DataFrame:
+    """A replay benchmark's estimates by one estimator as operating points (the live points' columns),
+    so the frontier tables and plots are drawn by the same code; the split column says what they are."""
+    from harness.replay.benchmark import offline_split
+
+    specs = [spec for router in result.definition.routers for spec in router.specs()]
+    rows = []
+    for spec, evaluation in zip(specs, result.evaluations, strict=True):
+        s, c = evaluation.estimates[estimator].score, evaluation.estimates[estimator].cost
+        rows.append(
+            {
+                "split": offline_split(estimator),
+                "point": evaluation.router,
+                "family": spec.name,
+                "label": evaluation.router,
+                "lam": float(spec.params.get("lam", math.nan)),
+                "n": evaluation.episodes,
+                "failed": 0,
+                "mean_score": s.value,
+                "score_lo": s.low,
+                "score_hi": s.high,
+                "mean_cost": c.value,
+                "cost_lo": c.low,
+                "cost_hi": c.high,
+                "total_cost": math.nan,
+                "mean_turns": math.nan,
+                "switch_rate": math.nan,
+                "params": spec.params,
+                "run_dir": "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def log_replay_benchmark(bench_dir: Path, result: Any, git_commit: str, report: str | None = None) -> str:
+    """Log a replay benchmark (:mod:`harness.replay.benchmark`) as a parent run with one nested run per
+    operating point and estimator; returns the parent's id.
+
+    Every run is tagged ``offline_estimate: true`` and with its estimator (the parent with the
+    frontier's), and its description says that nothing was run. Point metrics use the live
+    points' names under ``offline/``. The parent holds, per estimator, the frontier table and
+    the Pareto plot, the hypervolume, and the Markdown report. Idempotent, like :func:`log_benchmark`.
+    """
+    from harness.plots import pareto_figure
+    from harness.results import frontier_table
+
+    d = result.definition
+    bench_dir = Path(bench_dir).resolve()
+    first = result.evaluations[0]
+    offline = {OFFLINE_TAG: "true"}
+    with _scope(bench_dir) as client:
+        experiment_id = _experiment_id(client, bench_dir, d.name)
+        parent = _run(
+            client,
+            experiment_id,
+            "benchmark",
+            d.name,
+            {
+                "kind": "replay-benchmark",
+                "bench": d.name,
+                "mlflow.source.git.commit": git_commit,
+                ESTIMATOR_TAG: d.frontier,
+                NOTE_TAG: f"Replay benchmark {d.name}: offline estimates from logged trajectories, nothing was "
+                f"run. Frontier by {d.frontier}; one nested run per operating point and estimator.",
+                **offline,
+            },
+        )
+        params = {
+            "data": [str(r) for r in result.runs],
+            "episodes": first.episodes,
+            "turns": first.turns,
+            "logging": first.logging,
+            "git_commit": git_commit,
+            **_flat("definition/", {k: v for k, v in to_plain(d).items() if k not in ("name", "data")}),
+        }
+        _log(client, parent, params=params, metrics={f"{d.frontier}/hypervolume": result.hypervolume})
+        for estimator in d.estimators:
+            points = offline_points(result, estimator)
+            split = str(points.iloc[0].split)
+            # An undefined estimate (no weight anywhere) has no place in the plane; its run says so.
+            defined = points[np.isfinite(points["mean_score"]) & np.isfinite(points["mean_cost"])]
+            if not defined.empty:
+                _log_table(client, parent, frontier_table(defined, split), f"frontier_{estimator}.json")
+                client.log_figure(
+                    parent,
+                    pareto_figure(defined, split, title=f"{d.name}: offline {estimator} estimates"),
+                    f"pareto_{estimator}.png",
+                )
+            for row, evaluation in zip(points.itertuples(), result.evaluations, strict=True):
+                estimate = evaluation.estimates[estimator]
+                note = (
+                    f"Offline {estimator} estimate of {row.label} from {evaluation.episodes} logged episodes "
+                    f"(not a live run); intervals: {estimate.score.interval}."
+                )
+                run_id = _child(
+                    client,
+                    experiment_id,
+                    parent,
+                    f"offline:{row.point}:{estimator}",
+                    f"{row.point} [{estimator}]",
+                    "point",
+                    family=str(row.family),
+                    **{ESTIMATOR_TAG: estimator, NOTE_TAG: note, "splits": split, **offline},
+                    **({"lam": f"{row.lam:g}"} if not math.isnan(row.lam) else {}),
+                )
+                metrics = {
+                    "score": estimate.score.value,
+                    "score_ci_low": estimate.score.low,
+                    "score_ci_high": estimate.score.high,
+                    "score_ess": estimate.score.ess,
+                    "score_trusted": float(estimate.score.trusted),
+                    "cost": estimate.cost.value,
+                    "cost_ci_low": estimate.cost.low,
+                    "cost_ci_high": estimate.cost.high,
+                    "cost_ess": estimate.cost.ess,
+                    "cost_trusted": float(estimate.cost.trusted),
+                    "logged_probability": evaluation.agreement.logged_probability,
+                }
+                _log(
+                    client,
+                    run_id,
+                    params={"label": row.label, "family": row.family, "estimator": estimator,
+                            "value_model": evaluation.value_model, **_flat("router.", row.params)},
+                    metrics={f"offline/{k}": v for k, v in metrics.items()},
+                )  # fmt: skip
+                client.set_terminated(run_id)
+        if report is not None:
+            client.log_text(parent, report, f"{d.name}-offline.md")
+        client.set_terminated(parent)
+    return parent

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from test_learned_routers import CARDS as SYNTHETIC_CARDS
@@ -20,7 +21,7 @@ from harness.replay.decisions import turn_state
 from harness.replay.evaluate import evaluate_router, load_logs, logging_episodes
 from harness.replay.importers import write_run
 from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories
-from harness.replay.ope import FQEConfig, OPEConfig
+from harness.replay.ope import INTERVAL_CONDITIONAL, FQEConfig, OPEConfig
 from harness.replay.policies import episode_key, policy_table
 from harness.trajectory import read_lines
 from harness.types import Decision
@@ -139,6 +140,9 @@ def test_fqe_is_the_value_model_of_a_router_without_one(tmp_path):
     spec = RouterSpec("single", {"model": "gpt-5"})
     result = evaluate_router(spec, data, CARDS, ["dm", "dr"], FAST, fqe=FQEConfig(ridge=1e-9))
     assert result.value_model.startswith("FQE") and "previous model (one-hot)" in result.value_model
+    assert "refit on each of 200 bootstrap resamples" in result.value_model
+    assert result.estimates["dm"].score.interval.endswith("refit on each of 200 resamples")
+    assert "intervals of dm, dr: episode bootstrap, value model refit" in result.render()
     # Every episode has the same states, so (nearly unpenalised) FQE's start value is the mean score.
     assert result.estimates["dm"].score.value == pytest.approx(15.0, abs=1e-4)
     assert result.estimates["dm"].cost.value == pytest.approx(0.06, abs=1e-6)
@@ -187,7 +191,11 @@ def test_learned_router_on_its_uniform_log_uses_its_own_value_model(learned):
     data_dir, checkpoint, encoder = learned
     spec = RouterSpec("ridge", {"checkpoint": str(checkpoint), "lam": 0.0, "encoder": encoder})
     result = evaluate_router(spec, load_logs([data_dir]), SYNTHETIC_CARDS, config=OPEConfig(n_bootstrap=100))
-    assert result.value_model.startswith("the router's own")
+    assert result.value_model.startswith("the router's own") and "conditional on it" in result.value_model
+    assert (
+        result.estimates["dm"].score.interval == result.estimates["dr"].cost.interval == INTERVAL_CONDITIONAL
+    )
+    assert result.estimates["tis"].score.interval == "episode bootstrap"
     assert set(result.estimates) == {"dm", "tis", "wtis", "pdis", "wpdis", "dr"}
     # Uniform logging over 6 turns and 3 models: a greedy target keeps about 3^-6 of the episodes.
     assert result.estimates["tis"].score.ess < 30 and not result.estimates["tis"].score.trusted
@@ -278,7 +286,15 @@ def test_replay_benchmark_definition_and_report(tmp_path):
         "min_ess: 2\n"
     )
     result = CliRunner().invoke(
-        app, ["replay-benchmark", str(tmp_path / "def.yaml"), "--reports", str(tmp_path)]
+        app,
+        [
+            "replay-benchmark",
+            str(tmp_path / "def.yaml"),
+            "--reports",
+            str(tmp_path),
+            "--results",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     report = (tmp_path / "tiny-offline-offline.md").read_text()
@@ -289,6 +305,42 @@ def test_replay_benchmark_definition_and_report(tmp_path):
     # Only the single-model episodes have weight for single:gpt-5 at the last turn, all the same one.
     assert "| single:gpt-5 | wpdis | 41.00 [" in report
     assert "## Offline frontier (wpdis estimates)" in report and "Hypervolume" in report
+    # Logged to the results store's MLflow like a live benchmark, every run marked as an offline estimate.
+    uri = f"sqlite:///{tmp_path / 'tiny-offline' / 'mlflow.db'}"
+    assert f"mlflow_uri: {uri}" in result.output
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tiny-offline")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.data.tags["offline_estimate"] for r in runs} == {"true"}
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "replay-benchmark"]
+    assert (
+        parent.data.tags["estimator"] == "wpdis"
+        and "nothing was run" in parent.data.tags["mlflow.note.content"]
+    )
+    points = {
+        (r.data.tags["mlflow.parentRunId"], r.info.run_name, r.data.tags["estimator"])
+        for r in runs
+        if r != parent
+    }
+    assert points == {
+        (parent.info.run_id, f"{router} [{estimator}]", estimator)
+        for router in ("single:gpt-5", "single:minimax-m2")
+        for estimator in ("tis", "wpdis")
+    }
+    gpt5 = next(r for r in runs if r.info.run_name == "single:gpt-5 [wpdis]")
+    assert gpt5.data.metrics["offline/score"] == pytest.approx(41.0)
+    assert "offline/score_ci_low" in gpt5.data.metrics and "offline/cost_ess" in gpt5.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {
+        "frontier_tis.json",
+        "frontier_wpdis.json",
+        "pareto_wpdis.png",
+        "tiny-offline-offline.md",
+    } <= artifacts
+    frontier = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "frontier_wpdis.json")).read_text()
+    )
+    assert "single:gpt-5" in str(frontier)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndata: [nowhere/*]\nrouters: [{name: random}]\n")
     result = CliRunner().invoke(app, ["replay-benchmark", str(bad)])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.batch import Player, prepare
+from harness.benchmarks import get_benchmark
 from harness.config import Limits, RouterSpec, RunConfig
 from harness.errors import ConfigError
 from harness.replay.importers import (
@@ -27,6 +28,7 @@ from harness.replay.importers import (
 )
 from harness.replay.redact import redact
 from harness.trajectory import RunStore, append_line, write_json_atomic
+from harness.types import TaskInstance
 from routers.learned.dataset import load_samples
 
 FIXTURES = Path(__file__).parent / "fixtures" / "replay"
@@ -58,10 +60,16 @@ def test_reference_fixture_imports_with_expected_counts_and_skip_reasons(referen
         ),
         ("boil_var4_run0.traj.json", "file", "exit_status 'APIError' is not a finished episode"),
         ("results.json", "chemistry-mix_var0_run0", "listed in results.json but has no trajectory file"),
+        (
+            "q-404_run0.traj.json",
+            "file",
+            "HLE question 'q-404' is not a question of the hle plug-in's bank, so it has no task instance "
+            "(category, position)",
+        ),
     }
     stored = json.loads((dest / REPORT_FILE).read_text())
-    assert stored["episodes"] == 4 and stored["skipped"] == 4 and stored["missing_propensities"] == 1
-    assert len(stored["files"]) == 8  # seven trajectory files and one results.json, each reported
+    assert stored["episodes"] == 4 and stored["skipped"] == 5 and stored["missing_propensities"] == 1
+    assert len(stored["files"]) == 9  # eight trajectory files and one results.json, each reported
     summary = report.summary()
     assert (
         "skipped 1: not valid JSON (line 12)" in summary and "1 turn(s) have no logged propensity" in summary
@@ -106,9 +114,18 @@ def test_reference_turns_carry_model_propensity_tokens_and_cost(reference_import
 
 
 def test_reference_hle_score_from_judge_and_tool_calls(reference_import):
-    _, dest = reference_import
+    report, dest = reference_import
     (hle,), _, _ = read_run_dir(dest / "hle_roulette" / "run0")
-    assert (hle.benchmark, hle.task, hle.score) == ("hle", "q-001", 1.0)
+    # Keyed as the hle plug-in keys the question: its category's slug and its position there.
+    plugin = get_benchmark("hle")
+    assert (hle.benchmark, hle.task, hle.variation, hle.score) == ("hle", "math", 2, 1.0)
+    assert plugin.questions.get(TaskInstance("hle", hle.task, hle.variation, "test")).id == (
+        "syn-00caf257d659881e1984"
+    )
+    assert hle.episode == "hle/math/2"
+    # A question the plug-in does not have is reported by id, not imported under a key of its own.
+    assert report.to_dict()["unmapped"] == ["q-404"]
+    assert "1 question(s) not in the benchmark plug-in, not imported: q-404" in report.summary()
     call = hle.turns[0].messages[0].tool_calls[0]
     assert (call.id, call.name, call.arguments) == ("call_1", "python", '{"code": "print(6*7)"}')
     assert [m.role for m in hle.turns[0].messages] == ["assistant", "tool"]

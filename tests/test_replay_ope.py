@@ -12,6 +12,7 @@ from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link
 from harness.replay.ope import (
     ActionValues,
     FQEConfig,
+    FQEProblem,
     OPEConfig,
     deterministic,
     evaluate_policy,
@@ -290,3 +291,39 @@ def test_fitted_q_recovers_the_values_of_a_small_decision_process():
     # DR with an exact Q has no variance left: every bootstrap resample gives the same value.
     assert result["dr"].score.high - result["dr"].score.low == pytest.approx(0.0, abs=1e-5)
     assert result["pdis"].score.high - result["pdis"].score.low > 0.1
+
+
+def test_fqe_intervals_refit_the_model_on_every_resample_and_are_seeded():
+    """Scores unrelated to the states: a model fitted once gives every episode the same start value, so
+    the fixed-model DM interval is a point; refitting it on each resample shows the sampling error."""
+    names = ["m0", "m1"]
+    log = simulate(30, 5, 2, 0.3, seed=3)
+    always_m0 = deterministic(lambda e, t: "m0", names)
+
+    def features(e: LoggedEpisode, t: int) -> np.ndarray:
+        previous = e.turns[t - 1].model if t else None
+        return np.array([t / 5, t == 0, previous == "m0", previous == "m1"], dtype=float)
+
+    problem = FQEProblem(log, names, always_m0, features)
+    q = problem.fit()
+    np.testing.assert_allclose(q.coefficients, fit_fqe(log, names, always_m0, features).coefficients)
+
+    def estimate(seed: int, refit: bool):
+        config = OPEConfig(n_bootstrap=200, min_ess=0.0, seed=seed, refit_resamples=50)
+        return evaluate_policy(
+            log, names, always_m0, ["dm", "dr"], q=q, config=config, refit=problem.refit() if refit else None
+        )
+
+    fixed, refit = estimate(0, refit=False), estimate(0, refit=True)
+    for name in ("dm", "dr"):
+        assert refit[name].score.value == fixed[name].score.value  # the point estimate is the same fit
+        assert refit[name].score.interval.endswith("refit on each of 50 resamples")
+        assert fixed[name].score.interval == "episode bootstrap"
+    fixed_width = fixed["dm"].score.high - fixed["dm"].score.low
+    refit_width = refit["dm"].score.high - refit["dm"].score.low
+    assert fixed_width < 1e-6 and refit_width > 10.0
+    again, other = estimate(0, refit=True), estimate(1, refit=True)
+    assert (again["dm"].score.low, again["dm"].score.high) == (refit["dm"].score.low, refit["dm"].score.high)
+    assert (other["dm"].score.low, other["dm"].score.high) != (refit["dm"].score.low, refit["dm"].score.high)
+    with pytest.raises(ConfigError, match="refit_resamples must be 0 or at least 10"):
+        OPEConfig(refit_resamples=3)

@@ -162,6 +162,11 @@ class Benchmark(abc.ABC):
         """What a result must record to be reproducible (engine versions, flags)."""
         return {}
 
+    def locate_item(self, item_id: str) -> tuple[str, int] | None:
+        """The (task, variation) of an item another harness keys by its own id (a question id), for
+        importers; None: this benchmark does not know the item (or keys nothing that way)."""
+        return None
+
     def scorer(self, judge: ModelBackend | None) -> Scorer:
         """The episode scorer; ``judge`` is the backend a judge-based scorer calls (None: none configured)."""
         return EnvironmentScore()

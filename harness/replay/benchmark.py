@@ -20,6 +20,7 @@ A definition (YAML)::
     clip: null                        # cap on cumulative importance weights
     logging: auto                     # auto | as-logged | mixture
     bootstrap: 1000
+    refit_resamples: 200              # resamples that refit FQE for the dm/dr intervals (0: model held fixed)
     min_ess: 30
 
 ``data`` entries may be globs (``results/quick/data/*``); relative paths are read from
@@ -44,6 +45,11 @@ from harness.replay.evaluate import RouterEvaluation, evaluate_router, load_logs
 from harness.replay.ope import ESTIMATORS, OPEConfig
 from harness.replay.policies import StateVectors
 from harness.trajectory import CONFIG_FILE
+
+
+def offline_split(estimator: str) -> str:
+    """What offline operating points are called where live ones name their split (tables, plots, MLflow)."""
+    return f"offline ({estimator})"
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class ReplayBenchmarkDef:
     clip: float | None = None
     logging: str = "auto"
     bootstrap: int = 1000
+    refit_resamples: int = OPEConfig.refit_resamples
     min_ess: float = 30.0
     seed: int = 0
 
@@ -127,6 +134,7 @@ def run_replay_benchmark(definition: ReplayBenchmarkDef, runs: list[Path]) -> Re
         n_bootstrap=definition.bootstrap,
         min_ess=definition.min_ess,
         seed=definition.seed,
+        refit_resamples=definition.refit_resamples,
     )
     vectors = StateVectors()
     logged = logging_episodes(data, cards, definition.logging, vectors)
@@ -178,6 +186,8 @@ def render_report(result: ReplayBenchmarkResult) -> str:
     value_models = sorted({e.value_model for e in result.evaluations if e.value_model})
     if value_models:
         lines += ["", "Value models behind dm and dr:", *(f"- {v}" for v in value_models)]
+    kinds = sorted({(n, x.score.interval) for e in result.evaluations for n, x in e.estimates.items()})
+    lines += ["", "Intervals:", *(f"- {name}: {kind}" for name, kind in kinds)]
     trusted = {
         e.router: e.estimates[d.frontier].score.trusted and e.estimates[d.frontier].cost.trusted
         for e in result.evaluations
@@ -203,9 +213,19 @@ def render_report(result: ReplayBenchmarkResult) -> str:
     return "\n".join(lines)
 
 
-def write_replay_benchmark(path: Path, reports: Path) -> tuple[Path, ReplayBenchmarkResult]:
+def write_replay_benchmark(
+    path: Path, reports: Path, results: Path | None = None, git_commit: str = "unknown"
+) -> tuple[Path, ReplayBenchmarkResult]:
+    """Evaluate, write ``REPORTS/<name>-offline.md``, and with ``results`` log it all to the MLflow store of
+    ``RESULTS/<name>/`` (:func:`harness.tracking.log_replay_benchmark`)."""
     definition, runs = load_replay_benchmark(path)
     result = run_replay_benchmark(definition, runs)
     out = Path(reports) / f"{definition.name}-offline.md"
-    write_text_atomic(out, render_report(result))
+    report = render_report(result)
+    write_text_atomic(out, report)
+    if results is not None:
+        from harness.layout import ResultsLayout
+        from harness.tracking import log_replay_benchmark
+
+        log_replay_benchmark(ResultsLayout.of(results, definition.name).root, result, git_commit, report)
     return out, result

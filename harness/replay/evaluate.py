@@ -23,6 +23,9 @@ over these router-independent features of a logged state (:func:`state_features`
 fraction of the turn limit used, the score so far over the benchmark's score span, the
 fraction of the dollar budget spent, whether the last action was valid, consecutive
 errors (capped at 3, over 3), a one-hot of the previous turn's model, and a turn-0 flag.
+FQE is refit on every bootstrap resample for the dm and dr intervals
+(``OPEConfig.refit_resamples``); a router's own value model is not (it was trained
+elsewhere), and its intervals say that they are conditional on it.
 """
 
 from __future__ import annotations
@@ -43,16 +46,19 @@ from harness.replay.importers import FileReport, read_run_dir
 from harness.replay.logged import LoggedEpisode
 from harness.replay.ope import (
     ESTIMATORS,
+    INTERVAL_CONDITIONAL,
+    INTERVAL_EPISODES,
     NEEDS_Q,
     ActionValues,
     FeatureFunction,
     FittedQ,
     FQEConfig,
+    FQEProblem,
     OPEConfig,
     PolicyEstimate,
     QFunction,
+    Refit,
     evaluate_policy,
-    fit_fqe,
 )
 from harness.replay.policies import PolicyTable, StateVectors, episode_key, policy_table
 from harness.types import ModelCard
@@ -304,6 +310,9 @@ class RouterEvaluation:
                 f"{'yes' if s.trusted else 'NO':>5}   {c.value:>9.4f} [{c.low:>8.4f}, {c.high:>8.4f}] "
                 f"{c.ess:>8.3g} {'yes' if c.trusted else 'NO':>5}"
             )
+        for kind in sorted({e.score.interval for e in self.estimates.values()}):
+            names = ", ".join(n for n, e in self.estimates.items() if e.score.interval == kind)
+            lines.append(f"intervals of {names}: {kind}")
         a = self.agreement
         picks = ", ".join(f"{k} {v:.0%}" for k, v in sorted(a.picks.items(), key=lambda kv: -kv[1]))
         lines.append(f"decisions: probability of the logged model {a.logged_probability:.3f}; picks {picks}")
@@ -336,24 +345,36 @@ def evaluate_router(
     config = config or OPEConfig()
     vectors = vectors or StateVectors()
     names = [c.name for c in cards]
-    router = make_router(spec.name, spec.params, names)
+    router = vectors.router(spec.name, spec.params, names)
     episodes, logging_text = logged or logging_episodes(data, cards, logging_mode, vectors)
     table = policy_table(router, episodes, cards, data.limits, vectors)
     score_range = tuple(get_benchmark(episodes[0].benchmark).score_range)
-    q, described = None, None
+    q, described, q_interval = None, None, INTERVAL_EPISODES
+    refit: Refit | None = None
     if NEEDS_Q.intersection(estimators):
         if table.values is not None and value_model in ("auto", "router"):
-            q, described = (
+            q, described, q_interval = (
                 table.q(),
-                f"the router's own ({spec.name} checkpoint, raw units via its TargetStats)",
+                f"the router's own ({spec.name} checkpoint, raw units via its TargetStats); its dm/dr "
+                "intervals are conditional on it (it cannot be refit here)",
+                INTERVAL_CONDITIONAL,
             )
         elif value_model == "router":
             raise ConfigError(f"router {spec.name!r} has no value model of its own; use value_model 'fqe'")
         else:
             features = state_features(names, data.limits, score_range)  # type: ignore[arg-type]
-            fitted = fit_fqe(episodes, names, table.target(), features, fqe or FQEConfig())
+            problem = FQEProblem(episodes, names, table.target(), features, fqe or FQEConfig())
+            fitted = problem.fit()
             q = _tabled(fitted, episodes, features)
-            described = f"FQE ({fitted.iterations} backups) over: {'; '.join(FQE_FEATURE_NAMES)}"
+            refit = problem.refit()
+            refits = (
+                f"refit on each of {config.refit_resamples} bootstrap resamples"
+                if config.refit_resamples
+                else "held fixed in the bootstrap (refit_resamples 0): intervals conditional on it"
+            )
+            described = f"FQE ({fitted.iterations} backups, {refits}) over: {'; '.join(FQE_FEATURE_NAMES)}"
+            if not config.refit_resamples:
+                q_interval = INTERVAL_CONDITIONAL
     estimates = evaluate_policy(
         episodes,
         names,
@@ -362,6 +383,8 @@ def evaluate_router(
         q,
         config,
         score_range=score_range,  # type: ignore[arg-type]
+        refit=refit,
+        q_interval=q_interval,
     )
     return RouterEvaluation(
         router=spec.label,

@@ -15,7 +15,10 @@ Sources:
 * the MTRouter reference's ``*.traj.json`` files (``trajectory_format:
   "mini-agentic-router-1"``), laid out as ``<mode>/<task>_runK/<task>_runK.traj.json``
   beside ``<mode>/results.json``. Each ``(mode, K)`` becomes one run directory
-  ``DEST/<mode>/runK``, because a run directory holds one episode per task instance;
+  ``DEST/<mode>/runK``, because a run directory holds one episode per task instance.
+  An HLE question (``info.task_id``) gets the key the hle plug-in gives it (its category's
+  slug and its position there, :meth:`~harness.benchmarks.base.Benchmark.locate_item`); a
+  question the plug-in does not have is not imported and is listed in the report;
 * the generic JSONL schema below, for any other agent's log.
 
 Generic JSONL schema (one JSON object per line, in any order; ``type`` says which)::
@@ -49,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.benchmarks import get_benchmark
 from harness.benchmarks.scienceworld.prompt import observation_message  # v1 runs were all ScienceWorld
 from harness.errors import ConfigError, TrajectoryError
 from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories, task_description
@@ -99,6 +103,9 @@ class FileReport:
     missing_propensities: int = 0  # turns stored with propensity null
     redacted: list[str] = field(default_factory=list)  # JSON paths where a credential was removed
     warnings: list[str] = field(default_factory=list)
+    unmapped: list[str] = field(
+        default_factory=list
+    )  # logged question ids the benchmark plug-in does not have
 
     def skip(self, item: str, reason: str) -> None:
         self.skipped.append(Skipped(item, reason))
@@ -135,6 +142,7 @@ class ImportReport:
             "skipped": len(self.skipped),
             "missing_propensities": sum(f.missing_propensities for f in self.files),
             "redacted": sum(len(f.redacted) for f in self.files),
+            "unmapped": sorted({q for f in self.files for q in f.unmapped}),
             "files": [asdict(f) for f in self.files],
         }
 
@@ -155,6 +163,11 @@ class ImportReport:
                 )
             for warning in f.warnings:
                 lines.append(f"  {f.path}: warning: {warning}")
+        unmapped = sorted({q for f in self.files for q in f.unmapped})
+        if unmapped:
+            lines.append(
+                f"  {len(unmapped)} question(s) not in the benchmark plug-in, not imported: {', '.join(unmapped)}"
+            )
         reasons: dict[str, int] = defaultdict(int)
         for _, s in self.skipped:
             reasons[s.reason] += 1
@@ -391,8 +404,13 @@ def _reference_score(info: Mapping[str, Any]) -> float | None:
     return None
 
 
+class UnmappedQuestion(TrajectoryError):
+    """A logged HLE question the plug-in does not have, so it has no task instance key."""
+
+
 def _reference_task(info: Mapping[str, Any], where: str) -> tuple[str, str, int]:
-    """(benchmark, task, variation); HLE questions are keyed by question id, variation 0."""
+    """(benchmark, task, variation). An HLE question id is keyed as the hle plug-in keys its episodes
+    (category slug, position in the category: :meth:`Benchmark.locate_item`)."""
     benchmark = info.get("benchmark")
     if benchmark is None and _dig(info, "benchmark_data", "judge_result") is not None:
         benchmark = "hle"
@@ -401,7 +419,14 @@ def _reference_task(info: Mapping[str, Any], where: str) -> tuple[str, str, int]
     if benchmark == "hle":
         if not info.get("task_id"):
             raise TrajectoryError(f"{where}: HLE trajectory without info.task_id")
-        return "hle", str(info["task_id"]), 0
+        question = str(info["task_id"])
+        located = get_benchmark("hle").locate_item(question)
+        if located is None:
+            raise UnmappedQuestion(
+                f"{where}: HLE question {question!r} is not a question of the hle plug-in's bank, so it has no "
+                "task instance (category, position)"
+            )
+        return "hle", located[0], located[1]
     if benchmark is None:
         raise TrajectoryError(
             f"{where}: cannot tell the benchmark (no info.benchmark, task_name/variation_idx)"
@@ -477,6 +502,10 @@ def read_reference_file(path: Path, report: FileReport, split: str = UNKNOWN_SPL
             _reference_turn(k, raw[start], raw[start + 1 : end], where)
             for k, (start, end) in enumerate(zip(starts, ends, strict=True))
         ]
+    except UnmappedQuestion as exc:
+        report.unmapped.append(str(info["task_id"]))
+        report.skip("file", _reason(exc, where))
+        return None
     except (TrajectoryError, TypeError, ValueError, AttributeError) as exc:
         report.skip("file", _reason(exc, where))
         return None

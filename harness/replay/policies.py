@@ -34,6 +34,7 @@ doubly robust estimator corrects and the direct method does not.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -71,6 +72,10 @@ class PolicyTable:
         def policy(episode: LoggedEpisode, turn: int) -> np.ndarray:
             return self.probabilities[episode_key(episode)][turn]
 
+        # The whole table at once, episode by episode: the estimators then skip the per-state calls.
+        policy.stacked = lambda episodes: np.concatenate(  # type: ignore[attr-defined]
+            [self.probabilities[episode_key(e)] for e in episodes]
+        )
         return policy
 
     def q(self) -> QFunction | None:
@@ -82,6 +87,9 @@ class PolicyTable:
             table = values[episode_key(episode)]
             return ActionValues(score=table.score[turn], cost=table.cost[turn])
 
+        q.stacked = lambda episodes: np.concatenate(  # type: ignore[attr-defined]
+            [np.stack([values[episode_key(e)].score, values[episode_key(e)].cost], axis=-1) for e in episodes]
+        )
         return q
 
     def logged_probability(self, episode: LoggedEpisode) -> np.ndarray:
@@ -112,11 +120,13 @@ def _previous_score(episode: LoggedEpisode) -> np.ndarray:
 
 
 def _value_router_table(
-    router: ValueRouter, episodes: Sequence[LoggedEpisode], cards: Sequence[ModelCard], vectors: np.ndarray
+    router: ValueRouter,
+    episodes: Sequence[LoggedEpisode],
+    cards: Sequence[ModelCard],
+    predictions: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, ActionValues, np.ndarray]:
-    """Greedy picks, raw-unit values and Q of a learned router at the states whose history vectors are given."""
-    router.check_pool([c.name for c in cards])
-    score, cost = router.model.predict(vectors, list(cards))
+    """Greedy picks, raw-unit values and Q of a learned router from its value model's predictions."""
+    score, cost = predictions
     q = score - router.lam * cost
     picks = np.argmax(q, axis=1)  # ties to the first listed, as ValueRouter.greedy
     stats, options = router.model.stats, router.model.options
@@ -132,10 +142,49 @@ def _value_router_table(
 
 class StateVectors:
     """History vectors of logged states, computed once per encoder and kept: routers sharing an
-    encoder (every family of one benchmark run) then pay for the encoding once."""
+    encoder (every family of one benchmark run) then pay for the encoding once. So are a
+    checkpoint's value predictions, one batched forward pass over every logged state: they do
+    not depend on λ, so the points of a λ sweep share them."""
 
     def __init__(self) -> None:
         self._vectors: dict[tuple[str, tuple[EpisodeKey, ...]], np.ndarray] = {}
+        self._predictions: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._routers: dict[str, Router] = {}
+
+    def router(self, name: str, params: dict, candidates: Sequence[str]) -> Router:
+        """The router of ``params``; the λ points of one learned checkpoint share one loaded model
+        (a copy of the router with its own ``lam``)."""
+        from routers import make_router, router_class
+
+        if not issubclass(router_class(name), ValueRouter) or "lam" not in params:
+            return make_router(name, params, list(candidates))
+        rest = {k: v for k, v in params.items() if k not in ("lam", "label")}
+        key = repr((name, sorted(rest.items(), key=lambda kv: kv[0]), tuple(candidates)))
+        if key not in self._routers:
+            self._routers[key] = make_router(name, params, list(candidates))
+        shared = copy.copy(self._routers[key])
+        lam = float(params["lam"])
+        if lam < 0:
+            raise ConfigError(f"router {name!r}: lam must be >= 0, got {lam}")
+        shared.lam = lam  # type: ignore[attr-defined]
+        return shared
+
+    def predictions(
+        self, router: ValueRouter, episodes: Sequence[LoggedEpisode], cards: Sequence[ModelCard]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(score, cost) predictions (states, candidates) of the router's value model, in its own units."""
+        router.check_pool([c.name for c in cards])
+        stamp = router.checkpoint / "checkpoint.json"
+        key = (
+            str(router.checkpoint.resolve()),
+            stamp.stat().st_mtime_ns if stamp.exists() else None,
+            repr(router.model.encoder.to_dict()) if router.model.encoder is not None else None,
+            tuple(repr(c) for c in cards),
+            tuple(episode_key(e) for e in episodes),
+        )
+        if key not in self._predictions:
+            self._predictions[key] = router.model.predict(self.get(router, episodes), list(cards))
+        return self._predictions[key]
 
     def get(self, router: ValueRouter, episodes: Sequence[LoggedEpisode]) -> np.ndarray:
         assert router.model.encoder is not None
@@ -180,7 +229,7 @@ def policy_table(
     if isinstance(router, (ValueRouter, BetaMixRouter)):
         greedy = router.greedy_router if isinstance(router, BetaMixRouter) else router
         picks, values, q = _value_router_table(
-            greedy, episodes, cards, (vectors or StateVectors()).get(greedy, episodes)
+            greedy, episodes, cards, (vectors or StateVectors()).predictions(greedy, episodes, cards)
         )
         probabilities = _indicator(picks, n)
         kind = "greedy"

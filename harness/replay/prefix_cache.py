@@ -36,6 +36,7 @@ while the engine is not stepped. Two ways, chosen per environment:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,11 +55,17 @@ def action_key(action: Action) -> ActionKey:
     return (action.text, action.tool, json.dumps(action.arguments, sort_keys=True, default=str))
 
 
+def child_digest(parent: str, key: ActionKey) -> str:
+    """A node's name: a hash of the action prefix that leads to it (the root's is empty)."""
+    return hashlib.sha256(f"{parent}\x00{json.dumps(key)}".encode()).hexdigest()[:32]
+
+
 @dataclass
 class Node:
     result: StepResult | None  # None at the root
     children: dict[ActionKey, Node] = field(default_factory=dict)
     visible_objects: list[str] | None = None  # what the oracle asked the engine here, once asked
+    digest: str = ""  # see child_digest
 
 
 @dataclass
@@ -76,7 +83,21 @@ class CacheStats:
     engine_steps: int = 0  # every step the engine ran: live ones and replayed prefixes
     replayed_steps: int = 0  # of engine_steps, replays of a cached prefix
     mismatches: int = 0
+    fallback_episodes: int = 0  # played on the engine alone: their task instance was found nondeterministic
     nondeterministic: set[str] = field(default_factory=set)
+
+    COUNTERS = (
+        "served_resets",
+        "engine_resets",
+        "served_steps",
+        "engine_steps",
+        "replayed_steps",
+        "mismatches",
+        "fallback_episodes",
+    )
+
+    def counts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.COUNTERS}
 
     @property
     def requested_steps(self) -> int:
@@ -107,6 +128,27 @@ class PrefixCache:
         self.stats.mismatches += 1
         self.stats.nondeterministic.add(task.key)
         self.roots.pop(task.key, None)
+
+    # What the wrapper learns goes through these, so that a cache kept on disk
+    # (:mod:`harness.replay.prefix_store`) can share it with other processes.
+
+    def begin(self, task: TaskInstance) -> None:
+        """An episode of ``task`` starts (a shared cache brings in what others have added)."""
+
+    def grow(self, task: TaskInstance, node: Node, key: ActionKey, result: StepResult) -> Node | None:
+        """The engine ran ``key`` from ``node``: its new child, or None if that contradicted the cache."""
+        child = node.children[key] = Node(result, digest=child_digest(node.digest, key))
+        return child
+
+    def set_root(
+        self, task: TaskInstance, root: Root, description: str, observation: str, oracle: bool
+    ) -> bool:
+        """What the engine's reset showed; False if that contradicted the cache."""
+        root.description, root.observation, root.has_oracle = description, observation, oracle
+        return True
+
+    def set_visible(self, task: TaskInstance, node: Node, objects: list[str]) -> None:
+        node.visible_objects = list(objects)
 
     def add_logged(self, episodes: Iterable[LoggedEpisode]) -> int:
         """Add the steps of logged episodes; returns how many turns were added (or were already there).
@@ -142,9 +184,11 @@ class PrefixCache:
                 key = action_key(Action(text))
                 child = node.children.get(key)
                 if child is None:
-                    child = node.children[key] = Node(result)
+                    child = self.grow(task, node, key, result)
                 elif child.result != result:
+                    child = None
                     self.mismatch(task)
+                if child is None:
                     break
                 node = child
                 added += 1
@@ -193,18 +237,21 @@ class PrefixCacheEnv:
 
     def reset(self, task: TaskInstance) -> tuple[str, str]:
         self._task, self._prefix, self._has_oracle = task, [], True
+        self.cache.begin(task)
         if not self.cache.deterministic(task):
             self._node = None
+            self.cache.stats.fallback_episodes += 1
             return self._engine_reset(task)
         root = self.cache.root(task)
         if root.observation is None or root.has_oracle is None:
             description, observation = self._engine_reset(task)
-            if root.description is not None and root.description != description:
+            oracle = getattr(self.inner, "oracle", None) is not None
+            if (root.description is not None and root.description != description) or not self.cache.set_root(
+                task, root, description, observation, oracle
+            ):
                 self.cache.mismatch(task)
                 self._node = None
                 return description, observation
-            root.description, root.observation = description, observation
-            root.has_oracle = getattr(self.inner, "oracle", None) is not None
             self._node = root
             return description, observation
         self.cache.stats.served_resets += 1
@@ -228,7 +275,7 @@ class PrefixCacheEnv:
             node, child = None, None
         result = self._engine_step(action)
         if node is not None and self.cache.deterministic(self._task):
-            child = node.children[key] = Node(result)
+            child = self.cache.grow(self._task, node, key, result)
         self._advance(action, child)
         return result
 
@@ -250,8 +297,8 @@ class PrefixCacheEnv:
         if not self._live:
             self._materialise()
         objects = self.inner.visible_objects()  # type: ignore[attr-defined]
-        if self._node is not None:
-            self._node.visible_objects = list(objects)
+        if self._node is not None and self._task is not None:
+            self.cache.set_visible(self._task, self._node, objects)
         return objects
 
     def restart(self) -> None:

@@ -106,6 +106,10 @@ class HLE(Benchmark):
             "sandbox": vars(SandboxLimits()),
         }
 
+    def locate_item(self, item_id: str) -> tuple[str, int] | None:
+        """A question id as this plug-in keys its episodes: (category slug, position in the category)."""
+        return self.questions.locate(item_id)
+
     def scorer(self, judge):
         from harness.benchmarks.hle.scoring import JudgedScore
 

@@ -57,6 +57,14 @@ class QuestionIndex:
         slug = CATEGORY_SLUGS[question.category]
         return slug, self.by_slug[slug].index(question)
 
+    @functools.cached_property
+    def _positions(self) -> dict[str, tuple[str, int]]:
+        return {q.id: (slug, i) for slug, questions in self.by_slug.items() for i, q in enumerate(questions)}
+
+    def locate(self, question_id: str) -> tuple[str, int] | None:
+        """(category slug, index) of the question with this id; None if there is none."""
+        return self._positions.get(question_id)
+
     def get(self, task: TaskInstance):
         questions = self.by_slug.get(task.task)
         if questions is None or not 0 <= task.variation < len(questions):
