@@ -17,6 +17,9 @@ import hashlib
 import json
 import logging
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -249,6 +252,7 @@ class BenchmarkRun:
         """``prefix_cache``: the cache directory, overriding the definition's ``prefix_cache`` (seed
         replicates share their parent's)."""
         self.d = definition
+        self.stage_seconds: dict[str, float] = {}
         self.tuning_storage = tuning_storage
         self.layout = ResultsLayout.of(results, definition.name, tracking_uri)
         self.dir = self.layout.root
@@ -557,6 +561,7 @@ class BenchmarkRun:
                 "selection": to_plain(self.d.select),
                 "definition": to_plain(self.d),
                 "prefix_cache": self.prefix_cache_counts(),
+                "stage_seconds": self.stage_seconds,
             },
         )
 
@@ -615,11 +620,21 @@ class BenchmarkRun:
             self.write_verdict()
         else:
             self.write_manifest({})
-            data = self.collect()
-            checkpoints = self.stage_b(data, self.train(data)) if self.d.learned else {}
-            selected = self.select(checkpoints, self.tune(checkpoints))
+            with self.timed("collect"):
+                data = self.collect()
+            checkpoints = {}
+            if self.d.learned:
+                with self.timed("train"):
+                    trained = self.train(data)
+                with self.timed("stage_b"):
+                    checkpoints = self.stage_b(data, trained)
+            with self.timed("tune"):
+                tuned = self.tune(checkpoints)
+            with self.timed("select"):
+                selected = self.select(checkpoints, tuned)
             self.write_manifest(selected)
-            self.evaluate(checkpoints, selected)
+            with self.timed("evaluate"):
+                self.evaluate(checkpoints, selected)
             if self.prefix_cache is not None:
                 self.write_manifest(selected)  # with the evaluation batches' cache counters
             self.write_verdict()
@@ -627,18 +642,37 @@ class BenchmarkRun:
                 from harness.batch import git_commit
                 from harness.tracking import log_benchmark, shown_uri
 
-                outputs["mlflow_run"] = log_benchmark(
-                    self.dir,
-                    self.commit or git_commit(),
-                    tracking_uri=self.layout.tracking_server,
-                    tuning_storage=self.tuning_storage,
-                )
+                with self.timed("track"):
+                    outputs["mlflow_run"] = log_benchmark(
+                        self.dir,
+                        self.commit or git_commit(),
+                        tracking_uri=self.layout.tracking_server,
+                        tuning_storage=self.tuning_storage,
+                    )
                 outputs["mlflow_uri"] = shown_uri(self.layout)
         if report_dir is not None:
             from harness.report import write_report
 
-            outputs["report"] = str(write_report(self.dir, report_dir))
+            with self.timed("report"):
+                outputs["report"] = str(write_report(self.dir, report_dir))
         return outputs
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Adds the stage's wall seconds to benchmark.json's ``stage_seconds``: the profile a slow benchmark
+        is read from (collection, training with its embedding, Stage B, tuning, selection, evaluation,
+        tracking, report)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] = round(
+                self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started, 2
+            )
+            if self.layout.manifest.exists():
+                manifest = json.loads(self.layout.manifest.read_text())
+                manifest["stage_seconds"] = self.stage_seconds
+                write_json_atomic(self.layout.manifest, manifest)
 
 
 def training_fingerprint(learned: LearnedRouter, data: list[Path], init: Path | None = None) -> str:

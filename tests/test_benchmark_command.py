@@ -49,7 +49,11 @@ def test_benchmark_command_runs_every_stage_prints_the_table_and_resumes(tmp_pat
     assert "tiny: test_id" in first.output and "switch rate" in first.output and "$ total" in first.output
     assert (tmp_path / "reports" / "tiny.md").exists()
     assert (bench / "mlflow.db").stat().st_size > 0
-    assert json.loads((bench / "benchmark.json").read_text())["definition"]["name"] == "tiny"
+    manifest = json.loads((bench / "benchmark.json").read_text())
+    assert manifest["definition"]["name"] == "tiny"
+    stages = manifest["stage_seconds"]  # the profile of the run, stage by stage
+    assert set(stages) == {"collect", "train", "stage_b", "tune", "select", "evaluate", "track", "report"}
+    assert all(seconds >= 0 for seconds in stages.values()) and stages["evaluate"] > 0
 
     turns_before = sorted(p.stat().st_mtime_ns for p in bench.rglob("turns/*.jsonl"))
     second = CliRunner().invoke(app, [*argv, "--no-track"], env={"COLUMNS": "200"})
