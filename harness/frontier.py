@@ -314,18 +314,20 @@ def _nested_mean(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def _cluster_resamples(
     values: np.ndarray, counts: np.ndarray, n: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``n`` nested means of resamples: variations with replacement, then repeats within each drawn one."""
-    v_count, r_max, columns = values.shape
-    out = np.empty((n, columns))
-    step = max(1, _CHUNK_ELEMENTS // (v_count * r_max * columns))
+    """``n`` means of resampled variations, each drawn variation with all of its repeats (a cluster bootstrap).
+
+    The spread of the variation means already holds the seed-to-seed variance of the repeats (divided by
+    their number); resampling the repeats inside each drawn variation as well would count it a second time
+    and widen the interval by up to sqrt(2) when, as on the simulated pool, most of an episode's variance
+    is within a variation.
+    """
+    used = np.arange(values.shape[1]) < counts[:, None]
+    means = (values * used[..., None]).sum(axis=1) / counts[:, None]  # (variations, columns)
+    out = np.empty((n, values.shape[2]))
+    step = max(1, _CHUNK_ELEMENTS // (len(means) * values.shape[2]))
     for start in range(0, n, step):
         m = min(step, n - start)
-        drawn_v = rng.integers(0, v_count, size=(m, v_count))
-        sizes = counts[drawn_v]
-        drawn_r = (rng.random((m, v_count, r_max)) * sizes[..., None]).astype(np.int64)
-        picked = values[drawn_v[..., None], drawn_r]  # (m, V, R_max, columns)
-        used = np.arange(r_max) < sizes[..., None]
-        out[start : start + m] = ((picked * used[..., None]).sum(axis=2) / sizes[..., None]).mean(axis=1)
+        out[start : start + m] = means[rng.integers(0, len(means), size=(m, len(means)))].mean(axis=1)
     return out
 
 
@@ -343,7 +345,7 @@ def clustered_bootstrap_point(
     """:func:`paired_bootstrap_point` for episodes that come in clusters (the repeats of one variation).
 
     Repeats of a variation share its task, so they are not independent draws: the interval
-    resamples variations, then repeats within each, and the point is the mean over
+    resamples variations, each with all of its repeats, and the point is the mean over
     variations of each variation's mean (the plain mean when every variation has as many
     repeats).
     """
@@ -393,14 +395,15 @@ class PairedComparison:
 def hierarchical_paired_bootstrap(
     seeds: Sequence[Sequence[Any]], n_boot: int = 4000, alpha: float = 0.05, seed: int = 0
 ) -> PairedComparison:
-    """Resample seed replicates, then variations within each drawn seed, then repeats within each
-    drawn variation, of paired episodes.
+    """Resample seed replicates, then variations within each drawn seed (each with all of its repeats),
+    of paired episodes.
 
     ``seeds[s][v]`` holds the repeats of variation ``v`` in seed replicate ``s``, one row per
     repeat: (router score, reference score, router cost, reference cost), both routers on the
     same episode (same task, same episode seed). Resampling seeds carries the training and
-    exploration variance between replicates, variations the task variance, repeats the
-    evaluation noise; pairing by episode removes what the two routers share. With one seed
+    exploration variance between replicates, variations the task variance and, through the
+    variation means, the evaluation noise of the repeats; pairing by episode removes what the two
+    routers share. With one seed
     and one repeat per variation this is the plain paired episode bootstrap.
     """
     if not seeds:

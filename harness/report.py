@@ -286,7 +286,7 @@ def _single_seed_lines(
     lines += ["## Comparison with single models", ""]
     notes = [
         "Means per episode over finished episodes; intervals are 95% paired bootstrap intervals over episodes"
-        " (over variations, then repeats, where variations were played more than once)."
+        " (over variations, each with all of its repeats, where variations were played more than once)."
     ]
     if single is None:
         notes.append("No single-model run on test_id, so the delta columns are empty.")

@@ -124,7 +124,7 @@ def test_a_definition_that_selects_and_evaluates_one_split_with_two_repeat_count
         load_benchmark(str(path))
 
 
-def test_repeats_are_resampled_within_their_variation():
+def test_repeats_of_a_variation_are_resampled_together():
     # Two variations, each played five times with the same outcome: 0 and 100.
     scores = [0.0] * 5 + [100.0] * 5
     clusters = ["a"] * 5 + ["b"] * 5
@@ -134,6 +134,16 @@ def test_repeats_are_resampled_within_their_variation():
     # plays as ten independent episodes claims a far narrower one.
     assert clustered.score == 50.0 and clustered.score_ci == (0.0, 100.0)
     assert 10.0 < naive.score_ci[0] < naive.score_ci[1] < 90.0
+
+
+def test_the_repeats_noise_is_counted_once_through_the_variation_means():
+    # Every variation has the same mean (50) over its repeats: the mean over variations cannot move, so a
+    # cluster bootstrap gives a zero-width interval. Resampling the repeats too would count their spread
+    # again and claim an interval around 50.
+    scores = [0.0, 100.0] * 4
+    clusters = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    point = clustered_bootstrap_point(scores, [1.0] * 8, clusters, n_boot=2000)
+    assert point.score == 50.0 and point.score_ci == (50.0, 50.0)
 
 
 # --- the verdict on a hand-made results directory ------------------------------
