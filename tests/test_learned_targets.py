@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_learned_routers import CARDS, HELPER, HashingEmbedder, state_of
 
 from harness.errors import ConfigError
 from routers import check_training_params
@@ -35,7 +36,6 @@ from routers.learned.targets import (
 )
 from routers.learned.train import encode_histories, train_router
 from routers.learned.value_model import load_value_model
-from tests.test_learned_routers import CARDS, HELPER, HashingEmbedder, state_of
 
 # Episode A: three turns, two models; episode B: two turns.
 EPISODE_A = EpisodeReturns(
