@@ -840,11 +840,11 @@ def log_replay_benchmark(bench_dir: Path, result: Any, git_commit: str, report: 
     from harness.results import frontier_table
 
     d = result.definition
-    bench_dir = Path(bench_dir).resolve()
+    layout = ResultsLayout(Path(bench_dir).resolve())
     first = result.evaluations[0]
     offline = {OFFLINE_TAG: "true"}
-    with _scope(bench_dir) as client:
-        experiment_id = _experiment_id(client, bench_dir, d.name)
+    with _scope(layout) as client:
+        experiment_id = _experiment_id(client, layout, d.name)
         parent = _run(
             client,
             experiment_id,
