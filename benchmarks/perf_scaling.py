@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -75,14 +74,8 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=20, help="turn limit of the measured episodes")
     parser.add_argument("--trials", type=int, default=40, help="complete Optuna trials per study")
     parser.add_argument("--objective-ms", type=float, default=20.0, help="sleep per Optuna trial")
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get("HARNESS_TEST_POSTGRES_URL"),
-        help="URL of a PostgreSQL database whose role may create databases (default: $HARNESS_TEST_POSTGRES_URL)",
-    )
-    args = parser.parse_args()
-    if not args.postgres:
-        raise SystemExit('no PostgreSQL server: run `eval "$(bash .ci/services.sh)"` or pass --postgres URL')
+    perf_tuning_storage.add_postgres_option(parser)
+    args = perf_tuning_storage.parse_with_postgres(parser)
 
     import ray
 

@@ -121,18 +121,28 @@ def measure(storage: str, workers: int, args: argparse.Namespace) -> tuple[float
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=60, help="complete trials per study")
-    parser.add_argument("--objective-ms", type=float, default=20.0, help="sleep per trial")
+def add_postgres_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--postgres",
         default=os.environ.get("HARNESS_TEST_POSTGRES_URL"),
         help="URL of a PostgreSQL database whose role may create databases (default: $HARNESS_TEST_POSTGRES_URL)",
     )
+
+
+def parse_with_postgres(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, refused at once without a PostgreSQL server to measure on."""
     args = parser.parse_args()
     if not args.postgres:
         raise SystemExit('no PostgreSQL server: run `eval "$(bash .ci/services.sh)"` or pass --postgres URL')
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=60, help="complete trials per study")
+    parser.add_argument("--objective-ms", type=float, default=20.0, help="sleep per trial")
+    add_postgres_option(parser)
+    args = parse_with_postgres(parser)
 
     import optuna
 

@@ -37,7 +37,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this does not skip)", pytrace=False)
     pytest.skip(reason)
@@ -140,7 +140,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         import psycopg  # noqa: F401
     except ModuleNotFoundError:
-        _unavailable("the psycopg driver is not installed: pip install 'psycopg[binary]'")
+        unavailable("the psycopg driver is not installed: pip install 'psycopg[binary]'")
     if url := os.environ.get(POSTGRES_URL_ENV):
         server = PostgresServer(url)
         try:
@@ -151,7 +151,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         return
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        _unavailable(f"PostgreSQL server binaries (initdb, pg_ctl) not found; {INSTALL_HINT}")
+        unavailable(f"PostgreSQL server binaries (initdb, pg_ctl) not found; {INSTALL_HINT}")
     with private_postgres(bin_dir) as server:
         yield server
 

@@ -30,6 +30,7 @@ from harness.trajectory import RunStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from services import unavailable  # noqa: E402
 from test_traces import play  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")]
@@ -58,10 +59,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        message = "Chromium and ChromeDriver are not installed (run .ci/install-browser.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI is set, so this does not skip", pytrace=False)
-        pytest.skip(message)
+        unavailable("Chromium and ChromeDriver are not installed (run .ci/install-browser.sh)")
     pytest.importorskip("selenium")
     results = tmp_path_factory.mktemp("ui")
     root = ResultsLayout.of(results, "uibench").root
