@@ -29,8 +29,10 @@ class SimulatedProfile:
     the chance per turn of declaring the task completed before it is (weak models'
     habit, which also ends their episodes early and cheaply). ``task_difficulty`` is a
     logit offset per task type of the chance of getting a critical step right (held-out
-    task types of a seen topic can be harder there), and ``task_verbosity`` a
-    completion length multiplier per task type on top of the topic's.
+    task types of a seen topic can be harder there), ``task_verbosity`` a
+    completion length multiplier per task type on top of the topic's, and
+    ``task_premature_finish`` the per-turn chance of declaring done on that task type
+    in place of ``premature_finish`` (a model that gives up on unfamiliar tasks).
     """
 
     skill: dict[str, float]
@@ -46,6 +48,7 @@ class SimulatedProfile:
     topic_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by topic
     task_difficulty: dict[str, float] = field(default_factory=dict)  # critical-step logit offset by task
     task_verbosity: dict[str, float] = field(default_factory=dict)  # completion length multiplier by task
+    task_premature_finish: dict[str, float] = field(default_factory=dict)  # premature_finish by task
 
     def __post_init__(self) -> None:
         for topic, p in self.skill.items():
@@ -55,6 +58,9 @@ class SimulatedProfile:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")
+        for task, p in self.task_premature_finish.items():
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"task_premature_finish[{task!r}] must be in [0, 1], got {p}")
         if set(self.error_mix) - {"wasted", "invalid", "malformed"} or sum(self.error_mix.values()) <= 0:
             raise ConfigError(f"error_mix must weigh wasted/invalid/malformed, got {self.error_mix}")
         if self.completion_tokens <= 0:

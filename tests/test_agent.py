@@ -140,6 +140,22 @@ def test_format_errors_and_invalid_actions_count_as_turns(env, pool, tmp_path):
         assert {t["error"] for t in turns} == {"format" if kind == "malformed" else "invalid_action"}
 
 
+def test_a_task_type_give_up_rate_ends_only_that_task_types_episodes(env, pool):
+    """task_premature_finish replaces premature_finish on its task types: certain give-up there, none elsewhere."""
+    from harness.backends.simulated import SimulatedBackend
+
+    profile = SimulatedProfile(skill={"default": 1.0}, task_premature_finish={TASK.task: 1.0})
+    quitter = {"gpt-5": SimulatedBackend(pool.model("gpt-5").card, profile)}
+    router = make_router("single", {"model": "gpt-5"}, pool.names)
+    other = TaskInstance("scienceworld", "boil", 1, "test_id")
+    gave_up = run_episode(SCIENCEWORLD, env, quitter, router, TASK, 0, Limits(max_turns=6, budget_dollars=2.0), None)
+    kept_on = run_episode(SCIENCEWORLD, env, quitter, router, other, 0, Limits(max_turns=6, budget_dollars=2.0), None)
+    assert gave_up.turns == 1 and gave_up.status == "submitted"
+    assert kept_on.turns == 6 and kept_on.status == "max_turns"
+    with pytest.raises(Exception, match="task_premature_finish"):
+        SimulatedProfile(skill={"default": 1.0}, task_premature_finish={"boil": 1.5})
+
+
 class KillJvmOnce(Router):
     """Kills the environment's JVM at turn 2 of the first attempt: a real mid-episode crash."""
 

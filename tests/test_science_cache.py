@@ -99,3 +99,10 @@ def test_cached_pool_variant_loads_and_the_paper_pool_has_no_cached_price():
     with pytest.raises(Exception, match="min_prefix_tokens"):
         from_dict(PoolFile, {"name": "x", "models": [{"name": "m", "price": {
             "input_per_mtok": 1, "output_per_mtok": 1, "cache": {"min_prefix": 5}}}]}, "x.yaml")  # fmt: skip
+
+
+def test_cached_pool_variant_simulates_exactly_the_paper_pool():
+    """The variant differs in billing only; a refit of paper6 that is not copied over fails here."""
+    cached, paper = load_pool("paper6-cached").spec.models, load_pool("paper6").spec.models
+    assert [m.name for m in cached] == [m.name for m in paper]
+    assert all(c.simulated == p.simulated for c, p in zip(cached, paper, strict=True))

@@ -84,7 +84,8 @@ class SimulatedBackend:
         oracle = ctx.oracle
         scratch = ctx.scratch
         gold = oracle.next_action()
-        if gold is None or rng.random() < self.profile.premature_finish:
+        give_up = self.profile.task_premature_finish.get(ctx.task.task, self.profile.premature_finish)
+        if gold is None or rng.random() < give_up:
             # Whether a submitted answer is right is drawn only if the benchmark asks (an answer, not a declaration).
             return "finish", oracle.submit_action(lambda: rng.random() < self._answer_skill(ctx))
         if scratch.get(STREAK_KEY, 0) > 0 and rng.random() < self.profile.persistence:
