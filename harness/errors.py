@@ -21,6 +21,14 @@ class TrajectoryError(HarnessError):
     """A corrupt or unreadable trajectory file."""
 
 
+class UnknownItem(TrajectoryError):
+    """A logged record is of a benchmark's kind but names an item the plug-in does not have."""
+
+    def __init__(self, message: str, item: str):
+        super().__init__(message)
+        self.item = item
+
+
 class RunLockedError(HarnessError):
     """Another process is writing the run directory."""
 

@@ -148,8 +148,12 @@ def test_a_task_type_give_up_rate_ends_only_that_task_types_episodes(env, pool):
     quitter = {"gpt-5": SimulatedBackend(pool.model("gpt-5").card, profile)}
     router = make_router("single", {"model": "gpt-5"}, pool.names)
     other = TaskInstance("scienceworld", "boil", 1, "test_id")
-    gave_up = run_episode(SCIENCEWORLD, env, quitter, router, TASK, 0, Limits(max_turns=6, budget_dollars=2.0), None)
-    kept_on = run_episode(SCIENCEWORLD, env, quitter, router, other, 0, Limits(max_turns=6, budget_dollars=2.0), None)
+    gave_up = run_episode(
+        SCIENCEWORLD, env, quitter, router, TASK, 0, Limits(max_turns=6, budget_dollars=2.0), None
+    )
+    kept_on = run_episode(
+        SCIENCEWORLD, env, quitter, router, other, 0, Limits(max_turns=6, budget_dollars=2.0), None
+    )
     assert gave_up.turns == 1 and gave_up.status == "submitted"
     assert kept_on.turns == 6 and kept_on.status == "max_turns"
     with pytest.raises(Exception, match="task_premature_finish"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.batch import Player, prepare
-from harness.benchmarks import get_benchmark
+from harness.benchmarks import REGISTRY, Benchmark, get_benchmark
 from harness.config import Limits, RouterSpec, RunConfig
 from harness.errors import ConfigError
 from harness.replay.importers import (
@@ -130,6 +130,41 @@ def test_reference_hle_score_from_judge_and_tool_calls(reference_import):
     assert (call.id, call.name, call.arguments) == ("call_1", "python", '{"code": "print(6*7)"}')
     assert [m.role for m in hle.turns[0].messages] == ["assistant", "tool"]
     assert hle.turns[0].messages[1].tool_call_id == "call_1"
+
+
+class Gridworld(Benchmark):
+    """A plug-in the importer has never heard of: it recognises the reference's records by their own field."""
+
+    name = "gridworld"
+
+    def make_environment(self):
+        raise NotImplementedError
+
+    def reference_item(self, info):
+        return ("maze", int(info["level"])) if "level" in info else None
+
+
+def test_a_benchmark_plug_in_keys_the_reference_records_it_recognises(tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY.builtin, "gridworld", "test_replay_import:Gridworld")
+    source = tmp_path / "trajectories" / "roulette"
+    melt = REFERENCE / "roulette" / "melt_var1_run0" / "melt_var1_run0.traj.json"
+    for name, info in {
+        "maze3": {"level": 3},
+        "named": {"benchmark": "gridworld", "level": 5},
+        "unknown": {"benchmark": "nowhere", "level": 1},
+        "unclaimed": {"puzzle": 1},
+    }.items():
+        document = json.loads(melt.read_text())
+        document["info"] = {"exit_status": "Submitted", "final_score": 1, **info}
+        (source / f"{name}_run0").mkdir(parents=True)
+        (source / f"{name}_run0" / f"{name}_run0.traj.json").write_text(json.dumps(document))
+    report = import_reference(source.parent, tmp_path / "out")
+    (run,) = report.runs
+    assert sorted(e.episode for e in read_run_dir(Path(run))[0]) == ["gridworld/maze/3", "gridworld/maze/5"]
+    assert {Path(path).name: s.reason for path, s in report.skipped} == {
+        "unknown_run0.traj.json": "info.benchmark 'nowhere' is not a registered benchmark",
+        "unclaimed_run0.traj.json": "no registered benchmark recognises info",
+    }
 
 
 def test_import_refuses_a_destination_with_episodes(reference_import):

@@ -10,7 +10,7 @@ three small interfaces below.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -162,9 +162,11 @@ class Benchmark(abc.ABC):
         """What a result must record to be reproducible (engine versions, flags)."""
         return {}
 
-    def locate_item(self, item_id: str) -> tuple[str, int] | None:
-        """The (task, variation) of an item another harness keys by its own id (a question id), for
-        importers; None: this benchmark does not know the item (or keys nothing that way)."""
+    def reference_item(self, info: Mapping[str, Any]) -> tuple[str, int] | None:
+        """The (task, variation) a trajectory of the MTRouter reference harness is about, read from its
+        ``info`` block, so importers need not know how each benchmark names its items. None: the record
+        is not one of this benchmark's; :class:`~harness.errors.UnknownItem`: it is, but names an item
+        this plug-in lacks."""
         return None
 
     def scorer(self, judge: ModelBackend | None) -> Scorer:

@@ -17,7 +17,7 @@ Sources:
   beside ``<mode>/results.json``. Each ``(mode, K)`` becomes one run directory
   ``DEST/<mode>/runK``, because a run directory holds one episode per task instance.
   An HLE question (``info.task_id``) gets the key the hle plug-in gives it (its category's
-  slug and its position there, :meth:`~harness.benchmarks.base.Benchmark.locate_item`); a
+  slug and its position there, :meth:`~harness.benchmarks.base.Benchmark.reference_item`); a
   question the plug-in does not have is not imported and is listed in the report;
 * the generic JSONL schema below, for any other agent's log.
 
@@ -52,9 +52,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.benchmarks import get_benchmark
+from harness.benchmarks import available, get_benchmark
 from harness.benchmarks.scienceworld.prompt import observation_message  # v1 runs were all ScienceWorld
-from harness.errors import ConfigError, TrajectoryError
+from harness.errors import ConfigError, TrajectoryError, UnknownItem
 from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories, task_description
 from harness.replay.redact import redact
 from harness.trajectory import (
@@ -404,36 +404,20 @@ def _reference_score(info: Mapping[str, Any]) -> float | None:
     return None
 
 
-class UnmappedQuestion(TrajectoryError):
-    """A logged HLE question the plug-in does not have, so it has no task instance key."""
-
-
 def _reference_task(info: Mapping[str, Any], where: str) -> tuple[str, str, int]:
-    """(benchmark, task, variation). An HLE question id is keyed as the hle plug-in keys its episodes
-    (category slug, position in the category: :meth:`Benchmark.locate_item`)."""
-    benchmark = info.get("benchmark")
-    if benchmark is None and _dig(info, "benchmark_data", "judge_result") is not None:
-        benchmark = "hle"
-    if benchmark is None and "task_name" in info and "variation_idx" in info:
-        benchmark = "scienceworld"
-    if benchmark == "hle":
-        if not info.get("task_id"):
-            raise TrajectoryError(f"{where}: HLE trajectory without info.task_id")
-        question = str(info["task_id"])
-        located = get_benchmark("hle").locate_item(question)
-        if located is None:
-            raise UnmappedQuestion(
-                f"{where}: HLE question {question!r} is not a question of the hle plug-in's bank, so it has no "
-                "task instance (category, position)"
-            )
-        return "hle", located[0], located[1]
-    if benchmark is None:
-        raise TrajectoryError(
-            f"{where}: cannot tell the benchmark (no info.benchmark, task_name/variation_idx)"
-        )
-    if "task_name" not in info or not isinstance(info.get("variation_idx"), int):
-        raise TrajectoryError(f"{where}: no info.task_name and integer info.variation_idx")
-    return str(benchmark), str(info["task_name"]), int(info["variation_idx"])
+    """(benchmark, task, variation): the benchmark the record names, else the first registered one that
+    recognises it (:meth:`Benchmark.reference_item`), keys it as that plug-in keys its episodes."""
+    named = info.get("benchmark")
+    if named is not None and named not in available():
+        raise TrajectoryError(f"{where}: info.benchmark {named!r} is not a registered benchmark")
+    for name in [named] if named is not None else available():
+        located = get_benchmark(name).reference_item(info)
+        if located is not None:
+            return name, located[0], located[1]
+    raise TrajectoryError(
+        f"{where}: "
+        + (f"info does not name a {named} item" if named else "no registered benchmark recognises info")
+    )
 
 
 def _reference_turn(index: int, message: Mapping[str, Any], after: list[Any], where: str) -> LoggedTurn:
@@ -502,8 +486,8 @@ def read_reference_file(path: Path, report: FileReport, split: str = UNKNOWN_SPL
             _reference_turn(k, raw[start], raw[start + 1 : end], where)
             for k, (start, end) in enumerate(zip(starts, ends, strict=True))
         ]
-    except UnmappedQuestion as exc:
-        report.unmapped.append(str(info["task_id"]))
+    except UnknownItem as exc:
+        report.unmapped.append(exc.item)
         report.skip("file", _reason(exc, where))
         return None
     except (TrajectoryError, TypeError, ValueError, AttributeError) as exc:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from harness.benchmarks.base import Benchmark, Transcript
 from harness.benchmarks.hle.environment import CATEGORY_SLUGS, QuestionIndex
 from harness.benchmarks.hle.prompt import hle_format
 from harness.config import BENCHMARKS_DIR, Limits
-from harness.errors import ConfigError
+from harness.errors import ConfigError, TrajectoryError, UnknownItem
 from harness.splits import Split, load_split
 from harness.types import Action
 
@@ -106,9 +107,23 @@ class HLE(Benchmark):
             "sandbox": vars(SandboxLimits()),
         }
 
-    def locate_item(self, item_id: str) -> tuple[str, int] | None:
-        """A question id as this plug-in keys its episodes: (category slug, position in the category)."""
-        return self.questions.locate(item_id)
+    def reference_item(self, info: Mapping[str, Any]) -> tuple[str, int] | None:
+        """The reference logs an HLE question by its id (``task_id``) beside a judge result; this plug-in
+        keys it by (category slug, position in the category)."""
+        judged = isinstance(info.get("benchmark_data"), Mapping) and "judge_result" in info["benchmark_data"]
+        if info.get("benchmark", self.name if judged else None) != self.name:
+            return None
+        if not info.get("task_id"):
+            raise TrajectoryError("HLE trajectory without info.task_id")
+        question = str(info["task_id"])
+        located = self.questions.locate(question)
+        if located is None:
+            raise UnknownItem(
+                f"HLE question {question!r} is not a question of the {self.name} plug-in's bank, so it has no "
+                "task instance (category, position)",
+                question,
+            )
+        return located
 
     def scorer(self, judge):
         from harness.benchmarks.hle.scoring import JudgedScore

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from harness.benchmarks.base import Benchmark
 from harness.benchmarks.scienceworld.prompt import ScienceWorldFormat
 from harness.config import BENCHMARKS_DIR, Limits
+from harness.errors import TrajectoryError
 from harness.types import TaskInstance
 
 GOLD_PATHS = BENCHMARKS_DIR / "data" / "scienceworld_gold.jsonl.gz"
@@ -47,6 +49,14 @@ class ScienceWorld(Benchmark):
         from harness.benchmarks.scienceworld.engine import engine_fingerprint
 
         return engine_fingerprint()
+
+    def reference_item(self, info: Mapping[str, Any]) -> tuple[str, int] | None:
+        """The reference logs a ScienceWorld episode's task type and variation as ``task_name``/``variation_idx``."""
+        if info.get("benchmark") not in (None, self.name) or "task_name" not in info:
+            return None
+        if not isinstance(info.get("variation_idx"), int):
+            raise TrajectoryError("no integer info.variation_idx beside info.task_name")
+        return str(info["task_name"]), info["variation_idx"]
 
     def is_error_turn(self, turn: dict[str, Any]) -> bool:
         observation = turn.get("observation") or ""
