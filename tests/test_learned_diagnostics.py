@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_learned_on_scienceworld import play_logged_run
 from test_learned_routers import hashing_encoder
 
-from harness.batch import Player, prepare
 from harness.benchmarks import get_benchmark
 from harness.benchmarks.scienceworld import gold_paths
-from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig
+from harness.config import BENCHMARKS_DIR, Limits
 from harness.errors import ConfigError
 from harness.types import TaskInstance
 from routers.learned.dataset import build_training_set, encode_histories, load_samples
@@ -26,7 +26,6 @@ from routers.learned.diagnostics import diagnose, log_diagnosis, phase_of, write
 from routers.learned.train import ranking_accuracy, train_router
 from routers.learned.value_model import load_value_model
 
-TASKS = "^(find-animal|power-component)$"
 LIMITS = Limits(max_turns=12, budget_dollars=2.0)
 MODELS = ("gpt-5", "gpt-oss-120b")
 
@@ -47,20 +46,8 @@ def runs(env, pool: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     root = tmp_path_factory.mktemp("diag-runs")
     out: dict[str, list[Path]] = {"train": [], "held_out": []}
     for seed in range(6):
-        config = RunConfig(
-            router=RouterSpec("sticky-random", {"switch_prob": 0.1}),
-            pool=str(pool),
-            split="train",
-            quick=True,
-            task_filter=TASKS,
-            seed=seed,
-            limits=LIMITS,
-        )
-        batch = prepare(config, root / f"s{seed}")
-        player = Player(config, batch.store.root, env)
-        for task in batch.pending:
-            batch.store.record_episode(player.play(task))
-        out["train" if seed < 4 else "held_out"].append(batch.store.root)
+        run = play_logged_run(env, root / f"s{seed}", seed, 0.1, pool=str(pool), quick=True, limits=LIMITS)
+        out["train" if seed < 4 else "held_out"].append(run)
     return out
 
 

@@ -27,24 +27,26 @@ TASKS = "^(find-animal|power-component)$"
 LIMITS = Limits(max_turns=25, budget_dollars=2.0)
 
 
+def play_logged_run(env, out: Path, seed: int, switch_prob: float, **config) -> Path:
+    """One sticky-random exploration run of the train split's ``TASKS`` on the real engine, in-process."""
+    run = RunConfig(
+        router=RouterSpec("sticky-random", {"switch_prob": switch_prob}),
+        split="train",
+        task_filter=TASKS,
+        seed=seed,
+        **config,
+    )
+    batch = prepare(run, out)
+    player = Player(run, batch.store.root, env)
+    for task in batch.pending:
+        batch.store.record_episode(player.play(task))
+    return batch.store.root
+
+
 @pytest.fixture(scope="module")
 def logged_runs(env, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("real-stage-a")
-    runs = []
-    for seed in (0, 1, 2):
-        config = RunConfig(
-            router=RouterSpec("sticky-random", {"switch_prob": 0.03}),
-            split="train",
-            task_filter=TASKS,
-            seed=seed,
-            limits=LIMITS,
-        )
-        batch = prepare(config, root / f"s{seed}")
-        player = Player(config, batch.store.root, env)
-        for task in batch.pending:
-            batch.store.record_episode(player.play(task))
-        runs.append(batch.store.root)
-    return runs
+    return [play_logged_run(env, root / f"s{seed}", seed, 0.03, limits=LIMITS) for seed in (0, 1, 2)]
 
 
 def test_q_router_trained_on_real_runs_beats_random_on_held_out_episodes(env, logged_runs, tmp_path: Path):
