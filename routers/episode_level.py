@@ -6,15 +6,18 @@ the candidate with the best predicted score minus ``lam`` times its predicted co
 and that model answers every turn. Two predictors, both trained by ``harness train``
 from the same logged runs as the per-turn routers:
 
-- ``episode-knn``: per model, the mean outcome of the ``k`` training decisions of that
-  model nearest to the query vector (cosine), shrunk towards the model's mean.
+- ``episode-knn``: per model, the mean outcome of the ``k`` training episodes that opened
+  with that model whose opening vectors are nearest to the query (cosine), shrunk towards
+  the model's mean; ``k`` is chosen on the validation episodes unless given.
 - ``episode-classifier``: per model, a logistic classifier of "this decision's episode
   ended above the median score", turned into an expected score with the model's mean
   score above and below the median; the cost is the model's mean cost-to-go.
 
-Training uses every logged decision (the value-model contract carries no turn index);
-the turn-0 query's nearest neighbours are mostly early-turn decisions, whose targets
-are the whole episode's score and cost, which is what an episode-level choice needs.
+Both learn from each logged episode's first decision only (its model, its opening vector,
+the episode's score and cost): that is the decision an episode-level router makes, and
+neighbours counted in episodes are independent samples. Neighbours counted in decisions
+were not: the 25 nearest decisions of a model were mostly consecutive turns of one or two
+episodes, so the estimate rested on a couple of noisy returns.
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ from routers.learned.value_model import ValueModel, save_array_file
 from routers.learned.value_router import ValueRouter
 
 KNN_FILE = "episode_knn.npz"
+K_GRID = (5, 10, 25, 50)
+DEFAULT_K = 25
 CLASSIFIER_FILE = "episode_classifier.npz"
+
+
+def first_decisions(data: TrainingSet) -> TrainingSet:
+    """One row per logged episode: its turn-0 decision (every row when the set records no turns)."""
+    if data.turn is None:
+        return data
+    return data.rows(np.flatnonzero(data.turn == 0))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -43,21 +55,26 @@ def _unit(x: np.ndarray) -> np.ndarray:
 class EpisodeKNNModel(ValueModel):
     kind = "episode-knn"
 
-    def __init__(self, k: int = 25, prior_strength: float = 2.0, seed: int = 0):
+    def __init__(self, k: int | None = None, prior_strength: float = 2.0, seed: int = 0):
         super().__init__()
-        if k < 1 or prior_strength < 0:
+        if (k is not None and k < 1) or prior_strength < 0:
             raise ConfigError(f"episode-knn needs k >= 1 and prior_strength >= 0, got k={k}")
-        self.k, self.prior_strength, self.seed = k, prior_strength, seed
+        self.k, self.prior_strength, self.seed = k, prior_strength, seed  # k None: chosen from K_GRID on val
+        self.chosen_k = k if k is not None else DEFAULT_K
         self.vectors: np.ndarray | None = None  # (n, dim) unit vectors
         self.model_index: np.ndarray | None = None
         self.targets: np.ndarray | None = None  # (n, 2): score, cost
         self.priors: np.ndarray | None = None  # (models, 2)
 
+    def fit_details(self) -> dict[str, Any]:
+        return {"k": self.chosen_k, "episodes": 0 if self.vectors is None else len(self.vectors)}
+
     def fit(
         self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
     ) -> EpisodeKNNModel:
-        """A lazy learner: the training decisions are the model (val and warm starts add nothing)."""
+        """A lazy learner: the training episodes are the model; val only chooses ``k``."""
         self.adopt(train)
+        train = first_decisions(train)
         self.vectors = _unit(train.embeddings)
         self.model_index = train.model_index.astype(np.int64)
         self.targets = np.stack([train.score, train.cost], axis=1).astype(np.float64)
@@ -68,6 +85,16 @@ class EpisodeKNNModel(ValueModel):
                 for m in range(len(self.cards))
             ]
         )
+        held_out = first_decisions(val) if val is not None else None
+        if self.k is not None or held_out is None or not len(held_out):
+            return self
+        errors = {}
+        for k in K_GRID:
+            self.chosen_k = k
+            score, _ = self.predict(held_out.embeddings, self.cards)
+            predicted = score[np.arange(len(held_out)), held_out.model_index]
+            errors[k] = float(np.average((predicted - held_out.score) ** 2, weights=held_out.weight))
+        self.chosen_k = min(errors, key=errors.get)
         return self
 
     def predict(self, embeddings: np.ndarray, cards: list[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +108,7 @@ class EpisodeKNNModel(ValueModel):
             if not len(mine):
                 out[:, j] = self.priors[m]
                 continue
-            k = min(self.k, len(mine))
+            k = min(self.chosen_k, len(mine))
             nearest = mine[np.argpartition(-similarity[:, mine], k - 1, axis=1)[:, :k]]
             total = self.targets[nearest].sum(axis=1) + self.prior_strength * self.priors[m]
             out[:, j] = total / (k + self.prior_strength)
@@ -96,9 +123,10 @@ class EpisodeKNNModel(ValueModel):
             targets=self.targets,
             priors=self.priors,
         )
-        return {}
+        return {"chosen_k": self.chosen_k}
 
     def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        self.chosen_k = int(state["chosen_k"])
         with np.load(directory / KNN_FILE) as a:
             self.vectors, self.model_index = a["vectors"], a["model_index"]
             self.targets, self.priors = a["targets"], a["priors"]
@@ -118,6 +146,7 @@ class EpisodeClassifierModel(ValueModel):
         self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
     ) -> EpisodeClassifierModel:
         self.adopt(train)
+        train = first_decisions(train)
         x = _unit(train.embeddings).astype(np.float64)
         median = float(np.median(train.score))
         label = train.score > median

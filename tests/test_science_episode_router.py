@@ -10,7 +10,8 @@ import pytest
 
 from harness.types import ModelCard, PriceCard, TurnState
 from routers import router_class, trainable
-from routers.learned.dataset import load_samples
+from routers.episode_level import EpisodeKNNModel
+from routers.learned.dataset import TargetOptions, TargetStats, TrainingSet, load_samples
 from routers.learned.embedding import CachedEmbedder, l2_normalise
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.synthetic import write_synthetic_run
@@ -57,7 +58,10 @@ def state_of(sample, task: str | None = None, variation: int = 0) -> TurnState:
 def trained(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("episode")
     encoder = HistoryEncoder(CachedEmbedder(HashingEmbedder(), work / "cache"), mode="incremental")
-    stage_a = write_synthetic_run(work / "stage-a", CARDS, HELPER, episodes_per_task=40, seed=0)
+    # Sticky exploration: the opening model answers (almost) every turn, so the episode's score is its outcome.
+    stage_a = write_synthetic_run(
+        work / "stage-a", CARDS, HELPER, episodes_per_task=40, seed=0, switch_prob=0.05
+    )
     held_out = load_samples(
         [write_synthetic_run(work / "held-out", CARDS, HELPER, episodes_per_task=8, seed=1)]
     )
@@ -109,3 +113,42 @@ def test_lambda_makes_the_choice_cheaper(trained):
             [price[router.route(state_of(s), np.random.default_rng(0)).model] for s in firsts]
         )
     assert spend[50.0] < spend[0.0]
+
+
+def decisions(vectors, turns, scores) -> TrainingSet:
+    """Logged decisions of one model in a 2-d vector space, costs all 1."""
+    n = len(scores)
+    return TrainingSet(
+        embeddings=np.asarray(vectors, dtype=np.float32),
+        model_index=np.zeros(n, dtype=np.int64),
+        score=np.asarray(scores, dtype=np.float32),
+        cost=np.ones(n, dtype=np.float32),
+        weight=np.ones(n, dtype=np.float32),
+        cards=CARDS[:1],
+        stats=TargetStats(score_low=0.0, score_high=1.0, mean_episode_cost=1.0, mean_episode_turns=10.0),
+        options=TargetOptions(),
+        turn=np.asarray(turns, dtype=np.int64),
+    )
+
+
+def test_knn_neighbours_are_episodes_not_decisions():
+    # Episode A (score 1) logged ten decisions along x; episode B (score 0) opened along x too.
+    train = decisions([[1, 0]] * 10 + [[1, 0.1]], list(range(10)) + [0], [1.0] * 10 + [0.0])
+    model = EpisodeKNNModel(k=2, prior_strength=0.0).fit(train)
+    score, cost = model.predict(np.array([[1.0, 0.0]]), CARDS[:1])
+    # The two nearest episodes: (1 + 0) / 2. Counted in decisions it would have been A's ten rows: 1.0.
+    assert score[0, 0] == pytest.approx(0.5)
+    assert cost[0, 0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("val_score", "expected_k"), [(1.0, 5), (0.1, 50)])
+def test_knn_chooses_k_by_validation_error(val_score, expected_k):
+    # 5 of 50 episodes open along x and scored 1, the other 45 along y and scored 0; the model's mean is 0.1.
+    # A query along x: k=5 predicts (5 + 2 * 0.1) / 7 = 0.743, k=50 predicts (5 + 0.2) / 52 = 0.1.
+    train = decisions([[1, 0]] * 5 + [[0, 1]] * 45, [0] * 50, [1.0] * 5 + [0.0] * 45)
+    val = decisions([[1, 0]] * 4, [0] * 4, [val_score] * 4)
+    model = EpisodeKNNModel().fit(train, val)
+    assert model.chosen_k == expected_k
+    expected = {5: 5.2 / 7, 50: 0.1}[expected_k]
+    assert model.predict(np.array([[1.0, 0.0]]), CARDS[:1])[0][0, 0] == pytest.approx(expected, rel=1e-5)
+    assert EpisodeKNNModel().fit(train).chosen_k == 25, "without val episodes k stays at its default"

@@ -5,8 +5,11 @@ Each task type has one model that helps it: every turn that model answers adds
 other model adds nothing. Only the task description tells task types apart;
 replies and observations are drawn from the same few texts for every task, so a
 router that ranks well has read the task from the history vector. Models are
-chosen uniformly at random (propensity 1/n), like a Stage A logging run, and
-written with the real :class:`~harness.trajectory.RunStore`.
+chosen uniformly at random, like a Stage A logging run: afresh at every turn by
+default, or kept from turn to turn and redrawn with probability ``switch_prob``
+(the sticky exploration whose opening model decides the episode, which is what
+an episode-level router learns from). Runs are written with the real
+:class:`~harness.trajectory.RunStore`.
 """
 
 from __future__ import annotations
@@ -50,14 +53,21 @@ def write_synthetic_run(
     turns: int = 6,
     seed: int = 0,
     noise: float = 10.0,
+    switch_prob: float = 1.0,
 ) -> Path:
     """Write a random-router run over the tasks of ``best_model`` (task -> the model that helps it)."""
     rng = np.random.default_rng(seed)
+    sticky = switch_prob < 1.0
+    router = (
+        {"name": "sticky-random", "params": {"switch_prob": switch_prob}}
+        if sticky
+        else {"name": "random", "params": {}}
+    )
     store = RunStore(out)
     store.open(
         {
             "run": {
-                "router": {"name": "random", "params": {}},
+                "router": router,
                 "pool": "synthetic",
                 "benchmark": "scienceworld",
             },
@@ -72,8 +82,14 @@ def write_synthetic_run(
             messages = ScienceWorldFormat().initial_messages(TASK_DESCRIPTIONS[task], FIRST_OBSERVATION)
             hits, total = 0, 0.0
             shift = noise * rng.standard_normal()
+            card = None
             for turn in range(turns):
-                card = cards[int(rng.integers(n))]
+                previous = card
+                if previous is None or not sticky or rng.random() < switch_prob:
+                    card = cards[int(rng.integers(n))]
+                propensity = 1.0 / n
+                if sticky and previous is not None:
+                    propensity = switch_prob / n + (1.0 - switch_prob) * (card is previous)
                 hits += card.name == helper
                 prompt_tokens, completion_tokens = 300 + 80 * turn, 60
                 dollars = card.price.dollars(prompt_tokens, completion_tokens)
@@ -94,7 +110,7 @@ def write_synthetic_run(
                         "task_description": TASK_DESCRIPTIONS[task] if turn == 0 else None,
                         "messages": [m.to_dict() for m in appended],
                         "model": card.name,
-                        "propensity": 1.0 / n,
+                        "propensity": propensity,
                         "router_scores": None,
                         "prompt_tokens": prompt_tokens,
                         "completion_tokens": completion_tokens,
@@ -126,7 +142,7 @@ def write_synthetic_run(
                     "variation": variation,
                     "split": "train",
                     "seed": seed,
-                    "router": "random",
+                    "router": router["name"],
                     "score": final,
                     "cost": total,
                     "turns": turns,
