@@ -466,11 +466,17 @@ def run_problems(root: Path) -> list[str]:
 def report(
     bench_dir: Annotated[Path, typer.Argument(help="A benchmark's results directory, e.g. results/quick")],
     reports: Annotated[Path, typer.Option()] = Path("reports"),
+    companion: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Another benchmark's results directory whose verdict follows this one's (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Regenerate a benchmark's report from its stored runs."""
     from harness.report import write_report
 
-    print(write_report(bench_dir, reports))
+    print(write_report(bench_dir, reports, companions=companion))
 
 
 @app.command()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.errors import ConfigError
 from harness.frontier import hierarchical_paired_bootstrap
 from harness.plots import pareto_plot, usage_heatmap
 from harness.results import (
@@ -246,18 +247,47 @@ def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> lis
     return [*lines, *_table(header, body)]
 
 
-def write_report(bench_dir: Path, reports_dir: Path, n_boot: int = 2000) -> Path:
-    """Write ``reports_dir/<bench>.md`` and its figures in ``reports_dir/<bench>/``; returns the Markdown path."""
+def companion_section(companions: list[Path]) -> list[str]:
+    """The verdicts of other benchmarks (another pool, another split) beside this one's, so one report
+    says whether the headline verdict is a property of the method or of one setting."""
+    lines = []
+    for bench_dir in companions:
+        definition = benchmark_definition(bench_dir)
+        name = str(definition.get("name") or bench_dir.resolve().name)
+        description = definition.get("description") or (definition.get("definition") or {}).get("description")
+        lines += [f"### {name}", ""]
+        if description:
+            lines += [f"{description} Its own report: `{_file_name(name)}.md`.", ""]
+        lines += [*verdict_section(bench_dir, definition, 1), ""]
+    return lines
+
+
+def write_report(
+    bench_dir: Path, reports_dir: Path, n_boot: int = 2000, companions: list[Path] | None = None
+) -> Path:
+    """Write ``reports_dir/<bench>.md`` and its figures in ``reports_dir/<bench>/``; returns the Markdown path.
+
+    ``companions``: results directories of other benchmarks whose verdicts follow this one's."""
     bench_dir = Path(bench_dir)
     definition = benchmark_definition(bench_dir)
+    companions = [Path(c) for c in companions or []]
+    for companion in companions:  # checked before any report is written
+        if not benchmark_definition(companion):
+            raise ConfigError(f"companion {companion} holds no benchmark results (no benchmark definition)")
     if definition.get("replicates"):
-        return write_seed_report(bench_dir, reports_dir, definition, n_boot)
+        return write_seed_report(bench_dir, reports_dir, definition, n_boot, companions)
     name = str(definition.get("name") or bench_dir.resolve().name)
-    return _write(_single_seed_lines(bench_dir, reports_dir, definition, name, n_boot), reports_dir, name)
+    lines = _single_seed_lines(bench_dir, reports_dir, definition, name, n_boot, companions)
+    return _write(lines, reports_dir, name)
 
 
 def _single_seed_lines(
-    bench_dir: Path, reports_dir: Path, definition: dict, name: str, n_boot: int
+    bench_dir: Path,
+    reports_dir: Path,
+    definition: dict,
+    name: str,
+    n_boot: int,
+    companions: list[Path] | None = None,
 ) -> list[str]:
     figures = Path(reports_dir) / _file_name(name)
     figures.mkdir(parents=True, exist_ok=True)
@@ -283,6 +313,7 @@ def _single_seed_lines(
         lines.append(f"- {title}: {', '.join(f'`{v}`' for v in values) if values else MISSING}")
     lines.append(f"- Seeds: {definition.get('seeds', origin['seed'])}")
     lines += ["", "## Verdict", "", *verdict_section(bench_dir, definition, score_digits), ""]
+    lines += companion_section(companions or [])
     lines += ["## Comparison with single models", ""]
     notes = [
         "Means per episode over finished episodes; intervals are 95% paired bootstrap intervals over episodes"
@@ -451,7 +482,13 @@ def seed_section(bench_dir: Path, score_digits: int = 1, n_boot: int = 4000) -> 
     return _table(header, body)
 
 
-def write_seed_report(bench_dir: Path, reports_dir: Path, definition: dict, n_boot: int = 2000) -> Path:
+def write_seed_report(
+    bench_dir: Path,
+    reports_dir: Path,
+    definition: dict,
+    n_boot: int = 2000,
+    companions: list[Path] | None = None,
+) -> Path:
     """A seeded benchmark: the across-seed headline, then each replicate's own report beside it."""
     name = str(definition.get("name") or bench_dir.resolve().name)
     folder = Path(reports_dir) / _file_name(name)
@@ -469,6 +506,7 @@ def write_seed_report(bench_dir: Path, reports_dir: Path, definition: dict, n_bo
         "training, selection on val and evaluation. Per-seed reports: " + (", ".join(links) or MISSING) + "."
     )
     lines += ["", "## Verdict", "", *verdict_section(bench_dir, definition, 1), ""]
+    lines += companion_section(companions or [])
     lines += ["## Across seeds", ""]
     lines.append(
         "Learned routers at each seed's val-selected λ; the best single model is each seed's val-best."

@@ -288,6 +288,23 @@ def test_the_report_opens_with_the_verdict(tmp_path: Path):
     assert "## Verdict" in child.split("## Comparison")[0] and "| mtrouter | test_id | 0.1 |" in child
 
 
+def test_companion_verdicts_follow_the_headline_one(tmp_path: Path):
+    bench = verdict_bench(tmp_path / "verdictbench")
+    other = verdict_bench(tmp_path / "other-pool", seeds=(0,))
+    manifest = json.loads((other / "benchmark.json").read_text())
+    manifest.update(name="other-pool", description="The verdict on another pool.")
+    (other / "benchmark.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="companion .*missing-bench"):
+        write_report(bench, tmp_path / "refused", companions=[tmp_path / "missing-bench"])
+    assert not (tmp_path / "refused").exists()
+    text = write_report(bench, tmp_path / "reports", companions=[other]).read_text()
+    verdict = text.split("## Verdict")[1].split("## Across seeds")[0]
+    headline, companion = verdict.split("### other-pool")
+    assert "| mtrouter | test_id | 0.1, 0.2 |" in headline
+    assert "The verdict on another pool. Its own report: `other-pool.md`." in companion
+    assert "| mtrouter | test_id | 0.1 | `single:b` |" in companion  # its one seed's λ
+
+
 def test_per_point_intervals_resample_variations_when_they_repeat(tmp_path: Path):
     bench = verdict_bench(tmp_path / "verdictbench", seeds=(0,)) / "seeds" / "s0"
     points = load_points(bench).set_index(["split", "point"])
