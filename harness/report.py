@@ -247,14 +247,17 @@ def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> lis
     return [*lines, *_table(header, body)]
 
 
-def companion_section(companions: list[Path]) -> list[str]:
+def _bench_name(bench_dir: Path, definition: dict) -> str:
+    return str(definition.get("name") or Path(bench_dir).resolve().name)
+
+
+def companion_section(companions: list[tuple[Path, dict]]) -> list[str]:
     """The verdicts of other benchmarks (another pool, another split) beside this one's, so one report
     says whether the headline verdict is a property of the method or of one setting."""
     lines = []
-    for bench_dir in companions:
-        definition = benchmark_definition(bench_dir)
-        name = str(definition.get("name") or bench_dir.resolve().name)
-        description = definition.get("description") or (definition.get("definition") or {}).get("description")
+    for bench_dir, definition in companions:
+        name = _bench_name(bench_dir, definition)
+        description = (definition.get("definition") or {}).get("description")
         lines += [f"### {name}", ""]
         if description:
             lines += [f"{description} Its own report: `{_file_name(name)}.md`.", ""]
@@ -270,14 +273,14 @@ def write_report(
     ``companions``: results directories of other benchmarks whose verdicts follow this one's."""
     bench_dir = Path(bench_dir)
     definition = benchmark_definition(bench_dir)
-    companions = [Path(c) for c in companions or []]
-    for companion in companions:  # checked before any report is written
-        if not benchmark_definition(companion):
+    loaded = [(Path(c), benchmark_definition(Path(c))) for c in companions or []]
+    for companion, companion_definition in loaded:  # checked before any report is written
+        if not companion_definition:
             raise ConfigError(f"companion {companion} holds no benchmark results (no benchmark definition)")
     if definition.get("replicates"):
-        return write_seed_report(bench_dir, reports_dir, definition, n_boot, companions)
-    name = str(definition.get("name") or bench_dir.resolve().name)
-    lines = _single_seed_lines(bench_dir, reports_dir, definition, name, n_boot, companions)
+        return write_seed_report(bench_dir, reports_dir, definition, n_boot, loaded)
+    name = _bench_name(bench_dir, definition)
+    lines = _single_seed_lines(bench_dir, reports_dir, definition, name, n_boot, loaded)
     return _write(lines, reports_dir, name)
 
 
@@ -287,7 +290,7 @@ def _single_seed_lines(
     definition: dict,
     name: str,
     n_boot: int,
-    companions: list[Path] | None = None,
+    companions: list[tuple[Path, dict]] | None = None,
 ) -> list[str]:
     figures = Path(reports_dir) / _file_name(name)
     figures.mkdir(parents=True, exist_ok=True)
@@ -487,10 +490,10 @@ def write_seed_report(
     reports_dir: Path,
     definition: dict,
     n_boot: int = 2000,
-    companions: list[Path] | None = None,
+    companions: list[tuple[Path, dict]] | None = None,
 ) -> Path:
     """A seeded benchmark: the across-seed headline, then each replicate's own report beside it."""
-    name = str(definition.get("name") or bench_dir.resolve().name)
+    name = _bench_name(bench_dir, definition)
     folder = Path(reports_dir) / _file_name(name)
     folder.mkdir(parents=True, exist_ok=True)
     replicates = replicate_dirs(bench_dir, definition)

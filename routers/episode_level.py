@@ -11,7 +11,7 @@ from the same logged runs as the per-turn routers:
   the model's mean; ``k`` is chosen on the validation episodes unless given.
 - ``episode-classifier``: per model, a logistic classifier of "this decision's episode
   ended above the median score", turned into an expected score with the model's mean
-  score above and below the median; the cost is the model's mean cost-to-go.
+  score above and below the median; the cost is the model's mean episode cost.
 
 Both learn from each logged episode's first decision only (its model, its opening vector,
 the episode's score and cost): that is the decision an episode-level router makes, and
@@ -41,9 +41,9 @@ CLASSIFIER_FILE = "episode_classifier.npz"
 
 
 def first_decisions(data: TrainingSet) -> TrainingSet:
-    """One row per logged episode: its turn-0 decision (every row when the set records no turns)."""
+    """One row per logged episode: its turn-0 decision."""
     if data.turn is None:
-        return data
+        raise ConfigError("episode-level models need each decision's turn; this training set records none")
     return data.rows(np.flatnonzero(data.turn == 0))
 
 

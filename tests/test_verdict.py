@@ -292,7 +292,8 @@ def test_companion_verdicts_follow_the_headline_one(tmp_path: Path):
     bench = verdict_bench(tmp_path / "verdictbench")
     other = verdict_bench(tmp_path / "other-pool", seeds=(0,))
     manifest = json.loads((other / "benchmark.json").read_text())
-    manifest.update(name="other-pool", description="The verdict on another pool.")
+    manifest["name"] = "other-pool"
+    manifest["definition"]["description"] = "The verdict on another pool."  # where a benchmark run keeps it
     (other / "benchmark.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="companion .*missing-bench"):
         write_report(bench, tmp_path / "refused", companions=[tmp_path / "missing-bench"])

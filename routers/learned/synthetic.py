@@ -89,7 +89,7 @@ def write_synthetic_run(
                     card = cards[int(rng.integers(n))]
                 propensity = 1.0 / n
                 if sticky and previous is not None:
-                    propensity = switch_prob / n + (1.0 - switch_prob) * (card is previous)
+                    propensity = switch_prob / n + (1.0 - switch_prob) * (card.name == previous.name)
                 hits += card.name == helper
                 prompt_tokens, completion_tokens = 300 + 80 * turn, 60
                 dollars = card.price.dollars(prompt_tokens, completion_tokens)
