@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -71,6 +72,21 @@ def _decode(text: str) -> StepResult:
     return StepResult(observation=observation, score=score, done=done, valid=valid)
 
 
+def _enter_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL, retrying while another process holds the lock: SQLite answers a journal-mode
+    change with "database is locked" at once, without waiting out the busy timeout, when a second
+    connection is setting up the same new file."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class StoredPrefixCache(PrefixCache):
     """A :class:`PrefixCache` whose trees are written through to, and read back from, one SQLite file."""
 
@@ -92,7 +108,7 @@ class StoredPrefixCache(PrefixCache):
         if self._db is None:
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
+            _enter_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
             db.executescript(SCHEMA)
             self._db = db
