@@ -97,7 +97,7 @@ class SelectStage:
     Rules: see :func:`harness.results.select_point`. ``repeats`` plays each variation of
     ``split`` that many times (each play its own episode seed), so a lambda is chosen on
     the mean over those plays rather than on one draw of each; ``margin`` (score points)
-    is the non-inferiority margin of ``cheapest_noninferior`` and of no other rule.
+    is the non-inferiority margin of ``cheapest_noninferior`` and ``cheapest_bound_noninferior``.
     """
 
     rule: str = "cheapest_reaching_best_single"
@@ -472,7 +472,9 @@ class BenchmarkRun:
         """Each family's headline lambda by the definition's rule, from its runs on the selection split."""
         import pandas as pd
 
-        from harness.results import select_point
+        from harness.results import PAIRED_RULES, select_point
+        from harness.seeding import derive_seed
+        from harness.verdict import paired_lower_bound
 
         s = self.d.select
         if s is None:
@@ -494,6 +496,12 @@ class BenchmarkRun:
                 rows.append(
                     {"lam": lam, **self._means(spec, s.split, s.quick, f"select {s.split} {spec.label}")}
                 )
+                if s.rule in PAIRED_RULES and best is not None:
+                    rows[-1]["score_diff_low"] = paired_lower_bound(
+                        self.layout.run(s.split, spec.label),
+                        self.layout.run(s.split, best),
+                        seed=derive_seed("select", self.d.seed, spec.label) % 2**32,
+                    )
             choice = select_point(
                 pd.DataFrame(rows),
                 s.rule,

@@ -18,6 +18,7 @@ from harness.errors import ConfigError
 from harness.frontier import hierarchical_paired_bootstrap
 from harness.plots import pareto_plot, usage_heatmap
 from harness.results import (
+    PAIRED_RULES,
     benchmark_definition,
     episodes,
     family_summaries,
@@ -411,6 +412,8 @@ def selection_section(points: pd.DataFrame, definition: dict, score_digits: int)
         "oracle λ (selected on test_id)",
         "oracle test_id score",
     ]
+    rule = selection["rule"]
+    fallback = "the highest lower bound" if rule in PAIRED_RULES else "the highest score"
     body = []
     for family, choice in sorted(definition["selected"].items()):
         at = points[
@@ -426,24 +429,30 @@ def selection_section(points: pd.DataFrame, definition: dict, score_digits: int)
                 f"{choice['lam']:g}",
                 _num(choice.get("score"), score_digits),
                 _dollars(choice.get("cost")),
-                MISSING if reached is None else ("yes" if reached else "no: highest score instead"),
+                MISSING if reached is None else ("yes" if reached else f"no: {fallback} instead"),
                 _num(at.iloc[0].mean_score, score_digits) if not at.empty else MISSING,
                 f"{o['lam']:g} (oracle)" if o else MISSING,
                 _num(o["score"], score_digits) if o else MISSING,
             ]
         )
-    rule = selection["rule"]
     margin = selection.get("margin")
     what = {
         "cheapest_reaching_best_single": "the cheapest λ whose score reaches the best single model's",
         "cheapest_noninferior": f"the cheapest λ whose score is within {margin} points of the best single"
         " model's",
+        "cheapest_bound_noninferior": "the cheapest λ whose paired difference to the best single model has"
+        f" a 95% lower bound above -{margin}",
         "highest_val_score": "the λ with the highest score",
     }.get(rule, rule)
+    oracle_note = (
+        "it has no oracle column: the test points carry means, not the paired episodes its bound needs."
+        if rule in PAIRED_RULES
+        else "the oracle column applies the same rule to test_id and is optimistic by construction, shown"
+        " only to size that optimism."
+    )
     lines = [
-        f"Rule `{rule}` on {split} ({what}; when none qualifies, the highest score), stated in the definition"
-        " before evaluation; the oracle column applies the same rule to test_id and is optimistic by"
-        " construction, shown only to size that optimism."
+        f"Rule `{rule}` on {split} ({what}; when none qualifies, {fallback}), stated in the definition"
+        f" before evaluation; {oracle_note}"
     ]
     return [*lines, "", *_table(header, body)]
 

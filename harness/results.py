@@ -342,8 +342,14 @@ def headline_points(points: pd.DataFrame, definition: dict[str, Any], split: str
 
 
 # How a learned family's operating point is chosen on the selection split (stated in the definition).
-SELECTION_RULES = ("cheapest_reaching_best_single", "cheapest_noninferior", "highest_val_score")
-MARGIN_RULES = ("cheapest_noninferior",)  # the rules that take a margin
+SELECTION_RULES = (
+    "cheapest_reaching_best_single",
+    "cheapest_noninferior",
+    "cheapest_bound_noninferior",
+    "highest_val_score",
+)
+MARGIN_RULES = ("cheapest_noninferior", "cheapest_bound_noninferior")  # the rules that take a margin
+PAIRED_RULES = ("cheapest_bound_noninferior",)  # the rules that read ``score_diff_low``, a paired bound
 
 
 def select_point(
@@ -356,21 +362,40 @@ def select_point(
     ``reference_score`` (the best single model's on the same split); when none reaches
     it, the highest-scoring point (``reached`` False says so). ``cheapest_noninferior``:
     the same with the bar lowered by ``margin`` score points, so a point that gives up at
-    most ``margin`` for a lower cost is taken. ``highest_val_score``: the highest-scoring
-    point. Ties go to the cheaper point, then the smaller lambda, so the choice never
-    depends on row order.
+    most ``margin`` for a lower cost is taken. ``cheapest_bound_noninferior``: the cheapest
+    point that would pass the verdict on the selection split itself, its paired difference
+    to the best single model having a 95% lower bound (``score_diff_low``) above
+    ``-margin``; when none does, the point with the highest bound. A point estimate within
+    the margin is not enough: on a few dozen variations it is often the lucky draw that
+    regresses on test. ``highest_val_score``: the highest-scoring point. Ties go to the
+    cheaper point, then the smaller lambda, so the choice never depends on row order.
     """
     if rule not in SELECTION_RULES:
         raise ValueError(f"unknown selection rule {rule!r} (known: {', '.join(SELECTION_RULES)})")
     if (margin is not None) != (rule in MARGIN_RULES):
         raise ValueError(f"rule {rule} {'takes no' if margin is not None else 'needs a'} margin")
+    if rule in PAIRED_RULES and "score_diff_low" not in candidates:
+        raise ValueError(f"rule {rule} needs each candidate's score_diff_low, its paired lower bound")
     usable = candidates.dropna(subset=["mean_score", "mean_cost"])
     if usable.empty:
         raise ValueError("no candidate point with a finished episode to select from")
     by_score = usable.sort_values(["mean_score", "mean_cost", "lam"], ascending=[False, True, True])
     reached = None
     chosen = by_score.iloc[0]
-    if rule != "highest_val_score":
+    if rule in PAIRED_RULES:
+        bounded = usable.dropna(subset=["score_diff_low"])
+        if bounded.empty:
+            raise ValueError(f"rule {rule}: no candidate shares an episode with the best single model")
+        passing = bounded[bounded["score_diff_low"] > -margin]
+        reached = not passing.empty
+        chosen = (
+            passing.sort_values(["mean_cost", "lam"]).iloc[0]
+            if reached
+            else bounded.sort_values(
+                ["score_diff_low", "mean_cost", "lam"], ascending=[False, True, True]
+            ).iloc[0]
+        )
+    elif rule != "highest_val_score":
         if reference_score is None or math.isnan(reference_score):
             raise ValueError(f"rule {rule} needs the best single model's score on the selection split")
         reaching = usable[usable["mean_score"] >= reference_score - (margin or 0.0)]
@@ -384,6 +409,7 @@ def select_point(
         "rule": rule,
         "margin": margin,
         "reached_best_single": reached,
+        **({"score_diff_low": float(chosen["score_diff_low"])} if rule in PAIRED_RULES else {}),
     }
 
 
@@ -406,11 +432,14 @@ def headline_single(points: pd.DataFrame, definition: dict[str, Any]) -> tuple[s
 def oracle_choices(
     points: pd.DataFrame, definition: dict[str, Any], split: str = "test_id"
 ) -> dict[str, dict]:
-    """Each selected family's point had the rule been applied to ``split`` (an oracle: selection on test)."""
+    """Each selected family's point had the rule been applied to ``split`` (an oracle: selection on test).
+
+    Rules that need paired bounds have no oracle here: the points carry means, not episodes.
+    """
     selection = definition.get("selection") or {}
     rule, margin = selection.get("rule"), selection.get("margin")
     reference = best_single(points, split)
-    if rule is None or reference is None:
+    if rule is None or rule in PAIRED_RULES or reference is None:
         return {}
     ref_score = float(
         points[(points["point"] == reference) & (points["split"] == split)]["mean_score"].iloc[0]

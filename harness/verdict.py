@@ -120,6 +120,15 @@ def verdict(
     }
 
 
+def paired_lower_bound(run_dir: Path, reference_dir: Path, n_boot: int = 4000, seed: int = 0) -> float:
+    """The 95% lower bound of one run's paired score difference to a reference run (same episodes),
+    resampling variations with their repeats: the verdict's test, asked of a selection split."""
+    pairs = paired_variations(run_dir, reference_dir)
+    if not pairs:
+        return math.nan
+    return hierarchical_paired_bootstrap([pairs], n_boot=n_boot, seed=seed).score_diff_ci[0]
+
+
 def verdict_rows(bench_dir: Path, margin: float | None = None, n_boot: int = 4000) -> list[dict[str, Any]]:
     """Every learned family's verdict on every test split it was evaluated on, in family then split order."""
     bench_dir = Path(bench_dir)

@@ -21,7 +21,7 @@ from harness.pipeline import BenchmarkDef, BenchmarkRun, CollectStage, LearnedRo
 from harness.report import write_report
 from harness.results import load_points, select_point
 from harness.trajectory import RunStore
-from harness.verdict import verdict_rows
+from harness.verdict import paired_lower_bound, verdict_rows
 
 
 # --- the non-inferiority rule on hand-made val/test tables ----------------------
@@ -68,6 +68,38 @@ def test_the_margin_belongs_to_the_noninferiority_rule_only():
         SelectStage(repeats=0)
     with pytest.raises(ConfigError, match="verdict.margin"):
         VerdictSpec(margin=-1.0)
+
+
+def test_the_bound_rule_takes_the_cheapest_point_that_would_pass_the_verdict_on_val():
+    # lam 0.5's mean is within 5 points (69 vs 72) but its paired bound is -8: a lucky draw would pass the
+    # point-estimate rule; only lam 0, bound -4, passes the verdict's own test on val.
+    candidates = VAL.assign(score_diff_low=[-4.0, -8.0, -30.0])
+    chosen = select_point(candidates, "cheapest_bound_noninferior", margin=5.0)
+    assert (chosen["lam"], chosen["reached_best_single"], chosen["score_diff_low"]) == (0.0, True, -4.0)
+    assert select_point(candidates, "cheapest_bound_noninferior", margin=10.0)["lam"] == 0.5
+    # Nothing passes: the point with the highest bound (not the highest score), saying so.
+    shifted = VAL.assign(score_diff_low=[-9.0, -7.0, -30.0])
+    none = select_point(shifted, "cheapest_bound_noninferior", margin=5.0)
+    assert (none["lam"], none["reached_best_single"]) == (0.5, False)
+    with pytest.raises(ValueError, match="needs each candidate's score_diff_low"):
+        select_point(VAL, "cheapest_bound_noninferior", margin=5.0)
+    with pytest.raises(ValueError, match="needs a margin"):
+        select_point(candidates, "cheapest_bound_noninferior")
+    assert SelectStage(rule="cheapest_bound_noninferior", margin=5.0).margin == 5.0
+
+
+def test_the_val_bound_is_the_verdicts_lower_bound_on_one_replicate(tmp_path: Path):
+    single, learned = RouterSpec("single", {"model": "b"}), RouterSpec("mtrouter", {"lam": 0.1})
+    _write_run(tmp_path / "single", single, "val", 0, _base, 2.0)
+    _write_run(tmp_path / "close", learned, "val", 0, lambda t, v, r: _base(t, v, r) + _gap(t, v, r), 0.5)
+    _write_run(tmp_path / "flat", learned, "val", 0, lambda t, v, r: _base(t, v, r) - 3.0, 0.5)
+    # Every paired difference lies in [-4, -2], so every resample's mean and the bound do too.
+    assert -4.0 <= paired_lower_bound(tmp_path / "close", tmp_path / "single") <= -2.0
+    # A constant difference of -3 has no spread: the bound is -3 exactly.
+    assert paired_lower_bound(tmp_path / "flat", tmp_path / "single") == pytest.approx(-3.0)
+    # No shared episode: no bound.
+    (tmp_path / "empty").mkdir()
+    assert np.isnan(paired_lower_bound(tmp_path / "empty", tmp_path / "single"))
 
 
 # --- repeats: distinct, deterministic episode seeds ----------------------------
@@ -330,7 +362,10 @@ def test_only_the_val_best_single_model_is_evaluated_when_asked(tmp_path: Path):
 
 # --- end to end on the counter plug-in (no Java) --------------------------------
 @pytest.mark.slow
-def test_benchmark_with_repeats_writes_its_verdict_and_resumes(plugin_distribution, tmp_path: Path):
+@pytest.mark.parametrize("rule", ["cheapest_noninferior", "cheapest_bound_noninferior"])
+def test_benchmark_with_repeats_writes_its_verdict_and_resumes(
+    plugin_distribution, tmp_path: Path, rule: str
+):
     import yaml
     from typer.testing import CliRunner
 
@@ -348,7 +383,7 @@ def test_benchmark_with_repeats_writes_its_verdict_and_resumes(plugin_distributi
         ],
         "learned": [{"name": "toy-ridge", "lambdas": [0.0, 0.5]}],
         "select": {
-            "rule": "cheapest_noninferior",
+            "rule": rule,
             "margin": 5.0,
             "split": "val",
             "quick": True,
@@ -368,7 +403,14 @@ def test_benchmark_with_repeats_writes_its_verdict_and_resumes(plugin_distributi
     bench = tmp_path / "results" / "counter-verdict"
     manifest = json.loads((bench / "benchmark.json").read_text())
     choice = manifest["selected"]["toy-ridge"]
-    assert (choice["rule"], choice["margin"], choice["repeats"]) == ("cheapest_noninferior", 5.0, 2)
+    assert (choice["rule"], choice["margin"], choice["repeats"]) == (rule, 5.0, 2)
+    if (
+        rule == "cheapest_bound_noninferior"
+    ):  # every candidate carries its paired val bound, the choice its own
+        bounds = {c["lam"]: c["score_diff_low"] for c in choice["candidates"]}
+        assert sorted(bounds) == [0.0, 0.5] and choice["score_diff_low"] == bounds[choice["lam"]]
+        for c in choice["candidates"]:  # a lower bound sits below its own point estimate
+            assert c["score_diff_low"] <= c["mean_score"] - choice["best_single_score"] + 1e-9
     val = RunStore(bench / "runs" / "val" / choice["best_single"]).episodes()
     assert len(val) == 2 * 2 and len({r["seed"] for r in val}) == 4  # two quick variations, two plays each
     tested = sorted(p.name for p in (bench / "runs" / "test_id").iterdir())
