@@ -30,12 +30,12 @@ from harness.agent import run_episode
 from harness.backends import build_backends
 from harness.batch import Workers, prepare, run_batch
 from harness.benchmarks import get_benchmark
+from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.config import RouterSpec, RunConfig
 from harness.pool import load_pool
 from harness.trajectory import RunStore
 from routers import make_router
 from routers.learned.encoder_spec import EMBEDDERS, REFERENCE_EMBEDDER
-from routers.learned.synthetic import write_synthetic_run
 from routers.learned.train import train_router
 
 LEARNED = ("mtrouter", "lgbm", "ridge", "cluster")

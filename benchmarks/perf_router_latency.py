@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from perf_history_encoder import decision_points, percentile, print_table, synthetic_episodes
 
+from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.pool import load_pool
 from harness.types import Message, ModelCard, TurnState
 from routers import make_router
@@ -41,7 +42,6 @@ from routers.base import Router
 from routers.learned.embedding import CachedEmbedder, Embedder
 from routers.learned.encoder_spec import EMBEDDERS, REFERENCE_EMBEDDER, make_embedder
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.synthetic import write_synthetic_run
 from routers.learned.train import train_router
 from routers.learned.value_router import ValueRouter
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.errors import ConfigError, HarnessError
 from harness.types import ModelCard, PriceCard
 from routers.learned import onnx_embedder, static_embedder
@@ -31,7 +32,6 @@ from routers.learned.encoder_spec import (
     make_embedder,
     named_encoder,
 )
-from routers.learned.synthetic import write_synthetic_run
 from routers.learned.train import train_router
 from routers.learned.value_model import load_value_model
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from harness.benchmarks.scienceworld.prompt import FORMAT_ERROR, ScienceWorldFormat, observation_message
+from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.errors import ConfigError, TrajectoryError
 from harness.trajectory import RunStore
 from harness.types import Message, ModelCard, PriceCard, TurnState
@@ -41,7 +42,6 @@ from routers.learned.encoder_spec import encoder_config
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.lgbm_router import LightGBMModel
 from routers.learned.q_router import MTRouter, MTRouterModel
-from routers.learned.synthetic import write_synthetic_run
 from routers.learned.train import REPORT_FILE, train_router
 from routers.learned.value_model import load_value_model
 

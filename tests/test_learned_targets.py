@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from test_learned_routers import CARDS, HELPER, HashingEmbedder, state_of
 
+from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.errors import ConfigError
 from routers import check_training_params
 from routers.learned.classic import RidgeModel, RidgeRouter
@@ -24,7 +25,6 @@ from routers.learned.fitting import bootstrapped_targets, episode_returns
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.q_router import MTRouter, MTRouterModel
 from routers.learned.state_baseline import StateBaseline, cross_fitted
-from routers.learned.synthetic import write_synthetic_run
 from routers.learned.targets import (
     EpisodeReturns,
     advantage,

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from harness.batch import prepare_check
+from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.config import RouterSpec, RunConfig
 from harness.errors import ConfigError
 from harness.pool import POOLS_DIR, load_pool
 from harness.types import ModelCard, PriceCard
-from routers.learned.synthetic import write_synthetic_run
 from routers.learned.train import train_router
 
 HARNESS = [sys.executable, "-m", "harness.cli"]

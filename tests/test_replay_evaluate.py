@@ -13,6 +13,7 @@ from test_learned_routers import CARDS as SYNTHETIC_CARDS
 from test_learned_routers import HELPER, hashing_encoder
 from typer.testing import CliRunner
 
+from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.cli import app
 from harness.config import RouterSpec
 from harness.errors import ConfigError
@@ -27,7 +28,6 @@ from harness.trajectory import read_lines
 from harness.types import Decision
 from routers import make_router
 from routers.base import Router
-from routers.learned.synthetic import write_synthetic_run
 from routers.learned.train import train_router
 
 CARDS = load_pool("paper6").cards

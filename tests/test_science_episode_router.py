@@ -8,13 +8,13 @@ import re
 import numpy as np
 import pytest
 
+from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.types import ModelCard, PriceCard, TurnState
 from routers import router_class, trainable
 from routers.episode_level import EpisodeKNNModel
 from routers.learned.dataset import TargetOptions, TargetStats, TrainingSet, load_samples
 from routers.learned.embedding import CachedEmbedder, l2_normalise
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.synthetic import write_synthetic_run
 from routers.learned.train import train_router
 
 CARDS = [
