@@ -87,6 +87,36 @@ class TuneStage:
     budget_per_episode: float | None = None
 
 
+def _check_rule(rule: str, margin: float | None, where: str) -> None:
+    from harness.results import MARGIN_RULES, SELECTION_RULES
+
+    if rule not in SELECTION_RULES:
+        raise ConfigError(f"{where}.rule {rule!r} is not one of {', '.join(SELECTION_RULES)}")
+    if rule in MARGIN_RULES and (margin is None or margin < 0):
+        raise ConfigError(f"{where}.rule {rule} needs {where}.margin, a score margin >= 0")
+    if rule not in MARGIN_RULES and margin is not None:
+        raise ConfigError(f"{where}.margin applies to rule {' or '.join(MARGIN_RULES)}, not {rule}")
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """A rule reported beside the headline one (``select.also``): it chooses from the same val runs, its
+    points are played on the same test splits, and the report gives its verdict too, so two rules are
+    compared on one set of episodes instead of on two runs' draws."""
+
+    rule: str
+    margin: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_rule(self.rule, self.margin, "select.also")
+
+    @property
+    def key(self) -> str:
+        from harness.results import rule_key
+
+        return rule_key(self.rule, self.margin)
+
+
 @dataclass(frozen=True)
 class SelectStage:
     """How each learned family's headline operating point is chosen, before any test split is seen.
@@ -98,6 +128,7 @@ class SelectStage:
     ``split`` that many times (each play its own episode seed), so a lambda is chosen on
     the mean over those plays rather than on one draw of each; ``margin`` (score points)
     is the non-inferiority margin of ``cheapest_noninferior`` and ``cheapest_bound_noninferior``.
+    ``also``: further rules whose choices are evaluated and given a verdict beside the headline's.
     """
 
     rule: str = "cheapest_reaching_best_single"
@@ -105,20 +136,24 @@ class SelectStage:
     quick: bool = False
     repeats: int = 1
     margin: float | None = None
+    also: list[SelectionRule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from harness.results import MARGIN_RULES, SELECTION_RULES
-
-        if self.rule not in SELECTION_RULES:
-            raise ConfigError(f"select.rule {self.rule!r} is not one of {', '.join(SELECTION_RULES)}")
+        _check_rule(self.rule, self.margin, "select")
         if self.split.startswith("test"):
             raise ConfigError(f"select.split {self.split!r} is a test split: select on val")
         if self.repeats < 1:
             raise ConfigError(f"select.repeats must be >= 1, got {self.repeats}")
-        if self.rule in MARGIN_RULES and (self.margin is None or self.margin < 0):
-            raise ConfigError(f"select.rule {self.rule} needs select.margin, a score margin >= 0")
-        if self.rule not in MARGIN_RULES and self.margin is not None:
-            raise ConfigError(f"select.margin applies to rule {' or '.join(MARGIN_RULES)}, not {self.rule}")
+        from harness.results import rule_key
+
+        keys = [rule_key(self.rule, self.margin), *(a.key for a in self.also)]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"select.also repeats a rule: {', '.join(keys)}")
+
+    @property
+    def rules(self) -> list[tuple[str, float | None]]:
+        """Every rule whose choice is evaluated, the headline one first."""
+        return [(self.rule, self.margin), *((a.rule, a.margin) for a in self.also)]
 
 
 @dataclass(frozen=True)
@@ -337,8 +372,9 @@ class BenchmarkRun:
             checks.append(self.config(d.collect.router, d.tune.split, d.tune.quick))
         if d.select is not None:
             checks.append(self.config(d.collect.router, d.select.split, d.select.quick))
-            if d.select.rule != "highest_val_score" and not any(s.name == "single" for s in d.fixed_routers):
-                raise ConfigError(f"select.rule {d.select.rule} compares with single-model routers; add one")
+            comparing = [rule for rule, _ in d.select.rules if rule != "highest_val_score"]
+            if comparing and not any(s.name == "single" for s in d.fixed_routers):
+                raise ConfigError(f"select.rule {comparing[0]} compares with single-model routers; add one")
         for config in checks:
             prepare_check(config)
 
@@ -496,20 +532,18 @@ class BenchmarkRun:
                 rows.append(
                     {"lam": lam, **self._means(spec, s.split, s.quick, f"select {s.split} {spec.label}")}
                 )
-                if s.rule in PAIRED_RULES and best is not None:
+                if any(rule in PAIRED_RULES for rule, _ in s.rules) and best is not None:
                     rows[-1]["score_diff_low"] = paired_lower_bound(
                         self.layout.run(s.split, spec.label),
                         self.layout.run(s.split, best),
                         seed=derive_seed("select", self.d.seed, spec.label) % 2**32,
                     )
-            choice = select_point(
-                pd.DataFrame(rows),
-                s.rule,
-                singles[best]["mean_score"] if best is not None else None,
-                s.margin,
-            )
+            reference = singles[best]["mean_score"] if best is not None else None
+            choice = select_point(pd.DataFrame(rows), s.rule, reference, s.margin)
+            also = {a.key: select_point(pd.DataFrame(rows), a.rule, reference, a.margin) for a in s.also}
             selected[learned.name] = {
                 **choice,
+                **({"also": also} if also else {}),
                 "split": s.split,
                 "repeats": s.repeats,
                 "best_single": best,
@@ -538,7 +572,8 @@ class BenchmarkRun:
                     f"{split} {spec.label}",
                 )
             for learned in self.d.learned:
-                chosen = {selected[learned.name]["lam"]} if learned.name in selected else set()
+                choice = selected.get(learned.name, {})
+                chosen = {c["lam"] for c in [choice, *choice.get("also", {}).values()] if "lam" in c}
                 lams = sorted((set(learned.lambdas) if self.d.eval_grid else set()) | chosen)
                 for lam in lams:
                     spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
@@ -580,6 +615,9 @@ class BenchmarkRun:
         manifest = json.loads(self.layout.manifest.read_text())
         margin = self.d.verdict.margin
         manifest["verdict"] = {"margin": margin, "rows": verdict_rows(self.dir, margin)}
+        also = self.d.select.also if self.d.select is not None else []
+        if also:
+            manifest["verdict"]["also"] = {a.key: verdict_rows(self.dir, margin, rule=a.key) for a in also}
         write_json_atomic(self.layout.manifest, manifest)
 
     def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:

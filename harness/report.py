@@ -31,6 +31,7 @@ from harness.results import (
     provenance,
     reference_point,
     replicate_dirs,
+    rule_key,
     seed_rows,
     selected_points,
     split_sort_key,
@@ -200,7 +201,7 @@ def benchmark_section(
 
 def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> list[str]:
     """The headline: each learned family's val-selected point against the val-best single model."""
-    from harness.verdict import verdict_margin, verdict_rows, verdict_text
+    from harness.verdict import verdict_margin, verdict_rows
 
     margin = verdict_margin(definition)
     rows = verdict_rows(bench_dir, margin)
@@ -225,6 +226,24 @@ def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> lis
         f" interval's lower bound is above −{margin:g} points; better: above 0.",
         "",
     ]
+    lines += _verdict_table(rows, score_digits)
+    for also in selection.get("also") or []:
+        key = rule_key(also["rule"], also.get("margin"))
+        lines += [
+            "",
+            f"Beside it, rule `{also['rule']}`"
+            + (f" (margin {also['margin']:g})" if also.get("margin") is not None else "")
+            + " (stated in the same definition), choosing from the same val runs; its points were played on the same"
+            " test episodes:",
+            "",
+            *_verdict_table(verdict_rows(bench_dir, margin, rule=key), score_digits),
+        ]
+    return lines
+
+
+def _verdict_table(rows: list[dict], score_digits: int) -> list[str]:
+    from harness.verdict import verdict_text
+
     header = ["family", "split", "λ (per seed)", "best single (val)", "score vs single"]
     header += ["Δscore [95% CI]", "cost ratio [95% CI]", "verdict", "seeds × variations (episodes)"]
     body = []
@@ -245,7 +264,7 @@ def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> lis
                 f"{r['n_seeds']} × {r['n_variations'] // max(1, r['n_seeds'])} ({r['n_episodes']})",
             ]
         )
-    return [*lines, *_table(header, body)]
+    return _table(header, body)
 
 
 def _bench_name(bench_dir: Path, definition: dict) -> str:
@@ -454,7 +473,18 @@ def selection_section(points: pd.DataFrame, definition: dict, score_digits: int)
         f"Rule `{rule}` on {split} ({what}; when none qualifies, {fallback}), stated in the definition"
         f" before evaluation; {oracle_note}"
     ]
-    return [*lines, "", *_table(header, body)]
+    beside = [
+        f"- `{key}` chose λ={c['lam']:g} for {family} ({split} score {_num(c['score'], score_digits)},"
+        f" {_dollars(c['cost'])}/episode"
+        + (f", paired bound {c['score_diff_low']:+.1f}" if "score_diff_low" in c else "")
+        + ("" if c.get("reached_best_single") is not False else "; none qualified")
+        + ")"
+        for family, choice in sorted(definition["selected"].items())
+        for key, c in sorted((choice.get("also") or {}).items())
+    ]
+    if beside:
+        beside = ["", "The definition's further rules, from the same candidates:", "", *beside]
+    return [*lines, "", *_table(header, body), *beside]
 
 
 def seed_section(bench_dir: Path, score_digits: int = 1, n_boot: int = 4000) -> list[str]:

@@ -352,6 +352,11 @@ MARGIN_RULES = ("cheapest_noninferior", "cheapest_bound_noninferior")  # the rul
 PAIRED_RULES = ("cheapest_bound_noninferior",)  # the rules that read ``score_diff_low``, a paired bound
 
 
+def rule_key(rule: str, margin: float | None) -> str:
+    """How a rule is named in benchmark.json and the report: ``cheapest_noninferior@5``."""
+    return rule if margin is None else f"{rule}@{margin:g}"
+
+
 def select_point(
     candidates: pd.DataFrame, rule: str, reference_score: float | None = None, margin: float | None = None
 ) -> dict[str, Any]:

@@ -48,8 +48,12 @@ def _learned_run(bench_dir: Path, split: str, family: str, lam: float) -> Path |
     return None
 
 
-def paired_table(bench_dir: Path, splits: tuple[str, ...] = VERDICT_SPLITS) -> dict[tuple[str, str], dict]:
+def paired_table(
+    bench_dir: Path, splits: tuple[str, ...] = VERDICT_SPLITS, rule: str | None = None
+) -> dict[tuple[str, str], dict]:
     """(family, split) -> the val-selected point's episodes paired with the val-best single model's.
+
+    ``rule``: the key of a ``select.also`` rule whose choice to pair instead of the headline rule's.
 
     Each value holds ``pairs`` (per seed replicate, per variation, the (R, 4) repeats of
     :func:`harness.results.paired_variations`) and, per seed, the selected ``lam`` and the
@@ -65,7 +69,9 @@ def paired_table(bench_dir: Path, splits: tuple[str, ...] = VERDICT_SPLITS) -> d
         child = benchmark_definition(path) if path != bench_dir else definition
         for family, choice in sorted((child.get("selected") or {}).items()):
             single = choice.get("best_single")
-            if not single:
+            if rule is not None:
+                choice = (choice.get("also") or {}).get(rule) or {}
+            if not single or "lam" not in choice:
                 continue
             for split in splits:
                 reference = ResultsLayout(path).run(split, single)
@@ -129,14 +135,17 @@ def paired_lower_bound(run_dir: Path, reference_dir: Path, n_boot: int = 4000, s
     return hierarchical_paired_bootstrap([pairs], n_boot=n_boot, seed=seed).score_diff_ci[0]
 
 
-def verdict_rows(bench_dir: Path, margin: float | None = None, n_boot: int = 4000) -> list[dict[str, Any]]:
-    """Every learned family's verdict on every test split it was evaluated on, in family then split order."""
+def verdict_rows(
+    bench_dir: Path, margin: float | None = None, n_boot: int = 4000, rule: str | None = None
+) -> list[dict[str, Any]]:
+    """Every learned family's verdict on every test split it was evaluated on, in family then split order
+    (at the points the ``select.also`` rule named ``rule`` chose, when given)."""
     bench_dir = Path(bench_dir)
     margin = verdict_margin(benchmark_definition(bench_dir)) if margin is None else margin
     order = {split: i for i, split in enumerate(VERDICT_SPLITS)}
     rows = []
     for (family, split), entry in sorted(
-        paired_table(bench_dir).items(), key=lambda kv: (kv[0][0], order[kv[0][1]])
+        paired_table(bench_dir, rule=rule).items(), key=lambda kv: (kv[0][0], order[kv[0][1]])
     ):
         boot_seed = derive_seed("verdict", family, split) % 2**32
         rows.append(

@@ -17,7 +17,15 @@ from harness.benchmarks import get_benchmark
 from harness.config import RouterSpec, RunConfig, to_plain
 from harness.errors import ConfigError
 from harness.frontier import clustered_bootstrap_point, paired_bootstrap_point
-from harness.pipeline import BenchmarkDef, BenchmarkRun, CollectStage, LearnedRouter, SelectStage, VerdictSpec
+from harness.pipeline import (
+    BenchmarkDef,
+    BenchmarkRun,
+    CollectStage,
+    LearnedRouter,
+    SelectionRule,
+    SelectStage,
+    VerdictSpec,
+)
 from harness.report import write_report
 from harness.results import load_points, select_point
 from harness.trajectory import RunStore
@@ -234,10 +242,15 @@ def _write_run(path: Path, router: RouterSpec, split: str, seed: int, score, cos
     store.close()
 
 
+ALSO = "cheapest_bound_noninferior@5"  # the further rule of verdict_bench's definition
+
+
 def verdict_bench(root: Path, seeds: tuple[int, ...] = (0, 1)) -> Path:
     """A seeded benchmark with two replicates: mtrouter's val-selected point is 2 to 4 points below the
-    val-best single model on every paired test episode, at a quarter of its cost."""
+    val-best single model on every paired test episode, at a quarter of its cost; the further rule
+    ``ALSO`` chose lam 0 instead, exactly one point above the single model at half its cost."""
     single = RouterSpec("single", {"model": "b"})
+    at_zero = RouterSpec("mtrouter", {"lam": 0.0, "label": "mtrouter@lam=0"})
     for seed in seeds:
         bench = root / "seeds" / f"s{seed}"
         lam = 0.1 * (seed + 1)
@@ -252,11 +265,28 @@ def verdict_bench(root: Path, seeds: tuple[int, ...] = (0, 1)) -> Path:
                 lambda t, v, r: _base(t, v, r) + _gap(t, v, r),
                 0.5,
             )
+            _write_run(
+                bench / "runs" / split / at_zero.label,
+                at_zero,
+                split,
+                seed,
+                lambda t, v, r: _base(t, v, r) + 1,
+                1.0,
+            )
         (bench / "benchmark.json").write_text(
             json.dumps(
                 {
                     "name": f"s{seed}",
-                    "selected": {"mtrouter": {"lam": lam, "best_single": single.label, "split": "val"}},
+                    "selected": {
+                        "mtrouter": {
+                            "lam": lam,
+                            "score": 70.0,
+                            "cost": 0.5,
+                            "best_single": single.label,
+                            "split": "val",
+                            "also": {ALSO: {"lam": 0.0, "score": 74.0, "cost": 1.0, "score_diff_low": -1.5}},
+                        }
+                    },
                     "selection": {
                         "rule": "cheapest_noninferior",
                         "split": "val",
@@ -275,7 +305,13 @@ def verdict_bench(root: Path, seeds: tuple[int, ...] = (0, 1)) -> Path:
                 "definition": {
                     "verdict": {"margin": 5.0},
                     "eval_repeats": REPEATS,
-                    "select": {"rule": "cheapest_noninferior", "split": "val", "margin": 5.0, "repeats": 3},
+                    "select": {
+                        "rule": "cheapest_noninferior",
+                        "split": "val",
+                        "margin": 5.0,
+                        "repeats": 3,
+                        "also": [{"rule": "cheapest_bound_noninferior", "margin": 5.0}],
+                    },
                 },
             }
         )
@@ -305,6 +341,36 @@ def test_verdict_flips_with_the_margin_on_a_known_answer(tmp_path: Path):
         assert (
             at1[split]["score_diff_ci"] == row["score_diff_ci"]
         )  # the margin moves the bar, not the interval
+
+
+def test_a_further_rule_gets_its_own_verdict_on_the_same_episodes(tmp_path: Path):
+    bench = verdict_bench(tmp_path / "verdictbench")
+    rows = {row["split"]: row for row in verdict_rows(bench, margin=5.0, rule=ALSO)}
+    for split in ("test_id", "test_ood"):
+        row = rows[split]  # lam 0 is one point above the single model on every episode, at half its cost
+        assert row["lam"] == [0.0, 0.0] and row["score_diff"] == pytest.approx(1.0)
+        assert row["score_diff_ci"] == pytest.approx([1.0, 1.0]) and row["cost_ratio"] == pytest.approx(0.5)
+        assert (row["better"], row["n_episodes"]) == (True, 48)
+    assert verdict_rows(bench, margin=5.0, rule="highest_val_score") == []  # a rule nobody stated: no rows
+    text = write_report(bench, tmp_path / "reports").read_text()
+    verdict = text.split("## Verdict")[1].split("## Across seeds")[0]
+    beside = verdict.split("Beside it, rule `cheapest_bound_noninferior` (margin 5)")[1]
+    assert "| mtrouter | test_id | 0, 0 | `single:b` |" in beside and "**better" in beside
+    child = (tmp_path / "reports" / "verdictbench" / "s0.md").read_text()
+    assert "`cheapest_bound_noninferior@5` chose λ=0 for mtrouter" in child and "paired bound -1.5" in child
+
+
+def test_further_rules_are_checked_like_the_headline_one():
+    with pytest.raises(
+        ConfigError, match="select.also.rule cheapest_bound_noninferior needs select.also.margin"
+    ):
+        SelectStage(also=[SelectionRule("cheapest_bound_noninferior")])
+    with pytest.raises(ConfigError, match="select.also repeats a rule"):
+        SelectStage(
+            rule="cheapest_noninferior", margin=5.0, also=[SelectionRule("cheapest_noninferior", 5.0)]
+        )
+    stage = SelectStage(rule="cheapest_noninferior", margin=5.0, also=[SelectionRule("highest_val_score")])
+    assert stage.rules == [("cheapest_noninferior", 5.0), ("highest_val_score", None)]
 
 
 def test_the_report_opens_with_the_verdict(tmp_path: Path):
@@ -384,6 +450,7 @@ def test_benchmark_with_repeats_writes_its_verdict_and_resumes(
         "learned": [{"name": "toy-ridge", "lambdas": [0.0, 0.5]}],
         "select": {
             "rule": rule,
+            "also": [{"rule": "highest_val_score"}],
             "margin": 5.0,
             "split": "val",
             "quick": True,
@@ -414,7 +481,13 @@ def test_benchmark_with_repeats_writes_its_verdict_and_resumes(
     val = RunStore(bench / "runs" / "val" / choice["best_single"]).episodes()
     assert len(val) == 2 * 2 and len({r["seed"] for r in val}) == 4  # two quick variations, two plays each
     tested = sorted(p.name for p in (bench / "runs" / "test_id").iterdir())
-    assert tested == sorted([choice["best_single"], f"toy-ridge@lam={choice['lam']:g}"])
+    chosen = {
+        choice["lam"],
+        choice["also"]["highest_val_score"]["lam"],
+    }  # the further rule's point is played too
+    assert tested == sorted([choice["best_single"], *(f"toy-ridge@lam={lam:g}" for lam in chosen)])
+    also_rows = manifest["verdict"]["also"]["highest_val_score"]
+    assert [r["lam"] for r in also_rows] == [[choice["also"]["highest_val_score"]["lam"]]] * 2
     records = RunStore(bench / "runs" / "test_ood" / tested[0]).episodes()
     assert len(records) == 2 * 3 and sorted(r.get("repeat", 0) for r in records) == [0, 0, 1, 1, 2, 2]
     rows = manifest["verdict"]["rows"]
