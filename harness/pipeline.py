@@ -106,6 +106,7 @@ class SelectionRule:
 
     rule: str
     margin: float | None = None
+    splits: list[str] | None = None  # the eval splits its points are played on; None: all of them
 
     def __post_init__(self) -> None:
         _check_rule(self.rule, self.margin, "select.also")
@@ -355,6 +356,12 @@ class BenchmarkRun:
         unknown = set(d.eval_quick) - set(d.eval_splits)
         if unknown:
             raise ConfigError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
+        for also in d.select.also if d.select is not None else []:
+            stray = sorted(set(also.splits or ()) - set(d.eval_splits))
+            if stray:
+                raise ConfigError(
+                    f"select.also rule {also.key} names {stray[0]!r}, which is not an eval split"
+                )
         if not d.eval_grid and d.select is None and d.tune is None:
             raise ConfigError("eval_grid: false needs a select or tune stage to choose the lambda")
         if d.eval_fixed not in EVAL_FIXED:
@@ -571,9 +578,12 @@ class BenchmarkRun:
                     self.layout.run(split, spec.label),
                     f"{split} {spec.label}",
                 )
+            rules = self.d.select.also if self.d.select is not None else []
+            also_here = {a.key for a in rules if a.splits is None or split in a.splits}
             for learned in self.d.learned:
                 choice = selected.get(learned.name, {})
-                chosen = {c["lam"] for c in [choice, *choice.get("also", {}).values()] if "lam" in c}
+                also = [c for key, c in choice.get("also", {}).items() if key in also_here]
+                chosen = {c["lam"] for c in [choice, *also] if "lam" in c}
                 lams = sorted((set(learned.lambdas) if self.d.eval_grid else set()) | chosen)
                 for lam in lams:
                     spec = self.learned_spec(learned.name, checkpoints[learned.name], lam)
@@ -617,7 +627,9 @@ class BenchmarkRun:
         manifest["verdict"] = {"margin": margin, "rows": verdict_rows(self.dir, margin)}
         also = self.d.select.also if self.d.select is not None else []
         if also:
-            manifest["verdict"]["also"] = {a.key: verdict_rows(self.dir, margin, rule=a.key) for a in also}
+            manifest["verdict"]["also"] = {
+                a.key: verdict_rows(self.dir, margin, rule=a.key, splits=a.splits) for a in also
+            }
         write_json_atomic(self.layout.manifest, manifest)
 
     def execute(self, track: bool = True, report_dir: Path | None = None) -> dict:

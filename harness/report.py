@@ -234,9 +234,11 @@ def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> lis
             f"Beside it, rule `{also['rule']}`"
             + (f" (margin {also['margin']:g})" if also.get("margin") is not None else "")
             + " (stated in the same definition), choosing from the same val runs; its points were played on the same"
-            " test episodes:",
+            + (f" {', '.join(also['splits'])} episodes:" if also.get("splits") else " test episodes:"),
             "",
-            *_verdict_table(verdict_rows(bench_dir, margin, rule=key), score_digits),
+            *_verdict_table(
+                verdict_rows(bench_dir, margin, rule=key, splits=also.get("splits")), score_digits
+            ),
         ]
     return lines
 

@@ -136,16 +136,22 @@ def paired_lower_bound(run_dir: Path, reference_dir: Path, n_boot: int = 4000, s
 
 
 def verdict_rows(
-    bench_dir: Path, margin: float | None = None, n_boot: int = 4000, rule: str | None = None
+    bench_dir: Path,
+    margin: float | None = None,
+    n_boot: int = 4000,
+    rule: str | None = None,
+    splits: tuple[str, ...] | list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every learned family's verdict on every test split it was evaluated on, in family then split order
-    (at the points the ``select.also`` rule named ``rule`` chose, when given)."""
+    (at the points the ``select.also`` rule named ``rule`` chose, when given, on its ``splits``: where
+    its point and the headline's coincide a split it was not played on would have a partial verdict)."""
     bench_dir = Path(bench_dir)
     margin = verdict_margin(benchmark_definition(bench_dir)) if margin is None else margin
     order = {split: i for i, split in enumerate(VERDICT_SPLITS)}
     rows = []
     for (family, split), entry in sorted(
-        paired_table(bench_dir, rule=rule).items(), key=lambda kv: (kv[0][0], order[kv[0][1]])
+        paired_table(bench_dir, tuple(splits or VERDICT_SPLITS), rule=rule).items(),
+        key=lambda kv: (kv[0][0], order[kv[0][1]]),
     ):
         boot_seed = derive_seed("verdict", family, split) % 2**32
         rows.append(

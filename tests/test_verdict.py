@@ -360,7 +360,7 @@ def test_a_further_rule_gets_its_own_verdict_on_the_same_episodes(tmp_path: Path
     assert "`cheapest_bound_noninferior@5` chose λ=0 for mtrouter" in child and "paired bound -1.5" in child
 
 
-def test_further_rules_are_checked_like_the_headline_one():
+def test_further_rules_are_checked_like_the_headline_one(tmp_path: Path):
     with pytest.raises(
         ConfigError, match="select.also.rule cheapest_bound_noninferior needs select.also.margin"
     ):
@@ -371,6 +371,12 @@ def test_further_rules_are_checked_like_the_headline_one():
         )
     stage = SelectStage(rule="cheapest_noninferior", margin=5.0, also=[SelectionRule("highest_val_score")])
     assert stage.rules == [("cheapest_noninferior", 5.0), ("highest_val_score", None)]
+    stray = SelectStage(also=[SelectionRule("highest_val_score", splits=["val"])])
+    d = BenchmarkDef(name="stray", fixed_routers=[RouterSpec("single", {"model": "gpt-5"})], select=stray)
+    with pytest.raises(
+        ConfigError, match="select.also rule highest_val_score names 'val', which is not an eval"
+    ):
+        BenchmarkRun(d, tmp_path).validate()
 
 
 def test_the_report_opens_with_the_verdict(tmp_path: Path):
@@ -450,7 +456,7 @@ def test_benchmark_with_repeats_writes_its_verdict_and_resumes(
         "learned": [{"name": "toy-ridge", "lambdas": [0.0, 0.5]}],
         "select": {
             "rule": rule,
-            "also": [{"rule": "highest_val_score"}],
+            "also": [{"rule": "highest_val_score", "splits": ["test_id"]}],
             "margin": 5.0,
             "split": "val",
             "quick": True,
@@ -486,8 +492,12 @@ def test_benchmark_with_repeats_writes_its_verdict_and_resumes(
         choice["also"]["highest_val_score"]["lam"],
     }  # the further rule's point is played too
     assert tested == sorted([choice["best_single"], *(f"toy-ridge@lam={lam:g}" for lam in chosen)])
-    also_rows = manifest["verdict"]["also"]["highest_val_score"]
-    assert [r["lam"] for r in also_rows] == [[choice["also"]["highest_val_score"]["lam"]]] * 2
+    also_rows = manifest["verdict"]["also"]["highest_val_score"]  # played on test_id only, as stated
+    assert [(r["split"], r["lam"]) for r in also_rows] == [
+        ("test_id", [choice["also"]["highest_val_score"]["lam"]])
+    ]
+    ood = sorted(p.name for p in (bench / "runs" / "test_ood").iterdir())
+    assert ood == sorted([choice["best_single"], f"toy-ridge@lam={choice['lam']:g}"])
     records = RunStore(bench / "runs" / "test_ood" / tested[0]).episodes()
     assert len(records) == 2 * 3 and sorted(r.get("repeat", 0) for r in records) == [0, 0, 1, 1, 2, 2]
     rows = manifest["verdict"]["rows"]
