@@ -546,8 +546,9 @@ class BenchmarkRun:
                         seed=derive_seed("select", self.d.seed, spec.label) % 2**32,
                     )
             reference = singles[best]["mean_score"] if best is not None else None
-            choice = select_point(pd.DataFrame(rows), s.rule, reference, s.margin)
-            also = {a.key: select_point(pd.DataFrame(rows), a.rule, reference, a.margin) for a in s.also}
+            candidates = pd.DataFrame(rows)
+            choice = select_point(candidates, s.rule, reference, s.margin)
+            also = {a.key: select_point(candidates, a.rule, reference, a.margin) for a in s.also}
             selected[learned.name] = {
                 **choice,
                 **({"also": also} if also else {}),
