@@ -145,16 +145,14 @@ class SelectStage:
             raise ConfigError(f"select.split {self.split!r} is a test split: select on val")
         if self.repeats < 1:
             raise ConfigError(f"select.repeats must be >= 1, got {self.repeats}")
-        from harness.results import rule_key
-
-        keys = [rule_key(self.rule, self.margin), *(a.key for a in self.also)]
+        keys = [r.key for r in self.rules]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"select.also repeats a rule: {', '.join(keys)}")
 
     @property
-    def rules(self) -> list[tuple[str, float | None]]:
-        """Every rule whose choice is evaluated, the headline one first."""
-        return [(self.rule, self.margin), *((a.rule, a.margin) for a in self.also)]
+    def rules(self) -> list[SelectionRule]:
+        """Every rule whose choice is evaluated, the headline one first (played on every eval split)."""
+        return [SelectionRule(self.rule, self.margin), *self.also]
 
 
 @dataclass(frozen=True)
@@ -379,7 +377,7 @@ class BenchmarkRun:
             checks.append(self.config(d.collect.router, d.tune.split, d.tune.quick))
         if d.select is not None:
             checks.append(self.config(d.collect.router, d.select.split, d.select.quick))
-            comparing = [rule for rule, _ in d.select.rules if rule != "highest_val_score"]
+            comparing = [r.rule for r in d.select.rules if r.rule != "highest_val_score"]
             if comparing and not any(s.name == "single" for s in d.fixed_routers):
                 raise ConfigError(f"select.rule {comparing[0]} compares with single-model routers; add one")
         for config in checks:
@@ -539,7 +537,7 @@ class BenchmarkRun:
                 rows.append(
                     {"lam": lam, **self._means(spec, s.split, s.quick, f"select {s.split} {spec.label}")}
                 )
-                if any(rule in PAIRED_RULES for rule, _ in s.rules) and best is not None:
+                if any(r.rule in PAIRED_RULES for r in s.rules) and best is not None:
                     rows[-1]["score_diff_low"] = paired_lower_bound(
                         self.layout.run(s.split, spec.label),
                         self.layout.run(s.split, best),

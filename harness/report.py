@@ -457,12 +457,13 @@ def selection_section(points: pd.DataFrame, definition: dict, score_digits: int)
             ]
         )
     margin = selection.get("margin")
+    margin_text = MISSING if margin is None else f"{margin:g}"
     what = {
         "cheapest_reaching_best_single": "the cheapest λ whose score reaches the best single model's",
-        "cheapest_noninferior": f"the cheapest λ whose score is within {margin} points of the best single"
+        "cheapest_noninferior": f"the cheapest λ whose score is within {margin_text} points of the best single"
         " model's",
         "cheapest_bound_noninferior": "the cheapest λ whose paired difference to the best single model has"
-        f" a 95% lower bound above -{margin}",
+        f" a 95% lower bound above −{margin_text}",
         "highest_val_score": "the λ with the highest score",
     }.get(rule, rule)
     oracle_note = (

@@ -370,7 +370,10 @@ def test_further_rules_are_checked_like_the_headline_one(tmp_path: Path):
             rule="cheapest_noninferior", margin=5.0, also=[SelectionRule("cheapest_noninferior", 5.0)]
         )
     stage = SelectStage(rule="cheapest_noninferior", margin=5.0, also=[SelectionRule("highest_val_score")])
-    assert stage.rules == [("cheapest_noninferior", 5.0), ("highest_val_score", None)]
+    assert [(r.rule, r.margin) for r in stage.rules] == [
+        ("cheapest_noninferior", 5.0),
+        ("highest_val_score", None),
+    ]
     stray = SelectStage(also=[SelectionRule("highest_val_score", splits=["val"])])
     d = BenchmarkDef(name="stray", fixed_routers=[RouterSpec("single", {"model": "gpt-5"})], select=stray)
     with pytest.raises(

@@ -10,8 +10,8 @@ and the report lists where credentials were removed (the paths, never the values
 Sources:
 
 * our own run directories, format version 1 (turn lines without ``messages``; they are
-  rebuilt as the agent loop wrote them: the assistant's ``output``, then the user
-  message ``Observation: {observation}\\nScore: {score:g}``) and version 2;
+  rebuilt as the agent loop wrote them: the assistant's ``output``, then the observation
+  message of the benchmark the episode names, from its plug-in's agent format) and version 2;
 * the MTRouter reference's ``*.traj.json`` files (``trajectory_format:
   "mini-agentic-router-1"``), laid out as ``<mode>/<task>_runK/<task>_runK.traj.json``
   beside ``<mode>/results.json``. Each ``(mode, K)`` becomes one run directory
@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.benchmarks import available, get_benchmark
-from harness.benchmarks.scienceworld.prompt import observation_message  # v1 runs were all ScienceWorld
+from harness.benchmarks.base import AgentFormat
 from harness.errors import ConfigError, TrajectoryError, UnknownItem
 from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories, task_description
 from harness.replay.redact import redact
@@ -226,12 +226,13 @@ def _propensity(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def _our_turn(record: dict[str, Any], version: int, where: str) -> LoggedTurn:
+def _our_turn(record: dict[str, Any], agent_format: AgentFormat | None, where: str) -> LoggedTurn:
+    """``agent_format``: the benchmark's, to rebuild a version-1 line's observation message; None for version 2."""
     try:
-        if version >= 2:
+        if agent_format is None:
             messages = _messages(record["messages"], where)
         else:
-            observation = observation_message(record["observation"], record["score"])
+            observation = agent_format.observation_message(record["observation"], record["score"], None)
             messages = (
                 LoggedMessage("assistant", record["output"]),
                 LoggedMessage(observation.role, observation.content),
@@ -249,6 +250,14 @@ def _our_turn(record: dict[str, Any], version: int, where: str) -> LoggedTurn:
         )
     except KeyError as exc:
         raise TrajectoryError(f"{where}: turn line has no {exc.args[0]!r}") from None
+
+
+def _benchmark_format(name: str, where: str) -> AgentFormat:
+    if name not in available():
+        raise TrajectoryError(
+            f"{where}: benchmark {name!r} is not registered, so its version-1 turns cannot be rebuilt"
+        )
+    return get_benchmark(name).agent_format
 
 
 def _check_history(turns: tuple[LoggedTurn, ...], records: list[dict[str, Any]], where: str) -> None:
@@ -338,8 +347,9 @@ def _our_episode(
                 f"{where}: episode line says {record['turns']} turns, the file has {len(turn_records)}"
             )
         initial = _messages(turn_records[0].get("initial_messages") or [], where)
+        agent_format = None if version >= 2 else _benchmark_format(str(record["benchmark"]), where)
         turns = link_histories(
-            initial, [_our_turn(r, version, f"{where} turn {r.get('turn')}") for r in turn_records]
+            initial, [_our_turn(r, agent_format, f"{where} turn {r.get('turn')}") for r in turn_records]
         )
         _check_history(turns, turn_records, where)
         episode = LoggedEpisode(
