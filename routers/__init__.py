@@ -30,6 +30,7 @@ BUILTIN = {
     "beta-mix": "routers.learned.beta_mix:BetaMixRouter",
     "episode-knn": "routers.episode_level:EpisodeKNNRouter",
     "episode-classifier": "routers.episode_level:EpisodeClassifierRouter",
+    "episode-task": "routers.episode_level:EpisodeTaskRouter",
     "llm-router": "routers.llm_router:LLMRouter",
 }
 

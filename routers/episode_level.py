@@ -3,17 +3,21 @@
 These are the paper's single-turn baselines (RouterDC, EmbedLLM, AvengersPro pick one
 model per query): they see the task description and the opening observation, choose
 the candidate with the best predicted score minus ``lam`` times its predicted cost,
-and that model answers every turn. Two predictors, both trained by ``harness train``
+and that model answers every turn. Three predictors, each trained by ``harness train``
 from the same logged runs as the per-turn routers:
 
 - ``episode-knn``: per model, the mean outcome of the ``k`` training episodes that opened
   with that model whose opening vectors are nearest to the query (cosine), shrunk towards
   the model's mean; ``k`` is chosen on the validation episodes unless given.
+- ``episode-task``: per task and model, the mean outcome of the training episodes of that task
+  that opened with that model, shrunk towards the model's mean by a prior weight chosen on the
+  validation episodes; a query is matched to the task whose mean opening vector is nearest (a
+  task never trained on borrows the most similar one's table).
 - ``episode-classifier``: per model, a logistic classifier of "this decision's episode
   ended above the median score", turned into an expected score with the model's mean
   score above and below the median; the cost is the model's mean episode cost.
 
-Both learn from each logged episode's first decision only (its model, its opening vector,
+All three learn from each logged episode's first decision only (its model, its opening vector,
 the episode's score and cost): that is the decision an episode-level router makes, and
 neighbours counted in episodes are independent samples. Neighbours counted in decisions
 were not: the 25 nearest decisions of a model were mostly consecutive turns of one or two
@@ -38,6 +42,9 @@ KNN_FILE = "episode_knn.npz"
 K_GRID = (5, 10, 25, 50)
 DEFAULT_K = 25
 CLASSIFIER_FILE = "episode_classifier.npz"
+TASK_FILE = "episode_task.npz"
+PRIOR_GRID = (0.5, 2.0, 8.0, 32.0)  # prior weights, in episodes, episode-task chooses from on val
+DEFAULT_PRIOR = 2.0
 
 
 def first_decisions(data: TrainingSet) -> TrainingSet:
@@ -132,6 +139,108 @@ class EpisodeKNNModel(ValueModel):
             self.targets, self.priors = a["targets"], a["priors"]
 
 
+class EpisodeTaskModel(ValueModel):
+    """Why a table: a simulated or real pool's skill varies by task, and a logged opening's nearest
+    neighbours (episode-knn) mix tasks, so with a few episodes per task and model their mean blurs
+    exactly the differences a router needs. Pooling every episode of a task is the least noisy
+    estimate the logs allow; the shrinkage weight trades it against the model's overall mean."""
+
+    kind = "episode-task"
+
+    def __init__(self, prior_strength: float | None = None, seed: int = 0):
+        super().__init__()
+        if prior_strength is not None and prior_strength < 0:
+            raise ConfigError(f"episode-task needs prior_strength >= 0, got {prior_strength}")
+        self.prior_strength, self.seed = prior_strength, seed  # prior_strength None: chosen on val
+        self.chosen_prior = prior_strength if prior_strength is not None else DEFAULT_PRIOR
+        self.tasks: list[str] = []
+        self.centroids: np.ndarray | None = None  # (tasks, dim) unit mean opening vectors
+        self.sums: np.ndarray | None = None  # (tasks, models, 2): summed score, cost
+        self.counts: np.ndarray | None = None  # (tasks, models) weighted episode counts
+        self.priors: np.ndarray | None = None  # (models, 2)
+
+    def fit_details(self) -> dict[str, Any]:
+        episodes = 0 if self.counts is None else int(round(float(self.counts.sum())))
+        return {"prior_strength": self.chosen_prior, "tasks": len(self.tasks), "episodes": episodes}
+
+    def fit(
+        self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None
+    ) -> EpisodeTaskModel:
+        """Counts and sums per (task, model); val only chooses the prior weight."""
+        self.adopt(train)
+        train = first_decisions(train)
+        if train.task is None:
+            raise ConfigError("episode-task needs each decision's task; this training set records none")
+        self.tasks = sorted({str(t) for t in train.task})
+        position = {t: i for i, t in enumerate(self.tasks)}
+        rows = np.array([position[str(t)] for t in train.task], dtype=np.int64)
+        vectors = _unit(train.embeddings)
+        n_models = len(self.cards)
+        self.centroids = _unit(np.stack([vectors[rows == i].mean(axis=0) for i in range(len(self.tasks))]))
+        targets = np.stack([train.score, train.cost], axis=1).astype(np.float64)
+        self.sums = np.zeros((len(self.tasks), n_models, 2))
+        self.counts = np.zeros((len(self.tasks), n_models))
+        np.add.at(self.sums, (rows, train.model_index), targets)
+        np.add.at(self.counts, (rows, train.model_index), 1.0)
+        overall = targets.mean(axis=0)
+        per_model = self.counts.sum(axis=0)
+        self.priors = np.where(
+            per_model[:, None] > 0, self.sums.sum(axis=0) / np.maximum(per_model, 1)[:, None], overall
+        )
+        held_out = first_decisions(val) if val is not None else None
+        if self.prior_strength is not None or held_out is None or not len(held_out):
+            return self
+        errors = {}
+        for prior in PRIOR_GRID:
+            self.chosen_prior = prior
+            score, _ = self.predict(held_out.embeddings, self.cards)
+            predicted = score[np.arange(len(held_out)), held_out.model_index]
+            errors[prior] = float(np.average((predicted - held_out.score) ** 2, weights=held_out.weight))
+        self.chosen_prior = min(errors, key=errors.get)
+        return self
+
+    def nearest_task(self, embeddings: np.ndarray) -> np.ndarray:
+        """Per query, the index of the task whose mean opening vector is nearest (cosine)."""
+        if self.centroids is None:
+            raise ConfigError("episode-task model is not fitted")
+        return np.argmax(_unit(embeddings) @ self.centroids.T, axis=1)
+
+    def predict(self, embeddings: np.ndarray, cards: list[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
+        if self.sums is None or self.counts is None or self.priors is None:
+            raise ConfigError("episode-task model is not fitted")
+        rows = self.model_positions(cards)
+        task = self.nearest_task(embeddings)
+        out = np.zeros((len(task), len(rows), 2))
+        for j, m in enumerate(rows):
+            count = self.counts[task, m][:, None]
+            pooled = self.sums[task, m] + self.chosen_prior * self.priors[m]
+            # A task this model never opened, with no prior weight: the model's mean, not 0 / 0.
+            out[:, j] = np.where(
+                count + self.chosen_prior > 0,
+                pooled / np.maximum(count + self.chosen_prior, 1e-12),
+                self.priors[m],
+            )
+        return out[..., 0], out[..., 1]
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        assert self.centroids is not None
+        save_array_file(
+            directory / TASK_FILE,
+            centroids=self.centroids,
+            sums=self.sums,
+            counts=self.counts,
+            priors=self.priors,
+        )
+        return {"chosen_prior": self.chosen_prior, "tasks": self.tasks}
+
+    def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        self.chosen_prior = float(state["chosen_prior"])
+        self.tasks = list(state["tasks"])
+        with np.load(directory / TASK_FILE) as a:
+            self.centroids, self.sums = a["centroids"], a["sums"]
+            self.counts, self.priors = a["counts"], a["priors"]
+
+
 class EpisodeClassifierModel(ValueModel):
     kind = "episode-classifier"
 
@@ -215,6 +324,13 @@ class EpisodeKNNRouter(EpisodeLevelRouter):
 
     name = "episode-knn"
     model_class = EpisodeKNNModel
+
+
+class EpisodeTaskRouter(EpisodeLevelRouter):
+    """Registry name ``episode-task``."""
+
+    name = "episode-task"
+    model_class = EpisodeTaskModel
 
 
 class EpisodeClassifierRouter(EpisodeLevelRouter):

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
+from harness.errors import ConfigError
 from harness.types import ModelCard, PriceCard, TurnState
 from routers import router_class, trainable
-from routers.episode_level import EpisodeKNNModel
+from routers.episode_level import EpisodeKNNModel, EpisodeTaskModel
 from routers.learned.dataset import TargetOptions, TargetStats, TrainingSet, load_samples
 from routers.learned.embedding import CachedEmbedder, l2_normalise
 from routers.learned.history_encoder import HistoryEncoder
@@ -23,7 +24,7 @@ CARDS = [
     ModelCard("strong", PriceCard(5.0, 20.0), knowledge_cutoff="2025-01", reasoning=True),
 ]
 HELPER = {"boil": "cheap", "grow-plant": "mid", "measure-melting": "strong"}
-KINDS = ("episode-knn", "episode-classifier")
+KINDS = ("episode-knn", "episode-task", "episode-classifier")
 
 
 class HashingEmbedder:
@@ -115,19 +116,20 @@ def test_lambda_makes_the_choice_cheaper(trained):
     assert spend[50.0] < spend[0.0]
 
 
-def decisions(vectors, turns, scores) -> TrainingSet:
-    """Logged decisions of one model in a 2-d vector space, costs all 1."""
+def decisions(vectors, turns, scores, tasks=None, models=None, costs=None) -> TrainingSet:
+    """Logged decisions in a 2-d vector space; by default all of one model, costs all 1."""
     n = len(scores)
     return TrainingSet(
         embeddings=np.asarray(vectors, dtype=np.float32),
-        model_index=np.zeros(n, dtype=np.int64),
+        model_index=np.zeros(n, dtype=np.int64) if models is None else np.asarray(models, dtype=np.int64),
         score=np.asarray(scores, dtype=np.float32),
-        cost=np.ones(n, dtype=np.float32),
+        cost=np.ones(n, dtype=np.float32) if costs is None else np.asarray(costs, dtype=np.float32),
         weight=np.ones(n, dtype=np.float32),
-        cards=CARDS[:1],
+        cards=CARDS[:1] if models is None else CARDS[: max(models) + 1],
         stats=TargetStats(score_low=0.0, score_high=1.0, mean_episode_cost=1.0, mean_episode_turns=10.0),
         options=TargetOptions(),
         turn=np.asarray(turns, dtype=np.int64),
+        task=None if tasks is None else np.asarray(tasks, dtype=object),
     )
 
 
@@ -152,3 +154,58 @@ def test_knn_chooses_k_by_validation_error(val_score, expected_k):
     expected = {5: 5.2 / 7, 50: 0.1}[expected_k]
     assert model.predict(np.array([[1.0, 0.0]]), CARDS[:1])[0][0, 0] == pytest.approx(expected, rel=1e-5)
     assert EpisodeKNNModel().fit(train).chosen_k == 25, "without val episodes k stays at its default"
+
+
+def two_task_logs() -> TrainingSet:
+    """Task "x" opens along x, task "y" along y. Model 0 ("cheap") scored 1, 1, 0 on x and 0 on y at cost 1;
+    model 1 ("mid") scored 0 on x and 1, 1 on y at cost 3. Later turns (turn 1) must not count; with no prior
+    weight, a task a model never opened falls back to that model's mean."""
+    return decisions(
+        vectors=[[1, 0], [1, 0.1], [1, -0.1], [1, 0], [0, 1], [0.1, 1], [0, 1], [1, 0]],
+        turns=[0, 0, 0, 0, 0, 0, 0, 1],
+        scores=[1, 1, 0, 0, 0, 1, 1, 0],
+        tasks=["x", "x", "x", "x", "y", "y", "y", "x"],
+        models=[0, 0, 0, 1, 0, 1, 1, 1],
+        costs=[1, 1, 1, 3, 1, 3, 3, 3],
+    )
+
+
+def test_task_table_pools_a_tasks_episodes_by_hand():
+    model = EpisodeTaskModel(prior_strength=1.0).fit(two_task_logs())
+    assert model.tasks == ["x", "y"]
+    # Model means over episodes (turn 0 only): cheap (1 + 1 + 0 + 0) / 4 = 0.5, cost 1; mid (0 + 1 + 1) / 3, cost 3.
+    score, cost = model.predict(np.array([[1.0, 0.05], [0.02, 1.0]]), CARDS[:2])
+    # Task x: cheap (2 + 1 * 0.5) / (3 + 1) = 0.625; mid (0 + 2 / 3) / (1 + 1) = 1 / 3.
+    # Task y: cheap (0 + 0.5) / (1 + 1) = 0.25; mid (2 + 2 / 3) / (2 + 1) = 8 / 9.
+    assert score == pytest.approx(np.array([[0.625, 1 / 3], [0.25, 8 / 9]]), rel=1e-6)
+    assert cost == pytest.approx(np.array([[1.0, 3.0], [1.0, 3.0]]), rel=1e-6)
+
+
+def test_task_table_borrows_the_nearest_tasks_row_for_an_unseen_task():
+    model = EpisodeTaskModel(prior_strength=0.0).fit(two_task_logs())
+    # A query between the two but nearer y's mean opening vector reads y's row: cheap 0, mid 1.
+    score, _ = model.predict(np.array([[0.6, 0.8]]), CARDS[:2])
+    assert model.nearest_task(np.array([[0.6, 0.8], [0.8, 0.6]])).tolist() == [1, 0]
+    assert score[0].tolist() == pytest.approx([0.0, 1.0])
+    lone = decisions([[1, 0], [0, 1]], [0, 0], [1.0, 0.0], tasks=["x", "y"], models=[0, 1])
+    score, _ = EpisodeTaskModel(prior_strength=0.0).fit(lone).predict(np.array([[1.0, 0.0]]), CARDS[:2])
+    assert score[0].tolist() == pytest.approx([1.0, 0.0]), "mid never opened x: its own mean, 0"
+
+
+@pytest.mark.parametrize(("val_score", "expected_prior"), [(1.0, 0.5), (0.5, 32.0)])
+def test_task_table_chooses_its_prior_weight_by_validation_error(val_score, expected_prior):
+    # On task x cheap's own mean is 2 / 3 and its overall mean 0.5: val episodes of cheap on x scoring 1 favour
+    # the smallest prior weight, scoring 0.5 (its overall mean) the largest.
+    val = decisions([[1, 0]] * 3, [0] * 3, [val_score] * 3, tasks=["x"] * 3, models=[0, 0, 0])
+    model = EpisodeTaskModel().fit(two_task_logs(), val)
+    assert model.chosen_prior == expected_prior
+    assert EpisodeTaskModel().fit(two_task_logs()).chosen_prior == 2.0, "without val it keeps its default"
+
+
+def test_task_table_refuses_logs_without_tasks_and_a_negative_prior():
+    logs = two_task_logs()
+    logs.task = None
+    with pytest.raises(ConfigError, match="task"):
+        EpisodeTaskModel().fit(logs)
+    with pytest.raises(ConfigError, match="prior_strength"):
+        EpisodeTaskModel(prior_strength=-1.0)

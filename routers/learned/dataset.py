@@ -160,6 +160,7 @@ class TrainingSet:
     turn: np.ndarray | None = None
     propensity: np.ndarray | None = None
     score_offset: np.ndarray | None = None
+    task: np.ndarray | None = None  # (n,) the task each row's episode is an instance of (public: routers see it)
 
     def __len__(self) -> int:
         return len(self.score)
@@ -183,6 +184,7 @@ class TrainingSet:
             turn=take(self.turn),
             propensity=take(self.propensity),
             score_offset=take(self.score_offset),
+            task=take(self.task),
         )
 
     def with_targets(self, score: np.ndarray, cost: np.ndarray) -> TrainingSet:
@@ -399,6 +401,7 @@ def build_training_set(
         turn=np.array([s.turn for s in samples], dtype=np.int64),
         propensity=np.array([s.propensity for s in samples], dtype=np.float64),
         score_offset=score_offsets(samples, stats, options),
+        task=np.array([s.task for s in samples], dtype=object),
     )
 
 
