@@ -160,7 +160,9 @@ class TrainingSet:
     turn: np.ndarray | None = None
     propensity: np.ndarray | None = None
     score_offset: np.ndarray | None = None
-    task: np.ndarray | None = None  # (n,) the task each row's episode is an instance of (public: routers see it)
+    task: np.ndarray | None = (
+        None  # (n,) the task each row's episode is an instance of (public: routers see it)
+    )
 
     def __len__(self) -> int:
         return len(self.score)
