@@ -27,7 +27,16 @@ from harness.trajectory import RunStore
 from harness.types import TaskInstance
 from routers import make_router, trainable
 
-LEARNED = ("mtrouter", "lgbm", "ridge", "cluster", "episode-knn", "episode-task", "episode-classifier", "toy-ridge")
+LEARNED = (
+    "mtrouter",
+    "lgbm",
+    "ridge",
+    "cluster",
+    "episode-knn",
+    "episode-task",
+    "episode-classifier",
+    "toy-ridge",
+)
 SMALL = {"mtrouter": ["max_epochs=3"], "lgbm": ["n_estimators=20", "min_child_samples=5"], "cluster": ["k=3"]}
 
 
