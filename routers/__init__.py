@@ -24,6 +24,7 @@ BUILTIN = {
     "heuristic": "routers.baselines:HeuristicRouter",
     "sticky-random": "routers.baselines:StickyRandomRouter",
     "mtrouter": "routers.learned.q_router:MTRouter",
+    "mtrouter-task": "routers.learned.task_residual:TaskResidualRouter",
     "lgbm": "routers.learned.lgbm_router:LightGBMRouter",
     "ridge": "routers.learned.classic:RidgeRouter",
     "cluster": "routers.learned.classic:ClusterRouter",

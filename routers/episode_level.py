@@ -35,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from harness.errors import ConfigError
 from harness.types import Decision, ModelCard, TurnState
 from routers.learned.dataset import TrainingSet
+from routers.learned.task_table import DEFAULT_WEIGHT, TaskTable, unit_rows
 from routers.learned.value_model import ValueModel, save_array_file
 from routers.learned.value_router import ValueRouter
 
@@ -43,8 +44,6 @@ K_GRID = (5, 10, 25, 50)
 DEFAULT_K = 25
 CLASSIFIER_FILE = "episode_classifier.npz"
 TASK_FILE = "episode_task.npz"
-PRIOR_GRID = (0.5, 2.0, 8.0, 32.0)  # prior weights, in episodes, episode-task chooses from on val
-DEFAULT_PRIOR = 2.0
 
 
 def first_decisions(data: TrainingSet) -> TrainingSet:
@@ -52,11 +51,6 @@ def first_decisions(data: TrainingSet) -> TrainingSet:
     if data.turn is None:
         raise ConfigError("episode-level models need each decision's turn; this training set records none")
     return data.rows(np.flatnonzero(data.turn == 0))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class EpisodeKNNModel(ValueModel):
@@ -82,7 +76,7 @@ class EpisodeKNNModel(ValueModel):
         """A lazy learner: the training episodes are the model; val only chooses ``k``."""
         self.adopt(train)
         train = first_decisions(train)
-        self.vectors = _unit(train.embeddings)
+        self.vectors = unit_rows(train.embeddings)
         self.model_index = train.model_index.astype(np.int64)
         self.targets = np.stack([train.score, train.cost], axis=1).astype(np.float64)
         overall = self.targets.mean(axis=0)
@@ -108,7 +102,7 @@ class EpisodeKNNModel(ValueModel):
         if self.vectors is None or self.model_index is None or self.targets is None or self.priors is None:
             raise ConfigError("episode-knn model is not fitted")
         rows = self.model_positions(cards)
-        similarity = _unit(embeddings) @ self.vectors.T  # (queries, n)
+        similarity = unit_rows(embeddings) @ self.vectors.T  # (queries, n)
         out = np.zeros((len(similarity), len(rows), 2))
         for j, m in enumerate(rows):
             mine = np.flatnonzero(self.model_index == m)
@@ -140,10 +134,9 @@ class EpisodeKNNModel(ValueModel):
 
 
 class EpisodeTaskModel(ValueModel):
-    """Why a table: a simulated or real pool's skill varies by task, and a logged opening's nearest
-    neighbours (episode-knn) mix tasks, so with a few episodes per task and model their mean blurs
-    exactly the differences a router needs. Pooling every episode of a task is the least noisy
-    estimate the logs allow; the shrinkage weight trades it against the model's overall mean."""
+    """Why a table: a pool's skill varies by task, and a logged opening's nearest neighbours
+    (episode-knn) mix tasks, so with a few episodes per task and model their mean blurs exactly the
+    differences a router needs (:mod:`routers.learned.task_table`)."""
 
     kind = "episode-task"
 
@@ -152,15 +145,19 @@ class EpisodeTaskModel(ValueModel):
         if prior_strength is not None and prior_strength < 0:
             raise ConfigError(f"episode-task needs prior_strength >= 0, got {prior_strength}")
         self.prior_strength, self.seed = prior_strength, seed  # prior_strength None: chosen on val
-        self.chosen_prior = prior_strength if prior_strength is not None else DEFAULT_PRIOR
-        self.tasks: list[str] = []
+        self.table: TaskTable | None = None
         self.centroids: np.ndarray | None = None  # (tasks, dim) unit mean opening vectors
-        self.sums: np.ndarray | None = None  # (tasks, models, 2): summed score, cost
-        self.counts: np.ndarray | None = None  # (tasks, models) weighted episode counts
-        self.priors: np.ndarray | None = None  # (models, 2)
+
+    @property
+    def chosen_prior(self) -> float:
+        return self.table.weight if self.table is not None else (self.prior_strength or DEFAULT_WEIGHT)
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.table.tasks if self.table is not None else []
 
     def fit_details(self) -> dict[str, Any]:
-        episodes = 0 if self.counts is None else int(round(float(self.counts.sum())))
+        episodes = 0 if self.table is None else int(round(float(self.table.counts.sum())))
         return {"prior_strength": self.chosen_prior, "tasks": len(self.tasks), "episodes": episodes}
 
     def fit(
@@ -171,74 +168,51 @@ class EpisodeTaskModel(ValueModel):
         train = first_decisions(train)
         if train.task is None:
             raise ConfigError("episode-task needs each decision's task; this training set records none")
-        self.tasks = sorted({str(t) for t in train.task})
-        position = {t: i for i, t in enumerate(self.tasks)}
-        rows = np.array([position[str(t)] for t in train.task], dtype=np.int64)
-        vectors = _unit(train.embeddings)
-        n_models = len(self.cards)
-        self.centroids = _unit(np.stack([vectors[rows == i].mean(axis=0) for i in range(len(self.tasks))]))
-        targets = np.stack([train.score, train.cost], axis=1).astype(np.float64)
-        self.sums = np.zeros((len(self.tasks), n_models, 2))
-        self.counts = np.zeros((len(self.tasks), n_models))
-        np.add.at(self.sums, (rows, train.model_index), targets)
-        np.add.at(self.counts, (rows, train.model_index), 1.0)
-        overall = targets.mean(axis=0)
-        per_model = self.counts.sum(axis=0)
-        self.priors = np.where(
-            per_model[:, None] > 0, self.sums.sum(axis=0) / np.maximum(per_model, 1)[:, None], overall
+        outcomes = np.stack([train.score, train.cost], axis=1)
+        weight = DEFAULT_WEIGHT if self.prior_strength is None else self.prior_strength
+        self.table = TaskTable.fit(train.task, train.model_index, outcomes, len(self.cards), weight)
+        rows = self.table.rows_of(train.task)
+        vectors = unit_rows(train.embeddings)
+        self.centroids = unit_rows(
+            np.stack([vectors[rows == i].mean(axis=0) for i in range(len(self.tasks))])
         )
         held_out = first_decisions(val) if val is not None else None
-        if self.prior_strength is not None or held_out is None or not len(held_out):
-            return self
-        errors = {}
-        for prior in PRIOR_GRID:
-            self.chosen_prior = prior
-            score, _ = self.predict(held_out.embeddings, self.cards)
-            predicted = score[np.arange(len(held_out)), held_out.model_index]
-            errors[prior] = float(np.average((predicted - held_out.score) ** 2, weights=held_out.weight))
-        self.chosen_prior = min(errors, key=errors.get)
+        if self.prior_strength is None and held_out is not None and len(held_out):
+            self.table.choose_weight(
+                self.nearest_task(held_out.embeddings), held_out.model_index, held_out.score, held_out.weight
+            )
         return self
 
     def nearest_task(self, embeddings: np.ndarray) -> np.ndarray:
         """Per query, the index of the task whose mean opening vector is nearest (cosine)."""
         if self.centroids is None:
             raise ConfigError("episode-task model is not fitted")
-        return np.argmax(_unit(embeddings) @ self.centroids.T, axis=1)
+        return np.argmax(unit_rows(embeddings) @ self.centroids.T, axis=1)
 
     def predict(self, embeddings: np.ndarray, cards: list[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
-        if self.sums is None or self.counts is None or self.priors is None:
+        if self.table is None:
             raise ConfigError("episode-task model is not fitted")
-        rows = self.model_positions(cards)
-        task = self.nearest_task(embeddings)
-        out = np.zeros((len(task), len(rows), 2))
-        for j, m in enumerate(rows):
-            count = self.counts[task, m][:, None]
-            pooled = self.sums[task, m] + self.chosen_prior * self.priors[m]
-            # A task this model never opened, with no prior weight: the model's mean, not 0 / 0.
-            out[:, j] = np.where(
-                count + self.chosen_prior > 0,
-                pooled / np.maximum(count + self.chosen_prior, 1e-12),
-                self.priors[m],
-            )
+        out = self.table.lookup(self.nearest_task(embeddings), self.model_positions(cards))
         return out[..., 0], out[..., 1]
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
-        assert self.centroids is not None
+        assert self.table is not None and self.centroids is not None
+        table = self.table
         save_array_file(
             directory / TASK_FILE,
             centroids=self.centroids,
-            sums=self.sums,
-            counts=self.counts,
-            priors=self.priors,
+            sums=table.sums,
+            counts=table.counts,
+            priors=table.means,
         )
-        return {"chosen_prior": self.chosen_prior, "tasks": self.tasks}
+        return {"chosen_prior": table.weight, "tasks": table.tasks}
 
     def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
-        self.chosen_prior = float(state["chosen_prior"])
-        self.tasks = list(state["tasks"])
         with np.load(directory / TASK_FILE) as a:
-            self.centroids, self.sums = a["centroids"], a["sums"]
-            self.counts, self.priors = a["counts"], a["priors"]
+            self.centroids = a["centroids"]
+            self.table = TaskTable(
+                list(state["tasks"]), a["sums"], a["counts"], a["priors"], float(state["chosen_prior"])
+            )
 
 
 class EpisodeClassifierModel(ValueModel):
@@ -256,7 +230,7 @@ class EpisodeClassifierModel(ValueModel):
     ) -> EpisodeClassifierModel:
         self.adopt(train)
         train = first_decisions(train)
-        x = _unit(train.embeddings).astype(np.float64)
+        x = unit_rows(train.embeddings).astype(np.float64)
         median = float(np.median(train.score))
         label = train.score > median
         n_models, dim = len(self.cards), x.shape[1]
@@ -283,7 +257,7 @@ class EpisodeClassifierModel(ValueModel):
         if self.coef is None or self.intercept is None or self.outcomes is None:
             raise ConfigError("episode-classifier model is not fitted")
         rows = np.array(self.model_positions(cards), dtype=np.int64)
-        logits = _unit(embeddings).astype(np.float64) @ self.coef[rows].T + self.intercept[rows]
+        logits = unit_rows(embeddings).astype(np.float64) @ self.coef[rows].T + self.intercept[rows]
         p = 1.0 / (1.0 + np.exp(-logits))
         above, below, cost = self.outcomes[rows].T
         return p * above + (1 - p) * below, np.broadcast_to(cost, p.shape).copy()

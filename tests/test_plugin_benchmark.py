@@ -29,6 +29,7 @@ from routers import make_router, trainable
 
 LEARNED = (
     "mtrouter",
+    "mtrouter-task",
     "lgbm",
     "ridge",
     "cluster",
@@ -37,7 +38,12 @@ LEARNED = (
     "episode-classifier",
     "toy-ridge",
 )
-SMALL = {"mtrouter": ["max_epochs=3"], "lgbm": ["n_estimators=20", "min_child_samples=5"], "cluster": ["k=3"]}
+SMALL = {
+    "mtrouter": ["max_epochs=3"],
+    "mtrouter-task": ["max_epochs=3"],
+    "lgbm": ["n_estimators=20", "min_child_samples=5"],
+    "cluster": ["k=3"],
+}
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,16 @@ DEFAULT_ALPHA = 10.0
 DEFAULT_FOLDS = 5
 
 
+def episode_folds(episode_index: np.ndarray, seed: int, folds: int = DEFAULT_FOLDS) -> np.ndarray:
+    """Per row, the cross-fitting fold of its episode: whole episodes, dealt at random, so no fit sees the
+    episode it is asked about."""
+    episodes = np.unique(episode_index)
+    fold_of = dict(
+        zip(np.random.default_rng(seed).permutation(episodes), np.arange(len(episodes)) % folds, strict=True)
+    )
+    return np.array([fold_of[e] for e in episode_index])
+
+
 @dataclass(frozen=True)
 class StateBaseline:
     coef: np.ndarray  # (2, dim): score, cost
@@ -50,13 +60,9 @@ def cross_fitted(
     alpha: float = DEFAULT_ALPHA,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's baseline from a fit on the other folds of episodes (all rows if there is one episode)."""
-    episodes = np.unique(episode_index)
-    if len(episodes) < 2:
+    if len(np.unique(episode_index)) < 2:
         return StateBaseline.fit(embeddings, score, cost, alpha).predict(embeddings)
-    fold_of = dict(
-        zip(np.random.default_rng(seed).permutation(episodes), np.arange(len(episodes)) % folds, strict=True)
-    )
-    fold = np.array([fold_of[e] for e in episode_index])
+    fold = episode_folds(episode_index, seed, folds)
     out_score, out_cost = np.empty(len(score)), np.empty(len(cost))
     for k in np.unique(fold):
         held, rest = fold == k, fold != k
