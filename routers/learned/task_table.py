@@ -1,16 +1,16 @@
 """Per (task, model) outcomes pooled over every logged episode of a task, shrunk towards the model's mean.
 
 One episode's return is mostly luck: the diagnostics found a per-decision score head explaining
-about 3% of held-out variance. Yet the pools specialise by task (on paper6's train split
-gpt-oss-120b scores 85 on chemistry-mix where gpt-5 scores 48), and the mean over all of a task's
+about 3% of held-out variance. Yet the pools specialise by task (on paper6's train split a cheap
+model scores 85 on one task type where the strongest scores 48), and the mean over all of a task's
 episodes that a model opened is the least noisy estimate of that the logs allow. Each episode
 counts once, through its opening decision, so a long episode weighs no more than a short one.
 ``weight`` is the prior, in episodes, of the model's mean over all tasks: a cell with few episodes
 leans on it. ``episode-task`` routes on the table; ``mtrouter-task`` fits its Q-network on what
 the table leaves unexplained.
 
-A task is the public label a benchmark gives an episode (a ScienceWorld task type, an HLE
-category); a task the table never saw reads each model's mean.
+A task is the public label a benchmark gives an episode's task (what the agent is told it is
+doing); a task the table never saw reads each model's mean.
 """
 
 from __future__ import annotations
