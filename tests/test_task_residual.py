@@ -11,7 +11,7 @@ from test_learned_routers import CARDS, HELPER, HashingEmbedder, state_of
 from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.errors import ConfigError
 from routers import router_class
-from routers.learned.dataset import TargetStats, build_training_set, load_samples
+from routers.learned.dataset import TargetOptions, TargetStats, build_training_set, load_samples
 from routers.learned.embedding import CachedEmbedder
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.q_router import MTRouterModel
@@ -88,6 +88,7 @@ def test_a_prediction_is_the_network_plus_the_table(trained):
 
 def test_routes_each_task_to_its_helpful_model(trained):
     out, encoder, held_out, report = trained
+    assert report.val_mse_score < report.baseline_mse_score, "table plus network predicts final scores"
     assert report.details["tasks"] == 3 and report.details["prior_weight"] in (0.5, 2.0, 8.0, 32.0)
     router = router_class("mtrouter-task")(str(out), lam=0.0, encoder=encoder)
     right = [router.route(state_of(s), np.random.default_rng(0)).model == HELPER[s.task] for s in held_out]
@@ -99,8 +100,14 @@ def test_refuses_targets_it_does_not_fit_and_logs_without_tasks(trained, tmp_pat
     stage_a = out.parent / "stage-a"
     with pytest.raises(ConfigError, match="Monte-Carlo"):
         train_router("mtrouter-task", [stage_a], tmp_path / "td", pool=CARDS, encoder=encoder, target="td")
+    with pytest.raises(ConfigError, match="score_target=final"):
+        train_router(
+            "mtrouter-task", [stage_a], tmp_path / "gain", pool=CARDS, encoder=encoder, score_target="gain"
+        )
     samples = load_samples([stage_a])[:60]
     vectors = encoder.encode_batch([(s.task_description, s.history) for s in samples])
-    data = build_training_set(samples, vectors, CARDS, TargetStats.fit(samples))
+    data = build_training_set(
+        samples, vectors, CARDS, TargetStats.fit(samples), TargetOptions(score_target="final")
+    )
     with pytest.raises(ConfigError, match="task"):
         TaskResidualModel().fit(dataclasses.replace(data, task=None))

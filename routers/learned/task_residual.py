@@ -12,8 +12,9 @@ moves it. The cost-to-go tower is MTRouter's, unchanged: cost is learned well wi
 
 At routing time the task is not given to a value model, only the history vector, so the table
 row is the vote of the nearest training decisions (:class:`~routers.learned.task_table.NearestTasks`).
-Predicted scores are final scores, not gains still to come: the score so far is the same for
-every candidate at a state, so the ranking, and the router, are the same either way.
+It trains on final scores (``score_target=final``), not on the gain still to come, because a
+table cell is a final score and at routing time the score so far is not known to subtract; the
+score so far is the same for every candidate at a state, so the ranking is unaffected.
 """
 
 from __future__ import annotations
@@ -34,13 +35,11 @@ from routers.learned.value_model import ValueModel, save_array_file
 TABLE_FILE = "task_table.npz"
 
 
-def final_scores(data: TrainingSet) -> np.ndarray:
-    assert data.score_offset is not None
-    return data.score.astype(np.float64) + data.score_offset
-
-
 class TaskResidualModel(MTRouterModel):
     kind = "mtrouter-task"
+    score_target = (
+        "final"  # table cells are final scores; a gain target would differ from them by the score so far
+    )
 
     table: TaskTable | None = None
     finder: NearestTasks | None = None
@@ -59,19 +58,21 @@ class TaskResidualModel(MTRouterModel):
             raise ConfigError(
                 "mtrouter-task needs each decision's task, turn and episode; this training set lacks them"
             )
+        if train.options.score_target != "final":
+            raise ConfigError("mtrouter-task predicts final scores; it needs score_target=final")
         if train.options.target != "mc":
             raise ConfigError(
                 f"mtrouter-task fits Monte-Carlo residuals; target {train.options.target!r} is not supported"
             )
         n_models = len(train.cards)
-        final, opening = final_scores(train), train.turn == 0
+        final, opening = train.score.astype(np.float64), train.turn == 0
         outcomes = np.stack([final[opening], train.cost[opening]], axis=1)
         table = TaskTable.fit(train.task[opening], train.model_index[opening], outcomes, n_models)
         residual_val = None
         if val is not None and len(val):
             if val.task is None or val.turn is None:
                 raise ConfigError("mtrouter-task needs each validation decision's task and turn")
-            val_final, val_opening = final_scores(val), val.turn == 0
+            val_final, val_opening = val.score.astype(np.float64), val.turn == 0
             if val_opening.any():
                 table.choose_weight(
                     table.rows_of(val.task[val_opening]),

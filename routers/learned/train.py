@@ -288,7 +288,7 @@ def train_router(
         previous,
         error_weight,
         weight_clip,
-        score_target,
+        score_target if score_target is not None else model_cls.score_target,
         target=target,
         td_lambda=td_lambda,
         fqi_iterations=fqi_iterations,

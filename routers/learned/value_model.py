@@ -76,6 +76,9 @@ class ValueModel(abc.ABC):
 
     kind: ClassVar[str]
     supports_new_models: ClassVar[bool] = False  # True if a model's metadata alone yields a prediction
+    score_target: ClassVar[str | None] = (
+        None  # the score target the family needs; None: TargetOptions' default
+    )
 
     def __init__(self) -> None:
         self.cards: list[ModelCard] = []
