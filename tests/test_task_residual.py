@@ -111,3 +111,24 @@ def test_refuses_targets_it_does_not_fit_and_logs_without_tasks(trained, tmp_pat
     )
     with pytest.raises(ConfigError, match="task"):
         TaskResidualModel().fit(dataclasses.replace(data, task=None))
+
+
+def test_an_untrained_score_tower_leaves_the_table_alone(trained, tmp_path):
+    out, encoder, held_out, _ = trained
+    untrained = tmp_path / "untrained"
+    report = train_router(
+        "mtrouter-task",
+        [out.parent / "stage-a"],
+        untrained,
+        pool=CARDS,
+        encoder=encoder,
+        seed=0,
+        max_epochs=0,
+    )
+    assert report.details["best_epoch"] == {"score": 0, "cost": 0}
+    model = load_value_model(untrained)
+    vectors = encoder.encode_batch([(s.task_description, s.history) for s in held_out[:20]])
+    score, _ = model.predict(vectors, CARDS)
+    np.testing.assert_allclose(
+        score, model.table.lookup(model.finder.find(vectors), [0, 1, 2])[..., 0], atol=1e-12
+    )

@@ -174,6 +174,15 @@ class MTRouterModel(ValueModel):
                     if card.name in old_rows:
                         new.models.residual[row] = old.models.residual[old_rows[card.name]]
 
+    @classmethod
+    def _val_loss(cls, network: QNetwork, target: str, features, positions, val_tensors) -> float:
+        """The loss on val (inf without val), in eval mode."""
+        if val_tensors is None:
+            return float("inf")
+        network.eval()
+        with torch.no_grad():
+            return float(cls._loss(network, target, features, positions, val_tensors))
+
     @staticmethod
     def _loss(network: QNetwork, target: str, features, positions, batch) -> torch.Tensor:
         history, index, score, cost, weight = batch
@@ -212,7 +221,15 @@ class MTRouterModel(ValueModel):
             optimizer, T_max=self.max_epochs * steps_per_epoch
         )
         shuffler = torch.Generator().manual_seed(self.seed)
-        best = {t: (float("inf"), copy.deepcopy(networks[t].state_dict()), 0) for t in TARGETS}
+        # The network before any epoch is a candidate too: early stopping never keeps one worse than it.
+        best = {
+            t: (
+                self._val_loss(networks[t], t, features, positions, val_tensors),
+                copy.deepcopy(networks[t].state_dict()),
+                0,
+            )
+            for t in TARGETS
+        }
         stale = dict.fromkeys(TARGETS, 0)
         active = list(TARGETS)  # a tower leaves once its validation loss stopped improving
         self.epochs_trained = 0
@@ -233,21 +250,19 @@ class MTRouterModel(ValueModel):
             self.epochs_trained += 1
             if val_tensors is None:
                 continue
-            networks.eval()
-            with torch.no_grad():
-                for target in list(active):
-                    val_loss = float(self._loss(networks[target], target, features, positions, val_tensors))
-                    if val_loss < best[target][0] - 1e-6:
-                        best[target] = (
-                            val_loss,
-                            copy.deepcopy(networks[target].state_dict()),
-                            self.epochs_trained,
-                        )
-                        stale[target] = 0
-                    else:
-                        stale[target] += 1
-                        if stale[target] >= self.patience:
-                            active.remove(target)
+            for target in list(active):
+                val_loss = self._val_loss(networks[target], target, features, positions, val_tensors)
+                if val_loss < best[target][0] - 1e-6:
+                    best[target] = (
+                        val_loss,
+                        copy.deepcopy(networks[target].state_dict()),
+                        self.epochs_trained,
+                    )
+                    stale[target] = 0
+                else:
+                    stale[target] += 1
+                    if stale[target] >= self.patience:
+                        active.remove(target)
         if val_tensors is not None:
             for target in TARGETS:
                 networks[target].load_state_dict(best[target][1])

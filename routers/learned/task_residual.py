@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from harness.errors import ConfigError
 from harness.types import ModelCard
@@ -43,6 +45,16 @@ class TaskResidualModel(MTRouterModel):
 
     table: TaskTable | None = None
     finder: NearestTasks | None = None
+
+    def _new_networks(self) -> nn.ModuleDict:
+        """The score tower's output layer starts at zero: before it learns anything the router is the table,
+        and early stopping (which weighs the untrained network too) keeps it so when the residuals are noise."""
+        networks = super()._new_networks()
+        output = networks["score"].mlp[-1]
+        with torch.no_grad():
+            output.weight.zero_()
+            output.bias.zero_()
+        return networks
 
     def fit_details(self) -> dict[str, Any]:
         details = super().fit_details()
