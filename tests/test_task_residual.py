@@ -132,3 +132,27 @@ def test_an_untrained_score_tower_leaves_the_table_alone(trained, tmp_path):
     np.testing.assert_allclose(
         score, model.table.lookup(model.finder.find(vectors), [0, 1, 2])[..., 0], atol=1e-12
     )
+
+
+def test_the_router_reads_the_table_at_its_states_own_task(trained):
+    out, encoder, held_out, _ = trained
+    router = router_class("mtrouter-task")(str(out), lam=0.0, encoder=encoder)
+    model = router.model
+    boil = [s for s in held_out if s.task == "boil"][:30]
+    vectors = encoder.encode_batch([(s.task_description, s.history) for s in boil])
+    # Given a label, the table row is that task's, whatever the history says; an unknown label is voted.
+    labelled, _ = model.predict(vectors, CARDS, tasks=["grow-plant"] * len(boil))
+    residual, _ = MTRouterModel.predict(model, vectors, CARDS)
+    row = model.table.rows_of(np.array(["grow-plant"]))
+    np.testing.assert_allclose(
+        labelled - residual, np.repeat(model.table.lookup(row, [0, 1, 2])[..., 0], 30, axis=0)
+    )
+    np.testing.assert_allclose(
+        model.predict(vectors, CARDS, tasks=["no-such-task"] * 30)[0], model.predict(vectors, CARDS)[0]
+    )
+    # Routed as a grow-plant episode, a boil history goes to grow-plant's helpful model.
+    chosen = [
+        router.route(dataclasses.replace(state_of(s), task="grow-plant"), np.random.default_rng(0)).model
+        for s in boil
+    ]
+    assert np.mean([c == HELPER["grow-plant"] for c in chosen]) >= 0.8
