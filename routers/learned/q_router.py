@@ -174,6 +174,12 @@ class MTRouterModel(ValueModel):
                     if card.name in old_rows:
                         new.models.residual[row] = old.models.residual[old_rows[card.name]]
 
+    def _untrained_val_loss(self, network: QNetwork, target: str, features, positions, val_tensors) -> float:
+        """What early stopping holds the first epoch against: infinity, so a randomly started tower is never
+        kept. (Its val loss can beat every trained epoch on small logs, while the trained tower routes far
+        better: tests/test_learned_on_scienceworld.py.)"""
+        return float("inf")
+
     @classmethod
     def _val_loss(cls, network: QNetwork, target: str, features, positions, val_tensors) -> float:
         """The loss on val (inf without val), in eval mode."""
@@ -221,10 +227,9 @@ class MTRouterModel(ValueModel):
             optimizer, T_max=self.max_epochs * steps_per_epoch
         )
         shuffler = torch.Generator().manual_seed(self.seed)
-        # The network before any epoch is a candidate too: early stopping never keeps one worse than it.
         best = {
             t: (
-                self._val_loss(networks[t], t, features, positions, val_tensors),
+                self._untrained_val_loss(networks[t], t, features, positions, val_tensors),
                 copy.deepcopy(networks[t].state_dict()),
                 0,
             )

@@ -53,13 +53,19 @@ class TaskResidualModel(MTRouterModel):
 
     def _new_networks(self) -> nn.ModuleDict:
         """The score tower's output layer starts at zero: before it learns anything the router is the table,
-        and early stopping (which weighs the untrained network too) keeps it so when the residuals are noise."""
+        and early stopping (which weighs this untrained tower too) keeps it so when the residuals are noise."""
         networks = super()._new_networks()
         output = networks["score"].mlp[-1]
         with torch.no_grad():
             output.weight.zero_()
             output.bias.zero_()
         return networks
+
+    def _untrained_val_loss(self, network, target: str, features, positions, val_tensors) -> float:
+        """The zero-started score tower is the table itself, a candidate early stopping must weigh."""
+        if target != "score":
+            return super()._untrained_val_loss(network, target, features, positions, val_tensors)
+        return self._val_loss(network, target, features, positions, val_tensors)
 
     def fit_details(self) -> dict[str, Any]:
         details = super().fit_details()
