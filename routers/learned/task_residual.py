@@ -44,9 +44,8 @@ TABLE_FILE = "task_table.npz"
 
 class TaskResidualModel(MTRouterModel):
     kind = "mtrouter-task"
-    score_target = (
-        "final"  # table cells are final scores; a gain target would differ from them by the score so far
-    )
+    # Table cells are final scores; a gain target would differ from them by the score so far.
+    score_target = "final"
 
     table: TaskTable | None = None
     finder: NearestTasks | None = None

@@ -76,9 +76,8 @@ class ValueModel(abc.ABC):
 
     kind: ClassVar[str]
     supports_new_models: ClassVar[bool] = False  # True if a model's metadata alone yields a prediction
-    score_target: ClassVar[str | None] = (
-        None  # the score target the family needs; None: TargetOptions' default
-    )
+    # The score target the family needs (see TargetOptions); None: TargetOptions' default.
+    score_target: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self.cards: list[ModelCard] = []
