@@ -16,6 +16,7 @@ test split, so what it shows may size Stage A.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -33,11 +34,14 @@ def openings(run_dir: Path) -> list[tuple[str, str, float, float]]:
     """(task, opening model, score in [0, 1], cost in dollars) of each finished episode of a logged run."""
     out = []
     for record in read_lines(run_dir / "episodes.jsonl"):
-        turns = read_lines(run_dir / "turns" / episode_file_name(record["episode"]))
-        if turns and record.get("score") is not None:
+        if record.get("score") is None:
+            continue
+        with open(run_dir / "turns" / episode_file_name(record["episode"])) as turns:
+            first = turns.readline()  # the opening decision is all this needs of a long turn file
+        if first.strip():
             low, high = get_benchmark(record["benchmark"]).score_range
             score = (float(record["score"]) - low) / (high - low)
-            out.append((record["task"], turns[0]["model"], score, float(record["cost"])))
+            out.append((record["task"], json.loads(first)["model"], score, float(record["cost"])))
     return out
 
 
@@ -64,7 +68,10 @@ def realised(choice: dict[str, str], truth, tasks: dict[str, int]) -> tuple[floa
     return score, cost
 
 
-def table_choice(rows, models: list[str], tasks, lam: float, weight: float) -> dict[str, str]:
+def table_choices(
+    rows, models: list[str], tasks, lambdas: list[float], weight: float
+) -> list[dict[str, str]]:
+    """The table's pick per task at each λ, from one fit."""
     task = np.array([r[0] for r in rows])
     model_index = np.array([models.index(r[1]) for r in rows])
     outcomes = np.array([(r[2], r[3]) for r in rows])
@@ -72,8 +79,11 @@ def table_choice(rows, models: list[str], tasks, lam: float, weight: float) -> d
     labels = np.array(sorted(tasks))
     values = table.lookup(table.rows_of(labels), list(range(len(models))))
     # The learned families' units: score in [0, 1], cost over the training episodes' mean cost.
-    utility = values[..., 0] - lam * values[..., 1] / outcomes[:, 1].mean()
-    return {t: models[int(np.argmax(u))] for t, u in zip(labels, utility, strict=True)}
+    cost = values[..., 1] / outcomes[:, 1].mean()
+    return [
+        {t: models[int(np.argmax(u))] for t, u in zip(labels, values[..., 0] - lam * cost, strict=True)}
+        for lam in lambdas
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 drawn = rng.choice(len(collections), size=k, replace=False)
                 rows = [row for i in drawn for row in collections[i]]
                 for w in weights:
-                    for lam in lambdas:
-                        cells[(w, lam)].append(
-                            realised(table_choice(rows, models, tasks, lam, w), truth, tasks)
-                        )
+                    for lam, choice in zip(
+                        lambdas, table_choices(rows, models, tasks, lambdas, w), strict=True
+                    ):
+                        cells[(w, lam)].append(realised(choice, truth, tasks))
             line = "  ".join(
                 f"{np.mean([s for s, _ in v]) - best_score:+5.1f} @{np.mean([c for _, c in v]) / best_cost:.2f}".ljust(
                     15
