@@ -286,9 +286,9 @@ def episode(
     )
     worker = Worker()
     try:
+        player = worker.player(run_config, out)  # starts the engine (Java) before anything is created
         store = RunStore(out)
         store.open({"run": {"single_episode": task, "variation": variation, "router": router}})
-        player = worker.player(run_config, out)
         instance = TaskInstance(run_config.benchmark, task, variation, "any")
         assert run_config.limits is not None
         result = run_episode(
