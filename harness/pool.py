@@ -10,6 +10,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.config import BENCHMARKS_DIR, from_dict, load_yaml
 from harness.errors import ConfigError, UnknownNameError
@@ -106,11 +107,24 @@ class PoolModel:
 
 @dataclass(frozen=True)
 class PoolFile:
+    """A pool file under ``benchmarks/pools/``: its models in order, each with a price card and (for the
+    simulated backend) a profile; ``calibration`` holds the targets ``harness calibrate`` fits to."""
+
     name: str
     models: list[PoolModel]
     description: str = ""
     specialization: str = ""
-    calibration: dict = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.models]
+        if not names:
+            raise ConfigError("pool has no models")
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ConfigError(f"duplicate model name {sorted(duplicates)[0]!r}")
+        for model in self.models:
+            check_price(model.price, f"model {model.name!r}")
 
 
 @dataclass(frozen=True)
@@ -166,14 +180,5 @@ def resolve_pool_path(name_or_path: str) -> Path:
 def load_pool(name_or_path: str) -> Pool:
     path = resolve_pool_path(name_or_path)
     raw = path.read_bytes()
-    data = load_yaml(path)
-    spec = from_dict(PoolFile, data, str(path))
-    names = [m.name for m in spec.models]
-    if not names:
-        raise ConfigError(f"{path}: pool has no models")
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise ConfigError(f"{path}: duplicate model name {sorted(duplicates)[0]!r}")
-    for model in spec.models:
-        check_price(model.price, f"{path}: model {model.name!r}")
+    spec = from_dict(PoolFile, load_yaml(path), str(path))
     return Pool(spec=spec, path=path, sha256=hashlib.sha256(raw).hexdigest())
