@@ -437,8 +437,10 @@ def _adapter(hint: Any) -> pydantic.TypeAdapter:
 
 
 def _validate(hint: Any, value: Any, where: str) -> Any:
-    """``value`` validated against ``hint`` in JSON mode (a file's data has no Python types), or a
-    one-line ConfigError naming ``where`` and the field."""
+    """``value`` validated against ``hint`` in JSON mode, or a one-line ConfigError naming ``where`` and
+    the field. JSON mode because a file's data has no Python types: strict validation of Python input
+    would want dataclass instances where a file has mappings. A YAML value JSON lacks (a date) is read
+    as its text."""
     try:
         text = json.dumps({"value": value}, default=str)
     except ValueError:  # a circular structure
@@ -505,10 +507,9 @@ def _message(error: Any, data: Any, hint: Any, where: str) -> str:
         return f"{path}: unknown key {key!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     if kind in ("missing", "missing_argument"):
         return f"{path}: missing required key {key!r}"
-    expected = describe(owner) if owner in _EXPECTED else error["msg"][0].lower() + error["msg"][1:]
     if owner in _EXPECTED:
-        return f"{path}: expected {expected}, got {error['input']!r}"
-    return f"{path}: {expected}, got {error['input']!r}"
+        return f"{path}: expected {describe(owner)}, got {error['input']!r}"
+    return f"{path}: {error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
 
 
 def _has(node: Any, part: Any) -> bool:

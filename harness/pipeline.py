@@ -30,10 +30,10 @@ from harness.config import (
     BenchmarkDef,
     BenchmarkOptions,
     LearnedRouter,
-    Limits,
     RouterSpec,
     RunConfig,
     load_benchmark,
+    resolve,
     to_plain,
 )
 from harness.errors import ConfigError
@@ -123,7 +123,8 @@ class BenchmarkRun:
     def config(
         self, router: RouterSpec, split: str, quick: bool, seed: int | None = None, repeats: int = 1
     ) -> RunConfig:
-        return RunConfig(
+        """The effective configuration of one of the benchmark's batches (:func:`harness.config.resolve`)."""
+        run = RunConfig(
             router=router,
             pool=self.d.pool,
             benchmark=self.d.benchmark,
@@ -132,12 +133,13 @@ class BenchmarkRun:
             quick=quick,
             seed=self.d.seed if seed is None else seed,
             workers=self.d.workers,
-            limits=(self.d.limits or Limits()).over(self.plugin.limits),
+            limits=self.d.limits,
             judge=self.d.judge,
             repeats=repeats,
             executor=self.executor,
             prefix_cache=str(self.prefix_cache) if self.prefix_cache is not None else None,
         )
+        return resolve(run)
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
         records = execute(config, out, label=label, workers=self.workers, progress=self.progress)
