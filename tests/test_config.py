@@ -29,6 +29,7 @@ from harness.config import (
 from harness.errors import ConfigError, HarnessError, UnknownNameError
 from harness.pipeline import BenchmarkRun
 from harness.pool import POOLS_DIR, load_pool
+from harness.trajectory import RunStore
 from routers import make_router
 
 
@@ -285,3 +286,21 @@ def test_the_published_json_schemas_are_current_and_check_every_shipped_file():
     bad = yaml.safe_load((BENCHMARKS_DIR / "quick.yaml").read_text()) | {"workers": "2", "sed": 1}
     validator = jsonschema.Draft202012Validator(generated["benchmark.schema.json"])
     assert {e.validator for e in validator.iter_errors(bad)} == {"type", "additionalProperties"}
+
+
+def test_harness_episode_is_a_batch_of_one_played_like_harness_run(tmp_path):
+    out = tmp_path / "one"
+    argv = ["episode", "--task", "boil", "--variation", "3", "--router", "single", "-p", "model=gpt-oss-120b"]
+    result = CliRunner().invoke(app, [*argv, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = run_config(
+        router="single", params={"model": "gpt-oss-120b"}, split="any", task_filter="^boil$", variation=3
+    )
+    assert json.loads((out / "config.json").read_text())["run"] == recorded(expected)
+    (record,) = RunStore(out).episodes()
+    assert (record["task"], record["variation"], record["split"]) == ("boil", 3, "any")
+    lines = result.output.strip().splitlines()
+    assert len(lines) == record["turns"] + 1 and lines[-1].startswith(f"status={record['status']}")
+    outside = CliRunner().invoke(app, [*argv[:4], "99", "--out", str(tmp_path / "none")])
+    assert outside.exit_code == 2 and "variation 99" in outside.output
+    assert not (tmp_path / "none").exists()
