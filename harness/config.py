@@ -150,24 +150,29 @@ def run_config(file: Path | None = None, **options: Any) -> RunConfig:
     :class:`RunConfig`'s defaults, overlaid by the YAML ``file``'s values (if any), overlaid by every
     option given (None: not given), with each limit still unset taken from the benchmark plug-in.
     ``options`` are RunConfig's fields, with ``max_turns`` and ``budget_dollars`` for the limits and
-    ``router`` and ``params`` for the router; the router's parameters add to the file's.
+    ``router`` (a name) and ``params`` for the router. Parameters add to the file's router's, unless
+    ``router`` names another router: the file's parameters were for its own.
     """
+    where = str(file or "options")
     data = load_yaml(file) if file is not None else {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     given = {k: v for k, v in options.items() if v is not None}
     limits = {k: given.pop(k) for k in ("max_turns", "budget_dollars") if k in given}
-    router = {"name": given.pop("router")} if "router" in given else {}
-    params = given.pop("params", None)
+    name, params = given.pop("router", None), given.pop("params", None) or {}
+    for key, changed in (("limits", limits), ("router", name or params)):
+        if changed and not isinstance(data.get(key) or {}, dict):
+            raise ConfigError(f"{where}.{key}: expected a mapping, got {data[key]!r}")
     if limits:
         data["limits"] = {**(data.get("limits") or {}), **limits}
-    if router or params:
-        spec = dict(data.get("router") or {"name": RunConfig().router.name})
-        spec.update(router)
-        if params:
-            spec["params"] = {**(spec.get("params") or {}), **params}
-        data["router"] = spec
-    return resolve(from_dict(RunConfig, {**data, **given}, str(file or "options")))
+    if name or params:
+        router = data.get("router") or {}
+        if not router or (name is not None and name != router.get("name")):
+            router = {"name": name or RunConfig().router.name}
+        if not isinstance(router.get("params") or {}, dict):
+            raise ConfigError(f"{where}.router.params: expected a mapping, got {router['params']!r}")
+        data["router"] = {**router, "params": {**(router.get("params") or {}), **params}}
+    return resolve(from_dict(RunConfig, {**data, **given}, where))
 
 
 # -- a benchmark definition --------------------------------------------------------------------------
@@ -398,7 +403,7 @@ def load_benchmark(name_or_path: str) -> BenchmarkDef:
 @dataclass(frozen=True)
 class BenchmarkOptions:
     """How ``harness benchmark`` runs a definition: where it writes, logs and plays. None of these
-    changes a result, so none is part of the definition (nor, a password in a URL, of any stored file).
+    changes a result, so none is part of the definition or of any stored file (a URL may hold a password).
 
     ``executor`` None plays where the definition says; ``prefix_cache`` overrides the definition's
     cache directory; ``tracking_uri`` names an MLflow server to log to instead of the results' own

@@ -304,3 +304,19 @@ def test_harness_episode_is_a_batch_of_one_played_like_harness_run(tmp_path):
     outside = CliRunner().invoke(app, [*argv[:4], "99", "--out", str(tmp_path / "none")])
     assert outside.exit_code == 2 and "variation 99" in outside.output
     assert not (tmp_path / "none").exists()
+
+
+def test_options_overlay_the_config_file_which_overlays_the_defaults(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "router: {name: sticky-random, params: {switch_prob: 0.1}}\nsplit: val\nlimits: {max_turns: 7}\n"
+    )
+    config = run_config(path, split="train", params={"label": "x"}, budget_dollars=0.5)
+    assert (config.split, config.pool) == ("train", RunConfig.pool)
+    assert config.router == RouterSpec("sticky-random", {"switch_prob": 0.1, "label": "x"})
+    assert config.limits == Limits(max_turns=7, budget_dollars=0.5)
+    # Another router does not inherit parameters meant for the file's.
+    assert run_config(path, router="random").router == RouterSpec("random")
+    path.write_text("router: random\n")
+    with pytest.raises(ConfigError, match=r"run.yaml.router: expected a mapping, got 'random'"):
+        run_config(path, params={"label": "x"})
