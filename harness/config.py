@@ -43,6 +43,11 @@ Backend = Literal["simulated", "litellm"]
 DEFAULT_LAM_RANGE = (0.0, 5.0)
 
 
+class RuleError(ConfigError, ValueError):
+    """A rule of a configuration dataclass, broken at construction. A ValueError too, so that the
+    validator reading a file reports the path of the object that broke it."""
+
+
 # -- one batch ---------------------------------------------------------------------------------------
 
 
@@ -55,9 +60,9 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.max_turns is not None and self.max_turns <= 0:
-            raise ConfigError(f"limits.max_turns must be positive, got {self.max_turns}")
+            raise RuleError(f"limits.max_turns must be positive, got {self.max_turns}")
         if self.budget_dollars is not None and not self.budget_dollars > 0:
-            raise ConfigError(f"limits.budget_dollars must be positive, got {self.budget_dollars}")
+            raise RuleError(f"limits.budget_dollars must be positive, got {self.budget_dollars}")
 
     def over(self, default: Limits) -> Limits:
         """These limits with every unset field taken from ``default``."""
@@ -115,11 +120,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
-            raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
+            raise RuleError(f"repeats must be >= 1, got {self.repeats}")
         if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+            raise RuleError(f"workers must be >= 1, got {self.workers}")
         if self.variation is not None and self.variation < 0:
-            raise ConfigError(f"variation must be >= 0, got {self.variation}")
+            raise RuleError(f"variation must be >= 0, got {self.variation}")
 
 
 UNRECORDED_FIELDS = frozenset({"prefix_cache", "executor"})
@@ -225,11 +230,11 @@ def _check_rule(rule: str, margin: float | None, where: str) -> None:
     from harness.results import MARGIN_RULES, SELECTION_RULES  # results imports this module
 
     if rule not in SELECTION_RULES:
-        raise ConfigError(f"{where}.rule {rule!r} is not one of {', '.join(SELECTION_RULES)}")
+        raise RuleError(f"{where}.rule {rule!r} is not one of {', '.join(SELECTION_RULES)}")
     if rule in MARGIN_RULES and (margin is None or margin < 0):
-        raise ConfigError(f"{where}.rule {rule} needs {where}.margin, a score margin >= 0")
+        raise RuleError(f"{where}.rule {rule} needs {where}.margin, a score margin >= 0")
     if rule not in MARGIN_RULES and margin is not None:
-        raise ConfigError(f"{where}.margin applies to rule {' or '.join(MARGIN_RULES)}, not {rule}")
+        raise RuleError(f"{where}.margin applies to rule {' or '.join(MARGIN_RULES)}, not {rule}")
 
 
 @dataclass(frozen=True)
@@ -276,12 +281,12 @@ class SelectStage:
     def __post_init__(self) -> None:
         _check_rule(self.rule, self.margin, "select")
         if self.split.startswith("test"):
-            raise ConfigError(f"select.split {self.split!r} is a test split: select on val")
+            raise RuleError(f"select.split {self.split!r} is a test split: select on val")
         if self.repeats < 1:
-            raise ConfigError(f"select.repeats must be >= 1, got {self.repeats}")
+            raise RuleError(f"select.repeats must be >= 1, got {self.repeats}")
         keys = [r.key for r in self.rules]
         if len(set(keys)) != len(keys):
-            raise ConfigError(f"select.also repeats a rule: {', '.join(keys)}")
+            raise RuleError(f"select.also repeats a rule: {', '.join(keys)}")
 
     @property
     def rules(self) -> list[SelectionRule]:
@@ -304,7 +309,7 @@ class VerdictSpec:
 
     def __post_init__(self) -> None:
         if self.margin < 0:
-            raise ConfigError(f"verdict.margin must be >= 0, got {self.margin}")
+            raise RuleError(f"verdict.margin must be >= 0, got {self.margin}")
 
 
 @dataclass(frozen=True)
@@ -351,42 +356,42 @@ class BenchmarkDef:
     def __post_init__(self) -> None:
         labels = [r.label for r in self.fixed_routers]
         if len(set(labels)) != len(labels):
-            raise ConfigError("two fixed routers share a label")
+            raise RuleError("two fixed routers share a label")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
-            raise ConfigError("seeds must be a non-empty list of distinct seeds")
+            raise RuleError("seeds must be a non-empty list of distinct seeds")
         if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+            raise RuleError(f"workers must be >= 1, got {self.workers}")
         if self.eval_repeats < 1:
-            raise ConfigError(f"eval_repeats must be >= 1, got {self.eval_repeats}")
+            raise RuleError(f"eval_repeats must be >= 1, got {self.eval_repeats}")
         unknown = set(self.eval_quick) - set(self.eval_splits)
         if unknown:
-            raise ConfigError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
+            raise RuleError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
         if self.stage_b is not None and self.stage_b.family not in {x.name for x in self.learned}:
-            raise ConfigError(
+            raise RuleError(
                 f"stage_b.family {self.stage_b.family!r} is not a learned router of this benchmark"
             )
         t, s = self.tune, self.select
         if t is not None and s is not None and t.split == s.split and t.quick != s.quick:
-            raise ConfigError(f"tune and select run on {t.split} with different quick settings")
+            raise RuleError(f"tune and select run on {t.split} with different quick settings")
         if not self.eval_grid and s is None and t is None:
-            raise ConfigError("eval_grid: false needs a select or tune stage to choose the lambda")
+            raise RuleError("eval_grid: false needs a select or tune stage to choose the lambda")
         if self.eval_fixed == "val_best_single" and s is None:
-            raise ConfigError(
+            raise RuleError(
                 "eval_fixed: val_best_single needs a select stage to find the val-best single model"
             )
         if s is None:
             return
         if s.split in self.eval_splits and s.repeats != self.eval_repeats:
-            raise ConfigError(f"{s.split} is selected on and evaluated with different repeats")
+            raise RuleError(f"{s.split} is selected on and evaluated with different repeats")
         for also in s.also:
             stray = sorted(set(also.splits or ()) - set(self.eval_splits))
             if stray:
-                raise ConfigError(
+                raise RuleError(
                     f"select.also rule {also.key} names {stray[0]!r}, which is not an eval split"
                 )
         comparing = [r.rule for r in s.rules if r.rule != "highest_val_score"]
         if comparing and not any(r.name == "single" for r in self.fixed_routers):
-            raise ConfigError(f"select.rule {comparing[0]} compares with single-model routers; add one")
+            raise RuleError(f"select.rule {comparing[0]} compares with single-model routers; add one")
 
 
 def load_benchmark(name_or_path: str) -> BenchmarkDef:
@@ -454,7 +459,7 @@ def _validate(hint: Any, value: Any, where: str) -> Any:
         return _adapter(hint).validate_json(text).value
     except pydantic.ValidationError as exc:
         raise ConfigError(_message(exc.errors()[0], value, hint, where)) from None
-    except ConfigError as exc:  # a rule of a dataclass's __post_init__
+    except ConfigError as exc:  # raised by a dataclass's __post_init__ other than as a RuleError
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -512,6 +517,8 @@ def _message(error: Any, data: Any, hint: Any, where: str) -> str:
         return f"{path}: unknown key {key!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     if kind in ("missing", "missing_argument"):
         return f"{path}: missing required key {key!r}"
+    if kind == "value_error":  # a RuleError of the dataclass at ``path``
+        return f"{path}: {error['ctx']['error']}"
     if owner in _EXPECTED:
         return f"{path}: expected {describe(owner)}, got {error['input']!r}"
     return f"{path}: {error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"

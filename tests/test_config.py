@@ -320,3 +320,15 @@ def test_options_overlay_the_config_file_which_overlays_the_defaults(tmp_path):
     path.write_text("router: random\n")
     with pytest.raises(ConfigError, match=r"run.yaml.router: expected a mapping, got 'random'"):
         run_config(path, params={"label": "x"})
+
+
+def test_a_broken_rule_deep_in_a_file_names_where_it_is(tmp_path):
+    data = yaml.safe_load((POOLS_DIR / "paper6.yaml").read_text())
+    data["models"][2]["simulated"]["skill"]["default"] = 1.5
+    path = tmp_path / "pool.yaml"
+    path.write_text(yaml.safe_dump(data))
+    name = data["models"][2]["name"]
+    with pytest.raises(
+        ConfigError, match=rf"pool.yaml.models\['{name}'\].simulated: skill\['default'\] must be in"
+    ):
+        load_pool(str(path))
