@@ -299,7 +299,7 @@ def cache_line(counts: dict[str, Any]) -> str:
 def episode(
     task: Annotated[str, typer.Option(help="Task type, e.g. boil")],
     out: Annotated[Path, typer.Option(help="Run directory")],
-    variation: Annotated[int, typer.Option(help="A variation of the task in any split")],
+    variation: Annotated[int, typer.Option(help="The task's variation, in whichever split holds it")] = 0,
     router: Annotated[
         str | None,
         typer.Option(help="Router name (see `harness routers`)", show_default=default(RunConfig, "router")),

@@ -386,9 +386,7 @@ class BenchmarkDef:
         for also in s.also:
             stray = sorted(set(also.splits or ()) - set(self.eval_splits))
             if stray:
-                raise RuleError(
-                    f"select.also rule {also.key} names {stray[0]!r}, which is not an eval split"
-                )
+                raise RuleError(f"select.also rule {also.key} names {stray[0]!r}, which is not an eval split")
         comparing = [r.rule for r in s.rules if r.rule != "highest_val_score"]
         if comparing and not any(r.name == "single" for r in self.fixed_routers):
             raise RuleError(f"select.rule {comparing[0]} compares with single-model routers; add one")
