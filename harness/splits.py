@@ -20,6 +20,8 @@ from pathlib import Path
 from harness.errors import ConfigError, UnknownNameError
 from harness.types import TaskInstance
 
+ANY_SPLIT = "any"  # every split's tasks together
+
 
 @dataclass(frozen=True)
 class Split:
@@ -44,10 +46,19 @@ class Split:
         self, split_name: str, quick: bool = False, task_filter: str | None = None, repeats: int = 1
     ) -> list[TaskInstance]:
         """The split's task instances, each variation ``repeats`` times: every variation's first
-        play, then every second play, and so on, so an interrupted run holds whole repeats."""
-        if split_name not in self.assignments:
-            raise UnknownNameError(f"unknown split {split_name!r}; known: {', '.join(self.assignments)}")
-        per_task = (self.quick if quick else self.assignments)[split_name]
+        play, then every second play, and so on, so an interrupted run holds whole repeats.
+        Split ``any`` is every split's variations together (``harness episode``)."""
+        chosen = self.quick if quick else self.assignments
+        if split_name == ANY_SPLIT:
+            per_task = {
+                task: sorted({v for split in chosen.values() for v in split.get(task, [])})
+                for task in {task for split in chosen.values() for task in split}
+            }
+        elif split_name in self.assignments:
+            per_task = chosen[split_name]
+        else:
+            known = ", ".join([*self.assignments, ANY_SPLIT])
+            raise UnknownNameError(f"unknown split {split_name!r}; known: {known}")
         if task_filter is not None:
             try:
                 pattern = re.compile(task_filter)

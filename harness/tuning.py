@@ -61,11 +61,11 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from harness.config import DEFAULT_LAM_RANGE
 from harness.errors import ConfigError, HarnessError, MissingDependencyError
 from harness.seeding import derive_seed
 
 BUDGET_CONSTRAINT = "budget"
-DEFAULT_LAM_RANGE = (0.0, 5.0)  # the lambda search range when a benchmark definition names none
 SPACE_KINDS = ("float", "int", "categorical")
 ENDS_QUEUED_ATTR = "lam_ends_queued"
 STORAGE_SCHEMES = ("sqlite", "postgresql", "journal")
