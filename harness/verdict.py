@@ -13,7 +13,10 @@ directories, so the report and ``benchmark.json`` always agree with the episodes
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,7 @@ from harness.frontier import hierarchical_paired_bootstrap
 from harness.layout import ResultsLayout
 from harness.results import benchmark_definition, paired_variations, replicate_dirs, run_dirs
 from harness.seeding import derive_seed
+from harness.splits import Split
 from harness.trajectory import RunStore
 
 VERDICT_SPLITS = ("test_id", "test_ood")
@@ -175,3 +179,118 @@ def verdict_text(row: dict[str, Any]) -> str:
     if row["non_inferior"]:
         return f"non-inferior at margin {m}"
     return f"not shown non-inferior at margin {m}"
+
+
+# Power ------------------------------------------------------------------------
+# A verdict is only worth playing if it can come out either way: before any test episode,
+# the plan's standard error (from the variance of paired differences seen on val) says how
+# large a true difference the test split could show at the stated margin.
+
+POWER = 0.8  # the probability of a non-inferiority verdict the plan must reach for a router equal to the reference
+_Z = NormalDist()
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """The variance of a paired score difference, split the way the test split's design divides it."""
+
+    between: float  # of the variations' mean differences around their task type's mean
+    within: float  # of one episode's difference around its variation's mean (the repeats' noise)
+
+
+def variance_components(groups_by_type: Mapping[str, Sequence[np.ndarray]]) -> VarianceComponents:
+    """Pooled one-way random-effects estimates (method of moments) from paired episodes grouped by task
+    type, then variation: each variation an (R, >=2) array whose first two columns are the two scores.
+
+    Without repeats the within part cannot be told apart and is counted as between, which
+    overstates what the test's repeats remove: a conservative plan.
+    """
+    ss_within = df_within = ss_between = df_between = 0.0
+    repeats = []
+    for variations in groups_by_type.values():
+        diffs = [np.asarray(g, dtype=float)[:, 0] - np.asarray(g, dtype=float)[:, 1] for g in variations]
+        means = np.array([d.mean() for d in diffs])
+        ss_within += sum(float(((d - d.mean()) ** 2).sum()) for d in diffs)
+        df_within += sum(len(d) - 1 for d in diffs)
+        if len(means) > 1:
+            ss_between += float(((means - means.mean()) ** 2).sum())
+            df_between += len(means) - 1
+        repeats += [len(d) for d in diffs]
+    if df_between == 0:
+        raise ValueError("variance components need at least two variations of one task type")
+    within = ss_within / df_within if df_within else 0.0
+    between = ss_between / df_between - (within / float(np.mean(repeats)) if df_within else 0.0)
+    return VarianceComponents(between=max(between, 0.0), within=within)
+
+
+def planned_standard_error(
+    components: VarianceComponents, design: Mapping[str, tuple[float, int, int]], seeds: int = 1
+) -> float:
+    """The standard error of a (stratified) paired mean difference: ``design`` maps each task type
+    to (its weight, its variations, the plays of each); seed replicates are independent draws."""
+    variance = sum(
+        weight**2 * (components.between / n + components.within / (n * plays))
+        for weight, n, plays in design.values()
+    )
+    return math.sqrt(variance / seeds)
+
+
+def minimum_detectable_difference(se: float, power: float = POWER, alpha: float = 0.05) -> float:
+    """How far above ``-margin`` a true difference must be for the test to declare non-inferiority
+    with probability ``power``: (z_{1-alpha/2} + z_power) * se."""
+    return (_Z.inv_cdf(1.0 - alpha / 2.0) + _Z.inv_cdf(power)) * se
+
+
+def power_plan(
+    components: VarianceComponents,
+    design: Mapping[str, tuple[float, int, int]],
+    margin: float,
+    seeds: int = 1,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """What a planned test can decide at ``margin``: it is powered when a router exactly as good as
+    the reference would be declared non-inferior with probability at least :data:`POWER`."""
+    se = planned_standard_error(components, design, seeds)
+    mdd = minimum_detectable_difference(se, POWER, alpha)
+    z = _Z.inv_cdf(1.0 - alpha / 2.0)
+    return {
+        "margin": margin,
+        "seeds": seeds,
+        "variations": sum(n for _, n, _ in design.values()),
+        "episodes": seeds * sum(n * plays for _, n, plays in design.values()),
+        "se": se,
+        "halfwidth": z * se,
+        "mdd": mdd,
+        "power_at_equal": _Z.cdf(margin / se - z) if se > 0 else 1.0,
+        "powered": bool(mdd <= margin),
+        "between_variance": components.between,
+        "within_variance": components.within,
+    }
+
+
+def split_design(
+    split: Split, split_name: str, quick: bool, repeats: int
+) -> dict[str, tuple[float, int, int]]:
+    """Task type -> (weight, variations, plays per variation) of a split as a run plays it."""
+    per_task = (split.quick if quick else split.assignments)[split_name]
+    weights = split.weights(split_name)
+    total = sum(len(v) for v in per_task.values())
+    return {
+        task: (
+            weights[task] if weights else len(variations) / total,
+            len(variations),
+            repeats * split.plays(split_name, task),
+        )
+        for task, variations in per_task.items()
+        if variations
+    }
+
+
+def power_text(plan: dict[str, Any]) -> str:
+    """One plan in words, for the console and the report."""
+    state = "powered" if plan["powered"] else "NOT powered"
+    return (
+        f"{state}: {plan['episodes']} episodes ({plan['variations']} variations x {plan['seeds']} seeds), "
+        f"planned interval +-{plan['halfwidth']:.1f}, minimum detectable difference {plan['mdd']:.1f} "
+        f"at margin {plan['margin']:g}, P(non-inferior | equal) = {plan['power_at_equal']:.2f}"
+    )
