@@ -341,13 +341,17 @@ def clustered_bootstrap_point(
     alpha: float = 0.05,
     seed: int = 0,
     params: dict[str, Any] | None = None,
+    strata: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> OperatingPoint:
     """:func:`paired_bootstrap_point` for episodes that come in clusters (the repeats of one variation).
 
     Repeats of a variation share its task, so they are not independent draws: the interval
     resamples variations, each with all of its repeats, and the point is the mean over
     variations of each variation's mean (the plain mean when every variation has as many
-    repeats).
+    repeats). On a stratified split (``strata``, one label per episode, and ``weights``) the
+    variations are resampled within their stratum and the point is the weighted mean of the
+    strata's means.
     """
     score_arr = _as_episodes(scores, "scores")
     cost_arr = _as_episodes(costs, "costs")
@@ -358,9 +362,16 @@ def clustered_bootstrap_point(
     order = list(dict.fromkeys(clusters))
     both = np.column_stack([score_arr, cost_arr])
     groups = [both[[i for i, c in enumerate(clusters) if c == name]] for name in order]
-    values, counts = _clusters(groups, 2, "clustered_bootstrap_point")
-    stats = _cluster_resamples(values, counts, n_boot, np.random.default_rng(seed))
-    score, cost = _nested_mean(values, counts)
+    rng = np.random.default_rng(seed)
+    if weights is None or strata is None:
+        values, counts = _clusters(groups, 2, "clustered_bootstrap_point")
+        stats = _cluster_resamples(values, counts, n_boot, rng)
+        score, cost = _nested_mean(values, counts)
+    else:
+        label_of = dict(zip(clusters, strata, strict=True))
+        layer = _strata(groups, [label_of[name] for name in order], weights, "clustered_bootstrap_point", 2)
+        stats = sum(w * _cluster_resamples(values, counts, n_boot, rng) for w, (values, counts) in layer)
+        score, cost = sum(w * _nested_mean(values, counts) for w, (values, counts) in layer)
     return OperatingPoint(
         label=label,
         score=float(score),
@@ -464,7 +475,7 @@ def hierarchical_paired_bootstrap(
 
 
 def _strata(
-    groups: Sequence[Any], labels: Sequence[str], weights: Mapping[str, float], name: str
+    groups: Sequence[Any], labels: Sequence[str], weights: Mapping[str, float], name: str, columns: int = 4
 ) -> list[tuple[float, tuple[np.ndarray, np.ndarray]]]:
     """One seed's variation groups split by stratum, each with its weight renormalised over the strata
     present (a quick subset or an unfinished run may lack some)."""
@@ -476,7 +487,9 @@ def _strata(
     return [
         (
             weights[t] / total,
-            _clusters([g for g, label in zip(groups, labels, strict=True) if label == t], 4, f"{name}[{t}]"),
+            _clusters(
+                [g for g, label in zip(groups, labels, strict=True) if label == t], columns, f"{name}[{t}]"
+            ),
         )
         for t in present
     ]

@@ -23,12 +23,20 @@ import numpy as np
 
 from harness.frontier import hierarchical_paired_bootstrap
 from harness.layout import ResultsLayout
-from harness.results import benchmark_definition, paired_variations, replicate_dirs, run_dirs
+from harness.results import (
+    benchmark_definition,
+    paired_variation_groups,
+    paired_variations,
+    replicate_dirs,
+    run_dirs,
+    run_split_weights,
+    task_of,
+)
 from harness.seeding import derive_seed
 from harness.splits import Split
 from harness.trajectory import RunStore
 
-VERDICT_SPLITS = ("test_id", "test_ood")
+VERDICT_SPLITS = ("test_id", "test_powered", "test_ood")
 DEFAULT_MARGIN = 5.0  # score points; the definition's ``verdict.margin`` overrides it
 
 
@@ -82,34 +90,73 @@ def paired_table(
                 mine = _learned_run(path, split, family, choice["lam"])
                 if mine is None or not (reference / "config.json").exists():
                     continue
-                pairs = paired_variations(mine, reference)
-                if not pairs:
+                groups = paired_variation_groups(mine, reference)
+                if not groups:
                     continue
                 entry = table.setdefault(
-                    (family, split), {"pairs": [], "seeds": [], "lam": [], "best_single": []}
+                    (family, split),
+                    {
+                        "pairs": [],
+                        "strata": [],
+                        "seeds": [],
+                        "lam": [],
+                        "best_single": [],
+                        "weights": None,
+                        "power": [],
+                    },
                 )
-                entry["pairs"].append(pairs)
+                entry["power"].append(((child.get("power") or {}).get(family) or {}).get(split))
+                entry["pairs"].append(list(groups.values()))
+                entry["strata"].append([task_of(v) for v in groups])
+                entry["weights"] = run_split_weights(RunStore(mine).config(), split)
                 entry["seeds"].append(seed)
                 entry["lam"].append(float(choice["lam"]))
                 entry["best_single"].append(single)
     return table
 
 
-def _nested_means(pairs: list[list[np.ndarray]]) -> np.ndarray:
-    """(score, reference score, cost, reference cost): mean over seeds of variation means of repeat means."""
-    return np.mean([np.mean([g.mean(axis=0) for g in seed], axis=0) for seed in pairs], axis=0)
+def _nested_means(
+    pairs: list[list[np.ndarray]],
+    strata: list[list[str]] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """(score, reference score, cost, reference cost): mean over seeds of variation means of repeat means
+    (of the weighted strata's such means, on a stratified split)."""
+    if weights is None or strata is None:
+        return np.mean([np.mean([g.mean(axis=0) for g in seed], axis=0) for seed in pairs], axis=0)
+    per_seed = []
+    for groups, labels in zip(pairs, strata, strict=True):
+        present = sorted(set(labels))
+        total = sum(weights[t] for t in present)
+        per_seed.append(
+            sum(
+                weights[t]
+                / total
+                * np.mean([g.mean(axis=0) for g, s in zip(groups, labels, strict=True) if s == t], axis=0)
+                for t in present
+            )
+        )
+    return np.mean(per_seed, axis=0)
 
 
 def verdict(
-    pairs: list[list[np.ndarray]], margin: float, n_boot: int = 4000, seed: int = 0
+    pairs: list[list[np.ndarray]],
+    margin: float,
+    n_boot: int = 4000,
+    seed: int = 0,
+    strata: list[list[str]] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The paired comparison of one family on one split and its verdict at ``margin``.
 
     Non-inferior iff the lower bound of the 95% interval of the score difference is above
-    ``-margin``; better iff it is above zero.
+    ``-margin``; better iff it is above zero. ``strata`` and ``weights``: a stratified split's
+    task type per variation and each type's weight.
     """
-    test = hierarchical_paired_bootstrap(pairs, n_boot=n_boot, seed=seed)
-    score, single_score, cost, single_cost = _nested_means(pairs)
+    if weights is None:
+        strata = None
+    test = hierarchical_paired_bootstrap(pairs, n_boot=n_boot, seed=seed, strata=strata, weights=weights)
+    score, single_score, cost, single_cost = _nested_means(pairs, strata, weights)
     low = test.score_diff_ci[0]
     return {
         "score": float(score),
@@ -150,7 +197,9 @@ def verdict_rows(
     (at the points the ``select.also`` rule named ``rule`` chose, when given, on its ``splits``: where
     its point and the headline's coincide a split it was not played on would have a partial verdict)."""
     bench_dir = Path(bench_dir)
-    margin = verdict_margin(benchmark_definition(bench_dir)) if margin is None else margin
+    definition = benchmark_definition(bench_dir)
+    margin = verdict_margin(definition) if margin is None else margin
+    judged = ((definition.get("definition") or {}).get("verdict") or {}).get("judged")
     order = {split: i for i, split in enumerate(VERDICT_SPLITS)}
     rows = []
     for (family, split), entry in sorted(
@@ -158,27 +207,46 @@ def verdict_rows(
         key=lambda kv: (kv[0][0], order[kv[0][1]]),
     ):
         boot_seed = derive_seed("verdict", family, split) % 2**32
+        plans = [plan for plan in entry["power"] if plan]
         rows.append(
             {
                 "family": family,
                 "split": split,
+                "judged": judged is None or family in judged,
                 "seeds": entry["seeds"],
                 "lam": entry["lam"],
                 "best_single": entry["best_single"],
-                **verdict(entry["pairs"], margin, n_boot=n_boot, seed=boot_seed),
+                # planned before the test was played; None: no plan (no selection stage, or a quick one)
+                "powered": all(plan["powered"] for plan in plans) if plans else None,
+                "planned_mdd": float(np.mean([plan["mdd"] for plan in plans])) if plans else None,
+                **verdict(
+                    entry["pairs"],
+                    margin,
+                    n_boot=n_boot,
+                    seed=boot_seed,
+                    strata=entry["strata"],
+                    weights=entry["weights"],
+                ),
             }
         )
     return rows
 
 
 def verdict_text(row: dict[str, Any]) -> str:
-    """One row's verdict in words, with its margin."""
+    """One row's verdict in words, with its margin and, where it was planned, its power."""
     m = f"{row['margin']:g}"
     if row["better"]:
-        return f"better (non-inferior at margin {m})"
-    if row["non_inferior"]:
-        return f"non-inferior at margin {m}"
-    return f"not shown non-inferior at margin {m}"
+        text = f"better (non-inferior at margin {m})"
+    elif row["non_inferior"]:
+        text = f"non-inferior at margin {m}"
+    else:
+        text = f"not shown non-inferior at margin {m}"
+    if not row.get("judged", True):
+        text = f"exploratory: {text}"
+    if row.get("powered") is None:
+        return text
+    power = "powered" if row["powered"] else "not powered"
+    return f"{text}; {power} (planned minimum detectable difference {row['planned_mdd']:.1f})"
 
 
 # Power ------------------------------------------------------------------------
@@ -290,7 +358,7 @@ def power_text(plan: dict[str, Any]) -> str:
     """One plan in words, for the console and the report."""
     state = "powered" if plan["powered"] else "NOT powered"
     return (
-        f"{state}: {plan['episodes']} episodes ({plan['variations']} variations x {plan['seeds']} seeds), "
+        f"{state}: {plan['episodes']} episodes ({plan['variations']} variations, {plan['seeds']} seeds), "
         f"planned interval +-{plan['halfwidth']:.1f}, minimum detectable difference {plan['mdd']:.1f} "
         f"at margin {plan['margin']:g}, P(non-inferior | equal) = {plan['power_at_equal']:.2f}"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,19 @@ from harness.benchmarks.scienceworld.split import (
     POWERED_SPLIT_PATH,
     build_powered_split,
 )
+from harness.config import RouterSpec, RunConfig, to_plain
 from harness.errors import ConfigError
 from harness.frontier import hierarchical_paired_bootstrap
+from harness.pipeline import (
+    BenchmarkDef,
+    BenchmarkRun,
+    LearnedRouter,
+    SelectStage,
+    VerdictSpec,
+    load_benchmark,
+)
 from harness.splits import load_split
+from harness.trajectory import RunStore
 from harness.types import TaskInstance
 from harness.verdict import (
     VarianceComponents,
@@ -29,6 +40,7 @@ from harness.verdict import (
     power_plan,
     split_design,
     variance_components,
+    verdict_text,
 )
 
 V1 = load_split(DEFAULT_SPLIT_PATH, "scienceworld")
@@ -166,3 +178,79 @@ def test_split_design_of_the_powered_split():
     assert design["find-animal"] == (pytest.approx(6 / 73), 72, 3)
     unweighted = split_design(V1, "test_id", quick=False, repeats=1)
     assert sum(w for w, _, _ in unweighted.values()) == pytest.approx(1.0)
+
+
+# --- the benchmark plans its verdict's power before any test episode ----------------
+def _val_run(path: Path, router: RouterSpec, scores: dict[tuple[str, int, int], float]) -> None:
+    store = RunStore(path)
+    store.open({"run": to_plain(RunConfig(router=router, split="val", repeats=2)), "engine": "fake"})
+    for (task, variation, repeat), score in sorted(scores.items()):
+        key = f"scienceworld/{task}/{variation}" + (f"/r{repeat}" if repeat else "")
+        store.record_episode(
+            {"episode": key, "task": task, "variation": variation, "split": "val", "score": score}
+            | {"cost": 1.0, "turns": 1, "status": "done", "error": None, "router": router.label}
+        )
+    store.close()
+
+
+def test_the_benchmark_plans_power_before_testing_and_refuses_when_asked(tmp_path: Path, caplog):
+    single = RouterSpec("single", {"model": "gpt-5"})
+    d = BenchmarkDef(
+        name="plan",
+        fixed_routers=[single],
+        learned=[LearnedRouter("ridge", lambdas=[0.0])],
+        select=SelectStage(rule="cheapest_noninferior", margin=5.0, repeats=2),
+        eval_splits=["test_id", POWERED_SPLIT],
+        eval_repeats=2,
+        split_file=str(POWERED_SPLIT_PATH),
+        quick=False,
+    )
+    run = BenchmarkRun(d, tmp_path)
+    run.planned_seeds = 3
+    mine = run.learned_spec("ridge", tmp_path / "ckpt", 0.0)
+    # Paired val differences: variation means 0 and 20 within each type, repeats +-10 around them.
+    cells = [(t, v, r) for t in ("boil", "melt") for v in (0, 1) for r in (0, 1)]
+    _val_run(run.layout.run("val", single.label), single, dict.fromkeys(cells, 0.0))
+    _val_run(
+        run.layout.run("val", mine.label),
+        mine,
+        {(t, v, r): 20.0 * v + (10.0 if r else -10.0) for t, v, r in cells},
+    )
+    selected = {"ridge": {"lam": 0.0, "best_single": single.label}}
+    with caplog.at_level("INFO", logger="harness.pipeline"):
+        plans = run.plan_power({"ridge": tmp_path / "ckpt"}, selected)["ridge"]
+    # Within: (4 * 100 * 2 types) / 4 = 200; between: 200 (means 0, 20 per type) - 200 / 2 = 100.
+    components = VarianceComponents(between=100.0, within=200.0)
+    for name in ("test_id", POWERED_SPLIT):
+        design = split_design(POWERED, name, quick=False, repeats=2)
+        assert plans[name]["se"] == pytest.approx(planned_standard_error(components, design, seeds=3))
+    assert plans[POWERED_SPLIT]["se"] < plans["test_id"]["se"] / 2
+    assert "power: plan ridge on test_powered" in caplog.text
+    refusing = BenchmarkRun(replace(d, verdict=VerdictSpec(margin=1.0, power="refuse")), tmp_path)
+    with pytest.raises(ConfigError, match="not powered"):
+        refusing.plan_power({"ridge": tmp_path / "ckpt"}, selected)
+    with pytest.raises(ConfigError, match="verdict.power"):
+        VerdictSpec(power="maybe")
+
+
+def test_a_verdict_row_says_whether_it_was_judged_and_powered():
+    row = {"margin": 5.0, "better": False, "non_inferior": True, "judged": False}
+    assert verdict_text(row) == "exploratory: non-inferior at margin 5"
+    row |= {"judged": True, "powered": False, "planned_mdd": 7.25}
+    assert (
+        verdict_text(row)
+        == "non-inferior at margin 5; not powered (planned minimum detectable difference 7.2)"
+    )
+
+
+def test_the_powered_definition_names_what_is_judged_before_testing(tmp_path: Path):
+    d = load_benchmark("verdict-powered")
+    assert (d.verdict.judged, d.verdict.power, d.split_file) == (
+        ["mtrouter"],
+        "refuse",
+        "benchmarks/splits/scienceworld-powered-v1.json",
+    )
+    assert POWERED_SPLIT in d.eval_splits
+    stray = replace(d, verdict=VerdictSpec(judged=["nonesuch"]), seeds=None)
+    with pytest.raises(ConfigError, match="verdict.judged names 'nonesuch'"):
+        BenchmarkRun(stray, tmp_path).validate()
