@@ -306,6 +306,12 @@ class VerdictSpec:
     """
 
     margin: float = 5.0
+    # warn | refuse: what the benchmark does when, before any test episode, the power plan says a
+    # router as good as the best single model would not be shown non-inferior with probability 0.8
+    power: Literal["warn", "refuse"] = "warn"
+    # the families whose verdict is the benchmark's claim, named before any test episode is played;
+    # every other family's row is exploratory. None: every learned family is judged
+    judged: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.margin < 0:
@@ -375,6 +381,9 @@ class BenchmarkDef:
             raise RuleError(f"tune and select run on {t.split} with different quick settings")
         if not self.eval_grid and s is None and t is None:
             raise RuleError("eval_grid: false needs a select or tune stage to choose the lambda")
+        stray = sorted(set(self.verdict.judged or ()) - {x.name for x in self.learned})
+        if stray:
+            raise RuleError(f"verdict.judged names {stray[0]!r}, which is not a learned family here")
         if self.eval_fixed == "val_best_single" and s is None:
             raise RuleError(
                 "eval_fixed: val_best_single needs a select stage to find the val-best single model"

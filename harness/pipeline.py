@@ -107,6 +107,8 @@ class BenchmarkRun:
         self.executor = executor or definition.executor
         self.ray_address = ray_address
         self.workers: Executor | None = None  # while execute() runs
+        self.planned_seeds = 1  # the seed replicates the verdict pools (its parent's count, for a replicate)
+        self.power: dict[str, dict[str, dict]] = {}  # family -> eval split -> power plan
         self.commit: str | None = None  # the git commit runs are logged under; None: no MLflow logging
         self._embeddings = embeddings  # seed replicates share their parent's cache
         self.prefix_cache = prefix_cache or (self.layout.prefix_cache if definition.prefix_cache else None)
@@ -348,6 +350,53 @@ class BenchmarkRun:
             }
         return selected
 
+    def plan_power(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> dict[str, dict]:
+        """Before any test episode: what each family's verdict can decide on each eval split.
+
+        The variance of the paired difference to the val-best single model is read off the
+        selected point's val episodes (between variations and between repeats of one); the
+        eval split's design (its task-type weights, variations and plays) and the seeds give
+        the planned standard error and the minimum detectable difference at the margin.
+        """
+        from harness.results import paired_variation_groups, task_of
+        from harness.verdict import power_plan, power_text, split_design, variance_components
+
+        s = self.d.select
+        if s is None:
+            return {}
+        split = self.plugin.load_split(self.d.split_file)
+        plans: dict[str, dict] = {}
+        for family, choice in sorted(selected.items()):
+            best = choice.get("best_single")
+            if not best or "lam" not in choice:
+                continue
+            mine = self.layout.run(
+                s.split, self.learned_spec(family, checkpoints[family], choice["lam"]).label
+            )
+            by_type: dict[str, list] = {}
+            for variation, rows in paired_variation_groups(mine, self.layout.run(s.split, best)).items():
+                by_type.setdefault(task_of(variation), []).append(rows)
+            try:
+                components = variance_components(by_type)
+            except ValueError:  # too few val variations to tell (a quick run)
+                continue
+            for name in self.d.eval_splits:
+                quick = self.d.eval_quick.get(name, self.d.quick)
+                design = split_design(split, name, quick, self.repeats(name))
+                plan = power_plan(components, design, self.d.verdict.margin, seeds=self.planned_seeds)
+                plans.setdefault(family, {})[name] = plan
+                (log.info if plan["powered"] else log.warning)(
+                    "power: %s %s on %s: %s", self.d.name, family, name, power_text(plan)
+                )
+        weak = [(f, n) for f, per in plans.items() for n, plan in per.items() if not plan["powered"]]
+        if weak and self.d.verdict.power == "refuse":
+            family, name = weak[0]
+            raise ConfigError(
+                f"the verdict of {family} on {name} is not powered ({power_text(plans[family][name])}); "
+                "add test variations, repeats or seeds, or set verdict.power: warn"
+            )
+        return plans
+
     # Stage 4 -----------------------------------------------------------------
     def evaluated_fixed(self, selected: dict[str, dict]) -> list[RouterSpec]:
         """The fixed routers played on the eval splits (``eval_fixed``)."""
@@ -436,6 +485,7 @@ class BenchmarkRun:
                 "selection": to_plain(self.d.select),
                 "definition": to_plain(self.d),
                 "prefix_cache": self.prefix_cache_counts(),
+                "power": self.power,
                 "stage_seconds": self.stage_seconds,
             },
         )
@@ -496,6 +546,7 @@ class BenchmarkRun:
             )
             for run in runs:
                 run.workers, run.commit = self.workers, self.commit
+                run.planned_seeds = len(runs)
                 run._execute(track, None)
             self.write_verdict()
         else:
@@ -512,6 +563,7 @@ class BenchmarkRun:
                 tuned = self.tune(checkpoints)
             with self.timed("select"):
                 selected = self.select(checkpoints, tuned)
+            self.power = self.plan_power(checkpoints, selected)
             self.write_manifest(selected)
             with self.timed("evaluate"):
                 self.evaluate(checkpoints, selected)
