@@ -102,7 +102,7 @@ def test_a_stochastic_router_without_known_probabilities_is_refused():
         def route(self, state, rng):
             return Decision(model=state.candidates[int(rng.integers(2))].name, propensity=0.5)
 
-    with pytest.raises(ConfigError, match="'coin' is stochastic"):
+    with pytest.raises(ConfigError, match="'coin' draws random numbers .* does not state its probabilities"):
         policy_table(Coin(), [logged("boil", 1.0, ["gpt-5"], 0.5)], CARDS)
 
 
@@ -168,7 +168,7 @@ def test_learned_router_batch_table_matches_routing_state_by_state(learned):
     )
     episodes = load_logs([data_dir]).episodes[:10]
     table = policy_table(router, episodes, SYNTHETIC_CARDS)
-    assert table.kind == "greedy"
+    assert table.kind == "deterministic"
     stats = router.model.stats
     span = stats.score_high - stats.score_low
     rng = np.random.default_rng(0)

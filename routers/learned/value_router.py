@@ -8,6 +8,8 @@ checkpoint may defer to its strongest model when its members disagree
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from harness.errors import ConfigError
 from harness.types import Decision, ModelCard, TurnState
-from routers.base import Router
+from routers.base import Router, ValueTable
 from routers.learned.encoder_spec import build_encoder, check_encoder
 from routers.learned.ensemble import EnsembleModel
 from routers.learned.history_encoder import HistoryEncoder
@@ -69,9 +71,10 @@ class ValueRouter(Router):
             check_encoder(self.model.encoder, encoder)
         self.encoder = encoder
         self._checked_pools: set[tuple[ModelCard, ...]] = set()
+        self._batches: dict[int, tuple[Sequence[TurnState], tuple[np.ndarray, np.ndarray]]] = {}
 
-    def check_pool(self, model_names: list[str]) -> None:
-        self.model.check_pool(model_names)
+    def check_pool(self, pool: Sequence[ModelCard] | Sequence[str]) -> None:
+        self.model.check_pool(list(pool))
 
     def vector(self, state: TurnState) -> np.ndarray:
         """The state's history vector, after checking its candidates against the checkpoint's pool once."""
@@ -113,3 +116,40 @@ class ValueRouter(Router):
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         model, q = self.greedy(state)
         return Decision(model=model, propensity=1.0, scores=q)
+
+    def with_lam(self, lam: float) -> ValueRouter:
+        """This router at another ``lam``, sharing its loaded model, encoder and batch predictions (the
+        points of a λ sweep differ only there)."""
+        if lam < 0:
+            raise ConfigError(f"router {self.name!r}: lam must be >= 0, got {lam}")
+        other = copy.copy(self)
+        other.lam = float(lam)
+        return other
+
+    def value_table(self, states: Sequence[TurnState]) -> ValueTable:
+        """Predicted score and cost-to-go of every candidate at every state, in one batch.
+
+        The states share one candidate list, checked against the checkpoint's pool once. The
+        predictions do not depend on ``lam``: they are kept for the same ``states`` object, which
+        the routers of one λ sweep (:meth:`with_lam`) share.
+        """
+        kept = self._batches.get(id(states))
+        if kept is None or kept[0] is not states:
+            candidates = list(states[0].candidates) if states else []
+            self.model.check_pool(candidates)
+            vectors = self.encoder.encode_batch([(s.task_description, s.history) for s in states])
+            kept = (states, self.model.predict(vectors, candidates))
+            self._batches.clear()  # one batch is kept: a sweep asks about one set of states at a time
+            self._batches[id(states)] = kept
+        score, cost = kept[1]
+        return ValueTable(score=score, cost=cost, q=score - self.lam * cost)
+
+    def probability_table(self, states: Sequence[TurnState]) -> np.ndarray:
+        """The indicator of :meth:`greedy`'s pick at every state, from one batch of predictions; a
+        deferring ensemble decides state by state (its members' spread is not in the batch)."""
+        if self.defer_threshold is not None or not states:
+            return super().probability_table(states)
+        q = self.value_table(states).q
+        table = np.zeros_like(q)
+        table[np.arange(len(q)), np.argmax(q, axis=1)] = 1.0  # ties to the first listed, as greedy
+        return table
