@@ -84,9 +84,14 @@ class ValueRouter(Router):
             self._checked_pools.add(candidates)
         return self.encoder.encode(state.task_description, state.history)
 
+    def predict(self, vectors: np.ndarray, states: Sequence[TurnState]) -> tuple[np.ndarray, np.ndarray]:
+        """The value model's (score, cost-to-go) at ``states`` (sharing one candidate list) from their history
+        vectors, ``(states, candidates)`` each; a family that reads more of the state overrides it."""
+        return self.model.predict(vectors, list(states[0].candidates))
+
     def values(self, state: TurnState) -> tuple[np.ndarray, np.ndarray]:
         """Predicted (score, cost-to-go) of each candidate, in candidate order."""
-        score, cost = self.model.predict(self.vector(state)[None, :], list(state.candidates))
+        score, cost = self.predict(self.vector(state)[None, :], [state])
         return score[0], cost[0]
 
     def greedy(self, state: TurnState) -> tuple[str, dict[str, float]]:
@@ -138,7 +143,7 @@ class ValueRouter(Router):
             candidates = list(states[0].candidates) if states else []
             self.model.check_pool(candidates)
             vectors = self.encoder.encode_batch([(s.task_description, s.history) for s in states])
-            kept = (states, self.model.predict(vectors, candidates))
+            kept = (states, self.predict(vectors, states))
             self._batches.clear()  # one batch is kept: a sweep asks about one set of states at a time
             self._batches[id(states)] = kept
         score, cost = kept[1]
