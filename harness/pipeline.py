@@ -40,7 +40,7 @@ from harness.errors import ConfigError, UnknownNameError
 from harness.layout import SEEDS_DIR, ResultsLayout
 from harness.trajectory import write_json_atomic
 from harness.tuning import DEFAULT_LAM_RANGE
-from routers import check_training_params, router_class
+from routers import router_class
 
 if TYPE_CHECKING:
     from harness.executors import Executor
@@ -341,11 +341,13 @@ class BenchmarkRun:
 
     def validate(self) -> None:
         """Every router, family, split and file of the definition, checked before the first episode."""
+        from routers.learned.train import TrainOptions
+
         d = self.d
         for learned in d.learned:
             if not router_class(learned.name).trainable:
                 raise ConfigError(f"learned router {learned.name!r} is not a trainable router family")
-            check_training_params(learned.name, learned.params)
+            TrainOptions.from_params(learned.name, learned.params)
         if d.stage_b is not None and d.stage_b.family not in {learned.name for learned in d.learned}:
             raise ConfigError(
                 f"stage_b.family {d.stage_b.family!r} is not a learned router of this benchmark"
@@ -402,7 +404,7 @@ class BenchmarkRun:
         self, data: list[Path], stage: str = "a", warm: dict[str, Path] | None = None
     ) -> dict[str, Path]:
         """Train every learned family on ``data``; a checkpoint is reused while its inputs are unchanged."""
-        from routers.learned.train import train_router
+        from routers.learned.train import TrainOptions, train_router
 
         checkpoints = {}
         for learned in self.d.learned:
@@ -414,9 +416,15 @@ class BenchmarkRun:
                 log.info("train %s (%s): checkpoint up to date", learned.name, stage)
             else:
                 log.info("train %s (%s) on %d run(s)", learned.name, stage, len(data))
-                report = train_router(
-                    learned.name, data, out, cache_dir=self.embedding_cache, init_from=init, **learned.params
+                options = TrainOptions.from_params(
+                    learned.name,
+                    {
+                        **learned.params,
+                        "cache_dir": str(self.embedding_cache),
+                        "init_from": None if init is None else str(init),
+                    },
                 )
+                report = train_router(learned.name, data, out, options)
                 log.info("%s", report)
                 write_json_atomic(stamp, {"fingerprint": fingerprint})
             checkpoints[learned.name] = out

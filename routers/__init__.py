@@ -81,34 +81,6 @@ def coerce_params(name: str, cls: type[Router], params: dict) -> dict:
     return coerced
 
 
-def check_training_params(kind: str, params: dict) -> None:
-    """Training hyperparameters of a learned family checked by name and type, before any data is collected.
-
-    The names are ``train_router``'s own options plus the family's value-model constructor's.
-    """
-    from routers.learned.train import train_router
-    from routers.learned.value_model import model_class
-
-    cls = router_class(kind)
-    if not cls.trainable:
-        raise ConfigError(
-            f"router {kind!r} is not a trainable router family (trainable: {', '.join(trainable())})"
-        )
-    model_cls = model_class(kind)
-    options = {
-        name: p for name, p in inspect.signature(train_router).parameters.items() if p.kind is p.KEYWORD_ONLY
-    }
-    hints = {**typing.get_type_hints(model_cls.__init__), **typing.get_type_hints(train_router)}
-    allowed = [*options, *model_cls.param_names()]
-    for key, value in params.items():
-        if key not in allowed:
-            raise ConfigError(
-                f"router {kind!r} has no training hyperparameter {key!r} (allowed: {', '.join(allowed)})"
-            )
-        if key in hints:
-            coerce(hints[key], value, f"router {kind!r}: training hyperparameter {key!r}")
-
-
 def make_router(name: str, params: dict, models: list[str] | list[ModelCard]) -> Router:
     """Instantiate a router for a pool; unknown, missing or ill-typed parameters are one-line errors.
 
@@ -146,4 +118,4 @@ def check_arguments(name: str, cls: type[Router], params: dict) -> None:
         raise ConfigError(f"router {name!r} needs parameter {missing[0]!r} (-p {missing[0]}=...){hint}")
 
 
-__all__ = ["Router", "available", "check_training_params", "make_router", "router_class", "trainable"]
+__all__ = ["Router", "available", "make_router", "router_class", "trainable"]

@@ -25,7 +25,7 @@ from harness.types import CallContext, Completion, Message, ModelCard, PriceCard
 from routers import BUILTIN, make_router
 from routers.base import Router
 from routers.learned.dataset import load_samples
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 
 DRAWS = 10_000
 SMALL = {
@@ -65,11 +65,9 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], 
             kind,
             [data],
             checkpoints[kind],
+            TrainOptions(lam=0.0, seed=0, hyperparams=SMALL.get(kind, {})),
             pool=CARDS,
-            lam=0.0,
             encoder=encoder,
-            seed=0,
-            **SMALL.get(kind, {}),
         )
     return checkpoints, encoder, data
 

@@ -16,7 +16,7 @@ from routers.episode_level import EpisodeKNNModel, EpisodeTaskModel
 from routers.learned.dataset import TargetOptions, TargetStats, TrainingSet, load_samples
 from routers.learned.embedding import CachedEmbedder, l2_normalise
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 
 CARDS = [
     ModelCard("cheap", PriceCard(0.1, 0.4), knowledge_cutoff="2024-01"),
@@ -69,7 +69,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     checkpoints = {}
     for kind in KINDS:
         checkpoints[kind] = work / kind
-        train_router(kind, [stage_a], checkpoints[kind], pool=CARDS, lam=0.0, encoder=encoder, seed=0)
+        train_router(
+            kind, [stage_a], checkpoints[kind], TrainOptions(lam=0.0, seed=0), pool=CARDS, encoder=encoder
+        )
     return checkpoints, encoder, held_out
 
 
