@@ -40,7 +40,9 @@ class HashingEmbedder:
         return l2_normalise(out)
 
 
-def state_of(sample, task: str | None = None, variation: int = 0) -> TurnState:
+def state_of(
+    sample, task: str | None = None, variation: int = 0, previous_model: str | None = None
+) -> TurnState:
     return TurnState(
         benchmark=sample.benchmark,
         task=task or sample.task,
@@ -52,6 +54,7 @@ def state_of(sample, task: str | None = None, variation: int = 0) -> TurnState:
         budget_dollars=2.0,
         max_turns=50,
         candidates=list(CARDS),
+        previous_model=previous_model,
     )
 
 
@@ -98,8 +101,14 @@ def test_keeps_its_model_for_the_whole_episode(kind, trained):
     later = [s for s in held_out if s.turn > 0 and s.task == "measure-melting"][:10]
     per_turn = {router.greedy(state_of(s))[0] for s in later}
     assert per_turn - {first}, "the later states must tempt a per-turn router away from the first choice"
-    kept = {router.route(state_of(s, task="boil"), np.random.default_rng(0)).model for s in later}
+    kept = {
+        router.route(state_of(s, task="boil", previous_model=first), np.random.default_rng(0)).model
+        for s in later
+    }
     assert kept == {first}
+    # Its policy is the state's: the previous model is kept with probability 1, in one batch too.
+    states = [state_of(s, previous_model=first) for s in later]
+    assert router.probability_table(states)[:, [c.name for c in CARDS].index(first)].tolist() == [1.0] * 10
     # A new episode decides afresh at its turn 0.
     melt = next(s for s in held_out if s.turn == 0 and s.task == "measure-melting")
     assert router.route(state_of(melt), np.random.default_rng(0)).model == router.greedy(state_of(melt))[0]
