@@ -9,13 +9,17 @@ candidates' price cards, the model that answered the previous turn) and
   at the state. Off-policy evaluation weighs logged turns with it, so a router that
   draws random numbers must say what it draws from; a router that draws none is
   deterministic and inherits the indicator of its pick;
+* :meth:`Router.probability_table` is the same for a batch of states (a learned router
+  decides them in one forward pass);
 * :meth:`Router.check_pool` refuses, before any episode, a pool it cannot route over.
 
-A learned family also says, on the class, what ``harness train`` fits for it
-(``model_class``, a :class:`~routers.learned.value_model.ValueModel` subclass) and
-whether it can continue from an earlier checkpoint (``warm_startable``); an instance
-that holds a fitted value model exposes it as ``model`` (its card check and the
-off-policy direct method read it).
+A learned family also says, on the class, that ``harness train`` fits it (``trainable``),
+what it fits (``model_class``, a :class:`~routers.learned.value_model.ValueModel`
+subclass) and whether it can continue from an earlier checkpoint (``warm_startable``).
+An instance that decides with a fitted value model exposes it as ``model``, its
+predictions at a batch of states as :meth:`Router.value_table` (the off-policy direct
+method's value model) and, if it has a price-quality knob, a copy at another ``lam``
+sharing the fitted model as :meth:`Router.with_lam` (the points of a λ sweep).
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.value_model import ValueModel
 
 
+KEPT_BATCHES = 4  # batches of predictions kept: a λ sweep alternates between a few sets of logged states
+
+
 class ValueRouter(Router):
     """Greedy over a fitted value model; subclasses name the model class they load."""
 
@@ -135,8 +138,8 @@ class ValueRouter(Router):
         """Predicted score and cost-to-go of every candidate at every state, in one batch.
 
         The states share one candidate list, checked against the checkpoint's pool once. The
-        predictions do not depend on ``lam``: they are kept for the same ``states`` object, which
-        the routers of one λ sweep (:meth:`with_lam`) share.
+        predictions do not depend on ``lam``: they are kept (for the last few ``states`` objects,
+        by identity), and the routers of one λ sweep (:meth:`with_lam`) share them.
         """
         kept = self._batches.get(id(states))
         if kept is None or kept[0] is not states:
@@ -144,8 +147,9 @@ class ValueRouter(Router):
             self.model.check_pool(candidates)
             vectors = self.encoder.encode_batch([(s.task_description, s.history) for s in states])
             kept = (states, self.predict(vectors, states))
-            self._batches.clear()  # one batch is kept: a sweep asks about one set of states at a time
             self._batches[id(states)] = kept
+            while len(self._batches) > KEPT_BATCHES:
+                self._batches.pop(next(iter(self._batches)))
         score, cost = kept[1]
         return ValueTable(score=score, cost=cost, q=score - self.lam * cost)
 
