@@ -23,7 +23,6 @@ from routers.learned.ensemble import EnsembleModel
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.value_model import ValueModel
 
-
 KEPT_BATCHES = 4  # batches of predictions kept: a λ sweep alternates between a few sets of logged states
 
 
