@@ -40,7 +40,7 @@ from routers import trainable
 from routers.learned.dataset import encode_histories, load_samples, split_episodes
 from routers.learned.encoder_spec import EMBEDDERS, REFERENCE_EMBEDDER, named_encoder
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 from routers.learned.value_model import load_value_model
 
 LAMBDAS = (0.0, 0.05, 0.25)
@@ -141,7 +141,11 @@ def main() -> None:
             for name, seed in runs:
                 out = tmp / "models" / f"{kind}-{name}-s{seed}"
                 report = train_router(
-                    kind, data, out, encoder=encoders[name], lam=0.0, seed=seed, split_seed=args.split_seed
+                    kind,
+                    data,
+                    out,
+                    TrainOptions(lam=0.0, seed=seed, split_seed=args.split_seed),
+                    encoder=encoders[name],
                 )
                 checkpoints[kind, name, seed] = out
                 model = load_value_model(out)
@@ -181,10 +185,8 @@ def main() -> None:
                             kind,
                             data,
                             checkpoint,
+                            TrainOptions(lam=0.0, seed=seed, split_seed=args.split_seed),
                             encoder=encoders[name],
-                            lam=0.0,
-                            seed=seed,
-                            split_seed=args.split_seed,
                         )
                     lam, score, cost = select_and_test(
                         kind,

@@ -36,7 +36,7 @@ from harness.pool import load_pool
 from harness.trajectory import RunStore
 from routers import make_router
 from routers.learned.encoder_spec import EMBEDDERS, REFERENCE_EMBEDDER
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 
 LEARNED = ("mtrouter", "lgbm", "ridge", "cluster")
 EPISODE_GOAL = 1.5
@@ -170,7 +170,11 @@ def learned_overhead(episodes: int, out: Path, embedders: list[str]) -> None:
         for kind in LEARNED:
             ckpt = out / f"{kind}-{embedder}"
             train_router(
-                kind, [log], ckpt, pool=cards, embedder=embedder, cache_dir=out / f"train-{embedder}"
+                kind,
+                [log],
+                ckpt,
+                TrainOptions(embedder=embedder, cache_dir=str(out / f"train-{embedder}")),
+                pool=cards,
             )
             params = {
                 "checkpoint": str(ckpt),

@@ -42,7 +42,7 @@ from routers.base import Router
 from routers.learned.embedding import CachedEmbedder, Embedder
 from routers.learned.encoder_spec import EMBEDDERS, REFERENCE_EMBEDDER, make_embedder
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 from routers.learned.value_router import ValueRouter
 
 LEARNED = ("ridge", "cluster", "lgbm", "mtrouter")
@@ -155,7 +155,9 @@ def main() -> None:
             for kind in LEARNED:
                 encoder = fresh_encoder(inner, scratch / f"train-cache-{embedder_name}", args.mode)
                 out = scratch / f"{kind}-{embedder_name}"
-                report = train_router(kind, [run], out, pool=cards, encoder=encoder, seed=args.seed)
+                report = train_router(
+                    kind, [run], out, TrainOptions(seed=args.seed), pool=cards, encoder=encoder
+                )
                 router = make_router(kind, {"checkpoint": str(out), "lam": 0.5, "encoder": encoder}, names)
                 times, choices = measure(
                     router, episodes, cards, inner, scratch / f"measure-{kind}-{embedder_name}", args.mode

@@ -192,6 +192,7 @@ class Episode:
             candidates=self.candidates,
             last_action_valid=self.valid,
             consecutive_errors=self.consecutive_errors,
+            previous_model=self.models[-1] if self.models else None,
         )
 
     def play_turn(self) -> None:

@@ -503,18 +503,70 @@ def report(
     print(write_report(bench_dir, reports, companions=companion))
 
 
+def _train_default(name: str) -> str:
+    """A training option's default as ``harness train --help`` shows it: the one TrainOptions holds."""
+    from routers.learned.options import TrainOptions
+
+    value = TrainOptions.__dataclass_fields__[name].default
+    if value is None:
+        return "the pool the runs name" if name == "pool" else "none"
+    return str(value)
+
+
 @app.command()
 @one_line_errors
 def train(
     router: Annotated[str, typer.Argument(help="A trainable router (see `harness routers`)")],
     data: Annotated[list[Path], typer.Option("--data", help="Trajectory run directories")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory")],
-    param: Annotated[list[str], typer.Option("--param", "-p", help="Hyperparameter key=value")] = [],  # noqa: B006
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Pool name under benchmarks/pools or a YAML path", show_default=_train_default("pool")
+        ),
+    ] = None,
+    lam: Annotated[
+        float | None,
+        typer.Option(
+            help="Price-quality trade-off the fit report ranks at", show_default=_train_default("lam")
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seeds the model and the validation split", show_default=_train_default("seed")),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of task instances held out for validation",
+            show_default=_train_default("val_fraction"),
+        ),
+    ] = None,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(help="Members of an ensemble checkpoint", show_default=_train_default("ensemble")),
+    ] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Warm-start from this checkpoint of the same kind", show_default=_train_default("init_from")
+        ),
+    ] = None,
+    param: Annotated[
+        list[str],
+        typer.Option(
+            "--param", "-p", help="Any other training option or the family's hyperparameter, key=value"
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Train a learned router from logged trajectories and print its fit report."""
+    from routers.learned.options import TrainOptions
     from routers.learned.train import train_router
 
-    print(train_router(router, data, out, **parse_params(param)))
+    explicit = {"pool": pool, "lam": lam, "seed": seed, "val_fraction": val_fraction, "ensemble": ensemble,
+                "init_from": init_from}  # fmt: skip
+    given = {**parse_params(param), **{k: v for k, v in explicit.items() if v is not None}}
+    print(train_router(router, data, out, TrainOptions.from_params(router, given)))
 
 
 @app.command()

@@ -39,7 +39,7 @@ from harness.config import (
 from harness.errors import ConfigError
 from harness.layout import SEEDS_DIR, ResultsLayout
 from harness.trajectory import write_json_atomic
-from routers import check_training_params, router_class
+from routers import router_class
 
 if TYPE_CHECKING:
     from harness.executors import Executor
@@ -156,11 +156,13 @@ class BenchmarkRun:
         """What the definition's own rules cannot see, checked before the first episode: that each learned
         family is trainable with its hyperparameters, and every router, pool, split and file of every
         batch (:func:`harness.batch.prepare_check`)."""
+        from routers.learned.train import TrainOptions
+
         d = self.d
         for learned in d.learned:
             if not router_class(learned.name).trainable:
                 raise ConfigError(f"learned router {learned.name!r} is not a trainable router family")
-            check_training_params(learned.name, learned.params)
+            TrainOptions.from_params(learned.name, learned.params)
         checks = [self.config(d.collect.router, d.collect.split, d.collect.quick)]
         checks += [
             self.config(spec, split, d.eval_quick.get(split, d.quick), repeats=self.repeats(split))
@@ -193,7 +195,7 @@ class BenchmarkRun:
         self, data: list[Path], stage: str = "a", warm: dict[str, Path] | None = None
     ) -> dict[str, Path]:
         """Train every learned family on ``data``; a checkpoint is reused while its inputs are unchanged."""
-        from routers.learned.train import train_router
+        from routers.learned.train import TrainOptions, train_router
 
         checkpoints = {}
         for learned in self.d.learned:
@@ -205,9 +207,15 @@ class BenchmarkRun:
                 log.info("train %s (%s): checkpoint up to date", learned.name, stage)
             else:
                 log.info("train %s (%s) on %d run(s)", learned.name, stage, len(data))
-                report = train_router(
-                    learned.name, data, out, cache_dir=self.embedding_cache, init_from=init, **learned.params
+                options = TrainOptions.from_params(
+                    learned.name,
+                    {
+                        **learned.params,
+                        "cache_dir": str(self.embedding_cache),
+                        "init_from": None if init is None else str(init),
+                    },
                 )
+                report = train_router(learned.name, data, out, options)
                 log.info("%s", report)
                 write_json_atomic(stamp, {"fingerprint": fingerprint})
             checkpoints[learned.name] = out

@@ -10,7 +10,7 @@ Input: a DataFrame with one turn state per row. Required columns are
 ``task_description``, ``history`` (a list of ``{role, content}``) and ``turn``;
 ``candidates`` (model names, default: the whole pool), ``benchmark``, ``task``,
 ``variation``, ``dollars_spent``, ``budget_dollars``, ``max_turns``,
-``last_action_valid`` and ``consecutive_errors`` are optional. Output: one row per
+``last_action_valid``, ``consecutive_errors`` and ``previous_model`` are optional. Output: one row per
 input row with the chosen ``model``, its ``propensity`` and the router's per-model
 ``scores`` (empty when the router reports none).
 """
@@ -51,6 +51,7 @@ def signature(lam: float) -> ModelSignature:
         ColSpec("long", "max_turns", required=False),
         ColSpec("boolean", "last_action_valid", required=False),
         ColSpec("long", "consecutive_errors", required=False),
+        ColSpec("string", "previous_model", required=False),
     ]
     return ModelSignature(
         inputs=Schema(
@@ -119,6 +120,7 @@ class RouterModel(mlflow.pyfunc.PythonModel):
             candidates=candidates,
             last_action_valid=bool(_given(row, "last_action_valid", True)),
             consecutive_errors=int(_given(row, "consecutive_errors", 0)),
+            previous_model=_given(row, "previous_model", None),
         )
 
     def predict(

@@ -195,6 +195,9 @@ class TurnState:
 
     It deliberately carries no privileged information (no gold path, no oracle):
     a router must decide from the public history and the price cards alone.
+    ``previous_model`` is the candidate that answered the previous turn (None at turn 0):
+    a policy that keeps a model (sticky exploration, an episode-level router) states
+    its probabilities from the state alone with it, as off-policy evaluation needs.
     """
 
     benchmark: str
@@ -209,6 +212,7 @@ class TurnState:
     candidates: list[ModelCard]
     last_action_valid: bool = True
     consecutive_errors: int = 0
+    previous_model: str | None = None
 
     def card(self, name: str) -> ModelCard:
         for card in self.candidates:

@@ -81,36 +81,8 @@ def coerce_params(name: str, cls: type[Router], params: dict) -> dict:
     return coerced
 
 
-def check_training_params(kind: str, params: dict) -> None:
-    """Training hyperparameters of a learned family checked by name and type, before any data is collected.
-
-    The names are ``train_router``'s own options plus the family's value-model constructor's.
-    """
-    from routers.learned.train import train_router
-    from routers.learned.value_model import model_class
-
-    cls = router_class(kind)
-    if not cls.trainable:
-        raise ConfigError(
-            f"router {kind!r} is not a trainable router family (trainable: {', '.join(trainable())})"
-        )
-    model_cls = model_class(kind)
-    options = {
-        name: p for name, p in inspect.signature(train_router).parameters.items() if p.kind is p.KEYWORD_ONLY
-    }
-    hints = {**typing.get_type_hints(model_cls.__init__), **typing.get_type_hints(train_router)}
-    allowed = [*options, *model_cls.param_names()]
-    for key, value in params.items():
-        if key not in allowed:
-            raise ConfigError(
-                f"router {kind!r} has no training hyperparameter {key!r} (allowed: {', '.join(allowed)})"
-            )
-        if key in hints:
-            coerce(hints[key], value, f"router {kind!r}: training hyperparameter {key!r}")
-
-
 def make_router(name: str, params: dict, models: list[str] | list[ModelCard]) -> Router:
-    """Instantiate a router for a pool; unknown or ill-typed parameters are one-line errors.
+    """Instantiate a router for a pool; unknown, missing or ill-typed parameters are one-line errors.
 
     Given the pool's cards (not just names), a router holding a checkpoint also has
     them compared with the cards it was trained with, so a changed price is refused
@@ -118,28 +90,32 @@ def make_router(name: str, params: dict, models: list[str] | list[ModelCard]) ->
     """
     cls = router_class(name)
     params = coerce_params(name, cls, {k: v for k, v in params.items() if k != "label"})
+    check_arguments(name, cls, params)
     try:
         router = cls(**params)
     except TypeError as exc:
         raise ConfigError(f"router {name!r}: {exc}") from None
-    names = [m if isinstance(m, str) else m.name for m in models]
-    check = getattr(router, "check_pool", None)
-    if check is not None:
-        check(names)
-    cards = [m for m in models if isinstance(m, ModelCard)]
-    if cards:
-        check_checkpoint_cards(router, cards)
+    router.check_pool(models)
     return router
 
 
-def check_checkpoint_cards(router: Router, cards: list[ModelCard]) -> None:
-    """The trained value model's own card check, for a router that holds one (directly or mixed in)."""
-    from routers.learned.value_model import ValueModel
+def check_arguments(name: str, cls: type[Router], params: dict) -> None:
+    """The parameters against the constructor's signature: a missing one is named (with how to give it),
+    an unknown one is named with the ones the router takes."""
+    signature = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    accepted = [p for p in list(signature.parameters.values())[1:] if p.kind is not p.VAR_POSITIONAL]
+    names = [p.name for p in accepted]
+    unknown = [key for key in params if key not in names]
+    if unknown:
+        raise ConfigError(
+            f"router {name!r} has no parameter {unknown[0]!r} (its parameters: {', '.join(names) or 'none'})"
+        )
+    missing = [p.name for p in accepted if p.default is p.empty and p.name not in params]
+    if missing:
+        hint = f"; `harness train {name}` writes one" if cls.trainable and missing[0] == "checkpoint" else ""
+        raise ConfigError(f"router {name!r} needs parameter {missing[0]!r} (-p {missing[0]}=...){hint}")
 
-    for holder in (router, getattr(router, "greedy_router", None)):
-        model = getattr(holder, "model", None)
-        if isinstance(model, ValueModel):
-            model.check_pool(cards)
 
-
-__all__ = ["Router", "available", "check_training_params", "make_router", "router_class", "trainable"]
+__all__ = ["Router", "available", "make_router", "router_class", "trainable"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from harness.errors import ConfigError, UnknownNameError
 from harness.types import Decision, ModelCard, TurnState
-from routers.base import Router
+from routers.base import Router, pool_names
 
 
 def _price(card: ModelCard) -> float:
@@ -29,8 +31,8 @@ class SingleModelRouter(Router):
     def __init__(self, model: str):
         self.model = model
 
-    def check_pool(self, model_names: list[str]) -> None:
-        _require([self.model], model_names, self.name)
+    def check_pool(self, pool: Sequence[ModelCard] | Sequence[str]) -> None:
+        _require([self.model], pool_names(pool), self.name)
 
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         return Decision(model=self.model, propensity=1.0)
@@ -44,6 +46,9 @@ class RandomRouter(Router):
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         n = len(state.candidates)
         return Decision(model=state.candidates[int(rng.integers(n))].name, propensity=1.0 / n)
+
+    def probabilities(self, state: TurnState) -> Mapping[str, float]:
+        return {card.name: 1.0 / len(state.candidates) for card in state.candidates}
 
 
 class RoundRobinRouter(Router):
@@ -79,8 +84,10 @@ class HeuristicRouter(Router):
         self.cheap = cheap
         self.late_fraction = late_fraction
 
-    def check_pool(self, model_names: list[str]) -> None:
-        _require([n for n in [self.strong, self.value, *(self.cheap or [])] if n], model_names, self.name)
+    def check_pool(self, pool: Sequence[ModelCard] | Sequence[str]) -> None:
+        _require(
+            [n for n in [self.strong, self.value, *(self.cheap or [])] if n], pool_names(pool), self.name
+        )
 
     def roles(self, candidates: list[ModelCard]) -> tuple[str, str, list[str]]:
         by_price = sorted(candidates, key=_price)
@@ -91,13 +98,28 @@ class HeuristicRouter(Router):
         value = self.value or (rest[0] if rest else strong)
         return strong, value, cheap
 
-    def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
-        strong, value, cheap = self.roles(state.candidates)
+    def fixed_pick(self, state: TurnState) -> str | None:
+        """The model this turn goes to by rule (strong or value model), None on a cheap turn."""
+        strong, value, _ = self.roles(state.candidates)
         if state.turn == 0 or not state.last_action_valid:
-            return Decision(model=strong, propensity=1.0)
+            return strong
         if state.turn >= self.late_fraction * state.max_turns:
-            return Decision(model=value, propensity=1.0)
+            return value
+        return None
+
+    def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
+        fixed = self.fixed_pick(state)
+        if fixed is not None:
+            return Decision(model=fixed, propensity=1.0)
+        cheap = self.roles(state.candidates)[2]
         return Decision(model=cheap[int(rng.integers(len(cheap)))], propensity=1.0 / len(cheap))
+
+    def probabilities(self, state: TurnState) -> Mapping[str, float]:
+        fixed = self.fixed_pick(state)
+        if fixed is not None:
+            return {fixed: 1.0}
+        cheap = self.roles(state.candidates)[2]
+        return {name: 1.0 / len(cheap) for name in cheap}
 
 
 class StickyRandomRouter(Router):
@@ -110,7 +132,9 @@ class StickyRandomRouter(Router):
     which is the contrast a router needs. Propensities are exact: (1 - p) + p/n for
     keeping the previous model, p/n for each other one. The default 0.03 gives about
     one switch per 35-turn episode: enough switched states to learn from, few enough
-    that most of a return is the chosen model's own doing.
+    that most of a return is the chosen model's own doing. The previous model is the
+    state's (:attr:`TurnState.previous_model`); a state without one, or whose previous
+    model is not a candidate, gets a uniform draw.
     """
 
     name = "sticky-random"
@@ -119,18 +143,26 @@ class StickyRandomRouter(Router):
         if not 0.0 < switch_prob <= 1.0:
             raise ConfigError(f"router 'sticky-random': switch_prob must be in (0, 1], got {switch_prob}")
         self.switch_prob = switch_prob
-        self._previous: str | None = None
+
+    def _kept(self, state: TurnState) -> str | None:
+        names = [c.name for c in state.candidates]
+        return state.previous_model if state.turn > 0 and state.previous_model in names else None
 
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         n = len(state.candidates)
         names = [c.name for c in state.candidates]
-        if state.turn == 0 or self._previous not in names:
-            self._previous = names[int(rng.integers(n))]
-            return Decision(model=self._previous, propensity=1.0 / n)
-        if rng.random() < self.switch_prob:
-            choice = names[int(rng.integers(n))]
-        else:
-            choice = self._previous
-        p = self.switch_prob / n + (1.0 - self.switch_prob if choice == self._previous else 0.0)
-        self._previous = choice
-        return Decision(model=choice, propensity=p)
+        previous = self._kept(state)
+        if previous is None:
+            return Decision(model=names[int(rng.integers(n))], propensity=1.0 / n)
+        choice = names[int(rng.integers(n))] if rng.random() < self.switch_prob else previous
+        return Decision(model=choice, propensity=self.probabilities(state)[choice])
+
+    def probabilities(self, state: TurnState) -> Mapping[str, float]:
+        n = len(state.candidates)
+        previous = self._kept(state)
+        if previous is None:
+            return {card.name: 1.0 / n for card in state.candidates}
+        return {
+            card.name: self.switch_prob / n + (1.0 - self.switch_prob if card.name == previous else 0.0)
+            for card in state.candidates
+        }

@@ -26,6 +26,7 @@ episodes, so the estimate rested on a couple of noisy returns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -275,22 +276,36 @@ class EpisodeClassifierModel(ValueModel):
 
 
 class EpisodeLevelRouter(ValueRouter):
-    """Greedy at turn 0 over the task text and opening observation; that model answers every turn."""
+    """Greedy at turn 0 over the task text and opening observation; that model answers every turn.
+
+    After turn 0 the state's previous model is kept (a state without one, or whose previous
+    model is not a candidate, is decided afresh), so the policy is a function of the state.
+    """
 
     warm_startable = False
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._episode: tuple[str, str, int] | None = None
-        self._chosen: str | None = None
+    def _kept(self, state: TurnState) -> str | None:
+        names = [c.name for c in state.candidates]
+        return state.previous_model if state.turn > 0 and state.previous_model in names else None
 
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
-        episode = (state.benchmark, state.task, state.variation)
-        if state.turn == 0 or episode != self._episode or self._chosen is None:
+        kept = self._kept(state)
+        if kept is None:
             model, q = self.greedy(state)
-            self._episode, self._chosen = episode, model
             return Decision(model=model, propensity=1.0, scores=q)
-        return Decision(model=self._chosen, propensity=1.0)
+        return Decision(model=kept, propensity=1.0)
+
+    def probability_table(self, states: Sequence[TurnState]) -> np.ndarray:
+        """Turn-0 states decided in one batch, the others keep their previous model."""
+        kept = [self._kept(s) for s in states]
+        table = np.zeros((len(states), len(states[0].candidates) if states else 0))
+        fresh = [i for i, k in enumerate(kept) if k is None]
+        if fresh:
+            table[fresh] = super().probability_table([states[i] for i in fresh])
+        for i, k in enumerate(kept):
+            if k is not None:
+                table[i, [c.name for c in states[i].candidates].index(k)] = 1.0
+        return table
 
 
 class EpisodeKNNRouter(EpisodeLevelRouter):

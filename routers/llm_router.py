@@ -15,6 +15,7 @@ configured policy the router refuses to start, saying so.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from harness.types import (
     TaskInstance,
     TurnState,
 )
-from routers.base import Router
+from routers.base import Router, pool_names
 
 INSTRUCTIONS = (
     "You route the turns of an agent between language models. Pick the model that should write the"
@@ -111,8 +112,8 @@ class LLMRouter(Router):
         self.fallback = fallback
         self.unparsed = 0  # replies that named no candidate, for the run's log
 
-    def check_pool(self, model_names: list[str]) -> None:
-        if self.fallback is not None and self.fallback not in model_names:
+    def check_pool(self, pool: Sequence[ModelCard] | Sequence[str]) -> None:
+        if self.fallback is not None and self.fallback not in pool_names(pool):
             raise ConfigError(f"router 'llm-router': fallback {self.fallback!r} is not in the pool")
 
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:

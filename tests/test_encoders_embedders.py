@@ -32,7 +32,7 @@ from routers.learned.encoder_spec import (
     make_embedder,
     named_encoder,
 )
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 from routers.learned.value_model import load_value_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +252,7 @@ def static_checkpoint(tmp_path_factory: pytest.TempPathFactory, embedders) -> tu
         work / "run", CARDS, {"boil": "cheap", "grow-plant": "strong"}, episodes_per_task=6
     )
     encoder = named_encoder("minilm-static", cache_dir=work / "cache")
-    train_router("ridge", [run], work / "ridge", pool=CARDS, encoder=encoder, seed=0)
+    train_router("ridge", [run], work / "ridge", TrainOptions(seed=0), pool=CARDS, encoder=encoder)
     return work / "ridge", work / "cache"
 
 
@@ -289,7 +289,7 @@ def test_reference_checkpoint_refuses_the_onnx_twin(tmp_path, embedders):
     """Even numerically identical vectors are another vector space once the weights went another way."""
     run = write_synthetic_run(tmp_path / "run", CARDS, {"boil": "cheap"}, episodes_per_task=3, turns=2)
     encoder = named_encoder("minilm", cache_dir=tmp_path / "cache")
-    train_router("ridge", [run], tmp_path / "ridge", pool=CARDS, encoder=encoder, seed=0)
+    train_router("ridge", [run], tmp_path / "ridge", TrainOptions(seed=0), pool=CARDS, encoder=encoder)
     with pytest.raises(ConfigError, match="onnx@.*trained with 'sentence-transformers/all-MiniLM-L6-v2'"):
         RidgeRouter(
             str(tmp_path / "ridge"), encoder=named_encoder("minilm-onnx", cache_dir=tmp_path / "cache")

@@ -23,7 +23,7 @@ from harness.errors import ConfigError
 from harness.types import TaskInstance
 from routers.learned.dataset import build_training_set, encode_histories, load_samples
 from routers.learned.diagnostics import diagnose, log_diagnosis, phase_of, write_diagnosis
-from routers.learned.train import ranking_accuracy, train_router
+from routers.learned.train import TrainOptions, ranking_accuracy, train_router
 from routers.learned.value_model import load_value_model
 
 LIMITS = Limits(max_turns=12, budget_dollars=2.0)
@@ -56,7 +56,13 @@ def checkpoint(runs, pool, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     cache = tmp_path_factory.mktemp("diag-cache")
     encoder = hashing_encoder(cache)
     out = tmp_path_factory.mktemp("diag-ckpt") / "ridge"
-    train_router("ridge", runs["train"], out, pool=str(pool), encoder=encoder, lam=0.0, alpha=1.0)
+    train_router(
+        "ridge",
+        runs["train"],
+        out,
+        TrainOptions(pool=str(pool), lam=0.0, hyperparams={"alpha": 1.0}),
+        encoder=encoder,
+    )
     return out, encoder
 
 

@@ -21,7 +21,7 @@ from harness.benchmarks import get_benchmark
 from harness.config import Limits, RouterSpec, RunConfig
 from routers import make_router
 from routers.learned.q_router import MTRouter
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 
 TASKS = "^(find-animal|power-component)$"
 LIMITS = Limits(max_turns=25, budget_dollars=2.0)
@@ -51,7 +51,9 @@ def logged_runs(env, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def test_q_router_trained_on_real_runs_beats_random_on_held_out_episodes(env, logged_runs, tmp_path: Path):
     encoder = hashing_encoder(tmp_path / "cache")
-    report = train_router("mtrouter", logged_runs, tmp_path / "mt", pool="paper6", encoder=encoder, lam=0.0)
+    report = train_router(
+        "mtrouter", logged_runs, tmp_path / "mt", TrainOptions(pool="paper6", lam=0.0), encoder=encoder
+    )
     assert report.train_decisions > 500
 
     config = prepare(RunConfig(router=RouterSpec("random"), task_filter=TASKS), tmp_path / "probe").config

@@ -42,7 +42,7 @@ from routers.learned.encoder_spec import encoder_config
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.lgbm_router import LightGBMModel
 from routers.learned.q_router import MTRouter, MTRouterModel
-from routers.learned.train import REPORT_FILE, train_router
+from routers.learned.train import REPORT_FILE, TrainOptions, train_router
 from routers.learned.value_model import load_value_model
 
 CARDS = [
@@ -128,7 +128,7 @@ def checkpoints(workdir: Path, stage_a: Path, encoder: HistoryEncoder) -> dict[s
     out = {}
     for kind in KINDS:
         out[kind] = workdir / f"ckpt-{kind}"
-        train_router(kind, [stage_a], out[kind], pool=CARDS, lam=0.0, encoder=encoder, seed=0)
+        train_router(kind, [stage_a], out[kind], TrainOptions(lam=0.0, seed=0), pool=CARDS, encoder=encoder)
     return out
 
 
@@ -312,7 +312,9 @@ def test_split_seed_fixes_the_validation_split_while_the_model_seed_varies(
     stage_a: Path, encoder: HistoryEncoder, tmp_path: Path
 ):
     def report(**seeds):
-        return train_router("ridge", [stage_a], tmp_path / str(seeds), pool=CARDS, encoder=encoder, **seeds)
+        return train_router(
+            "ridge", [stage_a], tmp_path / str(seeds), TrainOptions(**seeds), pool=CARDS, encoder=encoder
+        )
 
     reference = report(seed=0)
     same_split = report(seed=5, split_seed=0)
@@ -448,10 +450,8 @@ def test_mtrouter_trained_and_routing_with_real_minilm(
         "mtrouter",
         [stage_a],
         workdir / "ckpt-minilm",
+        TrainOptions(lam=0.0, cache_dir=str(cache), embedder="minilm"),
         pool=CARDS,
-        lam=0.0,
-        cache_dir=cache,
-        embedder="minilm",
     )
     assert report.ranking is not None and report.ranking.accuracy is not None
     router = make_router(
@@ -490,14 +490,26 @@ def test_warm_start_keeps_normalisation_and_continues(
     if not stage_b.exists():
         write_synthetic_run(stage_b, CARDS, HELPER, episodes_per_task=10, seed=2)
     out = workdir / f"warm-{kind}"
-    train_router(kind, [stage_a, stage_b], out, pool=CARDS, encoder=encoder, init_from=checkpoints[kind])
+    train_router(
+        kind,
+        [stage_a, stage_b],
+        out,
+        TrainOptions(init_from=str(checkpoints[kind])),
+        pool=CARDS,
+        encoder=encoder,
+    )
     before, after = load_value_model(checkpoints[kind]), load_value_model(out)
     assert after.stats == before.stats
     if kind == "lgbm":
         assert after.boosters["cost"].num_trees() >= before.boosters["cost"].num_trees()
     with pytest.raises(ConfigError, match="warm-start"):
         train_router(
-            "ridge", [stage_a], workdir / "bad", pool=CARDS, encoder=encoder, init_from=checkpoints[kind]
+            "ridge",
+            [stage_a],
+            workdir / "bad",
+            TrainOptions(init_from=str(checkpoints[kind])),
+            pool=CARDS,
+            encoder=encoder,
         )
 
 

@@ -15,7 +15,6 @@ from test_learned_routers import CARDS, HELPER, HashingEmbedder, state_of
 
 from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.errors import ConfigError
-from routers import check_training_params
 from routers.learned.classic import RidgeModel, RidgeRouter
 from routers.learned.dataset import TargetOptions, TargetStats, build_training_set, load_samples
 from routers.learned.embedding import CachedEmbedder
@@ -34,7 +33,7 @@ from routers.learned.targets import (
     monte_carlo,
     td_lambda,
 )
-from routers.learned.train import encode_histories, train_router
+from routers.learned.train import TrainOptions, encode_histories, train_router
 from routers.learned.value_model import load_value_model
 
 # Episode A: three turns, two models; episode B: two turns.
@@ -190,7 +189,12 @@ def test_bootstrapped_targets_of_a_training_set_are_the_pure_functions(logged, e
 @pytest.mark.parametrize("target", ["td", "fqi", "advantage", "dr"])
 def test_training_with_each_target_saves_a_checkpoint_a_router_uses(logged, encoder, tmp_path, target):
     report = train_router(
-        "ridge", [logged], tmp_path / target, pool=CARDS, encoder=encoder, target=target, fqi_iterations=2
+        "ridge",
+        [logged],
+        tmp_path / target,
+        TrainOptions(target=target, fqi_iterations=2),
+        pool=CARDS,
+        encoder=encoder,
     )
     model = load_value_model(tmp_path / target)
     assert model.options.target == target
@@ -203,13 +207,14 @@ def test_training_with_each_target_saves_a_checkpoint_a_router_uses(logged, enco
 
 
 def test_target_parameters_are_checked_before_any_work():
-    check_training_params("mtrouter", {"target": "dr", "td_lambda": 0.5, "ensemble": 3})
+    options = TrainOptions.from_params("mtrouter", {"target": "dr", "td_lambda": 0.5, "ensemble": 3})
+    assert (options.target, options.td_lambda, options.ensemble, options.hyperparams) == ("dr", 0.5, 3, {})
     with pytest.raises(ConfigError, match="target must be one of"):
         TargetOptions(target="sarsa")
     with pytest.raises(ConfigError, match="td_lambda"):
         TargetOptions(target="td", td_lambda=1.5)
-    with pytest.raises(ConfigError, match="training hyperparameter 'td_lamda'"):
-        check_training_params("ridge", {"td_lamda": 0.5})
+    with pytest.raises(ConfigError, match="no training option or hyperparameter 'td_lamda'"):
+        TrainOptions.from_params("ridge", {"td_lamda": 0.5})
 
 
 # ---------------------------------------------------------------- ensembles
@@ -219,7 +224,12 @@ def test_target_parameters_are_checked_before_any_work():
 def test_ensemble_prediction_is_the_mean_of_its_members(logged, encoder, tmp_path, mode):
     out = tmp_path / mode
     train_router(
-        "ridge", [logged], out, pool=CARDS, encoder=encoder, ensemble=3, ensemble_mode=mode, alpha=1.0
+        "ridge",
+        [logged],
+        out,
+        TrainOptions(ensemble=3, ensemble_mode=mode, hyperparams={"alpha": 1.0}),
+        pool=CARDS,
+        encoder=encoder,
     )
     ensemble = load_value_model(out)
     assert isinstance(ensemble, EnsembleModel) and len(ensemble.members) == 3
@@ -240,7 +250,12 @@ def test_ensemble_prediction_is_the_mean_of_its_members(logged, encoder, tmp_pat
 def test_an_mtrouter_ensemble_of_seeds_disagrees_and_defers_when_forced(logged, encoder, tmp_path):
     out = tmp_path / "mt"
     train_router(
-        "mtrouter", [logged], out, pool=CARDS, encoder=encoder, ensemble=2, max_epochs=3, defer_threshold=1e9
+        "mtrouter",
+        [logged],
+        out,
+        TrainOptions(ensemble=2, defer_threshold=1e9, hyperparams={"max_epochs": 3}),
+        pool=CARDS,
+        encoder=encoder,
     )
     ensemble = load_value_model(out)
     assert isinstance(ensemble, EnsembleModel) and isinstance(ensemble.members[0], MTRouterModel)
@@ -265,15 +280,22 @@ def test_an_mtrouter_ensemble_of_seeds_disagrees_and_defers_when_forced(logged, 
 
 def test_ensemble_options_are_refused_when_wrong(logged, encoder, tmp_path):
     with pytest.raises(ConfigError, match="ensemble must be >= 1"):
-        train_router("ridge", [logged], tmp_path / "a", pool=CARDS, encoder=encoder, ensemble=0)
+        train_router("ridge", [logged], tmp_path / "a", TrainOptions(ensemble=0), pool=CARDS, encoder=encoder)
     with pytest.raises(ConfigError, match="ensemble_mode"):
         train_router(
-            "ridge", [logged], tmp_path / "b", pool=CARDS, encoder=encoder, ensemble=2, ensemble_mode="x"
+            "ridge",
+            [logged],
+            tmp_path / "b",
+            TrainOptions(ensemble=2, ensemble_mode="x"),
+            pool=CARDS,
+            encoder=encoder,
         )
     with pytest.raises(ConfigError, match="at least 2 members"):
-        train_router("ridge", [logged], tmp_path / "c", pool=CARDS, encoder=encoder, defer_threshold=0.1)
+        train_router(
+            "ridge", [logged], tmp_path / "c", TrainOptions(defer_threshold=0.1), pool=CARDS, encoder=encoder
+        )
 
 
 def test_encoder_config_of_an_ensemble_is_its_members(logged, encoder, tmp_path):
-    train_router("ridge", [logged], tmp_path / "e", pool=CARDS, encoder=encoder, ensemble=2)
+    train_router("ridge", [logged], tmp_path / "e", TrainOptions(ensemble=2), pool=CARDS, encoder=encoder)
     assert load_value_model(tmp_path / "e").encoder == encoder_config(encoder)

@@ -116,7 +116,7 @@ def test_harness_train_names_an_unknown_hyperparameter(stage_a, tmp_path):
     result = CliRunner().invoke(
         app, ["train", "ridge", "--data", str(stage_a), "--out", str(tmp_path / "m"), "-palpah=1"]
     )
-    assert result.exit_code == 2 and "no hyperparameter 'alpah'" in result.output
+    assert result.exit_code == 2 and "no training option or hyperparameter 'alpah'" in result.output
 
 
 def test_harness_benchmark_runs_the_plugin_end_to_end(pool_file, tmp_path):

@@ -16,7 +16,7 @@ from harness.config import RouterSpec, RunConfig
 from harness.errors import ConfigError
 from harness.pool import POOLS_DIR, load_pool
 from harness.types import ModelCard, PriceCard
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 
@@ -80,7 +80,9 @@ def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
     cards = load_pool("paper6").cards
     helper = {"boil": cards[0].name, "grow-plant": cards[1].name}
     data = write_synthetic_run(work / "data", cards, helper, episodes_per_task=6, turns=3)
-    train_router("ridge", [data], work / "ridge", pool=cards, lam=0.0, cache_dir=work / "cache")
+    train_router(
+        "ridge", [data], work / "ridge", TrainOptions(lam=0.0, cache_dir=str(work / "cache")), pool=cards
+    )
     return work / "ridge", work / "cache"
 
 
@@ -188,15 +190,16 @@ def test_benchmark_refuses_a_bad_definition_before_collecting(tmp_path, problem)
 
 
 def test_training_hyperparameters_are_checked_by_name_and_type():
-    from routers import check_training_params
+    from routers.learned.train import TrainOptions
 
-    check_training_params("ridge", {"alpha": 1.0, "val_fraction": 0.1})
+    options = TrainOptions.from_params("ridge", {"alpha": 1, "val_fraction": 0.1})
+    assert options.val_fraction == 0.1 and options.hyperparams == {"alpha": 1.0}
     with pytest.raises(ConfigError, match=r"'ridge'.*'bogus'"):
-        check_training_params("ridge", {"bogus": 1})
+        TrainOptions.from_params("ridge", {"bogus": 1})
     with pytest.raises(ConfigError, match=r"'ridge'.*'alpha'.*float"):
-        check_training_params("ridge", {"alpha": "big"})
+        TrainOptions.from_params("ridge", {"alpha": "big"})
     with pytest.raises(ConfigError, match="not a trainable"):
-        check_training_params("random", {})
+        TrainOptions.from_params("random", {})
 
 
 def test_cards_compare_in_full(checkpoint):

@@ -28,7 +28,7 @@ from harness.trajectory import read_lines
 from harness.types import Decision
 from routers import make_router
 from routers.base import Router
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 
 CARDS = load_pool("paper6").cards
 NAMES = [c.name for c in CARDS]
@@ -102,7 +102,7 @@ def test_a_stochastic_router_without_known_probabilities_is_refused():
         def route(self, state, rng):
             return Decision(model=state.candidates[int(rng.integers(2))].name, propensity=0.5)
 
-    with pytest.raises(ConfigError, match="'coin' is stochastic"):
+    with pytest.raises(ConfigError, match="'coin' draws random numbers .* does not state its probabilities"):
         policy_table(Coin(), [logged("boil", 1.0, ["gpt-5"], 0.5)], CARDS)
 
 
@@ -155,7 +155,9 @@ def learned(tmp_path_factory):
     work = tmp_path_factory.mktemp("learned-replay")
     data = write_synthetic_run(work / "stage-a", SYNTHETIC_CARDS, HELPER, episodes_per_task=12, seed=0)
     encoder = hashing_encoder(work / "cache")
-    train_router("ridge", [data], work / "ridge", pool=SYNTHETIC_CARDS, lam=0.0, encoder=encoder, seed=0)
+    train_router(
+        "ridge", [data], work / "ridge", TrainOptions(lam=0.0, seed=0), pool=SYNTHETIC_CARDS, encoder=encoder
+    )
     return data, work / "ridge", encoder
 
 
@@ -168,7 +170,7 @@ def test_learned_router_batch_table_matches_routing_state_by_state(learned):
     )
     episodes = load_logs([data_dir]).episodes[:10]
     table = policy_table(router, episodes, SYNTHETIC_CARDS)
-    assert table.kind == "greedy"
+    assert table.kind == "deterministic"
     stats = router.model.stats
     span = stats.score_high - stats.score_low
     rng = np.random.default_rng(0)
@@ -246,7 +248,14 @@ def test_replay_agreement_table_for_a_small_benchmark_directory(tmp_path, monkey
     _relabel(fixed, {"name": "random", "params": {}})
     encoder = hashing_encoder(tmp_path / "cache")
     monkeypatch.setattr("routers.learned.value_router.build_encoder", lambda config, cache_dir, **_: encoder)
-    train_router("ridge", [data], bench / "models" / "ridge", pool=CARDS, lam=0.0, encoder=encoder, seed=0)
+    train_router(
+        "ridge",
+        [data],
+        bench / "models" / "ridge",
+        TrainOptions(lam=0.0, seed=0),
+        pool=CARDS,
+        encoder=encoder,
+    )
     point = write_synthetic_run(split / "ridge@lam=0", CARDS, helper, episodes_per_task=3, seed=2)
     spec = {"name": "ridge", "params": {"checkpoint": str(bench / "models" / "ridge"), "lam": 0.0}}
     _relabel(point, spec)

@@ -16,7 +16,7 @@ from routers.episode_level import EpisodeKNNModel, EpisodeTaskModel
 from routers.learned.dataset import TargetOptions, TargetStats, TrainingSet, load_samples
 from routers.learned.embedding import CachedEmbedder, l2_normalise
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 
 CARDS = [
     ModelCard("cheap", PriceCard(0.1, 0.4, "test"), knowledge_cutoff="2024-01"),
@@ -40,7 +40,9 @@ class HashingEmbedder:
         return l2_normalise(out)
 
 
-def state_of(sample, task: str | None = None, variation: int = 0) -> TurnState:
+def state_of(
+    sample, task: str | None = None, variation: int = 0, previous_model: str | None = None
+) -> TurnState:
     return TurnState(
         benchmark=sample.benchmark,
         task=task or sample.task,
@@ -52,6 +54,7 @@ def state_of(sample, task: str | None = None, variation: int = 0) -> TurnState:
         budget_dollars=2.0,
         max_turns=50,
         candidates=list(CARDS),
+        previous_model=previous_model,
     )
 
 
@@ -69,7 +72,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     checkpoints = {}
     for kind in KINDS:
         checkpoints[kind] = work / kind
-        train_router(kind, [stage_a], checkpoints[kind], pool=CARDS, lam=0.0, encoder=encoder, seed=0)
+        train_router(
+            kind, [stage_a], checkpoints[kind], TrainOptions(lam=0.0, seed=0), pool=CARDS, encoder=encoder
+        )
     return checkpoints, encoder, held_out
 
 
@@ -96,8 +101,14 @@ def test_keeps_its_model_for_the_whole_episode(kind, trained):
     later = [s for s in held_out if s.turn > 0 and s.task == "measure-melting"][:10]
     per_turn = {router.greedy(state_of(s))[0] for s in later}
     assert per_turn - {first}, "the later states must tempt a per-turn router away from the first choice"
-    kept = {router.route(state_of(s, task="boil"), np.random.default_rng(0)).model for s in later}
+    kept = {
+        router.route(state_of(s, task="boil", previous_model=first), np.random.default_rng(0)).model
+        for s in later
+    }
     assert kept == {first}
+    # Its policy is the state's: the previous model is kept with probability 1, in one batch too.
+    states = [state_of(s, previous_model=first) for s in later]
+    assert router.probability_table(states)[:, [c.name for c in CARDS].index(first)].tolist() == [1.0] * 10
     # A new episode decides afresh at its turn 0.
     melt = next(s for s in held_out if s.turn == 0 and s.task == "measure-melting")
     assert router.route(state_of(melt), np.random.default_rng(0)).model == router.greedy(state_of(melt))[0]

@@ -17,7 +17,7 @@ from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.q_router import MTRouterModel
 from routers.learned.task_residual import TaskResidualModel
 from routers.learned.task_table import NearestTasks, TaskTable, cross_fitted_table_scores
-from routers.learned.train import train_router
+from routers.learned.train import TrainOptions, train_router
 from routers.learned.value_model import load_value_model
 
 
@@ -64,7 +64,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     )
     out = work / "mtrouter-task"
     report = train_router(
-        "mtrouter-task", [stage_a], out, pool=CARDS, lam=0.0, encoder=encoder, seed=0, max_epochs=5
+        "mtrouter-task",
+        [stage_a],
+        out,
+        TrainOptions(lam=0.0, seed=0, hyperparams={"max_epochs": 5}),
+        pool=CARDS,
+        encoder=encoder,
     )
     held_out = load_samples(
         [write_synthetic_run(work / "held-out", CARDS, HELPER, episodes_per_task=6, seed=1)]
@@ -99,10 +104,22 @@ def test_refuses_targets_it_does_not_fit_and_logs_without_tasks(trained, tmp_pat
     out, encoder, _, _ = trained
     stage_a = out.parent / "stage-a"
     with pytest.raises(ConfigError, match="Monte-Carlo"):
-        train_router("mtrouter-task", [stage_a], tmp_path / "td", pool=CARDS, encoder=encoder, target="td")
+        train_router(
+            "mtrouter-task",
+            [stage_a],
+            tmp_path / "td",
+            TrainOptions(target="td"),
+            pool=CARDS,
+            encoder=encoder,
+        )
     with pytest.raises(ConfigError, match="score_target=final"):
         train_router(
-            "mtrouter-task", [stage_a], tmp_path / "gain", pool=CARDS, encoder=encoder, score_target="gain"
+            "mtrouter-task",
+            [stage_a],
+            tmp_path / "gain",
+            TrainOptions(score_target="gain"),
+            pool=CARDS,
+            encoder=encoder,
         )
     samples = load_samples([stage_a])[:60]
     vectors = encoder.encode_batch([(s.task_description, s.history) for s in samples])
@@ -120,10 +137,9 @@ def test_an_untrained_score_tower_leaves_the_table_alone(trained, tmp_path):
         "mtrouter-task",
         [out.parent / "stage-a"],
         untrained,
+        TrainOptions(seed=0, hyperparams={"max_epochs": 0}),
         pool=CARDS,
         encoder=encoder,
-        seed=0,
-        max_epochs=0,
     )
     assert report.details["best_epoch"] == {"score": 0, "cost": 0}
     model = load_value_model(untrained)

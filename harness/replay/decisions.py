@@ -49,8 +49,8 @@ class StateDefaults:
 def router_function(router: Router, seed: int = 0) -> RouterFunction:
     """A :class:`Router` as a replay function; a stochastic router draws from one seeded generator.
 
-    A stateful router (sticky-random remembers its last pick) sees the logged states in
-    order, but its memory holds its own picks, not the logged ones.
+    A policy that keeps a model (sticky-random, an episode-level router) keeps the
+    *logged* previous model, which each state carries.
     """
     rng = np.random.default_rng(seed)
 
@@ -108,6 +108,7 @@ class EpisodeStates:
             candidates=list(candidates),
             last_action_valid=self.last_action_valid(turn),
             consecutive_errors=self.consecutive_errors(turn),
+            previous_model=self.episode.turns[turn - 1].model if turn else None,
         )
 
 

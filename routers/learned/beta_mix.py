@@ -10,13 +10,15 @@ greedy model is taken, otherwise a uniform draw over the candidates, so
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from harness.errors import ConfigError
-from harness.types import Decision, TurnState
-from routers.base import Router
+from harness.types import Decision, ModelCard, TurnState
+from routers.base import Router, ValueTable
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.value_model import read_meta
+from routers.learned.value_model import ValueModel, read_meta
 from routers.learned.value_router import ValueRouter
 
 
@@ -47,8 +49,12 @@ class BetaMixRouter(Router):
             checkpoint, lam=lam, cache_dir=cache_dir, allow_new_models=allow_new_models, encoder=encoder
         )
 
-    def check_pool(self, model_names: list[str]) -> None:
-        self.greedy_router.check_pool(model_names)
+    @property
+    def model(self) -> ValueModel:  # type: ignore[override]
+        return self.greedy_router.model
+
+    def check_pool(self, pool: Sequence[ModelCard] | Sequence[str]) -> None:
+        self.greedy_router.check_pool(pool)
 
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         greedy, q = self.greedy_router.greedy(state)
@@ -59,3 +65,17 @@ class BetaMixRouter(Router):
         model = greedy if exploit else uniform
         propensity = (1.0 - self.beta) / n + (self.beta if model == greedy else 0.0)
         return Decision(model=model, propensity=propensity, scores=q)
+
+    def probabilities(self, state: TurnState) -> Mapping[str, float]:
+        greedy, _ = self.greedy_router.greedy(state)
+        n = len(state.candidates)
+        return {
+            c.name: (1.0 - self.beta) / n + (self.beta if c.name == greedy else 0.0) for c in state.candidates
+        }
+
+    def probability_table(self, states: Sequence[TurnState]) -> np.ndarray:
+        greedy = self.greedy_router.probability_table(states)
+        return self.beta * greedy + (1.0 - self.beta) / greedy.shape[1] if len(states) else greedy
+
+    def value_table(self, states: Sequence[TurnState]) -> ValueTable:
+        return self.greedy_router.value_table(states)

@@ -376,7 +376,7 @@ def diagnose_model(
         decisions=len(samples),
         params={
             "kind": model.kind,
-            **model.hyperparams(),
+            **model.get_params(),
             **{f"targets.{k}": v for k, v in dataclasses.asdict(model.options).items()},
             **(
                 {"ensemble": len(model.members), "ensemble_mode": model.mode}

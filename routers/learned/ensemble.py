@@ -79,9 +79,18 @@ class EnsembleModel(ValueModel):
                 first.encoder,
             )
 
-    def hyperparams(self) -> dict[str, Any]:
-        """The members' family hyperparameters (member 0's seed): what the checkpoint's family was built with."""
-        return self.members[0].hyperparams()
+    def get_params(self) -> dict[str, Any]:
+        """The members' family hyperparameters (member 0's seed): what the checkpoint's family was built with.
+
+        So a checkpoint of an ensemble records the same hyperparameters as one of its kind; the
+        ensemble's own structure (members, mode, threshold) is in its state.
+        """
+        return self.members[0].get_params()
+
+    def set_params(self, **params: Any) -> EnsembleModel:
+        raise ConfigError(
+            "an ensemble's members take their parameters at training (harness train -p ...); set them there"
+        )
 
     def fit(
         self, train: TrainingSet, val: TrainingSet | None = None, init_from: ValueModel | None = None

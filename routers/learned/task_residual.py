@@ -177,9 +177,8 @@ class TaskResidualRouter(MTRouter):
     name = "mtrouter-task"
     model_class = TaskResidualModel
 
-    def values(self, state: TurnState) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, vectors: np.ndarray, states: Sequence[TurnState]) -> tuple[np.ndarray, np.ndarray]:
         model = self.model
         if not isinstance(model, TaskResidualModel):  # an ensemble of them: each member votes the task
-            return super().values(state)
-        score, cost = model.predict(self.vector(state)[None, :], list(state.candidates), tasks=[state.task])
-        return score[0], cost[0]
+            return super().predict(vectors, states)
+        return model.predict(vectors, list(states[0].candidates), tasks=[state.task for state in states])

@@ -46,9 +46,9 @@ from routers.learned.encoder_spec import (
 )
 from routers.learned.fitting import EnsembleOptions, fit_value_model
 from routers.learned.history_encoder import HistoryEncoder
-from routers.learned.value_model import ValueModel, load_value_model, model_class
+from routers.learned.options import DEFAULT_TURN_BUCKETS, TrainOptions
+from routers.learned.value_model import ValueModel, load_value_model
 
-DEFAULT_TURN_BUCKETS = (0, 1, 3, 6, 10, 15, 20, 30, 40)  # left edges
 REPORT_FILE = "fit_report.json"
 
 
@@ -81,6 +81,7 @@ class FitReport:
     encode_seconds: float
     fit_seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the TrainOptions used (the pool by name)
 
     def summary(self) -> str:
         def number(value: float | None, digits: int = 4) -> str:
@@ -212,128 +213,104 @@ def train_router(
     kind: str,
     run_dirs: Sequence[Path],
     out: Path,
+    options: TrainOptions | None = None,
     *,
-    pool: str | Path | list[ModelCard] | None = None,
-    lam: float = 0.5,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    split_seed: int | None = None,
+    pool: list[ModelCard] | None = None,
     encoder: HistoryEncoder | None = None,
-    cache_dir: str | Path | None = None,
-    mode: str = "incremental",
-    embedder: str | None = None,
-    error_weight: float | None = None,
-    weight_clip: float | None = None,
-    score_target: str | None = None,
-    target: str | None = None,
-    td_lambda: float | None = None,
-    fqi_iterations: int | None = None,
-    ensemble: int = 1,
-    ensemble_mode: str = "seeds",
-    defer_threshold: float | None = None,
-    score_range: tuple[float, float] | None = None,
-    init_from: str | Path | None = None,
-    turn_buckets: Sequence[int] = DEFAULT_TURN_BUCKETS,
-    min_per_model: int = 2,
     verbose: bool = False,
-    **hyperparams: Any,
 ) -> FitReport:
     """Fit a ``kind`` router on the runs, save its checkpoint to ``out`` and report how well it fits.
 
-    ``init_from`` warm-starts from a checkpoint of the same kind (e.g. Stage A's,
-    retrained on Stage A + Stage B runs); its normalisation and targets are kept.
-    ``seed`` seeds the model and, unless ``split_seed`` is given, the validation split.
-    ``target`` (with ``td_lambda``, ``fqi_iterations``) chooses the regression targets
-    (:mod:`routers.learned.targets`; ``fqi`` and ``dr`` bootstrap from the router greedy at
-    ``lam``); ``ensemble`` > 1 fits that many members (seeds ``seed``, ``seed + 1``, ...; each on a
-    bootstrap resample of the episodes with ``ensemble_mode=bootstrap``) and ``defer_threshold`` is
-    their routing fallback (:mod:`routers.learned.ensemble`).
+    ``options`` default to :class:`TrainOptions`' defaults.
+    ``pool`` gives the pool's cards directly (instead of ``options.pool``, a pool name or file);
+    ``encoder`` replaces the history encoder the options describe (it must produce the same
+    vectors as a warm start's).
     """
     from routers import router_class, trainable
 
+    o = options if options is not None else TrainOptions()
     family = router_class(kind)
-    if not family.trainable:
+    model_cls = family.model_class
+    if not family.trainable or model_cls is None:
         raise ConfigError(f"router {kind!r} is not trainable (trainable: {', '.join(trainable())})")
-    model_cls = model_class(kind)
-    unknown = sorted(set(hyperparams) - set(model_cls.param_names()))
+    unknown = sorted(set(o.hyperparams) - set(model_cls.param_names()))
     if unknown:
         raise ConfigError(
             f"router {kind!r} has no hyperparameter {unknown[0]!r} (its hyperparameters: "
             f"{', '.join(model_cls.param_names())})"
         )
-    if init_from is not None and not family.warm_startable:
+    if o.init_from is not None and not family.warm_startable:
         raise ConfigError(f"router {kind!r} cannot warm-start from a checkpoint")
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise ConfigError("no run directories given")
-    cards = pool_cards(pool, run_dirs)
+    cards = pool_cards(pool if pool is not None else o.pool, run_dirs)
     previous = None
-    if init_from is not None:
-        previous = load_value_model(init_from, pool_cards=cards, allow_new_models=True)
+    if o.init_from is not None:
+        previous = load_value_model(o.init_from, pool_cards=cards, allow_new_models=True)
         if previous.kind != kind:
             raise ConfigError(
-                f"cannot warm-start a {kind} router from {init_from}, which holds a {previous.kind} router"
+                f"cannot warm-start a {kind} router from {o.init_from}, which holds a {previous.kind} router"
             )
     if encoder is None:
         encoder = (
-            build_encoder(previous.encoder, cache_dir, torch_threads=2, embedder=embedder)
+            build_encoder(previous.encoder, o.cache_dir, torch_threads=2, embedder=o.embedder)
             if previous
-            else default_encoder(mode, cache_dir, embedder)
+            else default_encoder(o.mode, o.cache_dir, o.embedder)
         )
     elif previous is not None:
         assert previous.encoder is not None
         check_encoder(previous.encoder, encoder)
-    ensemble_options = EnsembleOptions(ensemble, ensemble_mode, defer_threshold)
-    options = target_options(
+    ensemble_options = EnsembleOptions(o.ensemble, o.ensemble_mode, o.defer_threshold)
+    targets = target_options(
         previous,
-        error_weight,
-        weight_clip,
-        score_target if score_target is not None else model_cls.score_target,
-        target=target,
-        td_lambda=td_lambda,
-        fqi_iterations=fqi_iterations,
-        policy_lam=lam if previous is None and target in ("fqi", "dr") else None,
+        o.error_weight,
+        o.weight_clip,
+        o.score_target if o.score_target is not None else model_cls.score_target,
+        target=o.target,
+        td_lambda=o.td_lambda,
+        fqi_iterations=o.fqi_iterations,
+        policy_lam=o.lam if previous is None and o.target in ("fqi", "dr") else None,
     )
 
     samples = load_samples(run_dirs)
     if not samples:
         raise ConfigError(f"no finished episodes in {', '.join(map(str, run_dirs))}")
     train_samples, val_samples = split_episodes(
-        samples, val_fraction, seed if split_seed is None else split_seed
+        samples, o.val_fraction, o.seed if o.split_seed is None else o.split_seed
     )
     stats = (
         previous.stats
         if previous is not None and previous.stats is not None
-        else TargetStats.fit(train_samples, score_range)
+        else TargetStats.fit(train_samples, o.score_range)
     )
 
     started = time.perf_counter()
     embeddings = encode_histories(train_samples + val_samples, encoder)
     encode_seconds = time.perf_counter() - started
     config = encoder_config(encoder)
-    train = build_training_set(train_samples, embeddings[: len(train_samples)], cards, stats, options, config)
-    val = build_training_set(val_samples, embeddings[len(train_samples) :], cards, stats, options, config)
+    train = build_training_set(train_samples, embeddings[: len(train_samples)], cards, stats, targets, config)
+    val = build_training_set(val_samples, embeddings[len(train_samples) :], cards, stats, targets, config)
 
-    try:
-        model_cls(seed=seed, **hyperparams)
-    except TypeError as exc:
-        raise ConfigError(f"router {kind!r}: {exc}") from None
+    def member(member_seed: int) -> ValueModel:
+        try:
+            return model_cls(**{**o.hyperparams, "seed": member_seed})
+        except TypeError as exc:
+            raise ConfigError(f"router {kind!r}: {exc}") from None
+
+    member(o.seed)  # the hyperparameters' own checks, before fitting
     started = time.perf_counter()
     model = fit_value_model(
-        lambda member_seed: model_cls(seed=member_seed, **hyperparams),
-        train,
-        val if len(val) else None,
-        seed,
-        ensemble_options,
-        init_from=previous,
+        member, train, val if len(val) else None, o.seed, ensemble_options, init_from=previous
     )
     fit_seconds = time.perf_counter() - started
     model.save(out)
 
     report = evaluate(
-        model, kind, out, train_samples, val_samples, train, val, lam, turn_buckets, min_per_model
+        model, kind, out, train_samples, val_samples, train, val, o.lam, o.turn_buckets, o.min_per_model
     )
     report.encode_seconds, report.fit_seconds = encode_seconds, fit_seconds
+    report.options = {**to_plain(o), "pool": o.pool if pool is None else [c.name for c in cards]}
     write_json_atomic(Path(out) / REPORT_FILE, dataclasses.asdict(report))
     if verbose:
         print(report.summary())

@@ -91,9 +91,48 @@ class ValueModel(abc.ABC):
         """The constructor's parameters: the hyperparameters a checkpoint stores (scikit-learn style)."""
         return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
 
-    def hyperparams(self) -> dict[str, Any]:
-        """Constructor arguments, read back from the attributes of the same names, so ``load`` rebuilds the same object."""
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments, read back from the attributes of the same names (scikit-learn's
+        ``get_params``), so ``type(model)(**model.get_params())`` is the same unfitted model."""
         return {name: getattr(self, name) for name in self.param_names()}
+
+    def set_params(self, **params: Any) -> ValueModel:
+        """Change constructor parameters (scikit-learn's ``set_params``); returns the model, unfitted.
+
+        The constructor runs again with the changed values, so they are checked as at
+        construction and nothing derived from the old ones survives; refit afterwards.
+        """
+        names = self.param_names()
+        unknown = [key for key in params if key not in names]
+        if unknown:
+            raise ConfigError(
+                f"a {self.kind} value model has no parameter {unknown[0]!r} (its parameters: {', '.join(names)})"
+            )
+        merged = {**self.get_params(), **params}
+        self.__dict__.clear()
+        type(self).__init__(self, **merged)
+        return self
+
+    def raw_units(
+        self, score: np.ndarray, cost: np.ndarray, score_before: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions back in the benchmark's units: the final score and the dollars still to spend.
+
+        The "gain" score target is the score still to be gained, so the final score is
+        ``score_before + gain * span`` (``score_before``: the score shown before each state,
+        one per row); the "final" target is ``score_low + value * span``; cost-to-go is
+        ``cost * mean_episode_cost``.
+        """
+        if self.stats is None:
+            raise ConfigError(f"the {self.kind} value model is not fitted")
+        span = self.stats.score_high - self.stats.score_low
+        if self.options.score_target == "gain":
+            if score_before is None:
+                raise ConfigError("a 'gain' value model needs the score so far")
+            raw_score = score_before[:, None] + score * span
+        else:
+            raw_score = self.stats.score_low + score * span
+        return raw_score, cost * self.stats.mean_episode_cost
 
     @abc.abstractmethod
     def fit(
@@ -203,7 +242,7 @@ class ValueModel(abc.ABC):
             "encoder": self.encoder.to_dict(),
             "stats": dataclasses.asdict(self.stats),
             "targets": dataclasses.asdict(self.options),
-            "hyperparams": self.hyperparams(),
+            "hyperparams": self.get_params(),
             "state": state,
         }
         write_json_atomic(directory / META_FILE, meta)
@@ -237,7 +276,7 @@ def model_class(kind: str) -> type[ValueModel]:
     """The value model behind a registered learned router name."""
     from routers import router_class
 
-    cls = getattr(router_class(kind), "model_class", None)
+    cls = router_class(kind).model_class
     if cls is None:
         raise ConfigError(f"router {kind!r} is not a learned router with a checkpoint")
     return cls

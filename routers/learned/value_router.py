@@ -8,6 +8,8 @@ checkpoint may defer to its strongest model when its members disagree
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,11 +17,13 @@ import numpy as np
 
 from harness.errors import ConfigError
 from harness.types import Decision, ModelCard, TurnState
-from routers.base import Router
+from routers.base import Router, ValueTable
 from routers.learned.encoder_spec import build_encoder, check_encoder
 from routers.learned.ensemble import EnsembleModel
 from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.value_model import ValueModel
+
+KEPT_BATCHES = 4  # batches of predictions kept: a λ sweep alternates between a few sets of logged states
 
 
 class ValueRouter(Router):
@@ -69,9 +73,10 @@ class ValueRouter(Router):
             check_encoder(self.model.encoder, encoder)
         self.encoder = encoder
         self._checked_pools: set[tuple[ModelCard, ...]] = set()
+        self._batches: dict[int, tuple[Sequence[TurnState], tuple[np.ndarray, np.ndarray]]] = {}
 
-    def check_pool(self, model_names: list[str]) -> None:
-        self.model.check_pool(model_names)
+    def check_pool(self, pool: Sequence[ModelCard] | Sequence[str]) -> None:
+        self.model.check_pool(list(pool))
 
     def vector(self, state: TurnState) -> np.ndarray:
         """The state's history vector, after checking its candidates against the checkpoint's pool once."""
@@ -81,9 +86,14 @@ class ValueRouter(Router):
             self._checked_pools.add(candidates)
         return self.encoder.encode(state.task_description, state.history)
 
+    def predict(self, vectors: np.ndarray, states: Sequence[TurnState]) -> tuple[np.ndarray, np.ndarray]:
+        """The value model's (score, cost-to-go) at ``states`` (sharing one candidate list) from their history
+        vectors, ``(states, candidates)`` each; a family that reads more of the state overrides it."""
+        return self.model.predict(vectors, list(states[0].candidates))
+
     def values(self, state: TurnState) -> tuple[np.ndarray, np.ndarray]:
         """Predicted (score, cost-to-go) of each candidate, in candidate order."""
-        score, cost = self.model.predict(self.vector(state)[None, :], list(state.candidates))
+        score, cost = self.predict(self.vector(state)[None, :], [state])
         return score[0], cost[0]
 
     def greedy(self, state: TurnState) -> tuple[str, dict[str, float]]:
@@ -113,3 +123,41 @@ class ValueRouter(Router):
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         model, q = self.greedy(state)
         return Decision(model=model, propensity=1.0, scores=q)
+
+    def with_lam(self, lam: float) -> ValueRouter:
+        """This router at another ``lam``, sharing its loaded model, encoder and batch predictions (the
+        points of a λ sweep differ only there)."""
+        if lam < 0:
+            raise ConfigError(f"router {self.name!r}: lam must be >= 0, got {lam}")
+        other = copy.copy(self)
+        other.lam = float(lam)
+        return other
+
+    def value_table(self, states: Sequence[TurnState]) -> ValueTable:
+        """Predicted score and cost-to-go of every candidate at every state, in one batch.
+
+        The states share one candidate list, checked against the checkpoint's pool once. The
+        predictions do not depend on ``lam``: they are kept (for the last few ``states`` objects,
+        by identity), and the routers of one λ sweep (:meth:`with_lam`) share them.
+        """
+        kept = self._batches.get(id(states))
+        if kept is None or kept[0] is not states:
+            candidates = list(states[0].candidates) if states else []
+            self.model.check_pool(candidates)
+            vectors = self.encoder.encode_batch([(s.task_description, s.history) for s in states])
+            kept = (states, self.predict(vectors, states))
+            self._batches[id(states)] = kept
+            while len(self._batches) > KEPT_BATCHES:
+                self._batches.pop(next(iter(self._batches)))
+        score, cost = kept[1]
+        return ValueTable(score=score, cost=cost, q=score - self.lam * cost)
+
+    def probability_table(self, states: Sequence[TurnState]) -> np.ndarray:
+        """The indicator of :meth:`greedy`'s pick at every state, from one batch of predictions; a
+        deferring ensemble decides state by state (its members' spread is not in the batch)."""
+        if self.defer_threshold is not None or not states:
+            return super().probability_table(states)
+        q = self.value_table(states).q
+        table = np.zeros_like(q)
+        table[np.arange(len(q)), np.argmax(q, axis=1)] = 1.0  # ties to the first listed, as greedy
+        return table
