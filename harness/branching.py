@@ -118,7 +118,9 @@ class BranchDesign:
         if self.states_per_episode < 1:
             raise ConfigError(f"branch: states_per_episode must be >= 1, got {self.states_per_episode}")
         if self.models is not None and self.models < 2:
-            raise ConfigError(f"branch: models must be >= 2 (a branch point needs siblings), got {self.models}")
+            raise ConfigError(
+                f"branch: models must be >= 2 (a branch point needs siblings), got {self.models}"
+            )
         if self.prefix not in PREFIX_MODES:
             raise ConfigError(f"branch: prefix must be one of {', '.join(PREFIX_MODES)}, got {self.prefix!r}")
 
@@ -140,7 +142,9 @@ class BranchPoint:
         return f"{self.parent}/branch-t{self.turn}-{model}"
 
 
-def branch_points(parents: Iterable[tuple[str, int]], names: list[str], design: BranchDesign) -> list[BranchPoint]:
+def branch_points(
+    parents: Iterable[tuple[str, int]], names: list[str], design: BranchDesign
+) -> list[BranchPoint]:
     """The design's branch points for parent episodes given as (key, number of turns), in order."""
     k = len(names) if design.models is None else min(design.models, len(names))
     points = []
@@ -297,24 +301,41 @@ def play_branch(
     backends: dict[str, ModelBackend],
     store: RunStore,
     judge: ModelBackend | None = None,
+    continuation: Router | None = None,
 ) -> dict[str, Any]:
-    """Play one branch to its end and return its episode line (not yet recorded)."""
+    """Play one branch to its end and return its episode line (not yet recorded).
+
+    ``continuation`` is the continuation router to use, fresh for this branch; None builds it from the design.
+    """
     parent = source.episodes[point.parent]
     turns = source.turns(point.parent)
     prefix = turns[: point.turn]
     where = f"{source.path}/{point.parent}"
     task = TaskInstance(
-        parent["benchmark"], parent["task"], int(parent["variation"]), parent["split"], int(parent.get("repeat", 0))
+        parent["benchmark"],
+        parent["task"],
+        int(parent["variation"]),
+        parent["split"],
+        int(parent.get("repeat", 0)),
     )
     n = len(source.pool.names)
-    continuation = make_router(design.continuation.name, design.continuation.params, source.pool.cards)
+    if continuation is None:
+        continuation = make_router(design.continuation.name, design.continuation.params, source.pool.cards)
     seed = int(parent["seed"])
     router = BranchRouter(prefix, model, 1.0 / n, continuation, seed)
     wrapped = {name: PrefixBackend(b, prefix, design.prefix, where) for name, b in backends.items()}
     sink = BranchTurns(store, point.key(model), prefix, design.prefix, where)
     limits = source.config.limits or Limits()
     episode = Episode(
-        get_benchmark(task.benchmark), env, wrapped, router, task, 0, limits, sink, judge  # type: ignore[arg-type]
+        get_benchmark(task.benchmark),
+        env,
+        wrapped,
+        router,
+        task,
+        0,
+        limits,
+        sink,
+        judge,  # type: ignore[arg-type]
     )
     episode.seed = seed  # the parent's: every model draw is the parent's and every sibling's
     result = episode.run()
@@ -334,7 +355,11 @@ def play_branch(
             "propensity": 1.0 / n,
             "prefix": design.prefix,
             "continuation": to_plain(design.continuation),
-            "design": {"states_per_episode": design.states_per_episode, "models": design.models, "seed": design.seed},
+            "design": {
+                "states_per_episode": design.states_per_episode,
+                "models": design.models,
+                "seed": design.seed,
+            },
         },
     )
     return record
@@ -359,7 +384,9 @@ def collect_branches(
     """
     source = Source.read(Path(source_dir))
     config = source.config
-    make_router(design.continuation.name, design.continuation.params, source.pool.cards)  # checked before work
+    make_router(
+        design.continuation.name, design.continuation.params, source.pool.cards
+    )  # checked before work
     wanted = None if parents is None else set(parents)
     missing = sorted((wanted or set()) - set(source.episodes))
     if missing:
