@@ -99,6 +99,7 @@ class BranchDivergence(HarnessError):
 class BranchDesign:
     """Where to branch, what to try there, and how every branch is finished.
 
+    ``episodes`` parent episodes are branched (a seeded uniform sample; None: all);
     ``states_per_episode`` turns are drawn per parent episode, uniformly without
     replacement; at each, ``models`` candidates (None: the whole pool) are drawn
     uniformly without replacement; ``continuation`` plays every branch from the turn
@@ -107,6 +108,7 @@ class BranchDesign:
     """
 
     continuation: RouterSpec = field(default_factory=lambda: RouterSpec("random"))
+    episodes: int | None = None
     states_per_episode: int = 1
     models: int | None = None
     prefix: str = "log"
@@ -115,6 +117,8 @@ class BranchDesign:
     def __post_init__(self) -> None:
         if isinstance(self.continuation, dict):  # read back from a config snapshot
             object.__setattr__(self, "continuation", RouterSpec(**self.continuation))
+        if self.episodes is not None and self.episodes < 1:
+            raise ConfigError(f"branch: episodes must be >= 1, got {self.episodes}")
         if self.states_per_episode < 1:
             raise ConfigError(f"branch: states_per_episode must be >= 1, got {self.states_per_episode}")
         if self.models is not None and self.models < 2:
@@ -147,6 +151,12 @@ def branch_points(
 ) -> list[BranchPoint]:
     """The design's branch points for parent episodes given as (key, number of turns), in order."""
     k = len(names) if design.models is None else min(design.models, len(names))
+    parents = list(parents)
+    if design.episodes is not None and design.episodes < len(parents):
+        drawn = np.random.default_rng(derive_seed(design.seed, "branch-episodes"))
+        parents = [
+            parents[i] for i in sorted(drawn.choice(len(parents), size=design.episodes, replace=False))
+        ]
     points = []
     for key, turns in parents:
         if turns < 1:
@@ -356,6 +366,7 @@ def play_branch(
             "prefix": design.prefix,
             "continuation": to_plain(design.continuation),
             "design": {
+                "episodes": design.episodes,
                 "states_per_episode": design.states_per_episode,
                 "models": design.models,
                 "seed": design.seed,

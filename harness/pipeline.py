@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from harness.batch import BatchProgress, execute, prepare_check
 from harness.benchmarks import get_benchmark
+from harness.branching import BranchDesign, collect_branches
 from harness.config import (
     BENCHMARKS_DIR,
     EXECUTORS,
@@ -51,12 +52,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CollectStage:
-    """Exploration data for training: Stage A is uniform random routing over the pool."""
+    """Exploration data for training: Stage A is uniform random routing over the pool.
+
+    ``branch`` set, each seed's episodes are also branched (:mod:`harness.branching`), design seed
+    shifted by the collection seed, and the branches are Stage A data beside them.
+    """
 
     router: RouterSpec = field(default_factory=lambda: RouterSpec("random"))
     split: str = "train"
     quick: bool = False
     seeds: list[int] = field(default_factory=lambda: [0])
+    branch: BranchDesign | None = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +357,8 @@ class BenchmarkRun:
                 f"stage_b.family {d.stage_b.family!r} is not a learned router of this benchmark"
             )
         checks = [self.config(d.collect.router, d.collect.split, d.collect.quick)]
+        if d.collect.branch is not None:  # the continuation router, checked against the pool
+            checks.append(self.config(d.collect.branch.continuation, d.collect.split, d.collect.quick))
         unknown = set(d.eval_quick) - set(d.eval_splits)
         if unknown:
             raise ConfigError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
@@ -391,6 +399,10 @@ class BenchmarkRun:
             out = self.layout.data(f"{c.router.label}-{c.split}-s{seed}")
             self.run(self.config(c.router, c.split, c.quick, seed), out, f"collect {c.split} s{seed}")
             dirs.append(out)
+            if c.branch is not None:
+                branches = self.layout.data(f"{c.router.label}-{c.split}-s{seed}-branches")
+                collect_branches(out, branches, replace(c.branch, seed=c.branch.seed + seed))
+                dirs.append(branches)
         return dirs
 
     # Stage 2 -----------------------------------------------------------------

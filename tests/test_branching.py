@@ -29,7 +29,7 @@ from harness.branching import (
     collect_branches,
     play_branch,
 )
-from harness.config import Limits, RouterSpec, RunConfig, recorded
+from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, recorded
 from harness.errors import ConfigError
 from harness.exploration import exploration_spend
 from harness.pool import load_pool
@@ -52,6 +52,7 @@ BENCHMARK = get_benchmark("scienceworld")
 POOL = load_pool("paper6")
 LIMITS = Limits(max_turns=8)
 TASK = BENCHMARK.load_split().tasks("train", quick=True)[0]
+BENCHMARK_SPLITS = BENCHMARKS_DIR / "splits"
 PARENT_ROUTER = RouterSpec("sticky-random", {"switch_prob": 0.3})
 
 
@@ -311,3 +312,50 @@ def test_siblings_stay_on_one_side_of_the_validation_split(tmp_path):
     for seed in range(5):
         train, val = split_episodes(samples, 0.3, seed)
         assert val and not {s.branch_group for s in train} & {s.branch_group for s in val}
+
+
+# ---------------------------------------------------------------- from a benchmark definition
+
+
+def test_a_definition_collects_branches_beside_its_stage_a(tmp_path):
+    from harness.pipeline import BenchmarkRun, load_benchmark
+
+    split = json.loads((BENCHMARK_SPLITS / "scienceworld-v1.json").read_text())
+    split["version"], split["quick"]["train"] = "scienceworld-tiny", {"find-animal": [0, 1]}
+    (tmp_path / "tiny.json").write_text(json.dumps(split))
+    path = tmp_path / "branchy.yaml"
+    path.write_text(
+        "name: branchy\n"
+        f"split_file: {tmp_path / 'tiny.json'}\n"
+        "fixed_routers: [{name: random}]\n"
+        "limits: {max_turns: 3}\n"
+        "workers: 1\n"
+        "collect:\n"
+        "  router: {name: sticky-random, params: {switch_prob: 0.3}}\n"
+        "  seeds: [0]\n"
+        "  quick: true\n"
+        "  branch: {continuation: {name: single, params: {model: gpt-5}}, episodes: 2, models: 2}\n"
+    )
+    definition = load_benchmark(str(path))
+    assert definition.collect.branch == BranchDesign(
+        continuation=RouterSpec("single", {"model": "gpt-5"}), episodes=2, models=2
+    )
+    run = BenchmarkRun(definition, tmp_path / "results")
+    run.validate()
+    sticky, branches = run.collect()
+    records = RunStore(branches).episodes()
+    assert len(records) == 4 and {r["branch_of"]["run"] for r in records} == {str(sticky.resolve())}
+    assert all(
+        line["model"] == "gpt-5"
+        for r in records
+        for line in RunStore(branches).turns(r["episode"])
+        if line["turn"] > r["branch_of"]["turn"]
+    )
+    spend = exploration_spend([sticky, branches])
+    assert spend.episodes == len(RunStore(sticky).episodes()) + 4 == 6
+    bad = path.read_text().replace(
+        "name: single, params: {model: gpt-5}", "name: single, params: {model: gpt-9}"
+    )
+    path.write_text(bad)
+    with pytest.raises(Exception, match="gpt-9"):
+        BenchmarkRun(load_benchmark(str(path)), tmp_path / "results2").validate()
