@@ -38,8 +38,9 @@ from harness.config import (
     to_plain,
 )
 from harness.errors import ConfigError, UnknownNameError
+from harness.exploration import exploration_spend
 from harness.layout import SEEDS_DIR, ResultsLayout
-from harness.trajectory import write_json_atomic
+from harness.trajectory import CONFIG_FILE, write_json_atomic
 from harness.tuning import DEFAULT_LAM_RANGE
 from routers import check_training_params, router_class
 
@@ -396,14 +397,26 @@ class BenchmarkRun:
         c = self.d.collect
         dirs = []
         for seed in c.seeds:
-            out = self.layout.data(f"{c.router.label}-{c.split}-s{seed}")
+            out, branches = self.collect_dirs(seed)
             self.run(self.config(c.router, c.split, c.quick, seed), out, f"collect {c.split} s{seed}")
             dirs.append(out)
             if c.branch is not None:
-                branches = self.layout.data(f"{c.router.label}-{c.split}-s{seed}-branches")
                 collect_branches(out, branches, replace(c.branch, seed=c.branch.seed + seed))
                 dirs.append(branches)
         return dirs
+
+    def collect_dirs(self, seed: int) -> tuple[Path, Path]:
+        """Stage A's run directory of one collection seed, and that of its branches."""
+        c = self.d.collect
+        out = self.layout.data(f"{c.router.label}-{c.split}-s{seed}")
+        return out, out.with_name(f"{out.name}-branches")
+
+    def exploration_spend(self) -> dict | None:
+        """What Stage A's collections written so far spent (:mod:`harness.exploration`); None before any."""
+        dirs = [
+            d for seed in self.d.collect.seeds for d in self.collect_dirs(seed) if (d / CONFIG_FILE).exists()
+        ]
+        return exploration_spend(dirs).as_dict() if dirs else None
 
     # Stage 2 -----------------------------------------------------------------
     @property
@@ -626,6 +639,7 @@ class BenchmarkRun:
                 "definition": to_plain(self.d),
                 "prefix_cache": self.prefix_cache_counts(),
                 "stage_seconds": self.stage_seconds,
+                "exploration_spend": self.exploration_spend(),
             },
         )
 

@@ -353,6 +353,7 @@ def test_a_definition_collects_branches_beside_its_stage_a(tmp_path):
     )
     spend = exploration_spend([sticky, branches])
     assert spend.episodes == len(RunStore(sticky).episodes()) + 4 == 6
+    assert run.exploration_spend() == spend.as_dict()  # what benchmark.json records
     bad = path.read_text().replace(
         "name: single, params: {model: gpt-5}", "name: single, params: {model: gpt-9}"
     )
