@@ -50,8 +50,6 @@ intervals and for the paired target.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +69,6 @@ from harness.trajectory import RunStore
 from harness.types import CallContext, Completion, Decision, Message, TaskInstance, ToolSpec, TurnState
 from routers import make_router
 from routers.base import Router
-
-log = logging.getLogger(__name__)
 
 PREFIX_MODES = ("log", "calls")
 # What a prefix turn line must repeat of its parent's for the prefix to count as restored.
@@ -115,8 +111,6 @@ class BranchDesign:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.continuation, dict):  # read back from a config snapshot
-            object.__setattr__(self, "continuation", RouterSpec(**self.continuation))
         if self.episodes is not None and self.episodes < 1:
             raise ConfigError(f"branch: episodes must be >= 1, got {self.episodes}")
         if self.states_per_episode < 1:
@@ -220,14 +214,12 @@ class PrefixBackend:
                     "this model does not repeat itself, branch with prefix: log"
                 )
             return completion
-        reply = Message.from_dict(logged["messages"][0])
-        prompt, completion_tokens = int(logged["prompt_tokens"]), int(logged["completion_tokens"])
         return Completion(
             text=logged.get("output") or "",
-            prompt_tokens=prompt,
-            completion_tokens=completion_tokens,
-            dollars=self.card.price.dollars(prompt, completion_tokens),
-            tool_calls=reply.tool_calls,
+            prompt_tokens=int(logged["prompt_tokens"]),
+            completion_tokens=int(logged["completion_tokens"]),
+            dollars=float(logged["dollars"]),  # what the provider billed (a cached price is re-derived)
+            tool_calls=Message.from_dict(logged["messages"][0]).tool_calls,
         )
 
 
@@ -269,6 +261,10 @@ class Source:
     def read(cls, path: Path) -> Source:
         store = RunStore(path)
         snapshot = store.config()
+        if "branch" in snapshot:
+            raise ConfigError(
+                f"{path} holds branches; branch the run they came from ({snapshot['branch']['source']})"
+            )
         run = dict(snapshot.get("run") or {})
         try:
             config = from_dict(RunConfig, run, f"{path}/config.json run")
@@ -286,14 +282,15 @@ class Source:
 
 
 def snapshot(source: Source, design: BranchDesign) -> dict[str, Any]:
-    """The branch run's config.json: the parent's run with the continuation as its router, and the design."""
+    """The branch run's config.json: the parent's run, and the design.
+
+    No router is named: no one router logged the branches (the parent's on the prefix, the design at
+    the branch, the continuation after it), so readers take each turn's logged propensity, and a
+    mixture-of-loggers estimate is refused by name rather than computed with the wrong policy.
+    """
     benchmark = get_benchmark(source.config.benchmark)
-    run = dataclasses.replace(
-        source.config,
-        router=RouterSpec("branch", {"label": f"branch:{design.continuation.label}"}),
-    )
     return {
-        "run": recorded(run),
+        "run": {**recorded(source.config), "router": None},
         "branch": {"source": str(source.path.resolve()), **to_plain(design)},
         "pool_sha256": source.pool.sha256,
         "price_cards": {m.name: to_plain(m.price) for m in source.pool.spec.models},

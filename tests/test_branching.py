@@ -33,6 +33,7 @@ from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, record
 from harness.errors import ConfigError
 from harness.exploration import exploration_spend
 from harness.pool import load_pool
+from harness.replay.evaluate import load_logs, logging_episodes
 from harness.replay.importers import read_run_dir
 from harness.trajectory import RunStore
 from harness.types import Decision, Message, TurnState
@@ -104,6 +105,12 @@ def test_branches_replay_the_parent_prefix_on_the_engine(env, parent_run, tmp_pa
     assert {s.episode for s in load_samples([tmp_path / "b"])} == {r["episode"] for r in records}
     episodes, _, _ = read_run_dir(tmp_path / "b")
     assert len(episodes) == 3
+    logs = load_logs([parent_run, tmp_path / "b"])
+    assert [run.router for run in logs.runs] == [PARENT_ROUTER, None]  # no one router logged the branches
+    with pytest.raises(ConfigError, match="needs every run's router"):
+        logging_episodes(logs, POOL.cards, "mixture")
+    with pytest.raises(ConfigError, match="holds branches"):
+        collect_branches(tmp_path / "b", tmp_path / "bb", BranchDesign(), env=env)
     # Exploration spend counts what was billed: the prefix's model calls only when they were re-made.
     spend = exploration_spend([tmp_path / "b"])
     all_turns = sum(r["turns"] for r in records)
