@@ -79,6 +79,14 @@ def spend_of(run_dir: Path, keys: set[str]) -> ExplorationSpend:
     return total
 
 
+def parameter(text: str) -> tuple[str, Any]:
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Ranking accuracy and val score against exploration dollars, one line per arm, on shared axes."""
     from matplotlib.figure import Figure
@@ -123,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--states", type=int, default=2, help="branch points per parent")
     parser.add_argument("--models", type=int, default=None, help="models tried per branch point (all: omit)")
     parser.add_argument("--continuation", default="random", help="the shared continuation router")
+    parser.add_argument(
+        "--continuation-param", action="append", default=[], help="its parameters, key=value (JSON values)"
+    )
     parser.add_argument("--prefix", default="log", choices=["log", "calls"])
     parser.add_argument("--family", default="ridge")
     parser.add_argument("--sticky-target", default="mc")
@@ -158,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         sticky_sizes = [n for n in map(int, args.sticky.split(",")) if n <= len(order)]
         parent_sizes = [m for m in map(int, args.parents.split(",")) if m <= len(order)]
         design = BranchDesign(
-            continuation=RouterSpec(args.continuation),
+            continuation=RouterSpec(args.continuation, dict(map(parameter, args.continuation_param))),
             states_per_episode=args.states,
             models=args.models,
             prefix=args.prefix,
