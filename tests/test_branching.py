@@ -367,3 +367,15 @@ def test_a_definition_collects_branches_beside_its_stage_a(tmp_path):
     path.write_text(bad)
     with pytest.raises(Exception, match="gpt-9"):
         BenchmarkRun(load_benchmark(str(path)), tmp_path / "results2").validate()
+
+
+def test_the_prefix_cache_changes_nothing_recorded(env, parent_run, tmp_path):
+    """Branches restored through the engine prefix cache (the default) are the ones the bare engine gives."""
+    design = BranchDesign(models=3, states_per_episode=2, seed=2)
+    runs = {}
+    for cache in (True, False):
+        out = tmp_path / f"cache-{cache}"
+        records = collect_branches(parent_run, out, design, cache=cache, env=env)
+        turns = {p.name: p.read_text() for p in (out / "turns").iterdir()}
+        runs[cache] = ([{k: v for k, v in r.items() if k != "duration_s"} for r in records], turns)
+    assert runs[True] == runs[False] and len(runs[True][0]) == 6
