@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RESULTS ?= results
 BENCH  ?= quick
 
-.PHONY: install test test-all benchmark ui lint check-java clean
+.PHONY: install test test-all benchmark ui schema lint check-java clean
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "error: Java is missing; ScienceWorld needs a JRE >= 11: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
@@ -39,6 +39,10 @@ benchmark: install
 
 ui: install
 	$(BIN)/harness ui --results $(RESULTS) --bench $(BENCH)
+
+# The JSON Schemas of definitions, pools and run configs (benchmarks/schema/), regenerated from harness.config.
+schema: install
+	$(BIN)/python -c "from harness.config import write_json_schemas; print(*write_json_schemas(), sep='\n')"
 
 lint: install
 	$(BIN)/ruff check harness routers benchmarks tests

@@ -32,7 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.batch import Workers, execute, read_cache_counts
-from harness.pipeline import BenchmarkRun, load_benchmark
+from harness.config import load_benchmark
+from harness.pipeline import BenchmarkRun
 from harness.trajectory import RunStore
 
 

@@ -25,9 +25,8 @@ from pathlib import Path
 
 from harness.agent import run_episode
 from harness.backends import build_backends
-from harness.batch import resolve
 from harness.benchmarks import get_benchmark
-from harness.config import RouterSpec, RunConfig, from_dict
+from harness.config import RouterSpec, RunConfig, from_dict, resolve
 from harness.pool import load_pool
 from harness.replay.agreement import operating_points
 from harness.replay.evaluate import evaluate_router, load_logs, logging_episodes

@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,7 +49,7 @@ from harness.agent import Episode, episode_seed
 from harness.backends import build_backends
 from harness.backends.litellm_backend import RETRIES_KEY
 from harness.benchmarks import get_benchmark
-from harness.config import REPO_ROOT, Limits, RunConfig, recorded, to_plain
+from harness.config import REPO_ROOT, RunConfig, recorded, resolve, to_plain
 from harness.errors import (
     BatchInterrupted,
     EnvironmentCrashed,
@@ -112,12 +112,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def resolve(config: RunConfig) -> RunConfig:
-    """The config with the benchmark's defaults filled in, as it is recorded with the run."""
-    limits = (config.limits or Limits()).over(get_benchmark(config.benchmark).limits)
-    return replace(config, limits=limits)
-
-
 def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskInstance]]:
     """Check every input (benchmark, pool, router, judge, split) without writing anything."""
     benchmark = get_benchmark(config.benchmark)
@@ -134,8 +128,11 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     tasks = split.tasks(
         config.split, quick=config.quick, task_filter=config.task_filter, repeats=config.repeats
     )
+    if config.variation is not None:
+        tasks = [t for t in tasks if t.variation == config.variation]
     if not tasks:
-        raise HarnessError(f"no tasks in split {config.split!r} match filter {config.task_filter!r}")
+        which = "" if config.variation is None else f" and variation {config.variation}"
+        raise HarnessError(f"no tasks in split {config.split!r} match filter {config.task_filter!r}{which}")
     if config.executor == "ray":
         from harness.executors import require_ray  # harness.executors imports this module
 
@@ -726,6 +723,37 @@ def execute(
         ) from None
     finally:
         batch.store.close()
+
+
+def play_run(
+    config: RunConfig,
+    out: Path,
+    *,
+    ray_address: str | None = None,
+    progress: BatchProgress | None = None,
+    wait_s: float = 0.0,
+    retry_infrastructure: bool = True,
+) -> list[dict[str, Any]]:
+    """One batch where ``config.executor`` says (``harness run``, and ``harness episode`` for a batch of one).
+
+    The local pool is sized to the batch by :func:`execute`; a Ray executor is opened here, joining
+    ``ray_address`` if given. Returns every episode record of the run directory.
+    """
+    if config.executor == "local" and ray_address is None:
+        return execute(
+            config, out, progress=progress, wait_s=wait_s, retry_infrastructure=retry_infrastructure
+        )
+    from harness.executors import open_executor  # harness.executors imports this module
+
+    with open_executor(config.executor, config.workers, ray_address) as workers:
+        return execute(
+            config,
+            out,
+            workers=workers,
+            progress=progress,
+            wait_s=wait_s,
+            retry_infrastructure=retry_infrastructure,
+        )
 
 
 def batch_problem(records: list[dict[str, Any]], where: str) -> str | None:

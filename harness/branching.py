@@ -51,7 +51,7 @@ intervals and for the paired target.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ import numpy as np
 from harness.agent import Episode
 from harness.backends import build_backends
 from harness.benchmarks import get_benchmark
-from harness.config import Limits, RouterSpec, RunConfig, from_dict, recorded, to_plain
+from harness.config import BranchDesign, Limits, RunConfig, from_dict, recorded, to_plain
 from harness.errors import ConfigError, HarnessError
 from harness.pool import Pool, load_pool
 from harness.protocols import Environment, ModelBackend
@@ -70,7 +70,6 @@ from harness.types import CallContext, Completion, Decision, Message, TaskInstan
 from routers import make_router
 from routers.base import Router
 
-PREFIX_MODES = ("log", "calls")
 # What a prefix turn line must repeat of its parent's for the prefix to count as restored.
 RESTORED_FIELDS = (
     "model",
@@ -89,38 +88,6 @@ RESTORED_FIELDS = (
 
 class BranchDivergence(HarnessError):
     """A replayed prefix did not give back what the parent logged (engine or model not deterministic)."""
-
-
-@dataclass(frozen=True)
-class BranchDesign:
-    """Where to branch, what to try there, and how every branch is finished.
-
-    ``episodes`` parent episodes are branched (a seeded uniform sample; None: all);
-    ``states_per_episode`` turns are drawn per parent episode, uniformly without
-    replacement; at each, ``models`` candidates (None: the whole pool) are drawn
-    uniformly without replacement; ``continuation`` plays every branch from the turn
-    after the branched one to the end; ``prefix`` is how the state is restored (see the
-    module docstring); ``seed`` fixes the draws of the design.
-    """
-
-    continuation: RouterSpec = field(default_factory=lambda: RouterSpec("random"))
-    episodes: int | None = None
-    states_per_episode: int = 1
-    models: int | None = None
-    prefix: str = "log"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.episodes is not None and self.episodes < 1:
-            raise ConfigError(f"branch: episodes must be >= 1, got {self.episodes}")
-        if self.states_per_episode < 1:
-            raise ConfigError(f"branch: states_per_episode must be >= 1, got {self.states_per_episode}")
-        if self.models is not None and self.models < 2:
-            raise ConfigError(
-                f"branch: models must be >= 2 (a branch point needs siblings), got {self.models}"
-            )
-        if self.prefix not in PREFIX_MODES:
-            raise ConfigError(f"branch: prefix must be one of {', '.join(PREFIX_MODES)}, got {self.prefix!r}")
 
 
 @dataclass(frozen=True)

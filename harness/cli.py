@@ -1,18 +1,18 @@
 """Command line: run episodes and batches, train, benchmark, summarise runs, calibrate the simulated pool.
 
-A thin layer over the library: every command builds a config, calls one library
-function and prints. Options left unset take the config dataclasses' defaults (or
-the benchmark plug-in's), and with ``--config`` the file's values, which explicit
-options override.
+A thin layer over the library: every command parses its options, calls one library
+function and prints. The CLI has no defaults of its own: an option left unset takes
+the library's (the configuration dataclasses' of :mod:`harness.config`, or the
+benchmark plug-in's), and with ``--config`` the file's value; ``--help`` shows those.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
+import inspect
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.config import RouterSpec, RunConfig, from_dict, load_yaml
+from harness.config import BenchmarkOptions, RouterSpec, RunConfig
 from harness.errors import BatchInterrupted, ConfigError, HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -136,69 +136,97 @@ EXECUTOR_HELP = "Where episodes are played: local (worker processes) | ray (acto
 RAY_ADDRESS_HELP = "Ray cluster to join with --executor ray (default: $RAY_ADDRESS, else a local instance)"
 
 
-@contextlib.contextmanager
-def executor_for(kind: str, workers: int, ray_address: str | None) -> Iterator[Any]:
-    """The Ray executor, opened and closed around the block; None for the local pool without an address."""
-    if kind == "local" and ray_address is None:
-        yield None
-        return
-    from harness.executors import open_executor
+def default(obj: Any, name: str) -> str:
+    """The default a library dataclass field or function parameter has, as ``--help`` shows it: the CLI
+    has no defaults of its own, it passes on only the options given."""
+    if dataclasses.is_dataclass(obj):
+        value = getattr(obj(), name)
+    else:
+        value = inspect.signature(obj).parameters[name].default
+    if isinstance(value, RouterSpec):
+        return value.label
+    if isinstance(value, bool):
+        return name.replace("_", "-") if value else f"no-{name.replace('_', '-')}"
+    return str(value)
 
-    with open_executor(kind, workers, ray_address) as executor:
-        yield executor
 
+def _play_default(name: str) -> str:
+    from harness.batch import play_run
 
-def merged_run_config(config_file: Path | None, given: dict[str, Any]) -> RunConfig:
-    """The config file's values (if any) with every explicitly given option on top."""
-    data = load_yaml(config_file) if config_file is not None else {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{config_file}: expected a mapping")
-    data = dict(data)
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key in ("max_turns", "budget_dollars"):
-            limits = dict(data.get("limits") or {})
-            limits[key] = value
-            data["limits"] = limits
-        elif key == "router":
-            router = dict(data.get("router") or {})
-            router.update(value)
-            data["router"] = router
-        else:
-            data[key] = value
-    if "router" not in data:
-        data["router"] = {"name": "random"}
-    return from_dict(RunConfig, data, str(config_file or "options"))
+    return default(play_run, name)
 
 
 @app.command()
 @one_line_errors
 def run(
     out: Annotated[Path, typer.Option(help="Run directory (created; rerunning resumes it)")],
-    router: Annotated[str | None, typer.Option(help="Router name (see `harness routers`)")] = None,
+    router: Annotated[
+        str | None,
+        typer.Option(help="Router name (see `harness routers`)", show_default=default(RunConfig, "router")),
+    ] = None,
     param: Annotated[list[str], typer.Option("--param", "-p", help="Router parameter key=value")] = [],  # noqa: B006
-    benchmark: Annotated[str | None, typer.Option(help="Benchmark (see `harness benchmarks`)")] = None,
-    pool: Annotated[str | None, typer.Option(help="Pool name under benchmarks/pools or a YAML path")] = None,
-    split: Annotated[str | None, typer.Option(help="train | val | test_id | test_ood")] = None,
-    split_file: Annotated[str | None, typer.Option(help="Another split file of the benchmark")] = None,
-    quick: Annotated[bool | None, typer.Option(help="Use the quick subset of the split")] = None,
+    benchmark: Annotated[
+        str | None,
+        typer.Option(
+            help="Benchmark (see `harness benchmarks`)", show_default=default(RunConfig, "benchmark")
+        ),
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Pool name under benchmarks/pools or a YAML path", show_default=default(RunConfig, "pool")
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="train | val | test_id | test_ood | any", show_default=default(RunConfig, "split")),
+    ] = None,
+    split_file: Annotated[
+        str | None, typer.Option(help="Another split file of the benchmark", show_default="the benchmark's")
+    ] = None,
+    quick: Annotated[
+        bool | None,
+        typer.Option(help="Use the quick subset of the split", show_default=default(RunConfig, "quick")),
+    ] = None,
     tasks: Annotated[str | None, typer.Option(help="Regular expression on task type names")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel worker processes (or Ray actors)")] = None,
-    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP)] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Parallel worker processes (or Ray actors)", show_default=default(RunConfig, "workers")
+        ),
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help=EXECUTOR_HELP, show_default=default(RunConfig, "executor"))
+    ] = None,
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    max_turns: Annotated[int | None, typer.Option(help="Default: the benchmark's")] = None,
-    budget: Annotated[float | None, typer.Option(help="Dollar budget per episode")] = None,
-    backend: Annotated[str | None, typer.Option(help="simulated | litellm")] = None,
+    seed: Annotated[int | None, typer.Option(show_default=default(RunConfig, "seed"))] = None,
+    max_turns: Annotated[
+        int | None, typer.Option(help="Turns per episode", show_default="the benchmark's")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Dollar budget per episode", show_default="the benchmark's")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="simulated | litellm", show_default=default(RunConfig, "backend"))
+    ] = None,
     judge: Annotated[str | None, typer.Option(help="Pool model a judge-based scorer calls")] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML; explicit options override it")] = None,
     wait: Annotated[
-        float, typer.Option(help="Seconds to wait for another process writing --out (negative: forever)")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Seconds to wait for another process writing --out (negative: forever)",
+            show_default=_play_default("wait_s"),
+        ),
+    ] = None,
     keep_infra_failures: Annotated[
-        bool, typer.Option(help="Keep recorded infrastructure failures instead of playing them again")
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="Keep recorded infrastructure failures instead of playing them again",
+            show_default="keep-infra-failures"
+            if _play_default("retry_infrastructure") == "no-retry-infrastructure"
+            else "no-keep-infra-failures",
+        ),
+    ] = None,
     prefix_cache: Annotated[
         Path | None, typer.Option(help="Serve repeated engine prefixes from the cache in this directory")
     ] = None,
@@ -208,38 +236,40 @@ def run(
     Exit code 0 when every episode was played; 1 (with one line on stderr) when an episode failed
     for infrastructure reasons or all failed; 2 for bad input; 130 when interrupted (rerun to resume).
     """
-    from harness.batch import batch_problem, execute, quiet_py4j, read_cache_counts, stop_on_signals
+    from harness.batch import batch_problem, play_run, quiet_py4j, read_cache_counts, stop_on_signals
+    from harness.config import run_config
     from harness.summary import RunSummary, render_table
 
-    given: dict[str, Any] = {
-        "benchmark": benchmark,
-        "pool": pool,
-        "split": split,
-        "split_file": split_file,
-        "quick": quick,
-        "task_filter": tasks,
-        "workers": workers,
-        "executor": executor,
-        "seed": seed,
-        "max_turns": max_turns,
-        "budget_dollars": budget,
-        "backend": backend,
-        "judge": judge,
-        "prefix_cache": str(prefix_cache) if prefix_cache is not None else None,
-        "router": ({"name": router} if router else {}) | ({"params": parse_params(param)} if param else {})
-        or None,
-    }
-    run_config = merged_run_config(config, given)
+    effective = run_config(
+        config,
+        router=router,
+        params=parse_params(param),
+        benchmark=benchmark,
+        pool=pool,
+        split=split,
+        split_file=split_file,
+        quick=quick,
+        task_filter=tasks,
+        workers=workers,
+        executor=executor,
+        seed=seed,
+        max_turns=max_turns,
+        budget_dollars=budget,
+        backend=backend,
+        judge=judge,
+        prefix_cache=str(prefix_cache) if prefix_cache is not None else None,
+    )
     quiet_py4j()
-    # The local pool is sized to the batch by execute(); a Ray executor is opened here to join --ray-address.
-    with stop_on_signals(), executor_for(run_config.executor, run_config.workers, ray_address) as own:
-        records = execute(
-            run_config,
+    with stop_on_signals():
+        records = play_run(
+            effective,
             out,
-            workers=own,
+            ray_address=ray_address,
             progress=ProgressBar(),
-            wait_s=wait,
-            retry_infrastructure=not keep_infra_failures,
+            **given(
+                wait_s=wait,
+                retry_infrastructure=None if keep_infra_failures is None else not keep_infra_failures,
+            ),
         )
     Console().print(render_table([RunSummary.of(records, run=str(out))], title=str(out)))
     counts = read_cache_counts([out])
@@ -247,6 +277,11 @@ def run(
         print(cache_line(counts))
     problem = batch_problem(records, str(out))
     fail_unless_done([problem] if problem else [])
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options a user gave (None: not given), so that the library's defaults apply to the rest."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def cache_line(counts: dict[str, Any]) -> str:
@@ -264,53 +299,44 @@ def cache_line(counts: dict[str, Any]) -> str:
 def episode(
     task: Annotated[str, typer.Option(help="Task type, e.g. boil")],
     out: Annotated[Path, typer.Option(help="Run directory")],
-    variation: Annotated[int, typer.Option()] = 0,
-    router: Annotated[str, typer.Option()] = "single",
-    param: Annotated[list[str], typer.Option("--param", "-p")] = ["model=gpt-5"],  # noqa: B006
-    benchmark: Annotated[str | None, typer.Option()] = None,
-    pool: Annotated[str | None, typer.Option()] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    variation: Annotated[int, typer.Option(help="The task's variation, in whichever split holds it")] = 0,
+    router: Annotated[
+        str | None,
+        typer.Option(help="Router name (see `harness routers`)", show_default=default(RunConfig, "router")),
+    ] = None,
+    param: Annotated[list[str], typer.Option("--param", "-p", help="Router parameter key=value")] = [],  # noqa: B006
+    benchmark: Annotated[str | None, typer.Option(show_default=default(RunConfig, "benchmark"))] = None,
+    pool: Annotated[str | None, typer.Option(show_default=default(RunConfig, "pool"))] = None,
+    seed: Annotated[int | None, typer.Option(show_default=default(RunConfig, "seed"))] = None,
 ) -> None:
-    """Run one episode and print its turns."""
-    from harness.agent import run_episode
-    from harness.batch import Worker, resolve
-    from harness.trajectory import RunStore
-    from harness.types import TaskInstance
+    """Run one episode (a batch of one, as `harness run` plays it) and print its turns."""
+    import re
 
-    given = {"benchmark": benchmark, "pool": pool, "split": "any", "seed": seed}
-    run_config = resolve(
-        RunConfig(
-            router=RouterSpec(router, parse_params(param)),
-            **{k: v for k, v in given.items() if v is not None},
-        )
+    from harness.batch import batch_problem, play_run, quiet_py4j, stop_on_signals
+    from harness.config import run_config
+    from harness.trajectory import RunStore
+
+    effective = run_config(
+        router=router,
+        params=parse_params(param),
+        benchmark=benchmark,
+        pool=pool,
+        seed=seed,
+        split="any",
+        task_filter=f"^{re.escape(task)}$",
+        variation=variation,
     )
-    worker = Worker()
-    try:
-        store = RunStore(out)
-        store.open({"run": {"single_episode": task, "variation": variation, "router": router}})
-        player = worker.player(run_config, out)
-        instance = TaskInstance(run_config.benchmark, task, variation, "any")
-        assert run_config.limits is not None
-        result = run_episode(
-            player.benchmark,
-            player.env,
-            player.backends,
-            player.router,
-            instance,
-            seed,
-            run_config.limits,
-            store,
-            player.judge,
-        )
-        store.record_episode(result.record(run_config.router.label))
-    finally:
-        worker.close()
-    for t in store.turns(instance.key):
+    quiet_py4j()
+    with stop_on_signals():
+        (record,) = play_run(effective, out)
+    for t in RunStore(out).turns(record["episode"]):
         print(f"[{t['turn']:2d}] {t['model']:<22} {t['action'] or '<format error>':<40} score={t['score']:g}")
     print(
-        f"status={result.status} score={result.score:g} cost=${result.ledger.episode_total:.4f} "
-        f"judge=${result.ledger.judge_total:.4f} turns={result.turns}"
+        f"status={record['status']} score={record['score']} cost=${record['cost']:.4f} "
+        f"judge=${record.get('judge_cost') or 0.0:.4f} turns={record['turns']}"
     )
+    problem = batch_problem([record], str(out))
+    fail_unless_done([problem] if problem else [])
 
 
 def table_console() -> Console:
@@ -374,17 +400,39 @@ def calibrate(
 @app.command()
 @one_line_errors
 def benchmark(
-    name: Annotated[str, typer.Argument(help="Benchmark name under benchmarks/ or a YAML path")] = "quick",
-    results: Annotated[Path, typer.Option(help="Results root; the benchmark writes results/<name>/")] = Path(
-        "results"
-    ),
-    reports: Annotated[Path, typer.Option(help="Where the Markdown report goes")] = Path("reports"),
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="Benchmark name under benchmarks/ or a YAML path",
+            show_default=default(BenchmarkOptions, "definition"),
+        ),
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results root; the benchmark writes results/<name>/",
+            show_default=default(BenchmarkOptions, "results"),
+        ),
+    ] = None,
+    reports: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the Markdown report goes", show_default=default(BenchmarkOptions, "reports")
+        ),
+    ] = None,
     track: Annotated[
-        bool, typer.Option(help="Log to MLflow (the store in the results directory, or --tracking-uri)")
-    ] = True,
+        bool | None,
+        typer.Option(
+            help="Log to MLflow (the store in the results directory, or --tracking-uri)",
+            show_default=default(BenchmarkOptions, "track"),
+        ),
+    ] = None,
     prefix_cache: Annotated[
         Path | None,
-        typer.Option(help="Serve repeated engine prefixes from the cache in this directory (all batches)"),
+        typer.Option(
+            help="Serve repeated engine prefixes from the cache in this directory (all batches)",
+            show_default="the definition's",
+        ),
     ] = None,
     tracking_uri: Annotated[
         str | None,
@@ -401,7 +449,7 @@ def benchmark(
             "instead of optuna.db in the results"
         ),
     ] = None,
-    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP + " (default: the definition's)")] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP, show_default="the definition's")] = None,
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Collect, train, tune, evaluate, log to MLflow and write the report.
@@ -409,56 +457,32 @@ def benchmark(
     Exit codes as for `harness run`, over every run directory of the benchmark.
     """
     from harness.batch import quiet_py4j, stop_on_signals
-    from harness.layout import ResultsLayout
-    from harness.pipeline import BenchmarkRun, load_benchmark
-    from harness.summary import render_table, summarize_run
+    from harness.config import benchmark_options
+    from harness.pipeline import run_benchmark
+    from harness.summary import render_table
 
-    definition = load_benchmark(name)
-    show_stage_messages()
-    quiet_py4j()
-    bench = BenchmarkRun(
-        definition,
-        results,
-        progress=ProgressBar(),
+    options = benchmark_options(
+        definition=name,
+        results=results,
+        reports=reports,
+        track=track,
         prefix_cache=prefix_cache,
+        tracking_uri=tracking_uri,
+        tuning_storage=tuning_storage,
         executor=executor,
         ray_address=ray_address,
-        tracking_uri=tracking_uri if track else None,
-        tuning_storage=tuning_storage,
     )
+    show_stage_messages()
+    quiet_py4j()
     with stop_on_signals():
-        outputs = bench.execute(track=track, report_dir=reports)
-    # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.
-    roots = [bench.layout.root, *sorted((bench.layout.root / "seeds").glob("s*"))]
-    for root in roots:
-        for split in definition.eval_splits:
-            split_dir = ResultsLayout(root).runs(split)
-            if not split_dir.is_dir():
-                continue
-            runs = sorted(p for p in split_dir.iterdir() if p.is_dir())
-            title = f"{definition.name}: {split}" + (f" ({root.name})" if root != bench.layout.root else "")
-            table_console().print(render_table([summarize_run(r) for r in runs], title=title))
-    for key, value in outputs.items():
+        outcome = run_benchmark(options, progress=ProgressBar())
+    for title, summaries in outcome.tables:
+        table_console().print(render_table(summaries, title=title))
+    for key, value in outcome.outputs.items():
         print(f"{key}: {value}")
-    counts = bench.prefix_cache_counts()
-    if counts is not None:
-        print(cache_line(counts))
-    fail_unless_done(run_problems(bench.layout.root))
-
-
-def run_problems(root: Path) -> list[str]:
-    """What went wrong in each run directory under a benchmark's results (see `batch_problem`)."""
-    from harness.batch import batch_problem
-    from harness.layout import DATA_DIR, RUNS_DIR
-    from harness.trajectory import CONFIG_FILE, RunStore
-
-    problems = []
-    configs = [*(root / DATA_DIR).glob(f"*/{CONFIG_FILE}"), *(root / RUNS_DIR).glob(f"*/*/{CONFIG_FILE}")]
-    for config in sorted(configs):
-        problem = batch_problem(RunStore(config.parent).episodes(), str(config.parent))
-        if problem:
-            problems.append(problem)
-    return problems
+    if outcome.prefix_cache is not None:
+        print(cache_line(outcome.prefix_cache))
+    fail_unless_done(outcome.problems)
 
 
 @app.command()

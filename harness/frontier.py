@@ -22,7 +22,7 @@ caller bugs and raise ``ValueError``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -341,13 +341,17 @@ def clustered_bootstrap_point(
     alpha: float = 0.05,
     seed: int = 0,
     params: dict[str, Any] | None = None,
+    strata: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> OperatingPoint:
     """:func:`paired_bootstrap_point` for episodes that come in clusters (the repeats of one variation).
 
     Repeats of a variation share its task, so they are not independent draws: the interval
     resamples variations, each with all of its repeats, and the point is the mean over
     variations of each variation's mean (the plain mean when every variation has as many
-    repeats).
+    repeats). On a stratified split (``strata``, one label per episode, and ``weights``) the
+    variations are resampled within their stratum and the point is the weighted mean of the
+    strata's means.
     """
     score_arr = _as_episodes(scores, "scores")
     cost_arr = _as_episodes(costs, "costs")
@@ -358,9 +362,16 @@ def clustered_bootstrap_point(
     order = list(dict.fromkeys(clusters))
     both = np.column_stack([score_arr, cost_arr])
     groups = [both[[i for i, c in enumerate(clusters) if c == name]] for name in order]
-    values, counts = _clusters(groups, 2, "clustered_bootstrap_point")
-    stats = _cluster_resamples(values, counts, n_boot, np.random.default_rng(seed))
-    score, cost = _nested_mean(values, counts)
+    rng = np.random.default_rng(seed)
+    if weights is None or strata is None:
+        values, counts = _clusters(groups, 2, "clustered_bootstrap_point")
+        stats = _cluster_resamples(values, counts, n_boot, rng)
+        score, cost = _nested_mean(values, counts)
+    else:
+        label_of = dict(zip(clusters, strata, strict=True))
+        layer = _strata(groups, [label_of[name] for name in order], weights, "clustered_bootstrap_point", 2)
+        stats = sum(w * _cluster_resamples(values, counts, n_boot, rng) for w, (values, counts) in layer)
+        score, cost = sum(w * _nested_mean(values, counts) for w, (values, counts) in layer)
     return OperatingPoint(
         label=label,
         score=float(score),
@@ -393,7 +404,12 @@ class PairedComparison:
 
 
 def hierarchical_paired_bootstrap(
-    seeds: Sequence[Sequence[Any]], n_boot: int = 4000, alpha: float = 0.05, seed: int = 0
+    seeds: Sequence[Sequence[Any]],
+    n_boot: int = 4000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    strata: Sequence[Sequence[str]] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> PairedComparison:
     """Resample seed replicates, then variations within each drawn seed (each with all of its repeats),
     of paired episodes.
@@ -405,23 +421,43 @@ def hierarchical_paired_bootstrap(
     variation means, the evaluation noise of the repeats; pairing by episode removes what the two
     routers share. With one seed
     and one repeat per variation this is the plain paired episode bootstrap.
+
+    A stratified split (``strata[s][v]`` names variation ``v``'s stratum, its task type, and
+    ``weights`` each stratum's share) is resampled within each stratum, and a seed's statistic
+    is the weighted mean of its strata's means: the estimand of a split whose task-type mix
+    the weights state, whatever the number of variations drawn from each type.
     """
     if not seeds:
         raise ValueError("hierarchical bootstrap needs at least one seed")
     if n_boot < 1 or not 0.0 < alpha < 1.0:
         raise ValueError(f"n_boot must be >= 1 and alpha in (0, 1), got {n_boot}, {alpha}")
-    prepared = [_clusters(groups, 4, f"seeds[{i}]") for i, groups in enumerate(seeds)]
+    if (strata is None) != (weights is None):
+        raise ValueError("strata and weights go together")
+    if strata is None:
+        layers = [[(1.0, _clusters(groups, 4, f"seeds[{i}]"))] for i, groups in enumerate(seeds)]
+    else:
+        layers = [
+            _strata(groups, labels, weights, f"seeds[{i}]")
+            for i, (groups, labels) in enumerate(zip(seeds, strata, strict=True))
+        ]
     rng = np.random.default_rng(seed)
-    k = len(prepared)
+    k = len(layers)
     drawn = rng.integers(0, k, size=(n_boot, k))
     stats = np.zeros((n_boot, 4))
     for slot in range(k):
-        for s, (values, counts) in enumerate(prepared):
+        for s, layer in enumerate(layers):
             rows = np.flatnonzero(drawn[:, slot] == s)
             if rows.size:
-                stats[rows] += _cluster_resamples(values, counts, rows.size, rng)
+                for weight, (values, counts) in layer:
+                    stats[rows] += weight * _cluster_resamples(values, counts, rows.size, rng)
     stats /= k
-    means = np.mean([_nested_mean(values, counts) for values, counts in prepared], axis=0)
+    means = np.mean(
+        [
+            sum(weight * _nested_mean(values, counts) for weight, (values, counts) in layer)
+            for layer in layers
+        ],
+        axis=0,
+    )
     diffs = stats[:, 0] - stats[:, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = stats[:, 2] / stats[:, 3]
@@ -433,6 +469,27 @@ def hierarchical_paired_bootstrap(
         cost_ratio=ratio,
         cost_ratio_ci=_percentile_interval(ratios, alpha) if math.isfinite(ratio) else (math.nan, math.nan),
         seeds=k,
-        variations=sum(len(counts) for _, counts in prepared),
-        episodes=int(sum(counts.sum() for _, counts in prepared)),
+        variations=sum(len(counts) for layer in layers for _, (_, counts) in layer),
+        episodes=int(sum(counts.sum() for layer in layers for _, (_, counts) in layer)),
     )
+
+
+def _strata(
+    groups: Sequence[Any], labels: Sequence[str], weights: Mapping[str, float], name: str, columns: int = 4
+) -> list[tuple[float, tuple[np.ndarray, np.ndarray]]]:
+    """One seed's variation groups split by stratum, each with its weight renormalised over the strata
+    present (a quick subset or an unfinished run may lack some)."""
+    present = sorted(set(labels))
+    unknown = [t for t in present if t not in weights]
+    if unknown:
+        raise ValueError(f"{name}: stratum {unknown[0]!r} has no weight")
+    total = sum(weights[t] for t in present)
+    return [
+        (
+            weights[t] / total,
+            _clusters(
+                [g for g, label in zip(groups, labels, strict=True) if label == t], columns, f"{name}[{t}]"
+            ),
+        )
+        for t in present
+    ]

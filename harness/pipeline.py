@@ -20,228 +20,34 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.batch import BatchProgress, execute, prepare_check
 from harness.benchmarks import get_benchmark
-from harness.branching import BranchDesign, collect_branches
+from harness.branching import collect_branches
 from harness.config import (
-    BENCHMARKS_DIR,
-    EXECUTORS,
-    Limits,
+    BenchmarkDef,
+    BenchmarkOptions,
+    LearnedRouter,
     RouterSpec,
     RunConfig,
-    from_dict,
-    load_yaml,
+    load_benchmark,
+    resolve,
     to_plain,
 )
-from harness.errors import ConfigError, UnknownNameError
+from harness.errors import ConfigError
 from harness.exploration import exploration_spend
 from harness.layout import SEEDS_DIR, ResultsLayout
 from harness.trajectory import CONFIG_FILE, write_json_atomic
-from harness.tuning import DEFAULT_LAM_RANGE
 from routers import check_training_params, router_class
 
 if TYPE_CHECKING:
     from harness.executors import Executor
+    from harness.summary import RunSummary
 
-EVAL_FIXED = ("all", "val_best_single")
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CollectStage:
-    """Exploration data for training: Stage A is uniform random routing over the pool.
-
-    ``branch`` set, each seed's episodes are also branched (:mod:`harness.branching`), design seed
-    shifted by the collection seed, and the branches are Stage A data beside them.
-    """
-
-    router: RouterSpec = field(default_factory=lambda: RouterSpec("random"))
-    split: str = "train"
-    quick: bool = False
-    seeds: list[int] = field(default_factory=lambda: [0])
-    branch: BranchDesign | None = None
-
-
-@dataclass(frozen=True)
-class LearnedRouter:
-    name: str  # a trainable router family (see `harness routers`)
-    params: dict = field(default_factory=dict)  # training hyperparameters
-    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
-
-
-@dataclass(frozen=True)
-class StageB:
-    """Beta-mixed collection with a trained router, then warm-started retraining on A + B."""
-
-    family: str = "mtrouter"
-    beta: float = 0.5
-    lam: float = 0.5
-    split: str = "train"
-    quick: bool = False
-    seeds: list[int] = field(default_factory=lambda: [1])
-
-
-@dataclass(frozen=True)
-class TuneStage:
-    trials: int = 8
-    lam_range: tuple[float, float] = DEFAULT_LAM_RANGE
-    split: str = "val"
-    quick: bool = True
-    budget_per_episode: float | None = None
-
-
-def _check_rule(rule: str, margin: float | None, where: str) -> None:
-    from harness.results import MARGIN_RULES, SELECTION_RULES
-
-    if rule not in SELECTION_RULES:
-        raise ConfigError(f"{where}.rule {rule!r} is not one of {', '.join(SELECTION_RULES)}")
-    if rule in MARGIN_RULES and (margin is None or margin < 0):
-        raise ConfigError(f"{where}.rule {rule} needs {where}.margin, a score margin >= 0")
-    if rule not in MARGIN_RULES and margin is not None:
-        raise ConfigError(f"{where}.margin applies to rule {' or '.join(MARGIN_RULES)}, not {rule}")
-
-
-@dataclass(frozen=True)
-class SelectionRule:
-    """A rule reported beside the headline one (``select.also``): it chooses from the same val runs, its
-    points are played on the same test splits, and the report gives its verdict too, so two rules are
-    compared on one set of episodes instead of on two runs' draws."""
-
-    rule: str
-    margin: float | None = None
-    splits: list[str] | None = None  # the eval splits its points are played on; None: all of them
-
-    def __post_init__(self) -> None:
-        _check_rule(self.rule, self.margin, "select.also")
-
-    @property
-    def key(self) -> str:
-        from harness.results import rule_key
-
-        return rule_key(self.rule, self.margin)
-
-
-@dataclass(frozen=True)
-class SelectStage:
-    """How each learned family's headline operating point is chosen, before any test split is seen.
-
-    The candidates are the family's fixed grid (``lambdas``) plus the tune stage's trial
-    points when it tunes on the same split, all run on ``split``; the single-model routers
-    run there too, since the rules compare with the best of them on that split.
-    Rules: see :func:`harness.results.select_point`. ``repeats`` plays each variation of
-    ``split`` that many times (each play its own episode seed), so a lambda is chosen on
-    the mean over those plays rather than on one draw of each; ``margin`` (score points)
-    is the non-inferiority margin of ``cheapest_noninferior`` and ``cheapest_bound_noninferior``.
-    ``also``: further rules whose choices are evaluated and given a verdict beside the headline's.
-    """
-
-    rule: str = "cheapest_reaching_best_single"
-    split: str = "val"
-    quick: bool = False
-    repeats: int = 1
-    margin: float | None = None
-    also: list[SelectionRule] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        _check_rule(self.rule, self.margin, "select")
-        if self.split.startswith("test"):
-            raise ConfigError(f"select.split {self.split!r} is a test split: select on val")
-        if self.repeats < 1:
-            raise ConfigError(f"select.repeats must be >= 1, got {self.repeats}")
-        keys = [r.key for r in self.rules]
-        if len(set(keys)) != len(keys):
-            raise ConfigError(f"select.also repeats a rule: {', '.join(keys)}")
-
-    @property
-    def rules(self) -> list[SelectionRule]:
-        """Every rule whose choice is evaluated, the headline one first (played on every eval split)."""
-        return [SelectionRule(self.rule, self.margin), *self.also]
-
-
-@dataclass(frozen=True)
-class VerdictSpec:
-    """The non-inferiority question the report answers for each learned family.
-
-    Is the family's val-selected point at most ``margin`` score points worse than the best
-    single model (best by its val score) on each test split? It is non-inferior when the
-    95% interval of the paired score difference has its lower bound above ``-margin``.
-    Points are the benchmark's score units (ScienceWorld: -100..100; HLE accuracy 0..1
-    needs a margin such as 0.05).
-    """
-
-    margin: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.margin < 0:
-            raise ConfigError(f"verdict.margin must be >= 0, got {self.margin}")
-
-
-@dataclass(frozen=True)
-class BenchmarkDef:
-    """``benchmark`` and ``pool`` default to the run config's; ``limits`` and ``reference_point`` to the plug-in's."""
-
-    name: str
-    fixed_routers: list[RouterSpec]
-    learned: list[LearnedRouter] = field(default_factory=list)
-    collect: CollectStage = field(default_factory=CollectStage)
-    stage_b: StageB | None = None
-    tune: TuneStage | None = None
-    select: SelectStage | None = None
-    seeds: list[int] | None = None  # repeat exploration, training, selection and evaluation per seed
-    benchmark: str = RunConfig.benchmark
-    pool: str = RunConfig.pool
-    split_file: str | None = None
-    judge: str | None = None
-    eval_splits: list[str] = field(default_factory=lambda: ["test_id", "test_ood"])
-    eval_quick: dict[str, bool] = field(default_factory=dict)  # per eval split, overrides ``quick``
-    eval_grid: bool = True  # False: learned families are evaluated only at their selected lambda
-    eval_repeats: int = 1  # plays of each test variation, each with its own episode seed
-    # all | val_best_single: on eval splits, every fixed router, or only the val-best single model (the
-    # verdict's reference) besides the fixed routers that are not single models
-    eval_fixed: str = "all"
-    verdict: VerdictSpec = field(default_factory=VerdictSpec)
-    trace_episodes: str | float = "all"  # all | none | the fraction of episodes traced in MLflow
-    prefix_cache: bool = False  # serve repeated engine prefixes from RESULTS/<bench>/prefix-cache/
-    quick: bool = True
-    seed: int = 0
-    workers: int = 2
-    executor: str = RunConfig.executor  # local | ray; ``harness benchmark --executor`` overrides it
-    limits: Limits | None = None
-    reference_point: dict | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
-
-
-def load_benchmark(name_or_path: str) -> BenchmarkDef:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = BENCHMARKS_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in BENCHMARKS_DIR.glob("*.yaml"))
-            raise UnknownNameError(f"unknown benchmark {name_or_path!r} (known: {', '.join(known)})")
-    definition = from_dict(BenchmarkDef, load_yaml(path), str(path))
-    labels = [r.label for r in definition.fixed_routers]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"{path}: two fixed routers share a label")
-    if definition.seeds is not None and (
-        not definition.seeds or len(set(definition.seeds)) != len(definition.seeds)
-    ):
-        raise ConfigError(f"{path}: seeds must be a non-empty list of distinct seeds")
-    t, sel = definition.tune, definition.select
-    if t is not None and sel is not None and t.split == sel.split and t.quick != sel.quick:
-        raise ConfigError(f"{path}: tune and select run on {t.split} with different quick settings")
-    if definition.eval_repeats < 1:
-        raise ConfigError(f"{path}: eval_repeats must be >= 1, got {definition.eval_repeats}")
-    if sel is not None and sel.split in definition.eval_splits and sel.repeats != definition.eval_repeats:
-        raise ConfigError(f"{path}: {sel.split} is selected on and evaluated with different repeats")
-    return definition
 
 
 def replicate(definition: BenchmarkDef, seed: int) -> BenchmarkDef:
@@ -301,10 +107,10 @@ class BenchmarkRun:
         self.progress = progress
         self.plugin = get_benchmark(definition.benchmark)
         self.executor = executor or definition.executor
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         self.ray_address = ray_address
         self.workers: Executor | None = None  # while execute() runs
+        self.planned_seeds = 1  # the seed replicates the verdict pools (its parent's count, for a replicate)
+        self.power: dict[str, dict[str, dict]] = {}  # family -> eval split -> power plan
         self.commit: str | None = None  # the git commit runs are logged under; None: no MLflow logging
         self._embeddings = embeddings  # seed replicates share their parent's cache
         self.prefix_cache = prefix_cache or (self.layout.prefix_cache if definition.prefix_cache else None)
@@ -321,7 +127,8 @@ class BenchmarkRun:
     def config(
         self, router: RouterSpec, split: str, quick: bool, seed: int | None = None, repeats: int = 1
     ) -> RunConfig:
-        return RunConfig(
+        """The effective configuration of one of the benchmark's batches (:func:`harness.config.resolve`)."""
+        run = RunConfig(
             router=router,
             pool=self.d.pool,
             benchmark=self.d.benchmark,
@@ -330,12 +137,13 @@ class BenchmarkRun:
             quick=quick,
             seed=self.d.seed if seed is None else seed,
             workers=self.d.workers,
-            limits=(self.d.limits or Limits()).over(self.plugin.limits),
+            limits=self.d.limits,
             judge=self.d.judge,
             repeats=repeats,
             executor=self.executor,
             prefix_cache=str(self.prefix_cache) if self.prefix_cache is not None else None,
         )
+        return resolve(run)
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
         records = execute(config, out, label=label, workers=self.workers, progress=self.progress)
@@ -347,36 +155,17 @@ class BenchmarkRun:
         return records
 
     def validate(self) -> None:
-        """Every router, family, split and file of the definition, checked before the first episode."""
+        """What the definition's own rules cannot see, checked before the first episode: that each learned
+        family is trainable with its hyperparameters, and every router, pool, split and file of every
+        batch (:func:`harness.batch.prepare_check`)."""
         d = self.d
         for learned in d.learned:
             if not router_class(learned.name).trainable:
                 raise ConfigError(f"learned router {learned.name!r} is not a trainable router family")
             check_training_params(learned.name, learned.params)
-        if d.stage_b is not None and d.stage_b.family not in {learned.name for learned in d.learned}:
-            raise ConfigError(
-                f"stage_b.family {d.stage_b.family!r} is not a learned router of this benchmark"
-            )
         checks = [self.config(d.collect.router, d.collect.split, d.collect.quick)]
         if d.collect.branch is not None:  # the continuation router, checked against the pool
             checks.append(self.config(d.collect.branch.continuation, d.collect.split, d.collect.quick))
-        unknown = set(d.eval_quick) - set(d.eval_splits)
-        if unknown:
-            raise ConfigError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
-        for also in d.select.also if d.select is not None else []:
-            stray = sorted(set(also.splits or ()) - set(d.eval_splits))
-            if stray:
-                raise ConfigError(
-                    f"select.also rule {also.key} names {stray[0]!r}, which is not an eval split"
-                )
-        if not d.eval_grid and d.select is None and d.tune is None:
-            raise ConfigError("eval_grid: false needs a select or tune stage to choose the lambda")
-        if d.eval_fixed not in EVAL_FIXED:
-            raise ConfigError(f"eval_fixed {d.eval_fixed!r} is not one of {', '.join(EVAL_FIXED)}")
-        if d.eval_fixed == "val_best_single" and d.select is None:
-            raise ConfigError(
-                "eval_fixed: val_best_single needs a select stage to find the val-best single model"
-            )
         checks += [
             self.config(spec, split, d.eval_quick.get(split, d.quick), repeats=self.repeats(split))
             for split in d.eval_splits
@@ -386,9 +175,6 @@ class BenchmarkRun:
             checks.append(self.config(d.collect.router, d.tune.split, d.tune.quick))
         if d.select is not None:
             checks.append(self.config(d.collect.router, d.select.split, d.select.quick))
-            comparing = [r.rule for r in d.select.rules if r.rule != "highest_val_score"]
-            if comparing and not any(s.name == "single" for s in d.fixed_routers):
-                raise ConfigError(f"select.rule {comparing[0]} compares with single-model routers; add one")
         for config in checks:
             prepare_check(config)
 
@@ -584,6 +370,53 @@ class BenchmarkRun:
             }
         return selected
 
+    def plan_power(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> dict[str, dict]:
+        """Before any test episode: what each family's verdict can decide on each eval split.
+
+        The variance of the paired difference to the val-best single model is read off the
+        selected point's val episodes (between variations and between repeats of one); the
+        eval split's design (its task-type weights, variations and plays) and the seeds give
+        the planned standard error and the minimum detectable difference at the margin.
+        """
+        from harness.results import paired_variation_groups, task_of
+        from harness.verdict import power_plan, power_text, split_design, variance_components
+
+        s = self.d.select
+        if s is None:
+            return {}
+        split = self.plugin.load_split(self.d.split_file)
+        plans: dict[str, dict] = {}
+        for family, choice in sorted(selected.items()):
+            best = choice.get("best_single")
+            if not best or "lam" not in choice:
+                continue
+            mine = self.layout.run(
+                s.split, self.learned_spec(family, checkpoints[family], choice["lam"]).label
+            )
+            by_type: dict[str, list] = {}
+            for variation, rows in paired_variation_groups(mine, self.layout.run(s.split, best)).items():
+                by_type.setdefault(task_of(variation), []).append(rows)
+            try:
+                components = variance_components(by_type)
+            except ValueError:  # too few val variations to tell (a quick run)
+                continue
+            for name in self.d.eval_splits:
+                quick = self.d.eval_quick.get(name, self.d.quick)
+                design = split_design(split, name, quick, self.repeats(name))
+                plan = power_plan(components, design, self.d.verdict.margin, seeds=self.planned_seeds)
+                plans.setdefault(family, {})[name] = plan
+                (log.info if plan["powered"] else log.warning)(
+                    "power: %s %s on %s: %s", self.d.name, family, name, power_text(plan)
+                )
+        weak = [(f, n) for f, per in plans.items() for n, plan in per.items() if not plan["powered"]]
+        if weak and self.d.verdict.power == "refuse":
+            family, name = weak[0]
+            raise ConfigError(
+                f"the verdict of {family} on {name} is not powered ({power_text(plans[family][name])}); "
+                "add test variations, repeats or seeds, or set verdict.power: warn"
+            )
+        return plans
+
     # Stage 4 -----------------------------------------------------------------
     def evaluated_fixed(self, selected: dict[str, dict]) -> list[RouterSpec]:
         """The fixed routers played on the eval splits (``eval_fixed``)."""
@@ -617,6 +450,40 @@ class BenchmarkRun:
                         f"{split} {spec.label}",
                     )
 
+    def tables(self) -> list[tuple[str, list[RunSummary]]]:
+        """One titled table of run summaries per eval split, for this run and each seed replicate."""
+        from harness.summary import summarize_run
+
+        # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.
+        roots = [self.dir, *sorted((self.dir / SEEDS_DIR).glob("s*"))]
+        tables = []
+        for root in roots:
+            for split in self.d.eval_splits:
+                split_dir = ResultsLayout(root).runs(split)
+                if not split_dir.is_dir():
+                    continue
+                runs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+                title = f"{self.d.name}: {split}" + (f" ({root.name})" if root != self.dir else "")
+                tables.append((title, [summarize_run(r) for r in runs]))
+        return tables
+
+    def problems(self) -> list[str]:
+        """What went wrong in each run directory under the results (see :func:`harness.batch.batch_problem`)."""
+        from harness.batch import batch_problem
+        from harness.layout import DATA_DIR, RUNS_DIR
+        from harness.trajectory import CONFIG_FILE, RunStore
+
+        problems = []
+        configs = [
+            *(self.dir / DATA_DIR).glob(f"*/{CONFIG_FILE}"),
+            *(self.dir / RUNS_DIR).glob(f"*/*/{CONFIG_FILE}"),
+        ]
+        for config in sorted(configs):
+            problem = batch_problem(RunStore(config.parent).episodes(), str(config.parent))
+            if problem:
+                problems.append(problem)
+        return problems
+
     def prefix_cache_counts(self) -> dict | None:
         """The prefix-cache counters of every batch of this results directory, added up."""
         from harness.batch import CACHE_FILE, read_cache_counts
@@ -638,6 +505,7 @@ class BenchmarkRun:
                 "selection": to_plain(self.d.select),
                 "definition": to_plain(self.d),
                 "prefix_cache": self.prefix_cache_counts(),
+                "power": self.power,
                 "stage_seconds": self.stage_seconds,
                 "exploration_spend": self.exploration_spend(),
             },
@@ -699,6 +567,7 @@ class BenchmarkRun:
             )
             for run in runs:
                 run.workers, run.commit = self.workers, self.commit
+                run.planned_seeds = len(runs)
                 run._execute(track, None)
             self.write_verdict()
         else:
@@ -715,6 +584,7 @@ class BenchmarkRun:
                 tuned = self.tune(checkpoints)
             with self.timed("select"):
                 selected = self.select(checkpoints, tuned)
+            self.power = self.plan_power(checkpoints, selected)
             self.write_manifest(selected)
             with self.timed("evaluate"):
                 self.evaluate(checkpoints, selected)
@@ -758,6 +628,39 @@ class BenchmarkRun:
                 write_json_atomic(self.layout.manifest, manifest)
 
 
+@dataclass(frozen=True)
+class BenchmarkOutcome:
+    """What ``harness benchmark`` reports: where the results went (``outputs``: the results directory,
+    the MLflow run and URI, the report), one table of run summaries per evaluation split (and seed
+    replicate), the prefix cache's counters, and one line per run directory that did not do what was
+    asked (:func:`harness.batch.batch_problem`)."""
+
+    definition: BenchmarkDef
+    outputs: dict[str, str]
+    tables: list[tuple[str, list[RunSummary]]]
+    prefix_cache: dict | None
+    problems: list[str]
+
+
+def run_benchmark(options: BenchmarkOptions, progress: BatchProgress | None = None) -> BenchmarkOutcome:
+    """``harness benchmark``: load the definition, run every stage (resuming what is done), summarise."""
+    definition = load_benchmark(options.definition)
+    bench = BenchmarkRun(
+        definition,
+        options.results,
+        progress=progress,
+        prefix_cache=options.prefix_cache,
+        executor=options.executor,
+        ray_address=options.ray_address,
+        tracking_uri=options.tracking_uri if options.track else None,
+        tuning_storage=options.tuning_storage,
+    )
+    outputs = bench.execute(track=options.track, report_dir=options.reports)
+    return BenchmarkOutcome(
+        definition, outputs, bench.tables(), bench.prefix_cache_counts(), bench.problems()
+    )
+
+
 def training_fingerprint(learned: LearnedRouter, data: list[Path], init: Path | None = None) -> str:
     """Changes when the training hyperparameters, the warm start or the training episodes change."""
     from harness.trajectory import RunStore
@@ -774,4 +677,4 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-__all__ = ["BenchmarkDef", "BenchmarkRun", "SelectStage", "load_benchmark", "point_label", "replicate"]
+__all__ = ["BenchmarkOutcome", "BenchmarkRun", "point_label", "replicate", "run_benchmark"]

@@ -10,8 +10,9 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from harness.config import BENCHMARKS_DIR, from_dict, load_yaml
+from harness.config import BENCHMARKS_DIR, RuleError, from_dict, load_yaml
 from harness.errors import ConfigError, UnknownNameError
 from harness.types import ModelCard, PriceCard
 
@@ -53,22 +54,22 @@ class SimulatedProfile:
     def __post_init__(self) -> None:
         for topic, p in self.skill.items():
             if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"skill[{topic!r}] must be in [0, 1], got {p}")
+                raise RuleError(f"skill[{topic!r}] must be in [0, 1], got {p}")
         for name in ("critical_skill", "wrong_focus_share", "persistence", "premature_finish"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+                raise RuleError(f"{name} must be in [0, 1], got {value}")
         for task, p in self.task_premature_finish.items():
             if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"task_premature_finish[{task!r}] must be in [0, 1], got {p}")
+                raise RuleError(f"task_premature_finish[{task!r}] must be in [0, 1], got {p}")
         if set(self.error_mix) - {"wasted", "invalid", "malformed"} or sum(self.error_mix.values()) <= 0:
-            raise ConfigError(f"error_mix must weigh wasted/invalid/malformed, got {self.error_mix}")
+            raise RuleError(f"error_mix must weigh wasted/invalid/malformed, got {self.error_mix}")
         if self.completion_tokens <= 0:
-            raise ConfigError(f"completion_tokens must be positive, got {self.completion_tokens}")
+            raise RuleError(f"completion_tokens must be positive, got {self.completion_tokens}")
         for name in ("topic_verbosity", "task_verbosity"):
             for key, factor in getattr(self, name).items():
                 if not factor > 0:
-                    raise ConfigError(f"{name}[{key!r}] must be positive, got {factor}")
+                    raise RuleError(f"{name}[{key!r}] must be positive, got {factor}")
 
     def skill_for(self, topic: str) -> float:
         if topic in self.skill:
@@ -106,11 +107,24 @@ class PoolModel:
 
 @dataclass(frozen=True)
 class PoolFile:
+    """A pool file under ``benchmarks/pools/``: its models in order, each with a price card and (for the
+    simulated backend) a profile; ``calibration`` holds the targets ``harness calibrate`` fits to."""
+
     name: str
     models: list[PoolModel]
     description: str = ""
     specialization: str = ""
-    calibration: dict = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.models]
+        if not names:
+            raise RuleError("pool has no models")
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise RuleError(f"duplicate model name {sorted(duplicates)[0]!r}")
+        for model in self.models:
+            check_price(model.price, f"model {model.name!r}")
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,7 @@ def check_price(price: PriceCard, where: str) -> None:
     for name in ("input_per_mtok", "output_per_mtok"):
         value = getattr(price, name)
         if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-            raise ConfigError(f"{where}: price.{name} must be a finite number >= 0, got {value!r}")
+            raise RuleError(f"{where}: price.{name} must be a finite number >= 0, got {value!r}")
 
 
 def resolve_pool_path(name_or_path: str) -> Path:
@@ -166,14 +180,5 @@ def resolve_pool_path(name_or_path: str) -> Path:
 def load_pool(name_or_path: str) -> Pool:
     path = resolve_pool_path(name_or_path)
     raw = path.read_bytes()
-    data = load_yaml(path)
-    spec = from_dict(PoolFile, data, str(path))
-    names = [m.name for m in spec.models]
-    if not names:
-        raise ConfigError(f"{path}: pool has no models")
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise ConfigError(f"{path}: duplicate model name {sorted(duplicates)[0]!r}")
-    for model in spec.models:
-        check_price(model.price, f"{path}: model {model.name!r}")
+    spec = from_dict(PoolFile, load_yaml(path), str(path))
     return Pool(spec=spec, path=path, sha256=hashlib.sha256(raw).hexdigest())

@@ -8,6 +8,7 @@ regenerated and never disagrees with the trajectories it summarises.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.config import RouterSpec
+from harness.config import RouterSpec, RunConfig
 from harness.errors import TrajectoryError
 from harness.frontier import (
     OperatingPoint,
@@ -31,7 +32,7 @@ from harness.seeding import derive_seed
 from harness.trajectory import CONFIG_FILE, RunStore
 
 # Report order: the headline splits first, tuning and training data after.
-SPLIT_ORDER = ("test_id", "test_ood", "val", "train")
+SPLIT_ORDER = ("test_id", "test_powered", "test_ood", "val", "train")
 
 POINT_COLUMNS = [
     "split",
@@ -149,7 +150,19 @@ def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: i
     boot_seed = derive_seed(seed, split, point) % 2**32
     scores, costs = [r["score"] for r in ok], [r["cost"] for r in ok]
     clusters = [variation_of(r) for r in ok]
-    if len(set(clusters)) == len(clusters):
+    weights = run_split_weights(store.config(), split)
+    if weights is not None:  # a stratified split: each task type weighed by its share
+        estimate = clustered_bootstrap_point(
+            scores,
+            costs,
+            clusters,
+            label=label,
+            n_boot=n_boot,
+            seed=boot_seed,
+            strata=[task_of(c) for c in clusters],
+            weights=weights,
+        )
+    elif len(set(clusters)) == len(clusters):
         estimate = paired_bootstrap_point(scores, costs, label=label, n_boot=n_boot, seed=boot_seed)
     else:  # repeated variations: resample variations, then repeats
         estimate = clustered_bootstrap_point(
@@ -471,13 +484,38 @@ def paired_variations(run_dir: str | Path, reference_dir: str | Path) -> list[np
     """The episodes both runs finished, grouped by variation: per variation an (R, 4) array of
     (score, reference score, cost, reference cost), one row per repeat, paired by episode key
     (same variation, same repeat, same episode seed)."""
+    return list(paired_variation_groups(run_dir, reference_dir).values())
+
+
+def paired_variation_groups(run_dir: str | Path, reference_dir: str | Path) -> dict[str, np.ndarray]:
+    """:func:`paired_variations` keyed by variation (``task/variation``, :func:`variation_of`), so a
+    stratified split can tell each group's task type."""
     mine = {r["episode"]: r for r in _finished(RunStore(Path(run_dir)).episodes())}
     theirs = {r["episode"]: r for r in _finished(RunStore(Path(reference_dir)).episodes())}
     groups: dict[str, list[list[float]]] = {}
     for key in sorted(set(mine) & set(theirs)):
         a, b = mine[key], theirs[key]
         groups.setdefault(variation_of(a), []).append([a["score"], b["score"], a["cost"], b["cost"]])
-    return [np.array(rows, dtype=float) for rows in groups.values()]
+    return {variation: np.array(rows, dtype=float) for variation, rows in groups.items()}
+
+
+def run_split_weights(config: dict[str, Any], split: str) -> dict[str, float] | None:
+    """The task-type weights of ``split`` in the split file a run was played on (None: unweighted)."""
+    run = config.get("run") or {}
+    return split_weights(run.get("benchmark") or RunConfig.benchmark, run.get("split_file"), split)
+
+
+@functools.lru_cache(maxsize=32)
+def split_weights(benchmark: str, split_file: str | None, split: str) -> dict[str, float] | None:
+    """The task-type weights of ``split`` in a benchmark's split file (None: its shipped one), read once."""
+    from harness.benchmarks import get_benchmark
+
+    return get_benchmark(benchmark).load_split(split_file).weights(split)
+
+
+def task_of(variation: str) -> str:
+    """The task type of a :func:`variation_of` key: a stratified split's stratum."""
+    return variation.rsplit("/", 1)[0]
 
 
 def seed_rows(bench_dir: Path, splits: tuple[str, ...] = ("test_id", "test_ood")) -> pd.DataFrame:

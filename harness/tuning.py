@@ -4,14 +4,18 @@ A study maximises mean score and minimises mean cost per episode on the VAL spli
 (the orchestrator's ``evaluate`` only runs val episodes; test splits are never
 seen while choosing). Its Pareto-optimal trials are the candidate operating points.
 
-The sampler is multi-objective TPE, seeded: with the tens of trials a routing
-study affords it models the front from the first trials on, where NSGA-II would
-still be drawing its random first generation. Lambda, the cost weight, is searched
-on a linear axis. The default range starts at
-0, the pure-quality end of the sweep, which a log axis cannot reach; and the sampler
-is told the range's two ends first, so the front's extremes are measured, not left
-to chance. Pass ``lam_log=True`` with a positive lower bound when the interesting
-lambdas span orders of magnitude.
+The sampler is multi-objective TPE: with the tens of trials a routing study
+affords it models the front from the first trials on, where NSGA-II would still be
+drawing its random first generation. Its draws for a trial are seeded from the
+study's seed and the trial's place in the study (failed trials that were run again
+do not count), never from a stream that a restart would reset: a one-process study
+interrupted at any point (kill -9 included) and resumed runs the cut-off trial again
+with its params, then proposes what it would have proposed uninterrupted, and picks
+the same operating points. Lambda, the cost weight, is searched on a linear axis.
+The default range starts at 0, the pure-quality end of the sweep, which a log axis
+cannot reach; and the sampler is told the range's two ends first, so the front's
+extremes are measured, not left to chance. Pass ``lam_log=True`` with a positive
+lower bound when the interesting lambdas span orders of magnitude.
 
 Lambda is an inference-time knob, so trials that differ only in lambda reuse one
 trained network. ``extra_space`` may add training hyperparameters; the
@@ -20,7 +24,8 @@ orchestrator's ``evaluate`` then splits a trial's params with
 ``models/<family>/<training_key(...)>/``, retraining only for an unseen key.
 
 The storage makes a study resumable: ``n_trials`` is the number of COMPLETE trials
-wanted in total, so rerunning after an interrupt runs only the missing ones.
+wanted in total, so rerunning after an interrupt runs only the missing ones, and a
+trial the interrupt cut off is run again first, with the same params.
 
 Where a study lives is a storage URL. ``sqlite:///<file>`` (the default, a file in
 the benchmark's results) serves one process: SQLite serialises writers, so parallel
@@ -39,6 +44,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import warnings
@@ -55,16 +61,21 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from harness.config import DEFAULT_LAM_RANGE
 from harness.errors import ConfigError, HarnessError, MissingDependencyError
 from harness.seeding import derive_seed
 
 BUDGET_CONSTRAINT = "budget"
-DEFAULT_LAM_RANGE = (0.0, 5.0)  # the lambda search range when a benchmark definition names none
 SPACE_KINDS = ("float", "int", "categorical")
 ENDS_QUEUED_ATTR = "lam_ends_queued"
 STORAGE_SCHEMES = ("sqlite", "postgresql", "journal")
 # A trial system attribute: wall-clock time (seconds) of its worker's last heartbeat on a journal storage.
 JOURNAL_HEARTBEAT_ATTR = "harness:heartbeat"
+# A trial user attribute: its evaluation gave non-finite values (a result, never run again).
+NON_FINITE_ATTR = "harness:non_finite"
+# Trial system attributes of Optuna's retries (its retry callbacks write them; so does a resume here).
+RETRY_HISTORY_ATTR = "retry_history"
+FIXED_PARAMS_ATTR = "fixed_params"
 # Any fixed number: the advisory lock under which workers create Optuna's tables in a PostgreSQL database.
 _SCHEMA_LOCK_KEY = 0x6F7074756E61
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*):[^@/]*@")
@@ -229,15 +240,39 @@ def _open_storage(url: str, scheme: str, heartbeat: Heartbeat) -> BaseStorage:
     return _HeartbeatJournalStorage(JournalFileBackend(path), heartbeat)
 
 
+class _NoRaisedTrialFailures(logging.Filter):
+    """Drops Optuna's report of a trial that raised (Ctrl-C included): the exception itself reaches the
+    caller, which reports it in one line; Optuna would add its traceback and a "failed with value
+    None" line. Failures without an exception (non-finite values) are still reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._raised: str | None = None  # "Trial <n>" of the last trial that raised
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info is not None:
+            self._raised = message.split(" failed", 1)[0]
+            return False
+        return self._raised is None or not message.startswith(f"{self._raised} failed with value")
+
+
+# The logger of Optuna's optimize loop, which reports failed trials.
+_OPTIMIZE_LOGGER = "optuna.study._optimize"
+
+
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
-    """Silence Optuna's per-trial INFO lines for the duration of a call only."""
+    """Silence Optuna's per-trial INFO lines and its tracebacks for the duration of a call only."""
     logger = logging.getLogger("optuna")
     level = logger.level
+    no_tracebacks = _NoRaisedTrialFailures()
     logger.setLevel(logging.WARNING)
+    logging.getLogger(_OPTIMIZE_LOGGER).addFilter(no_tracebacks)
     try:
         yield
     finally:
+        logging.getLogger(_OPTIMIZE_LOGGER).removeFilter(no_tracebacks)
         logger.setLevel(level)
 
 
@@ -269,6 +304,70 @@ def _complete(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+class _PlaceSeededSampler(optuna.samplers.BaseSampler):
+    """Multi-objective TPE whose draws for a trial depend on the study's seed and the trial's place only.
+
+    A sampler holding one random stream draws differently after a restart (a new stream) or
+    after a trial was cut off (the stream moved on). Here each trial gets a fresh TPE seeded
+    by its place: the number of earlier trials, not counting failed ones that were run
+    again. A resumed study's trials thus get the places, history and seeds they would have
+    had uninterrupted. Workers of a shared study mix their number into the seed so that
+    concurrent trials draw apart; worker 0 keeps the seeds of a study tuned by one process.
+    """
+
+    def __init__(self, seed: int, study_name: str, worker: int, constant_liar: bool):
+        self._seed_parts = (seed, study_name)
+        self._worker = (worker,) if worker else ()
+        self._constant_liar = constant_liar
+        self._current: tuple[int, optuna.samplers.TPESampler] | None = None
+
+    def _for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.TPESampler:
+        if self._current is None or self._current[0] != trial.number:
+            place = _place(study.get_trials(deepcopy=False), trial.number)
+            sampler = optuna.samplers.TPESampler(
+                seed=derive_seed(*self._seed_parts, place, *self._worker) % 2**32,
+                multivariate=True,
+                # A worker treats trials running elsewhere as bad results, so workers do not all probe one spot.
+                constant_liar=self._constant_liar,
+            )
+            self._current = (trial.number, sampler)
+        return self._current[1]
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._for(study, trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._for(study, trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
+        return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(study, trial).before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self._for(study, trial).after_trial(study, trial, state, values)
+
+
+def _retried(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the failed trials that a later trial runs (or ran) again."""
+    return {number for t in trials for number in t.system_attrs.get(RETRY_HISTORY_ATTR, ())}
+
+
+def _place(trials: list[FrozenTrial], number: int) -> int:
+    retried = _retried(trials)
+    return sum(1 for t in trials if t.number < number and t.number not in retried)
+
+
+def _queued_params(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's params; a WAITING trial queued by ``enqueue_trial`` holds them as fixed params only."""
+    return trial.params or trial.system_attrs.get(FIXED_PARAMS_ATTR, {})
+
+
 def _trial_count(storage: BaseStorage, study_name: str) -> int:
     try:
         return len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False))
@@ -277,21 +376,32 @@ def _trial_count(storage: BaseStorage, study_name: str) -> int:
 
 
 def _requeue_unfinished(study: optuna.Study) -> None:
-    """Fail trials a crash left RUNNING, and queue every failed trial's params again.
+    """Fail trials a crash left RUNNING, and queue every failed trial's params again, as Optuna's retries.
 
     Only on a one-process storage, where a RUNNING trial at start-up is certainly dead.
 
-    A failed trial whose params a later trial already completed, or that is queued
-    already, is not queued twice.
+    A failed trial that was queued again already, whose params a trial completed or
+    holds queued, or whose evaluation gave non-finite values (a result, which would
+    only fail again) is not queued.
     """
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-    settled = [
-        t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING))
-    ]
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if trial.params and trial.params not in settled:
-            study.enqueue_trial(trial.params)
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    settled = [_queued_params(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.WAITING)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna's own retry (a WAITING trial with the params, its retry history in system attrs).
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=None)
+    for trial in trials:
+        if (
+            trial.state == TrialState.FAIL
+            and trial.params
+            and trial.number not in retried
+            and trial.params not in settled
+            and not trial.user_attrs.get(NON_FINITE_ATTR)
+        ):
+            retry(study, trial)
             settled.append(trial.params)
 
 
@@ -341,6 +451,8 @@ def tune(
         params = {"lam": trial.suggest_float("lam", lo, hi, log=lam_log)}
         params |= {name: _suggest(trial, name, spec) for name, spec in extra_space.items()}
         score, cost = evaluate(params)
+        if not (math.isfinite(score) and math.isfinite(cost)):
+            trial.set_user_attr(NON_FINITE_ATTR, True)  # Optuna fails the trial on these values
         if budget_per_episode is not None:
             # Optuna 5 takes constraints from the trial (its constraints_func argument is deprecated).
             trial.set_constraint(BUDGET_CONSTRAINT, float(cost) - budget_per_episode)
@@ -359,14 +471,7 @@ def tune(
     with _quiet_optuna():
         backend = open_storage(storage, heartbeat)
         existing = _trial_count(backend, study_name)
-        # Reseed by history length: a resumed study must not replay the first session's random draws.
-        # Workers of one study draw apart; worker 0 keeps the seeds of a study tuned by one process.
-        sampler = optuna.samplers.TPESampler(
-            seed=derive_seed(seed, study_name, existing, *((worker,) if worker else ())) % 2**32,
-            multivariate=True,
-            # A worker treats the trials running elsewhere as bad results, so workers do not all probe one spot.
-            constant_liar=shared,
-        )
+        sampler = _PlaceSeededSampler(seed, study_name, worker, constant_liar=shared)
         study = optuna.create_study(
             storage=backend,
             study_name=study_name,

@@ -90,7 +90,8 @@ class CacheRule:
 
 @dataclass(frozen=True)
 class PriceCard:
-    """Dollars per one million tokens; ``version`` is recorded with every charge.
+    """Dollars per one million tokens; ``version`` (required: which price list the numbers come from)
+    is recorded with every charge.
 
     ``cached_input_per_mtok`` set turns on cache-aware billing for the model: the
     prompt prefix it already processed on its previous turn is billed at that price
@@ -99,7 +100,7 @@ class PriceCard:
 
     input_per_mtok: float
     output_per_mtok: float
-    version: str = "2026-01"
+    version: str
     cached_input_per_mtok: float | None = None
     cache: CacheRule = field(default_factory=CacheRule)
 

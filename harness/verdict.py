@@ -13,18 +13,30 @@ directories, so the report and ``benchmark.json`` always agree with the episodes
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from harness.frontier import hierarchical_paired_bootstrap
 from harness.layout import ResultsLayout
-from harness.results import benchmark_definition, paired_variations, replicate_dirs, run_dirs
+from harness.results import (
+    benchmark_definition,
+    paired_variation_groups,
+    paired_variations,
+    replicate_dirs,
+    run_dirs,
+    run_split_weights,
+    task_of,
+)
 from harness.seeding import derive_seed
+from harness.splits import Split
 from harness.trajectory import RunStore
 
-VERDICT_SPLITS = ("test_id", "test_ood")
+VERDICT_SPLITS = ("test_id", "test_powered", "test_ood")
 DEFAULT_MARGIN = 5.0  # score points; the definition's ``verdict.margin`` overrides it
 
 
@@ -78,34 +90,73 @@ def paired_table(
                 mine = _learned_run(path, split, family, choice["lam"])
                 if mine is None or not (reference / "config.json").exists():
                     continue
-                pairs = paired_variations(mine, reference)
-                if not pairs:
+                groups = paired_variation_groups(mine, reference)
+                if not groups:
                     continue
                 entry = table.setdefault(
-                    (family, split), {"pairs": [], "seeds": [], "lam": [], "best_single": []}
+                    (family, split),
+                    {
+                        "pairs": [],
+                        "strata": [],
+                        "seeds": [],
+                        "lam": [],
+                        "best_single": [],
+                        "weights": None,
+                        "power": [],
+                    },
                 )
-                entry["pairs"].append(pairs)
+                entry["power"].append(((child.get("power") or {}).get(family) or {}).get(split))
+                entry["pairs"].append(list(groups.values()))
+                entry["strata"].append([task_of(v) for v in groups])
+                entry["weights"] = run_split_weights(RunStore(mine).config(), split)
                 entry["seeds"].append(seed)
                 entry["lam"].append(float(choice["lam"]))
                 entry["best_single"].append(single)
     return table
 
 
-def _nested_means(pairs: list[list[np.ndarray]]) -> np.ndarray:
-    """(score, reference score, cost, reference cost): mean over seeds of variation means of repeat means."""
-    return np.mean([np.mean([g.mean(axis=0) for g in seed], axis=0) for seed in pairs], axis=0)
+def _nested_means(
+    pairs: list[list[np.ndarray]],
+    strata: list[list[str]] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """(score, reference score, cost, reference cost): mean over seeds of variation means of repeat means
+    (of the weighted strata's such means, on a stratified split)."""
+    if weights is None or strata is None:
+        return np.mean([np.mean([g.mean(axis=0) for g in seed], axis=0) for seed in pairs], axis=0)
+    per_seed = []
+    for groups, labels in zip(pairs, strata, strict=True):
+        present = sorted(set(labels))
+        total = sum(weights[t] for t in present)
+        per_seed.append(
+            sum(
+                weights[t]
+                / total
+                * np.mean([g.mean(axis=0) for g, s in zip(groups, labels, strict=True) if s == t], axis=0)
+                for t in present
+            )
+        )
+    return np.mean(per_seed, axis=0)
 
 
 def verdict(
-    pairs: list[list[np.ndarray]], margin: float, n_boot: int = 4000, seed: int = 0
+    pairs: list[list[np.ndarray]],
+    margin: float,
+    n_boot: int = 4000,
+    seed: int = 0,
+    strata: list[list[str]] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The paired comparison of one family on one split and its verdict at ``margin``.
 
     Non-inferior iff the lower bound of the 95% interval of the score difference is above
-    ``-margin``; better iff it is above zero.
+    ``-margin``; better iff it is above zero. ``strata`` and ``weights``: a stratified split's
+    task type per variation and each type's weight.
     """
-    test = hierarchical_paired_bootstrap(pairs, n_boot=n_boot, seed=seed)
-    score, single_score, cost, single_cost = _nested_means(pairs)
+    if weights is None:
+        strata = None
+    test = hierarchical_paired_bootstrap(pairs, n_boot=n_boot, seed=seed, strata=strata, weights=weights)
+    score, single_score, cost, single_cost = _nested_means(pairs, strata, weights)
     low = test.score_diff_ci[0]
     return {
         "score": float(score),
@@ -146,7 +197,9 @@ def verdict_rows(
     (at the points the ``select.also`` rule named ``rule`` chose, when given, on its ``splits``: where
     its point and the headline's coincide a split it was not played on would have a partial verdict)."""
     bench_dir = Path(bench_dir)
-    margin = verdict_margin(benchmark_definition(bench_dir)) if margin is None else margin
+    definition = benchmark_definition(bench_dir)
+    margin = verdict_margin(definition) if margin is None else margin
+    judged = ((definition.get("definition") or {}).get("verdict") or {}).get("judged")
     order = {split: i for i, split in enumerate(VERDICT_SPLITS)}
     rows = []
     for (family, split), entry in sorted(
@@ -154,24 +207,158 @@ def verdict_rows(
         key=lambda kv: (kv[0][0], order[kv[0][1]]),
     ):
         boot_seed = derive_seed("verdict", family, split) % 2**32
+        plans = [plan for plan in entry["power"] if plan]
         rows.append(
             {
                 "family": family,
                 "split": split,
+                "judged": judged is None or family in judged,
                 "seeds": entry["seeds"],
                 "lam": entry["lam"],
                 "best_single": entry["best_single"],
-                **verdict(entry["pairs"], margin, n_boot=n_boot, seed=boot_seed),
+                # planned before the test was played; None: no plan (no selection stage, or a quick one)
+                "powered": all(plan["powered"] for plan in plans) if plans else None,
+                "planned_mdd": float(np.mean([plan["mdd"] for plan in plans])) if plans else None,
+                **verdict(
+                    entry["pairs"],
+                    margin,
+                    n_boot=n_boot,
+                    seed=boot_seed,
+                    strata=entry["strata"],
+                    weights=entry["weights"],
+                ),
             }
         )
     return rows
 
 
 def verdict_text(row: dict[str, Any]) -> str:
-    """One row's verdict in words, with its margin."""
+    """One row's verdict in words, with its margin and, where it was planned, its power."""
     m = f"{row['margin']:g}"
     if row["better"]:
-        return f"better (non-inferior at margin {m})"
-    if row["non_inferior"]:
-        return f"non-inferior at margin {m}"
-    return f"not shown non-inferior at margin {m}"
+        text = f"better (non-inferior at margin {m})"
+    elif row["non_inferior"]:
+        text = f"non-inferior at margin {m}"
+    else:
+        text = f"not shown non-inferior at margin {m}"
+    if not row.get("judged", True):
+        text = f"exploratory: {text}"
+    if row.get("powered") is None:
+        return text
+    power = "powered" if row["powered"] else "not powered"
+    return f"{text}; {power} (planned minimum detectable difference {row['planned_mdd']:.1f})"
+
+
+# Power ------------------------------------------------------------------------
+# A verdict is only worth playing if it can come out either way: before any test episode,
+# the plan's standard error (from the variance of paired differences seen on val) says how
+# large a true difference the test split could show at the stated margin.
+
+POWER = 0.8  # the probability of a non-inferiority verdict the plan must reach for a router equal to the reference
+_Z = NormalDist()
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """The variance of a paired score difference, split the way the test split's design divides it."""
+
+    between: float  # of the variations' mean differences around their task type's mean
+    within: float  # of one episode's difference around its variation's mean (the repeats' noise)
+
+
+def variance_components(groups_by_type: Mapping[str, Sequence[np.ndarray]]) -> VarianceComponents:
+    """Pooled one-way random-effects estimates (method of moments) from paired episodes grouped by task
+    type, then variation: each variation an (R, >=2) array whose first two columns are the two scores.
+
+    Without repeats the within part cannot be told apart and is counted as between, which
+    overstates what the test's repeats remove: a conservative plan.
+    """
+    ss_within = df_within = ss_between = df_between = 0.0
+    repeats = []
+    for variations in groups_by_type.values():
+        diffs = [np.asarray(g, dtype=float)[:, 0] - np.asarray(g, dtype=float)[:, 1] for g in variations]
+        means = np.array([d.mean() for d in diffs])
+        ss_within += sum(float(((d - d.mean()) ** 2).sum()) for d in diffs)
+        df_within += sum(len(d) - 1 for d in diffs)
+        if len(means) > 1:
+            ss_between += float(((means - means.mean()) ** 2).sum())
+            df_between += len(means) - 1
+        repeats += [len(d) for d in diffs]
+    if df_between == 0:
+        raise ValueError("variance components need at least two variations of one task type")
+    within = ss_within / df_within if df_within else 0.0
+    between = ss_between / df_between - (within / float(np.mean(repeats)) if df_within else 0.0)
+    return VarianceComponents(between=max(between, 0.0), within=within)
+
+
+def planned_standard_error(
+    components: VarianceComponents, design: Mapping[str, tuple[float, int, int]], seeds: int = 1
+) -> float:
+    """The standard error of a (stratified) paired mean difference: ``design`` maps each task type
+    to (its weight, its variations, the plays of each); seed replicates are independent draws."""
+    variance = sum(
+        weight**2 * (components.between / n + components.within / (n * plays))
+        for weight, n, plays in design.values()
+    )
+    return math.sqrt(variance / seeds)
+
+
+def minimum_detectable_difference(se: float, power: float = POWER, alpha: float = 0.05) -> float:
+    """How far above ``-margin`` a true difference must be for the test to declare non-inferiority
+    with probability ``power``: (z_{1-alpha/2} + z_power) * se."""
+    return (_Z.inv_cdf(1.0 - alpha / 2.0) + _Z.inv_cdf(power)) * se
+
+
+def power_plan(
+    components: VarianceComponents,
+    design: Mapping[str, tuple[float, int, int]],
+    margin: float,
+    seeds: int = 1,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """What a planned test can decide at ``margin``: it is powered when a router exactly as good as
+    the reference would be declared non-inferior with probability at least :data:`POWER`."""
+    se = planned_standard_error(components, design, seeds)
+    mdd = minimum_detectable_difference(se, POWER, alpha)
+    z = _Z.inv_cdf(1.0 - alpha / 2.0)
+    return {
+        "margin": margin,
+        "seeds": seeds,
+        "variations": sum(n for _, n, _ in design.values()),
+        "episodes": seeds * sum(n * plays for _, n, plays in design.values()),
+        "se": se,
+        "halfwidth": z * se,
+        "mdd": mdd,
+        "power_at_equal": _Z.cdf(margin / se - z) if se > 0 else 1.0,
+        "powered": bool(mdd <= margin),
+        "between_variance": components.between,
+        "within_variance": components.within,
+    }
+
+
+def split_design(
+    split: Split, split_name: str, quick: bool, repeats: int
+) -> dict[str, tuple[float, int, int]]:
+    """Task type -> (weight, variations, plays per variation) of a split as a run plays it."""
+    per_task = (split.quick if quick else split.assignments)[split_name]
+    weights = split.weights(split_name)
+    total = sum(len(v) for v in per_task.values())
+    return {
+        task: (
+            weights[task] if weights else len(variations) / total,
+            len(variations),
+            repeats * split.plays(split_name, task),
+        )
+        for task, variations in per_task.items()
+        if variations
+    }
+
+
+def power_text(plan: dict[str, Any]) -> str:
+    """One plan in words, for the console and the report."""
+    state = "powered" if plan["powered"] else "NOT powered"
+    return (
+        f"{state}: {plan['episodes']} episodes ({plan['variations']} variations, {plan['seeds']} seeds), "
+        f"planned interval +-{plan['halfwidth']:.1f}, minimum detectable difference {plan['mdd']:.1f} "
+        f"at margin {plan['margin']:g}, P(non-inferior | equal) = {plan['power_at_equal']:.2f}"
+    )

@@ -325,7 +325,8 @@ def test_siblings_stay_on_one_side_of_the_validation_split(tmp_path):
 
 
 def test_a_definition_collects_branches_beside_its_stage_a(tmp_path):
-    from harness.pipeline import BenchmarkRun, load_benchmark
+    from harness.config import load_benchmark
+    from harness.pipeline import BenchmarkRun
 
     split = json.loads((BENCHMARK_SPLITS / "scienceworld-v1.json").read_text())
     split["version"], split["quick"]["train"] = "scienceworld-tiny", {"find-animal": [0, 1]}

@@ -38,7 +38,7 @@ from routers.learned.value_model import load_value_model
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["You move to the kitchen.", "You go to the kitchen.", "The stock market fell today."]
 DERIVED = ("minilm-onnx", "minilm-onnx-int8", "minilm-static")
-CARDS = [ModelCard("cheap", PriceCard(0.1, 0.4)), ModelCard("strong", PriceCard(5.0, 20.0))]
+CARDS = [ModelCard("cheap", PriceCard(0.1, 0.4, "test")), ModelCard("strong", PriceCard(5.0, 20.0, "test"))]
 
 
 @contextmanager

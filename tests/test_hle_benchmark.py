@@ -109,7 +109,7 @@ def test_the_step_limit_forces_the_last_reply_as_the_answer(hle, env, pool, tmp_
 
 def test_llm_judge_is_billed_as_judge_through_the_local_server(hle, env, pool, tmp_path, monkeypatch):
     monkeypatch.setenv("JUDGE_KEY", "sk-judge-test")
-    card = ModelCard("judge-model", PriceCard(0.28, 0.42), provider_model="openai/judge")
+    card = ModelCard("judge-model", PriceCard(0.28, 0.42, "test"), provider_model="openai/judge")
     with OpenAIChatServer(reply=JUDGE_REPLY) as server:
         judge = LiteLLMBackend(card, api_base=server.base_url, api_key_env="JUDGE_KEY", backoff_s=0.001)
         task = hle.load_split().tasks("test_id")[0]
@@ -169,7 +169,7 @@ def test_real_dataset_episode_through_litellm_with_real_tool_calls(tmp_path, mon
         pool_file = tmp_path / "local.yaml"
         pool_file.write_text(json.dumps({"name": "local", "models": [{
             "name": "local-model", "provider_model": "openai/local", "api_base": server.base_url,
-            "api_key_env": "LOCAL_KEY", "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}]}))  # fmt: skip
+            "api_key_env": "LOCAL_KEY", "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "version": "test"}}]}))  # fmt: skip
         config = RunConfig(
             router=RouterSpec("single", {"model": "local-model"}), benchmark="hle-real", pool=str(pool_file),
             split="test_ood", task_filter="^other$", backend="litellm", workers=1,

@@ -46,9 +46,9 @@ from routers.learned.train import REPORT_FILE, train_router
 from routers.learned.value_model import load_value_model
 
 CARDS = [
-    ModelCard("cheap", PriceCard(0.1, 0.4), knowledge_cutoff="2024-01"),
-    ModelCard("mid", PriceCard(1.0, 4.0), knowledge_cutoff="2024-06"),
-    ModelCard("strong", PriceCard(5.0, 20.0), knowledge_cutoff="2025-01", reasoning=True),
+    ModelCard("cheap", PriceCard(0.1, 0.4, "test"), knowledge_cutoff="2024-01"),
+    ModelCard("mid", PriceCard(1.0, 4.0, "test"), knowledge_cutoff="2024-06"),
+    ModelCard("strong", PriceCard(5.0, 20.0, "test"), knowledge_cutoff="2025-01", reasoning=True),
 ]
 HELPER = {"boil": "cheap", "grow-plant": "mid", "measure-melting": "strong"}
 KINDS = ("mtrouter", "lgbm", "ridge", "cluster")
@@ -368,13 +368,13 @@ def test_save_load_round_trip_gives_identical_predictions(
 def test_loading_against_a_different_pool_names_the_model(
     checkpoints: dict[str, Path], encoder: HistoryEncoder
 ):
-    dearer = [CARDS[0], ModelCard("mid", PriceCard(2.0, 4.0), knowledge_cutoff="2024-06"), CARDS[2]]
+    dearer = [CARDS[0], ModelCard("mid", PriceCard(2.0, 4.0, "test"), knowledge_cutoff="2024-06"), CARDS[2]]
     with pytest.raises(ConfigError, match="model 'mid' has a different price card") as err:
         load_value_model(checkpoints["mtrouter"], pool_cards=dearer)
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="model 'strong' of the ridge checkpoint's pool is missing"):
         load_value_model(checkpoints["ridge"], pool_cards=CARDS[:2])
-    newcomer = ModelCard("newcomer", PriceCard(0.5, 2.0), knowledge_cutoff="2025-03")
+    newcomer = ModelCard("newcomer", PriceCard(0.5, 2.0, "test"), knowledge_cutoff="2025-03")
     with pytest.raises(ConfigError, match="model 'newcomer' is not in .*allow_new_models=True"):
         load_value_model(checkpoints["mtrouter"], pool_cards=[*CARDS, newcomer])
     with pytest.raises(ConfigError, match="model 'newcomer' .*cannot score unseen models"):
@@ -388,7 +388,7 @@ def test_loading_against_a_different_pool_names_the_model(
 def test_new_model_gets_finite_scores_from_its_metadata(
     kind: str, checkpoints: dict[str, Path], encoder: HistoryEncoder, held_out: list[DecisionSample]
 ):
-    newcomer = ModelCard("newcomer", PriceCard(0.5, 2.0), knowledge_cutoff="2025-03", reasoning=True)
+    newcomer = ModelCard("newcomer", PriceCard(0.5, 2.0, "test"), knowledge_cutoff="2025-03", reasoning=True)
     pool = [*CARDS, newcomer]
     router = router_class(kind)(str(checkpoints[kind]), lam=0.5, allow_new_models=True, encoder=encoder)
     router.check_pool([c.name for c in pool])

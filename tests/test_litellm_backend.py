@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "ROUTING_HARNESS_TEST_KEY"
 CARD = ModelCard(
     name="tiny-test",
-    price=PriceCard(input_per_mtok=2.5, output_per_mtok=10.0),
+    price=PriceCard(input_per_mtok=2.5, output_per_mtok=10.0, version="test"),
     provider_model="openai/test-model",
 )
 CTX = CallContext(seed=7, turn=3, task=TaskInstance("scienceworld", "boil", 0, "test"))
@@ -91,7 +91,7 @@ def test_missing_usage_is_billed_on_local_token_counts(
 def test_zero_price_card_falls_back_to_litellm_cost_map(
     openai_server: OpenAIChatServer, api_key: str
 ) -> None:
-    card = ModelCard(name="mini", price=PriceCard(0.0, 0.0), provider_model="openai/gpt-4o-mini")
+    card = ModelCard(name="mini", price=PriceCard(0.0, 0.0, "test"), provider_model="openai/gpt-4o-mini")
     completion = backend(openai_server, card).complete(MESSAGES, CTX)
 
     prompt_cost, completion_cost = load_litellm().cost_per_token(
@@ -106,7 +106,7 @@ def test_zero_price_card_falls_back_to_litellm_cost_map(
 def test_zero_price_unmapped_model_costs_nothing_and_warns_once(
     openai_server: OpenAIChatServer, api_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    card = ModelCard(name="free-local", price=PriceCard(0.0, 0.0), provider_model="openai/test-model")
+    card = ModelCard(name="free-local", price=PriceCard(0.0, 0.0, "test"), provider_model="openai/test-model")
     model = backend(openai_server, card)
     with caplog.at_level(logging.WARNING, logger="harness.backends.litellm_backend"):
         assert model.complete(MESSAGES, CTX).dollars == 0.0

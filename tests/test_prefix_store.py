@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from harness.batch import CACHE_FILE, Workers, add_cache_counts, execute, read_cache_counts
 from harness.cli import app
-from harness.config import Limits, RouterSpec, RunConfig
+from harness.config import Limits, RouterSpec, RunConfig, load_benchmark
 from harness.errors import ConfigError
-from harness.pipeline import BenchmarkRun, load_benchmark
+from harness.pipeline import BenchmarkRun
 from harness.replay.prefix_cache import CacheStats, PrefixCacheEnv
 from harness.replay.prefix_store import StoredPrefixCache, store_path
 from harness.trajectory import RunStore

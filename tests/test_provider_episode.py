@@ -17,7 +17,7 @@ def write_pool(path, base_url):
         {
             "name": name,
             "provider_model": f"openai/{name}",
-            "price": {"input_per_mtok": price_in, "output_per_mtok": price_out},
+            "price": {"input_per_mtok": price_in, "output_per_mtok": price_out, "version": "test"},
             "api_base": base_url,
             "api_key_env": "ROUTING_TEST_KEY",
         }

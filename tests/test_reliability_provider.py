@@ -33,7 +33,7 @@ def write_pool(path, base_url):
         {
             "name": name,
             "provider_model": f"openai/{name}",
-            "price": {"input_per_mtok": price_in, "output_per_mtok": price_out},
+            "price": {"input_per_mtok": price_in, "output_per_mtok": price_out, "version": "test"},
             "api_base": base_url,
             "api_key_env": KEY_ENV,
         }
@@ -118,7 +118,7 @@ def test_exit_code_is_non_zero_with_one_line_when_every_episode_failed(tmp_path,
 
 
 def backend(server, **kwargs) -> LiteLLMBackend:
-    card = ModelCard(name="m", price=PriceCard(1.0, 2.0), provider_model="openai/m")
+    card = ModelCard(name="m", price=PriceCard(1.0, 2.0, "test"), provider_model="openai/m")
     return LiteLLMBackend(card, api_base=server.base_url, api_key_env=KEY_ENV, timeout_s=5, **kwargs)
 
 

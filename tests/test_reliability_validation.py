@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,24 @@ def pool_with(tmp_path: Path, edit) -> Path:
     path = tmp_path / "edited.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+# -- a missing engine prerequisite ------------------------------------------------------------------
+
+
+def test_a_single_episode_without_java_creates_nothing(tmp_path):
+    no_java = tmp_path / "bin"  # a PATH on which there is no java
+    no_java.mkdir()
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [*HARNESS, "episode", "--task", "boil", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": str(no_java)},
+    )
+    assert "Java" in one_error_line(result)
+    assert not out.exists()
 
 
 # -- 8: prices -----------------------------------------------------------------------------------

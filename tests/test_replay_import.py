@@ -178,7 +178,7 @@ def test_command_line_prints_the_summary(tmp_path):
         [
             sys.executable,
             "-m",
-            "harness.replay",
+            "harness.cli",
             "import",
             "reference",
             str(REFERENCE),
@@ -194,7 +194,7 @@ def test_command_line_prints_the_summary(tmp_path):
         [
             sys.executable,
             "-m",
-            "harness.replay",
+            "harness.cli",
             "import",
             "run",
             str(tmp_path / "nothing"),
@@ -203,7 +203,12 @@ def test_command_line_prints_the_summary(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert failed.returncode == 1 and "is not a run directory" in failed.stderr
+    assert (
+        failed.returncode == 2
+        and failed.stderr.startswith("error: ")
+        and "is not a run directory" in failed.stderr
+    )
+    assert len(failed.stderr.strip().splitlines()) == 1
 
 
 def test_generic_jsonl_counts_and_reasons(tmp_path):

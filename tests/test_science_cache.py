@@ -98,7 +98,7 @@ def test_cached_pool_variant_loads_and_the_paper_pool_has_no_cached_price():
     assert all(m.price.cached_input_per_mtok is None for m in load_pool("paper6").spec.models)
     with pytest.raises(Exception, match="min_prefix_tokens"):
         from_dict(PoolFile, {"name": "x", "models": [{"name": "m", "price": {
-            "input_per_mtok": 1, "output_per_mtok": 1, "cache": {"min_prefix": 5}}}]}, "x.yaml")  # fmt: skip
+            "input_per_mtok": 1, "output_per_mtok": 1, "version": "t", "cache": {"min_prefix": 5}}}]}, "x.yaml")  # fmt: skip
 
 
 def test_cached_pool_variant_simulates_exactly_the_paper_pool():

@@ -19,9 +19,9 @@ from routers.learned.history_encoder import HistoryEncoder
 from routers.learned.train import train_router
 
 CARDS = [
-    ModelCard("cheap", PriceCard(0.1, 0.4), knowledge_cutoff="2024-01"),
-    ModelCard("mid", PriceCard(1.0, 4.0), knowledge_cutoff="2024-06"),
-    ModelCard("strong", PriceCard(5.0, 20.0), knowledge_cutoff="2025-01", reasoning=True),
+    ModelCard("cheap", PriceCard(0.1, 0.4, "test"), knowledge_cutoff="2024-01"),
+    ModelCard("mid", PriceCard(1.0, 4.0, "test"), knowledge_cutoff="2024-06"),
+    ModelCard("strong", PriceCard(5.0, 20.0, "test"), knowledge_cutoff="2025-01", reasoning=True),
 ]
 HELPER = {"boil": "cheap", "grow-plant": "mid", "measure-melting": "strong"}
 KINDS = ("episode-knn", "episode-task", "episode-classifier")

@@ -10,10 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import RouterSpec, RunConfig, to_plain
+from harness.config import (
+    BenchmarkDef,
+    CollectStage,
+    LearnedRouter,
+    RouterSpec,
+    RunConfig,
+    SelectStage,
+    to_plain,
+)
 from harness.errors import ConfigError
 from harness.frontier import hierarchical_paired_bootstrap
-from harness.pipeline import BenchmarkDef, BenchmarkRun, CollectStage, LearnedRouter, SelectStage, replicate
+from harness.pipeline import BenchmarkRun, replicate
 from harness.report import write_report
 from harness.trajectory import RunStore
 

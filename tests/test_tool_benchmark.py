@@ -20,8 +20,8 @@ from harness.types import Action, CallContext, Completion, ModelCard, PriceCard,
 from routers import make_router  # noqa: E402
 
 TASK = TaskInstance("lookup", "count", 0, "test_id")
-AGENT = ModelCard("agent", PriceCard(1.0, 2.0))
-JUDGE = ModelCard("judge", PriceCard(10.0, 10.0))
+AGENT = ModelCard("agent", PriceCard(1.0, 2.0, "test"))
+JUDGE = ModelCard("judge", PriceCard(10.0, 10.0, "test"))
 
 
 class ScriptedBackend:

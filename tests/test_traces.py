@@ -30,8 +30,8 @@ from routers import make_router  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
 
-AGENT = ModelCard("agent", PriceCard(1.0, 2.0))
-JUDGE = ModelCard("judge", PriceCard(10.0, 10.0))
+AGENT = ModelCard("agent", PriceCard(1.0, 2.0, "test"))
+JUDGE = ModelCard("judge", PriceCard(10.0, 10.0, "test"))
 POINT = "single:agent"
 
 

@@ -14,18 +14,21 @@ import pytest
 from harness.agent import episode_seed
 from harness.batch import prepare_check
 from harness.benchmarks import get_benchmark
-from harness.config import RouterSpec, RunConfig, to_plain
-from harness.errors import ConfigError
-from harness.frontier import clustered_bootstrap_point, paired_bootstrap_point
-from harness.pipeline import (
+from harness.config import (
     BenchmarkDef,
-    BenchmarkRun,
     CollectStage,
     LearnedRouter,
+    RouterSpec,
+    RunConfig,
     SelectionRule,
     SelectStage,
     VerdictSpec,
+    load_benchmark,
+    to_plain,
 )
+from harness.errors import ConfigError
+from harness.frontier import clustered_bootstrap_point, paired_bootstrap_point
+from harness.pipeline import BenchmarkRun
 from harness.report import write_report
 from harness.results import load_points, select_point
 from harness.trajectory import RunStore
@@ -158,8 +161,6 @@ def test_a_definition_that_selects_and_evaluates_one_split_with_two_repeat_count
         "name: clash\nfixed_routers: [{name: single, params: {model: gpt-5}}]\n"
         "select: {rule: highest_val_score, split: val, repeats: 3}\neval_splits: [val]\neval_repeats: 5\n"
     )
-    from harness.pipeline import load_benchmark
-
     with pytest.raises(ConfigError, match="different repeats"):
         load_benchmark(str(path))
 
@@ -375,11 +376,10 @@ def test_further_rules_are_checked_like_the_headline_one(tmp_path: Path):
         ("highest_val_score", None),
     ]
     stray = SelectStage(also=[SelectionRule("highest_val_score", splits=["val"])])
-    d = BenchmarkDef(name="stray", fixed_routers=[RouterSpec("single", {"model": "gpt-5"})], select=stray)
     with pytest.raises(
         ConfigError, match="select.also rule highest_val_score names 'val', which is not an eval"
     ):
-        BenchmarkRun(d, tmp_path).validate()
+        BenchmarkDef(name="stray", fixed_routers=[RouterSpec("single", {"model": "gpt-5"})], select=stray)
 
 
 def test_the_report_opens_with_the_verdict(tmp_path: Path):
@@ -430,9 +430,7 @@ def test_only_the_val_best_single_model_is_evaluated_when_asked(tmp_path: Path):
     chosen = run.evaluated_fixed({"mtrouter": {"lam": 0.0, "best_single": "single:gpt-oss-120b"}})
     assert [s.label for s in chosen] == ["single:gpt-oss-120b", "random"]
     with pytest.raises(ConfigError, match="needs a select stage"):
-        BenchmarkRun(
-            BenchmarkDef(name="x", fixed_routers=fixed, eval_fixed="val_best_single"), tmp_path
-        ).validate()
+        BenchmarkDef(name="x", fixed_routers=fixed, eval_fixed="val_best_single")
 
 
 # --- end to end on the counter plug-in (no Java) --------------------------------

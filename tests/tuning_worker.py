@@ -1,9 +1,10 @@
-"""One tuning worker process, for tests that run several on one shared study.
+"""One tuning worker process, for tests that run several on one shared study or kill one mid-trial.
 
-``python tuning_worker.py STORAGE STUDY N_TRIALS WORKER SECONDS [HANG_MARKER]``
+``python tuning_worker.py STORAGE STUDY N_TRIALS WORKER SECONDS [HANG_MARKER [HANG_AT]]``
 tunes with a cheap analytic objective that sleeps ``SECONDS`` per trial. With
-``HANG_MARKER`` the worker's first trial writes the trial's params there and then
-hangs, so a test can kill the worker while that trial runs.
+``HANG_MARKER`` the worker's evaluation number ``HANG_AT`` (0, the first, by default)
+writes the trial's params there and then hangs, so a test can kill or interrupt the
+worker while that trial runs. Ctrl-C ends it as the CLI does: one line, exit code 130.
 """
 
 from __future__ import annotations
@@ -18,11 +19,24 @@ from harness.tuning import Heartbeat, tune
 
 # The shortest beat Optuna accepts (whole seconds), so a killed worker's trial is stale within seconds.
 TEST_HEARTBEAT = Heartbeat(interval_s=1, grace_s=2, max_retry=2)
+EXIT_INTERRUPTED = 130
 
 
-def main(storage: str, study: str, n_trials: str, worker: str, seconds: str, hang_marker: str = "") -> None:
+def main(
+    storage: str,
+    study: str,
+    n_trials: str,
+    worker: str,
+    seconds: str,
+    hang_marker: str = "",
+    hang_at: str = "0",
+) -> None:
+    evaluations = 0
+
     def evaluate(params: dict) -> tuple[float, float]:
-        if hang_marker:
+        nonlocal evaluations
+        evaluations += 1
+        if hang_marker and evaluations == int(hang_at) + 1:
             # Let the trial's first heartbeat land before announcing it, so the kill does not cut a write.
             time.sleep(0.3)
             Path(hang_marker).write_text(json.dumps({"pid": os.getpid(), "params": params}))
@@ -43,4 +57,8 @@ def main(storage: str, study: str, n_trials: str, worker: str, seconds: str, han
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    try:
+        main(*sys.argv[1:])
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -9,5 +9,5 @@ probabilities and values at every logged state; ``evaluate``: one router offline
 run directories (``harness replay``); ``agreement``: offline estimates beside live results
 (``harness replay-agreement``); ``benchmark``: a definition that names logs instead of a
 pool (``harness replay-benchmark``); ``prefix_cache``: an environment wrapper that serves
-repeated action prefixes from memory. ``python -m harness.replay`` runs an import.
+repeated action prefixes from memory. ``harness import`` runs an import.
 """

@@ -3,6 +3,11 @@
 The reference implementation runs such code unsandboxed when no sandbox endpoint is
 configured; here there is no unsandboxed path. Each call gets:
 
+- an environment of its own: bubblewrap is started with an empty environment (its
+  in-namespace init, PID 1 inside, is a copy of it, and ``/proc/1/environ`` is readable
+  to the program when the harness runs as a non-root user), and the program gets
+  ``--clearenv`` plus the allow-list of :meth:`PythonSandbox._environment`; nothing of the
+  harness's environment (API keys included) exists inside;
 - new network, PID, IPC and UTS namespaces (``bwrap --unshare-net`` ...): the only
   interface is a loopback that nothing listens on, so no host or remote service is
   reachable, loopback servers of the host included;
@@ -14,19 +19,21 @@ configured; here there is no unsandboxed path. Each call gets:
   uid/gid 65534 with no capabilities and no-new-privs (RLIMIT_NPROC does not bind
   root, so without this drop a fork bomb would be unlimited); as another user,
   bubblewrap's user namespace does the same;
-- rlimits set by ``prlimit`` inside the sandbox: CPU seconds, address space, process
-  count, file size and open files;
+- memory and process limits: where the harness may create cgroups (root on a cgroup v1
+  host with the memory and pids hierarchies), a cgroup per call bounds the
+  sandbox as a whole (its tmpfs included); elsewhere (not root, cgroup v2) ``prlimit``
+  sets per-process rlimits (address space, process count), so the sandbox can hold at
+  most ``processes x memory_bytes`` of address space (8 GiB with the defaults);
+- rlimits set by ``prlimit`` inside the sandbox: CPU seconds, file size and open files;
 - wall time and output size enforced here, by the reader of its pipes, which kills the
   whole sandbox (its PID namespace dies with it) the moment either is exceeded.
 
-Which limit fired is exact for wall time and output (this side enforces them) and for
-CPU time (the kernel's SIGXCPU); memory and process-count exhaustion surface inside the
-program as MemoryError / "Resource temporarily unavailable" and are read from its stderr.
-
-Memory and process limits are rlimits, so they bind each process: the sandbox as a whole
-can hold at most ``processes x memory_bytes`` of address space (8 GiB with the defaults).
-An aggregate bound needs a cgroup, which this container's cgroup tree is not ours to
-reshape; keep the product of the two below what the machine can spare.
+Which limit fired is what this side observed, never what the program printed: wall time
+and output when this side had to kill a sandbox that was still running, CPU time when the
+kernel's SIGXCPU ended it, memory and
+processes only from the cgroup's counters (an OOM kill, a refused fork). Without a cgroup
+a program that runs out of memory or processes ends with its own error (``MemoryError``,
+``Resource temporarily unavailable``), which the tool message shows as its last line.
 
 Debian packages: ``bubblewrap`` (bwrap) and ``util-linux`` (setpriv, prlimit);
 ``.ci/install-sandbox.sh`` installs them.
@@ -37,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shlex
 import shutil
 import signal
 import subprocess
@@ -60,12 +68,11 @@ RUN_ID_ENV = "SANDBOX_RUN_ID"
 INSTALL_HINT = "run .ci/install-sandbox.sh (apt-get install -y bubblewrap util-linux)"
 READ_CHUNK = 65536
 ERROR_DETAIL_CHARS = 200
-_MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc")
-_PROCESS_MARKERS = (
-    "Resource temporarily unavailable",
-    "BlockingIOError: [Errno 11]",
-    "can't start new thread",
-)
+EXIT_GRACE_S = 1.0  # a program that ended right at the wall limit gets this long to be reaped
+CGROUP_MOUNT = Path("/sys/fs/cgroup")
+CGROUP_CONTROLLERS = ("memory", "pids")  # cgroup v1 hierarchies, one directory each
+BWRAP_PROCESSES = 2  # bubblewrap itself and its in-namespace init, both in the call's cgroup
+CGROUP_REMOVE_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,13 @@ class PythonSandbox:
         self._prlimit = _require_tool("prlimit", "prlimit (util-linux)")
         self._python = python
         self._runtime = _runtime_dirs(python)
+        self._cgroup_parents = _cgroup_parents()
         self._self_check()
+
+    @property
+    def uses_cgroup(self) -> bool:
+        """Whether each call's memory and processes are bounded (and observed) by a cgroup of its own."""
+        return self._cgroup_parents is not None
 
     def run(self, code: str) -> SandboxResult:
         run_id = uuid.uuid4().hex
@@ -181,7 +194,13 @@ class PythonSandbox:
             script = Path(host_dir) / SCRIPT_NAME
             script.write_text(code, encoding="utf-8")
             script.chmod(0o444)
-            return self._execute(self._command(script), run_id)
+            if self._cgroup_parents is None:
+                return self._execute(self._command(script), run_id, None)
+            cgroup = _Cgroup.create(self._cgroup_parents, f"hle-sandbox-{run_id}", self.limits)
+            try:
+                return self._execute(cgroup.enter(self._command(script)), run_id, cgroup)
+            finally:
+                cgroup.remove()
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -247,16 +266,11 @@ class PythonSandbox:
         else:
             cmd += ["--"]
         cpu = limits.cpu_time_s
-        cmd += [
-            self._prlimit,
-            f"--cpu={cpu}:{cpu + 1}",
-            f"--as={limits.memory_bytes}",
-            f"--nproc={limits.processes}",
-            f"--fsize={limits.disk_bytes}",
-            f"--nofile={limits.open_files}",
-            "--core=0",
-            "--",
-        ]
+        cmd += [self._prlimit, f"--cpu={cpu}:{cpu + 1}"]
+        # With a cgroup, the call's cgroup bounds memory and processes for the sandbox as a whole.
+        if self._cgroup_parents is None:
+            cmd += [f"--as={limits.memory_bytes}", f"--nproc={limits.processes}"]
+        cmd += [f"--fsize={limits.disk_bytes}", f"--nofile={limits.open_files}", "--core=0", "--"]
         cmd += argv if argv is not None else [self._python, f"{SANDBOX_DIR}/{SCRIPT_NAME}"]
         return cmd
 
@@ -275,7 +289,7 @@ class PythonSandbox:
             "MPLBACKEND": "Agg",
         }
 
-    def _execute(self, cmd: list[str], run_id: str) -> SandboxResult:
+    def _execute(self, cmd: list[str], run_id: str, cgroup: _Cgroup | None) -> SandboxResult:
         limits = self.limits
         cmd = _with_run_id(cmd, run_id)
         start = time.monotonic()
@@ -286,17 +300,25 @@ class PythonSandbox:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env={},  # bubblewrap's init (PID 1 inside) keeps this environment, readable from inside
         )
         buffers = {"stdout": bytearray(), "stderr": bytearray()}
         fired: Limit | None = None
+        graced = False
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
             selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
             while selector.get_map():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    fired = "wall_time"
-                    break
+                    if proc.poll() is None:
+                        fired = "wall_time"
+                        break
+                    if graced:
+                        break
+                    graced = True  # it has ended: read what it wrote, then stop regardless
+                    deadline += EXIT_GRACE_S
+                    continue
                 for key, _ in selector.select(timeout=remaining):
                     chunk = os.read(key.fd, READ_CHUNK)
                     if not chunk:
@@ -306,18 +328,23 @@ class PythonSandbox:
                 if sum(len(b) for b in buffers.values()) > limits.output_bytes:
                     fired = "output"
                     break
-        if fired is not None:
+        if fired is None:  # its outputs are closed, but a program can run on without them
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                fired = "wall_time"
+        if fired is not None or graced:  # graced: something still held its outputs after it ended
             _kill_group(proc.pid)
         status = proc.wait()
+        if fired == "wall_time" and status != -signal.SIGKILL:
+            fired = None  # it finished on its own before the kill landed: nothing was stopped
         if status < 0:  # bwrap itself killed by a signal: report it shell-style, as bwrap does for its child
             status = 128 - status
         proc.stdout.close()
         proc.stderr.close()
         stdout, stderr = _clip(buffers, limits.output_bytes)
-        if fired is None:
-            fired = _limit_from_exit(status, stderr)
-        elif fired == "wall_time" and _mentions(stderr, _PROCESS_MARKERS):
-            fired = "processes"  # a fork bomb churns at the process limit until the clock stops it
+        if fired != "output":
+            fired = _observed_limit(status, cgroup) or fired
         return SandboxResult(
             stdout=stdout,
             stderr=stderr,
@@ -332,7 +359,7 @@ class PythonSandbox:
         """Starts one empty sandbox so a machine that cannot build namespaces fails here, in one line."""
         cmd = self._command(None, argv=[self._python, "-c", "pass"])
         try:
-            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env={})
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise MissingDependencyError(
                 f"python tool sandbox: bubblewrap self-check failed: {exc}"
@@ -387,18 +414,101 @@ def _clip(buffers: dict[str, bytearray], limit: int) -> tuple[str, str]:
     return stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
 
 
-def _limit_from_exit(status: int, stderr: str) -> Limit | None:
+def _observed_limit(status: int, cgroup: _Cgroup | None) -> Limit | None:
+    """The limit the kernel enforced on a failed call, from its counters and signals; None when none did."""
     if status == 0:
         return None
-    if status == 128 + signal.SIGXCPU:
+    if cgroup is not None:
+        if cgroup.oom_kills() > 0:
+            return "memory"
+        if cgroup.refused_forks() > 0:
+            return "processes"
+    if status == 128 + signal.SIGXCPU:  # the kernel's signal at RLIMIT_CPU
         return "cpu_time"
-    if _mentions(stderr, _PROCESS_MARKERS):
-        return "processes"
-    if _mentions(stderr, _MEMORY_MARKERS):
-        return "memory"
     return None
 
 
-def _mentions(stderr: str, markers: tuple[str, ...]) -> bool:
-    tail = stderr[-4000:]
-    return any(marker in tail for marker in markers)
+def _cgroup_parents() -> dict[str, Path] | None:
+    """This process's cgroup v1 directories for memory and pids, if it may make children there.
+
+    None on cgroup v2, without the controllers, or without write access (not root): the
+    sandbox then falls back to per-process rlimits.
+    """
+    try:
+        own = {}
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(","):
+                own[controller] = path
+        parents = {c: CGROUP_MOUNT / c / own[c].lstrip("/") for c in CGROUP_CONTROLLERS}
+        if "oom_kill " not in (parents["memory"] / "memory.oom_control").read_text():
+            return None  # a kernel before 4.13 does not count OOM kills
+    except (OSError, KeyError, ValueError):
+        return None
+    if not all(os.access(parent, os.W_OK) for parent in parents.values()):
+        return None
+    probe = f"hle-sandbox-probe-{uuid.uuid4().hex}"
+    try:
+        _Cgroup.create(parents, probe, SandboxLimits()).remove()
+    except OSError:
+        return None
+    return parents
+
+
+@dataclass(frozen=True)
+class _Cgroup:
+    """One call's cgroup (a directory per v1 hierarchy): its bounds and the counters that say what fired."""
+
+    dirs: dict[str, Path]
+
+    @classmethod
+    def create(cls, parents: dict[str, Path], name: str, limits: SandboxLimits) -> _Cgroup:
+        made = cls({c: parent / name for c, parent in parents.items()})
+        created = []
+        try:
+            for directory in made.dirs.values():
+                directory.mkdir()
+                created.append(directory)
+            memory = made.dirs["memory"]
+            (memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+            swap = memory / "memory.memsw.limit_in_bytes"
+            if swap.exists():  # memory + swap: no swapping past the limit
+                swap.write_text(str(limits.memory_bytes))
+            (made.dirs["pids"] / "pids.max").write_text(str(limits.processes + BWRAP_PROCESSES))
+        except OSError:
+            for directory in created:
+                directory.rmdir()
+            raise
+        return made
+
+    def enter(self, cmd: list[str]) -> list[str]:
+        """``cmd`` run by a shell that first moves itself into this cgroup, so nothing starts outside it."""
+        moves = " && ".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}" for d in self.dirs.values())
+        return ["/bin/sh", "-c", f'{moves} && exec "$@"', "sh", *cmd]
+
+    def oom_kills(self) -> int:
+        return _counter(self.dirs["memory"] / "memory.oom_control", "oom_kill")
+
+    def refused_forks(self) -> int:
+        return _counter(self.dirs["pids"] / "pids.events", "max")
+
+    def remove(self) -> None:
+        # The PID namespace's processes are killed with its init, but the kernel reaps them
+        # asynchronously; the directory can be removed once the last one is gone.
+        for directory in self.dirs.values():
+            for _ in range(CGROUP_REMOVE_TRIES):
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def _counter(path: Path, key: str) -> int:
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0

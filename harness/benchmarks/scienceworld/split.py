@@ -228,3 +228,61 @@ def _write_json_atomically(path: Path, content: dict) -> None:
         f.write(text + "\n")
     os.chmod(tmp, 0o644)  # mkstemp makes it private; the split is a shipped data file
     os.replace(tmp, path)
+
+
+POWERED_VERSION = "scienceworld-powered-v1"
+POWERED_SPLIT_PATH = BENCHMARKS_DIR / "splits" / f"{POWERED_VERSION}.json"
+POWERED_SPLIT = "test_powered"
+POWERED_MULTIPLIER = 12
+POWERED_PROCEDURE = (
+    "scienceworld-v1's splits unchanged, plus test_powered: a stratified in-distribution test split that "
+    "estimates test_id's quantity (the mean over test_id's task-type mix of each type's mean score) with "
+    "about {k} times its plays. For each in-distribution task type t with c_t test_id variations: "
+    "spare = the engine's variations beyond v1's first 30, which no v1 split uses; if len(spare) >= {k}*c_t, "
+    "test_powered[t] = numpy.random.default_rng([42, zlib.crc32(t.encode('utf-8')), 1]).choice(spare, "
+    "{k}*c_t, replace=False), sorted, played once per repeat; otherwise (types with no or few spare "
+    "variations) test_powered[t] = test_id[t] plus every spare variation, each played "
+    "plays_t = ceil({k}*c_t / len(test_powered[t])) times per repeat. Weights: w_t = c_t / sum(c). Quick "
+    "subset: the smallest variation of each type."
+)
+
+
+def build_powered_split(
+    path: Path = POWERED_SPLIT_PATH, source: Path = DEFAULT_SPLIT_PATH, multiplier: int = POWERED_MULTIPLIER
+) -> dict:
+    """Write scienceworld-powered-v1 from v1's file: v1's splits plus the stratified ``test_powered``.
+
+    test_id's 73 variations give a paired interval of about +-9 to +-16 points between two
+    routers, too wide to decide a 5-point margin. The engine has thousands more variations of
+    the same task types, but unevenly (boil, melt, power-component and identify-life-stages-1
+    have none beyond the first 30), so the powered split samples each type in proportion to
+    test_id where it can and plays the scarce types' variations more often, and its score
+    weighs each type by its share of test_id: the same estimand, with a smaller variance.
+    """
+    content = json.loads(Path(source).read_text(encoding="utf-8"))
+    test_id = content["splits"]["test_id"]
+    total = sum(len(v) for v in test_id.values())
+    powered: dict[str, list[int]] = {}
+    strata: dict[str, dict] = {}
+    for task, held_out in sorted(test_id.items()):
+        engine_max = content["task_types"][task]["engine_max_variations"]
+        spare = list(range(content["task_types"][task]["variations_used"], engine_max))
+        wanted = multiplier * len(held_out)
+        if len(spare) >= wanted:
+            rng = np.random.default_rng([SEED, zlib.crc32(task.encode("utf-8")), 1])
+            powered[task] = sorted(int(v) for v in rng.choice(spare, wanted, replace=False))
+            plays = 1
+        else:
+            powered[task] = sorted([*held_out, *spare])
+            plays = -(-wanted // len(powered[task]))
+        strata[task] = {"weight": len(held_out) / total, "plays": plays}
+    content.update(
+        version=POWERED_VERSION,
+        procedure=f"{POWERED_PROCEDURE.format(k=multiplier)} v1's procedure: {content['procedure']}",
+        powered={"source": content["version"], "multiplier": multiplier, "split": POWERED_SPLIT},
+    )
+    content["splits"][POWERED_SPLIT] = powered
+    content["quick"][POWERED_SPLIT] = {task: variations[:1] for task, variations in powered.items()}
+    content["strata"] = {POWERED_SPLIT: strata}
+    _write_json_atomically(path, content)
+    return content

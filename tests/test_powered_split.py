@@ -1,0 +1,258 @@
+"""The powered in-distribution test split and the power of a verdict, against hand calculations."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.benchmarks import get_benchmark
+from harness.benchmarks.scienceworld.engine import ScienceWorldEnv
+from harness.benchmarks.scienceworld.split import (
+    DEFAULT_SPLIT_PATH,
+    POWERED_MULTIPLIER,
+    POWERED_SPLIT,
+    POWERED_SPLIT_PATH,
+    build_powered_split,
+)
+from harness.config import (
+    BenchmarkDef,
+    LearnedRouter,
+    RouterSpec,
+    RunConfig,
+    SelectStage,
+    VerdictSpec,
+    from_dict,
+    load_benchmark,
+    to_plain,
+)
+from harness.errors import ConfigError
+from harness.frontier import hierarchical_paired_bootstrap
+from harness.pipeline import BenchmarkRun
+from harness.splits import load_split
+from harness.trajectory import RunStore
+from harness.types import TaskInstance
+from harness.verdict import (
+    VarianceComponents,
+    minimum_detectable_difference,
+    planned_standard_error,
+    power_plan,
+    split_design,
+    variance_components,
+    verdict_text,
+)
+
+V1 = load_split(DEFAULT_SPLIT_PATH, "scienceworld")
+POWERED = load_split(POWERED_SPLIT_PATH, "scienceworld")
+
+
+def _pairs(split, name: str) -> set[tuple[str, int]]:
+    return {(t, v) for t, vs in split.assignments[name].items() for v in vs}
+
+
+def test_the_committed_file_is_what_the_procedure_writes(tmp_path: Path):
+    fresh = tmp_path / "powered.json"
+    build_powered_split(fresh)
+    assert fresh.read_bytes() == POWERED_SPLIT_PATH.read_bytes()
+
+
+def test_v1_splits_are_carried_unchanged():
+    for name in ("train", "val", "test_id", "test_ood"):
+        assert POWERED.assignments[name] == V1.assignments[name]
+        assert POWERED.quick[name] == V1.quick[name]
+
+
+def test_no_variation_is_shared_with_train_val_or_ood():
+    powered = _pairs(POWERED, POWERED_SPLIT)
+    for name in ("train", "val", "test_ood"):
+        assert not powered & _pairs(V1, name), name
+
+
+def test_test_id_is_reused_only_where_a_type_has_too_few_spare_variations():
+    content = json.loads(DEFAULT_SPLIT_PATH.read_text())
+    for task, held_out in V1.assignments["test_id"].items():
+        info = content["task_types"][task]
+        spare = set(range(info["variations_used"], info["engine_max_variations"]))
+        mine = set(POWERED.assignments[POWERED_SPLIT][task])
+        if len(spare) >= POWERED_MULTIPLIER * len(held_out):
+            assert mine <= spare and len(mine) == POWERED_MULTIPLIER * len(held_out)
+            assert POWERED.plays(POWERED_SPLIT, task) == 1
+        else:  # boil, melt, power-component, identify-life-stages-1 (no spares), chemistry-mix (two)
+            assert mine == set(held_out) | spare
+            assert POWERED.plays(POWERED_SPLIT, task) * len(mine) >= POWERED_MULTIPLIER * len(held_out)
+    scarce = {t for t in POWERED.assignments[POWERED_SPLIT] if POWERED.plays(POWERED_SPLIT, t) > 1}
+    assert scarce == {"boil", "melt", "power-component", "identify-life-stages-1", "chemistry-mix"}
+
+
+def test_weights_are_test_ids_task_type_mix():
+    counts = {t: len(v) for t, v in V1.assignments["test_id"].items()}
+    weights = POWERED.weights(POWERED_SPLIT)
+    assert weights == pytest.approx({t: n / sum(counts.values()) for t, n in counts.items()})
+    assert V1.weights("test_id") is None
+
+
+def test_plays_multiply_repeats_and_keep_every_key_distinct():
+    tasks = POWERED.tasks(POWERED_SPLIT, repeats=2)
+    per_type: dict[str, int] = {}
+    for t in tasks:
+        per_type[t.task] = per_type.get(t.task, 0) + 1
+    for task, variations in POWERED.assignments[POWERED_SPLIT].items():
+        assert per_type[task] == 2 * POWERED.plays(POWERED_SPLIT, task) * len(variations)
+    keys = [t.key for t in tasks]
+    assert len(set(keys)) == len(keys)
+    # Every variation's first play comes before any second play: an interrupted run holds whole repeats.
+    first_repeat_one = next(i for i, t in enumerate(tasks) if t.repeat == 1)
+    assert all(t.repeat >= 1 for t in tasks[first_repeat_one:])
+
+
+def test_a_malformed_stratum_is_one_clear_error(tmp_path: Path):
+    content = json.loads(POWERED_SPLIT_PATH.read_text())
+    content["strata"][POWERED_SPLIT]["boil"]["weight"] = 0.5
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match="weights must sum to 1"):
+        load_split(bad, "scienceworld")
+
+
+def test_the_real_engine_plays_the_spare_variations():
+    """The largest variation the split draws of each type exists in ScienceWorld 1.2.3."""
+    with ScienceWorldEnv() as env:
+        for task, variations in POWERED.assignments[POWERED_SPLIT].items():
+            description, _ = env.reset(TaskInstance("scienceworld", task, max(variations), POWERED_SPLIT))
+            assert description
+
+
+def test_the_benchmark_reads_the_powered_split_file():
+    split = get_benchmark("scienceworld").load_split(str(POWERED_SPLIT_PATH))
+    assert POWERED_SPLIT in split.split_names and split.version == "scienceworld-powered-v1"
+
+
+# --- the stratified estimate -------------------------------------------------------
+def test_the_stratified_bootstrap_weighs_each_type_by_its_share():
+    # Type a: two variations with differences +2 and +4; type b: one variation with difference -6.
+    a = [np.array([[2.0, 0.0, 1.0, 1.0]]), np.array([[4.0, 0.0, 1.0, 1.0]])]
+    b = [np.array([[0.0, 6.0, 1.0, 2.0]])]
+    test = hierarchical_paired_bootstrap(
+        [a + b], n_boot=200, seed=0, strata=[["a", "a", "b"]], weights={"a": 0.25, "b": 0.75}
+    )
+    assert test.score_diff == pytest.approx(0.25 * 3.0 + 0.75 * -6.0)
+    assert test.cost_ratio == pytest.approx(1.0 / (0.25 * 1.0 + 0.75 * 2.0))
+    # Within-stratum resampling: type a's mean is 2, 3 or 4, type b's always -6.
+    assert 0.25 * 2 - 4.5 <= test.score_diff_ci[0] <= test.score_diff_ci[1] <= 0.25 * 4 - 4.5
+    # Unweighted, the same pairs give the plain mean over variations.
+    plain = hierarchical_paired_bootstrap([a + b], n_boot=200, seed=0)
+    assert plain.score_diff == pytest.approx((2 + 4 - 6) / 3)
+
+
+# --- power ------------------------------------------------------------------------
+def test_minimum_detectable_difference_by_hand():
+    # (z_0.975 + z_0.8) * se = (1.959964 + 0.841621) * 2
+    assert minimum_detectable_difference(2.0) == pytest.approx(5.603171, abs=1e-5)
+    plan = power_plan(VarianceComponents(between=0.0, within=16.0), {"t": (1.0, 4, 1)}, margin=5.0)
+    assert plan["se"] == pytest.approx(2.0)  # sqrt(16 / 4)
+    assert plan["halfwidth"] == pytest.approx(1.959964 * 2.0, abs=1e-5)
+    assert plan["power_at_equal"] == pytest.approx(0.705405, abs=1e-5)  # Phi(5/2 - 1.959964)
+    assert plan["powered"] is False
+    assert power_plan(VarianceComponents(0.0, 16.0), {"t": (1.0, 4, 4)}, margin=5.0)["powered"] is True
+
+
+def test_planned_standard_error_by_hand():
+    c = VarianceComponents(between=9.0, within=36.0)
+    design = {"a": (0.5, 3, 2), "b": (0.5, 6, 1)}
+    # 0.25 * (9/3 + 36/6) + 0.25 * (9/6 + 36/6) = 2.25 + 1.875, over two seeds
+    assert planned_standard_error(c, design, seeds=2) == pytest.approx(math.sqrt((2.25 + 1.875) / 2))
+
+
+def test_variance_components_by_hand():
+    # One type, two variations with two repeats each: differences (1, 3) and (5, 7).
+    groups = {"t": [np.array([[1.0, 0.0], [3.0, 0.0]]), np.array([[5.0, 0.0], [7.0, 0.0]])]}
+    c = variance_components(groups)
+    assert c.within == pytest.approx(2.0)  # (1 + 1 + 1 + 1) / 2
+    assert c.between == pytest.approx(8.0 - 2.0 / 2)  # means 2 and 6: 8, less within / repeats
+
+
+def test_split_design_of_the_powered_split():
+    design = split_design(POWERED, POWERED_SPLIT, quick=False, repeats=3)
+    assert design["boil"] == (pytest.approx(6 / 73), 6, 36)
+    assert design["find-animal"] == (pytest.approx(6 / 73), 72, 3)
+    unweighted = split_design(V1, "test_id", quick=False, repeats=1)
+    assert sum(w for w, _, _ in unweighted.values()) == pytest.approx(1.0)
+
+
+# --- the benchmark plans its verdict's power before any test episode ----------------
+def _val_run(path: Path, router: RouterSpec, scores: dict[tuple[str, int, int], float]) -> None:
+    store = RunStore(path)
+    store.open({"run": to_plain(RunConfig(router=router, split="val", repeats=2)), "engine": "fake"})
+    for (task, variation, repeat), score in sorted(scores.items()):
+        key = f"scienceworld/{task}/{variation}" + (f"/r{repeat}" if repeat else "")
+        store.record_episode(
+            {"episode": key, "task": task, "variation": variation, "split": "val", "score": score}
+            | {"cost": 1.0, "turns": 1, "status": "done", "error": None, "router": router.label}
+        )
+    store.close()
+
+
+def test_the_benchmark_plans_power_before_testing_and_refuses_when_asked(tmp_path: Path, caplog):
+    single = RouterSpec("single", {"model": "gpt-5"})
+    d = BenchmarkDef(
+        name="plan",
+        fixed_routers=[single],
+        learned=[LearnedRouter("ridge", lambdas=[0.0])],
+        select=SelectStage(rule="cheapest_noninferior", margin=5.0, repeats=2),
+        eval_splits=["test_id", POWERED_SPLIT],
+        eval_repeats=2,
+        split_file=str(POWERED_SPLIT_PATH),
+        quick=False,
+    )
+    run = BenchmarkRun(d, tmp_path)
+    run.planned_seeds = 3
+    mine = run.learned_spec("ridge", tmp_path / "ckpt", 0.0)
+    # Paired val differences: variation means 0 and 20 within each type, repeats +-10 around them.
+    cells = [(t, v, r) for t in ("boil", "melt") for v in (0, 1) for r in (0, 1)]
+    _val_run(run.layout.run("val", single.label), single, dict.fromkeys(cells, 0.0))
+    _val_run(
+        run.layout.run("val", mine.label),
+        mine,
+        {(t, v, r): 20.0 * v + (10.0 if r else -10.0) for t, v, r in cells},
+    )
+    selected = {"ridge": {"lam": 0.0, "best_single": single.label}}
+    with caplog.at_level("INFO", logger="harness.pipeline"):
+        plans = run.plan_power({"ridge": tmp_path / "ckpt"}, selected)["ridge"]
+    # Within: (4 * 100 * 2 types) / 4 = 200; between: 200 (means 0, 20 per type) - 200 / 2 = 100.
+    components = VarianceComponents(between=100.0, within=200.0)
+    for name in ("test_id", POWERED_SPLIT):
+        design = split_design(POWERED, name, quick=False, repeats=2)
+        assert plans[name]["se"] == pytest.approx(planned_standard_error(components, design, seeds=3))
+    assert plans[POWERED_SPLIT]["se"] < plans["test_id"]["se"] / 2
+    assert "power: plan ridge on test_powered" in caplog.text
+    refusing = BenchmarkRun(replace(d, verdict=VerdictSpec(margin=1.0, power="refuse")), tmp_path)
+    with pytest.raises(ConfigError, match="not powered"):
+        refusing.plan_power({"ridge": tmp_path / "ckpt"}, selected)
+    with pytest.raises(ConfigError, match="power"):
+        from_dict(VerdictSpec, {"power": "maybe"}, "definition.verdict")
+
+
+def test_a_verdict_row_says_whether_it_was_judged_and_powered():
+    row = {"margin": 5.0, "better": False, "non_inferior": True, "judged": False}
+    assert verdict_text(row) == "exploratory: non-inferior at margin 5"
+    row |= {"judged": True, "powered": False, "planned_mdd": 7.25}
+    assert (
+        verdict_text(row)
+        == "non-inferior at margin 5; not powered (planned minimum detectable difference 7.2)"
+    )
+
+
+def test_the_powered_definition_names_what_is_judged_before_testing(tmp_path: Path):
+    d = load_benchmark("verdict-powered")
+    assert (d.verdict.judged, d.verdict.power, d.split_file) == (
+        ["mtrouter"],
+        "refuse",
+        "benchmarks/splits/scienceworld-powered-v1.json",
+    )
+    assert POWERED_SPLIT in d.eval_splits
+    with pytest.raises(ConfigError, match="verdict.judged names 'nonesuch'"):
+        replace(d, verdict=VerdictSpec(judged=["nonesuch"]))
