@@ -184,6 +184,38 @@ def run_config(file: Path | None = None, **options: Any) -> RunConfig:
 
 
 @dataclass(frozen=True)
+class BranchDesign:
+    """Counterfactual branches of Stage A's episodes (:mod:`harness.branching`): where to branch, what
+    to try there, and how every branch is finished.
+
+    ``episodes`` parent episodes are branched (a seeded uniform sample; None: all);
+    ``states_per_episode`` turns are drawn per parent episode, uniformly without
+    replacement; at each, ``models`` candidates (None: the whole pool) are drawn
+    uniformly without replacement; ``continuation`` plays every branch from the turn
+    after the branched one to the end; ``prefix`` is how the state is restored (``log``:
+    the history from the turn lines, no model called; ``calls``: every prefix turn asked
+    again and checked); ``seed`` fixes the draws of the design.
+    """
+
+    continuation: RouterSpec = field(default_factory=lambda: RouterSpec("random"))
+    episodes: int | None = None
+    states_per_episode: int = 1
+    models: int | None = None
+    prefix: str = "log"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.episodes is not None and self.episodes < 1:
+            raise RuleError(f"branch: episodes must be >= 1, got {self.episodes}")
+        if self.states_per_episode < 1:
+            raise RuleError(f"branch: states_per_episode must be >= 1, got {self.states_per_episode}")
+        if self.models is not None and self.models < 2:
+            raise RuleError(f"branch: models must be >= 2 (a branch point needs siblings), got {self.models}")
+        if self.prefix not in ("log", "calls"):
+            raise RuleError(f"branch: prefix must be one of log, calls, got {self.prefix!r}")
+
+
+@dataclass(frozen=True)
 class CollectStage:
     """Exploration data for training (Stage A): ``router`` over ``split``, one batch per seed.
 
@@ -196,6 +228,7 @@ class CollectStage:
     split: str = "train"
     quick: bool = False
     seeds: list[int] = field(default_factory=lambda: [0])
+    branch: BranchDesign | None = None  # also branch each seed's episodes, the design seed shifted by it
 
 
 @dataclass(frozen=True)

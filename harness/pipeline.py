@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from harness.batch import BatchProgress, execute, prepare_check
 from harness.benchmarks import get_benchmark
+from harness.branching import collect_branches
 from harness.config import (
     BenchmarkDef,
     BenchmarkOptions,
@@ -37,8 +38,9 @@ from harness.config import (
     to_plain,
 )
 from harness.errors import ConfigError
+from harness.exploration import exploration_spend
 from harness.layout import SEEDS_DIR, ResultsLayout
-from harness.trajectory import write_json_atomic
+from harness.trajectory import CONFIG_FILE, write_json_atomic
 from routers import router_class
 
 if TYPE_CHECKING:
@@ -164,6 +166,8 @@ class BenchmarkRun:
                 raise ConfigError(f"learned router {learned.name!r} is not a trainable router family")
             TrainOptions.from_params(learned.name, learned.params)
         checks = [self.config(d.collect.router, d.collect.split, d.collect.quick)]
+        if d.collect.branch is not None:  # the continuation router, checked against the pool
+            checks.append(self.config(d.collect.branch.continuation, d.collect.split, d.collect.quick))
         checks += [
             self.config(spec, split, d.eval_quick.get(split, d.quick), repeats=self.repeats(split))
             for split in d.eval_splits
@@ -181,10 +185,26 @@ class BenchmarkRun:
         c = self.d.collect
         dirs = []
         for seed in c.seeds:
-            out = self.layout.data(f"{c.router.label}-{c.split}-s{seed}")
+            out, branches = self.collect_dirs(seed)
             self.run(self.config(c.router, c.split, c.quick, seed), out, f"collect {c.split} s{seed}")
             dirs.append(out)
+            if c.branch is not None:
+                collect_branches(out, branches, replace(c.branch, seed=c.branch.seed + seed))
+                dirs.append(branches)
         return dirs
+
+    def collect_dirs(self, seed: int) -> tuple[Path, Path]:
+        """Stage A's run directory of one collection seed, and that of its branches."""
+        c = self.d.collect
+        out = self.layout.data(f"{c.router.label}-{c.split}-s{seed}")
+        return out, out.with_name(f"{out.name}-branches")
+
+    def exploration_spend(self) -> dict | None:
+        """What Stage A's collections written so far spent (:mod:`harness.exploration`); None before any."""
+        dirs = [
+            d for seed in self.d.collect.seeds for d in self.collect_dirs(seed) if (d / CONFIG_FILE).exists()
+        ]
+        return exploration_spend(dirs).as_dict() if dirs else None
 
     # Stage 2 -----------------------------------------------------------------
     @property
@@ -495,6 +515,7 @@ class BenchmarkRun:
                 "prefix_cache": self.prefix_cache_counts(),
                 "power": self.power,
                 "stage_seconds": self.stage_seconds,
+                "exploration_spend": self.exploration_spend(),
             },
         )
 

@@ -154,7 +154,8 @@ def test_unknown_keys_are_named_with_what_is_allowed(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("name: t\nfixed_routers: [{name: random}]\ncollect: {seed: [0]}\n")
     with pytest.raises(
-        ConfigError, match=r"typo.yaml.collect: unknown key 'seed' \(allowed: router, split, quick, seeds\)"
+        ConfigError,
+        match=r"typo.yaml.collect: unknown key 'seed' \(allowed: router, split, quick, seeds, branch\)",
     ):
         load_benchmark(str(path))
 

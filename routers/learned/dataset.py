@@ -65,6 +65,15 @@ class DecisionSample:
     valid: bool
     error: str | None
     error_turns: tuple[int, ...]  # turns of this episode that the benchmark classifies as errors
+    # A counterfactual branch's decisions (harness.branching) name their branch point (parent run, episode
+    # and turn) and the branched turn; None for ordinary episodes.
+    branch_group: str | None = None
+    branch_turn: int | None = None
+
+    @property
+    def paired_group(self) -> str | None:
+        """The branch point of a branched decision (its siblings share it); None for every other decision."""
+        return self.branch_group if self.turn == self.branch_turn else None
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,8 @@ class TargetOptions:
     score_target: str = "gain"
     # How the regression targets are formed from the logged outcomes (routers.learned.targets):
     # "mc" (Monte Carlo, the reference), "td" (TD(td_lambda)), "fqi" (fitted-Q iteration), "advantage"
-    # (minus a state baseline) or "dr" (doubly robust). The bootstrapped ones refit ``fqi_iterations``
+    # (minus a state baseline), "dr" (doubly robust) or "paired" (branched decisions against their
+    # siblings, harness.branching). The bootstrapped ones refit ``fqi_iterations``
     # times, each time on targets from the previous fit; "fqi" and "dr" bootstrap from the router that
     # is greedy at ``policy_lam``.
     target: str = "mc"
@@ -163,6 +173,9 @@ class TrainingSet:
     task: np.ndarray | None = (
         None  # (n,) the task each row's episode is an instance of (public: routers see it)
     )
+    paired_group: np.ndarray | None = (
+        None  # (n,) a branched decision's branch point, else None (paired target)
+    )
 
     def __len__(self) -> int:
         return len(self.score)
@@ -187,6 +200,7 @@ class TrainingSet:
             propensity=take(self.propensity),
             score_offset=take(self.score_offset),
             task=take(self.task),
+            paired_group=take(self.paired_group),
         )
 
     def with_targets(self, score: np.ndarray, cost: np.ndarray) -> TrainingSet:
@@ -252,6 +266,8 @@ def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> l
     to_go = np.cumsum(dollars[::-1])[::-1]
     benchmark = get_benchmark(episode["benchmark"])
     error_turns = tuple(r["turn"] for r in turns if benchmark.is_error_turn(r))
+    branch = episode.get("branch_of")
+    branch_group = f"{branch['run']}:{branch['group']}" if branch else None
     samples = []
     score_before = 0.0
     for record in turns:
@@ -283,6 +299,8 @@ def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> l
                 valid=bool(record.get("valid", True)),
                 error=record.get("error"),
                 error_turns=error_turns,
+                branch_group=branch_group,
+                branch_turn=branch["turn"] if branch else None,
             )
         )
         if record.get("messages") is None:
@@ -326,12 +344,14 @@ def split_episodes(
     """Train/validation by task instance, never by turn, so no episode (nor a rerun of it) straddles both."""
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    keys = sorted({s.episode for s in samples})
+    keys = sorted(
+        {s.branch_group or s.episode for s in samples}
+    )  # the siblings of a branch point stay together
     n_val = math.ceil(val_fraction * len(keys)) if val_fraction > 0 and len(keys) > 1 else 0
     order = np.random.default_rng(seed).permutation(len(keys))
     val_keys = {keys[i] for i in order[:n_val]}
-    train = [s for s in samples if s.episode not in val_keys]
-    val = [s for s in samples if s.episode in val_keys]
+    train = [s for s in samples if (s.branch_group or s.episode) not in val_keys]
+    val = [s for s in samples if (s.branch_group or s.episode) in val_keys]
     return train, val
 
 
@@ -404,6 +424,7 @@ def build_training_set(
         propensity=np.array([s.propensity for s in samples], dtype=np.float64),
         score_offset=score_offsets(samples, stats, options),
         task=np.array([s.task for s in samples], dtype=object),
+        paired_group=np.array([s.paired_group for s in samples], dtype=object),
     )
 
 

@@ -6,7 +6,8 @@ starts from a fit on Monte-Carlo targets and refits ``fqi_iterations`` times,
 each time on targets recomputed from the original logged outcomes and the
 previous fit's estimates (validation targets likewise, so early stopping
 measures the same thing). ``advantage`` subtracts a cross-fitted state baseline
-and keeps the full-data baseline to add back. An ensemble repeats a member's
+and keeps the full-data baseline to add back. ``paired`` keeps the branched
+decisions that have siblings and centres their targets per branch point. An ensemble repeats a member's
 whole fit per seed, on a bootstrap resample of the training episodes in
 ``bootstrap`` mode.
 """
@@ -28,6 +29,7 @@ from routers.learned.targets import (
     advantage,
     doubly_robust,
     fitted_q,
+    paired,
     td_lambda,
 )
 from routers.learned.value_model import ValueModel
@@ -105,6 +107,29 @@ def advantage_sets(
     return train, val, baseline
 
 
+def paired_rows(data: TrainingSet) -> TrainingSet:
+    """The branched decisions of ``data`` that have a sibling, with targets centred per branch point."""
+    groups = data.paired_group if data.paired_group is not None else np.full(len(data), None, dtype=object)
+    sizes: dict[object, int] = {}
+    for group in groups:
+        if group is not None:
+            sizes[group] = sizes.get(group, 0) + 1
+    keep = np.array([g is not None and sizes[g] > 1 for g in groups], dtype=bool)
+    kept = data.rows(np.flatnonzero(keep))
+    assert kept.paired_group is not None
+    return kept.with_targets(paired(kept.score, kept.paired_group), paired(kept.cost, kept.paired_group))
+
+
+def paired_sets(train: TrainingSet, val: TrainingSet | None) -> tuple[TrainingSet, TrainingSet | None]:
+    train = paired_rows(train)
+    if not len(train):
+        raise ConfigError(
+            "target 'paired' trains on branch points with at least two branches, and the runs hold none "
+            "(collect counterfactual branches: harness.branching)"
+        )
+    return train, paired_rows(val) if val is not None and len(val) else val
+
+
 def bootstrap_rows(data: TrainingSet, rng: np.random.Generator) -> np.ndarray:
     """Rows of a resample of whole episodes, drawn with replacement."""
     episodes = data.episode_rows()
@@ -149,6 +174,8 @@ def fit_value_model(
     baseline = None
     if train.options.target == "advantage":
         train, val, baseline = advantage_sets(train, val, seed)
+    elif train.options.target == "paired":
+        train, val = paired_sets(train, val)
     members = []
     for k in range(ensemble.members):
         rows = None

@@ -17,7 +17,13 @@ The alternatives trade that variance for bias from the model's own estimates:
   when the logged next model is the greedy one and 0 otherwise (clipped);
 * ``advantage``: the Monte-Carlo target minus a state-value baseline; the
   baseline is the same for every model at a state, so the ranking is unchanged
-  but the part of the outcome that the state alone explains is removed.
+  but the part of the outcome that the state alone explains is removed;
+* ``paired``: for counterfactual branches (:mod:`harness.branching`), a branched
+  decision's Monte-Carlo outcome minus the mean outcome of the branches played
+  at the same state (itself included): the siblings share the state and one
+  continuation policy under common random numbers, so the state's value and most
+  of the continuation's luck cancel. Only branched decisions with at least one
+  sibling carry it; every other decision is left out of the fit.
 
 Everything here is a pure function of arrays, in "final" units: the score side is
 the normalised final score, before any per-state offset (the ``gain`` target
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TARGET_KINDS = ("mc", "td", "fqi", "advantage", "dr")
+TARGET_KINDS = ("mc", "td", "fqi", "advantage", "dr", "paired")
 BOOTSTRAPPED = ("td", "fqi", "dr")
 
 
@@ -123,3 +129,17 @@ def doubly_robust(
 def advantage(values: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     """Targets minus the state-value baseline of the same states."""
     return np.asarray(values, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+
+
+def paired(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each value minus the mean of the values of its group (the siblings of one branch point, itself
+    included); a row without a group (None) gets NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full(len(values), np.nan)
+    members: dict[object, list[int]] = {}
+    for row, group in enumerate(groups):
+        if group is not None:
+            members.setdefault(group, []).append(row)
+    for rows in members.values():
+        out[rows] = values[rows] - values[rows].mean()
+    return out
