@@ -168,3 +168,132 @@ def test_openai_sdk_multi_turn_with_tools_and_streaming(serving, openai_server, 
         assert t["dollars"] == pytest.approx((prompt * price[0] + t["completion_tokens"] * price[1]) / 1e6)
     assert episode["cost"] == pytest.approx(sum(t["dollars"] for t in turns))
     assert episode["session"] == session and episode["router"] == "random"
+
+
+def test_litellm_client_runs_a_streamed_conversation_matched_by_its_history(serving, openai_server, tmp_path):
+    from harness.backends.litellm_backend import load_litellm
+
+    litellm = load_litellm()
+    running = serving("round-robin")
+    openai_server.tool_calls = [("lookup", '{"q": "heron"}')]
+    messages: list = [{"role": "user", "content": "heron?"}]
+    common = {"model": "openai/round-robin", "api_base": running.base_url, "api_key": "unused", "tools": TOOLS}
+    for turn in range(4):
+        if turn % 2:
+            reply = litellm.completion(messages=messages, **common)
+            message = reply.choices[0].message
+            text, calls = message.content, [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls]
+        else:
+            chunks = list(litellm.completion(messages=messages, stream=True, **common))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            calls = [(t.id, t.function.name, t.function.arguments)
+                     for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()]  # fmt: skip
+        assert text == openai_server.reply and calls[0][1:] == ("lookup", '{"q": "heron"}')
+        messages += [
+            {"role": "assistant", "content": text, "tool_calls": [
+                {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in calls]},
+            {"role": "tool", "tool_call_id": calls[0][0], "content": f"result {turn}"},
+        ]  # fmt: skip
+    (session,) = running.server.sessions.open
+    close_session(running, session.id, 0.5)
+    (episode,) = RunStore(tmp_path / "served").episodes()
+    turns = turns_of(tmp_path / "served", episode["episode"])
+    # round-robin by turn index: the server counted the turns of one session, not four sessions
+    assert [t["model"] for t in turns] == ["big", "small", "big", "small"]
+    assert [t["history_len"] for t in turns] == [1, 3, 5, 7] and episode["score"] == 0.5
+
+
+def test_a_client_key_is_required_when_configured_and_binding_defaults_to_loopback(serving, monkeypatch):
+    assert ServeConfig(router=RouterSpec("random"), out=Path("x")).host == "127.0.0.1"
+    with pytest.raises(ConfigError, match="SERVE_TEST_CLIENT_KEY"):
+        serving(host="0.0.0.0", client_key_env="SERVE_TEST_CLIENT_KEY")
+    monkeypatch.setenv("SERVE_TEST_CLIENT_KEY", "client-key-1")
+    running = serving(client_key_env="SERVE_TEST_CLIENT_KEY")
+    anonymous = openai.OpenAI(base_url=running.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.chat.completions.create(model="random", messages=[{"role": "user", "content": "hi"}])
+    for path in ("/models", "/chat/completions", "/sessions/x/outcome"):
+        response = httpx.request("GET" if path == "/models" else "POST", running.base_url + path, json={})
+        assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+    assert httpx.get(running.base_url.removesuffix("/v1") + "/metrics").status_code == 401
+    assert httpx.get(running.base_url.removesuffix("/v1") + "/health").status_code == 200
+    client = openai.OpenAI(base_url=running.base_url, api_key="client-key-1", max_retries=0)
+    assert client.chat.completions.create(model="random", messages=[{"role": "user", "content": "hi"}]).choices
+    assert [m.id for m in client.models.list()] == ["random", "big", "small"]
+
+
+def test_upstream_errors_are_retried_then_returned_in_openai_shape_without_the_key(
+    serving, openai_server, tmp_path, caplog, capfd
+):
+    caplog.set_level(logging.DEBUG)
+    running = serving("single", {"model": "big"})
+    client = openai.OpenAI(base_url=running.base_url, api_key="unused", max_retries=0)
+    hello = [{"role": "user", "content": "hello"}]
+    openai_server.fail_next(429, times=2)
+    assert client.chat.completions.create(model="x", messages=hello).choices[0].message.content
+    assert openai_server.request_count == 3  # two refusals retried, then the answer
+    openai_server.fail_next(503, times=5)  # more than the policy's 4 retries
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="x", messages=hello + [{"role": "user", "content": "again"}])
+    assert caught.value.status_code == 503 and openai_server.request_count == 8
+    error = caught.value.body
+    assert "after 5 attempts: HTTP 503" in error["message"] and error["type"] == "server_error"
+    openai_server.fail_next(401)  # a refused upstream key is the server's problem, not the client's
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="x", messages=[{"role": "user", "content": "key?"}])
+    assert refused.value.status_code == 502 and "***" in refused.value.body["message"]
+    metrics = httpx.get(running.base_url.removesuffix("/v1") + "/metrics").text
+    assert 'harness_serve_errors_total{kind="upstream"} 2.0' in metrics
+    assert 'harness_serve_routed_turns_total{model="big"} 1.0' in metrics
+    running.stop()
+    records = RunStore(tmp_path / "served").episodes()
+    assert sum(r["retries"] for r in records) == 2 + 4 and all(r["status"] == "shutdown" for r in records)
+    stored = "".join(p.read_text() for p in (tmp_path / "served").rglob("*") if p.is_file())
+    out, err = capfd.readouterr()
+    seen = stored + caplog.text + out + err + metrics + str(error) + str(refused.value.body)
+    assert SECRET not in seen
+
+
+def test_malformed_requests_get_400_with_one_line(serving):
+    running = serving()
+    url = running.base_url + "/chat/completions"
+    cases = [
+        (b"not json", "request body is not JSON"),
+        (b"[1, 2]", "request body is not a JSON object"),
+        (b"{}", "messages must be a non-empty list"),
+        (b'{"messages": [{"role": "robot", "content": "x"}]}', "messages[0].role 'robot'"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "n": 3}', "n must be 1"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}', "tools[0]"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "metadata": {"benchmark": "nope"}}', "'nope'"),
+    ]
+    for body, expected in cases:
+        response = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, body
+        message = response.json()["error"]["message"]
+        assert expected in message and "\n" not in message
+    assert running.server.sessions.open == []
+
+
+def test_a_client_leaving_mid_stream_leaves_a_consistent_log(serving, openai_server, tmp_path):
+    running = serving("single", {"model": "small"})
+    openai_server.reply = " ".join(f"word{i}" for i in range(40))
+    openai_server.chunk_delay_s = 0.05
+    body = {"model": "x", "messages": [{"role": "user", "content": "talk"}], "stream": True}
+    with httpx.stream("POST", running.base_url + "/chat/completions", json=body, headers={"x-session-id": "s1"}) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")  # the first chunk arrived; the client walks away
+    deadline = time.monotonic() + 10
+    while running.server.sessions.by_id["s1"].busy:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    openai_server.chunk_delay_s = 0.0
+    # The client asks the same turn again; it is turn 0, answered once.
+    again = httpx.post(running.base_url + "/chat/completions", json=body | {"stream": False},
+                       headers={"x-session-id": "s1"})  # fmt: skip
+    assert again.status_code == 200
+    record = close_session(running, "s1", None)
+    assert record["turns"] == 1
+    (episode,) = RunStore(tmp_path / "served").episodes()
+    assert episode["abandoned_cost"] > 0 and episode["cost"] > 0
+    (turn,) = turns_of(tmp_path / "served", "serve/s1")
+    assert turn["turn"] == 0 and turn["output"] == openai_server.reply
