@@ -297,3 +297,67 @@ def test_a_client_leaving_mid_stream_leaves_a_consistent_log(serving, openai_ser
     assert episode["abandoned_cost"] > 0 and episode["cost"] > 0
     (turn,) = turns_of(tmp_path / "served", "serve/s1")
     assert turn["turn"] == 0 and turn["output"] == openai_server.reply
+
+
+@pytest.mark.parametrize(
+    "benchmark, router, task_filter, tool_calls",
+    [
+        ("scienceworld", "heuristic", "^find-animal$", []),
+        ("hle", "round-robin", "^engineering$", [("search", '{"query": "bridge load"}')]),
+    ],
+)
+def test_the_harness_agent_plays_through_the_server_as_harness_run_records(
+    benchmark, router, task_filter, tool_calls, serving, openai_server, tmp_path
+):
+    """The agent loop, pointed at the server through LiteLLM, does not know it is routed; the served run
+    directory chooses the models and bills the dollars `harness run` with the same router records."""
+    from harness.batch import Worker, prepare
+    from harness.config import RunConfig
+
+    def play(config: RunConfig, out: Path) -> list[dict]:
+        """The batch's episodes in this process, on the one engine both runs share."""
+        batch = prepare(config, out)
+        records = [worker.play(batch.config, out, task) for task in batch.tasks]
+        for record in records:
+            batch.store.record_episode(record)
+        batch.store.close()
+        return records
+
+    openai_server.tool_calls = tool_calls
+    limits = Limits(max_turns=5)
+    names = ("big", "mid", "small")
+    common = {"benchmark": benchmark, "split": "test_id", "quick": True, "task_filter": task_filter,
+              "backend": "litellm", "limits": limits}  # fmt: skip
+    upstream = write_pool(tmp_path / "upstream.yaml", openai_server.base_url, names)
+    worker = Worker()
+    try:
+        direct = play(RunConfig(router=RouterSpec(router), pool=str(upstream), **common), tmp_path / "direct")
+        running = serving(router, names=names, benchmark=benchmark, limits=limits)
+        client_pool = tmp_path / "client.yaml"
+        client_pool.write_text(yaml.safe_dump({"name": "served", "models": [{
+            "name": "routed", "provider_model": f"openai/{router}", "api_base": running.base_url,
+            "api_key_env": KEY_ENV, "price": {"input_per_mtok": 0.0, "output_per_mtok": 0.0}}]}))  # fmt: skip
+        client = RunConfig(router=RouterSpec("single", {"model": "routed"}), pool=str(client_pool), **common)
+        through = play(client, tmp_path / "client")
+    finally:
+        worker.close()
+    running.stop()
+    assert len(direct) == len(through) >= 1 and all(r["status"] == "max_turns" for r in direct + through)
+
+    direct_store, served_store = RunStore(tmp_path / "direct"), RunStore(tmp_path / "served")
+    served = {}
+    for record in served_store.episodes():
+        turns = served_store.turns(record["episode"])
+        served[json.dumps(turns[0]["initial_messages"])] = (record, turns)
+    assert len(served) == len(direct)
+    for record in direct:
+        turns = direct_store.turns(record["episode"])
+        served_record, served_turns = served.pop(json.dumps(turns[0]["initial_messages"]))
+        assert [t["model"] for t in served_turns] == [t["model"] for t in turns]
+        assert len(set(t["model"] for t in turns)) > 1  # the router's choices depend on the turn
+        assert [t["dollars"] for t in served_turns] == pytest.approx([t["dollars"] for t in turns], rel=1e-12)
+        assert [t["history_len"] for t in served_turns] == [t["history_len"] for t in turns]
+        # every turn's appended messages agree; the last one's observation never reached the server
+        assert [t["messages"] for t in served_turns[:-1]] == [t["messages"] for t in turns[:-1]]
+        assert served_record["cost"] == pytest.approx(record["cost"], rel=1e-12)
+        assert served_record["status"] == record["status"] and served_record["benchmark"] == benchmark
