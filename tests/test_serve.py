@@ -361,3 +361,55 @@ def test_the_harness_agent_plays_through_the_server_as_harness_run_records(
         assert [t["messages"] for t in served_turns[:-1]] == [t["messages"] for t in turns[:-1]]
         assert served_record["cost"] == pytest.approx(record["cost"], rel=1e-12)
         assert served_record["status"] == record["status"] and served_record["benchmark"] == benchmark
+
+
+def post_turn(running: Running, session: str, messages: list, **body) -> httpx.Response:
+    response = httpx.post(running.base_url + "/chat/completions", headers={"x-session-id": session},
+                          json={"model": "router", "messages": messages, **body}, timeout=60)  # fmt: skip
+    assert response.status_code == 200, response.text
+    return response
+
+
+def serve_traffic(running: Running, sessions: int, turns: int, score: Callable[[list[str]], float]) -> None:
+    """Scripted conversations with explicit session ids, each closed with the score ``score`` gives its models."""
+    for i in range(sessions):
+        messages: list = [{"role": "user", "content": f"Task: find animal number {i}"}]
+        models = []
+        for turn in range(turns):
+            reply = post_turn(running, f"rt-{i}", messages)
+            models.append(reply.headers["x-routed-model"])
+            messages += [reply.json()["choices"][0]["message"], {"role": "user", "content": f"You see {turn}."}]
+        close_session(running, f"rt-{i}", score(models), messages=messages)
+
+
+def test_served_traffic_is_replayed_offline_and_trains_a_router(serving, tmp_path):
+    """Round trip: a stochastic router's served traffic gives another router finite IS/DR estimates, and
+    `harness train` fits a router from it that then routes."""
+    from harness.pool import load_pool
+    from harness.replay.evaluate import evaluate_router, load_logs
+    from harness.replay.ope import OPEConfig
+    from routers import make_router
+    from routers.learned.train import train_router
+
+    running = serving("random")
+    serve_traffic(running, sessions=24, turns=2, score=lambda models: float(models.count("big") == 2))
+    running.stop()
+    out = tmp_path / "served"
+    cards = load_pool(str(tmp_path / "pool.yaml")).cards
+    evaluation = evaluate_router(RouterSpec("single", {"model": "big"}), load_logs([out]), cards,
+                                 ["tis", "wpdis", "dr"], OPEConfig(n_bootstrap=50, refit_resamples=0))  # fmt: skip
+    assert evaluation.episodes == 24 and evaluation.turns == 48
+    for estimate in evaluation.estimates.values():
+        assert math.isfinite(estimate.score.value) and 0 < estimate.score.ess <= 24
+    # Only always-big sessions scored 1, so always-big is worth 1 exactly under self-normalised weights.
+    assert evaluation.estimates["wpdis"].score.value == pytest.approx(1.0)
+    report = train_router("ridge", [out], tmp_path / "ridge", lam=0.0, cache_dir=tmp_path / "cache")
+    assert report is not None
+    trained = make_router("ridge", {"checkpoint": str(tmp_path / "ridge"), "cache_dir": str(tmp_path / "cache")},
+                          cards)  # fmt: skip
+    retrained = serving("ridge", {"checkpoint": str(tmp_path / "ridge"), "cache_dir": str(tmp_path / "cache")},
+                        out=tmp_path / "served-again")  # fmt: skip
+    assert trained.name == "ridge"
+    assert post_turn(retrained, "again", [{"role": "user", "content": "Task: find animal 3"}]).headers[
+        "x-routed-model"
+    ] in ("big", "small")
