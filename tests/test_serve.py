@@ -64,7 +64,9 @@ class Running:
         self.socket.bind(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
         self.uvicorn = uvicorn.Server(uvicorn_config(server, "127.0.0.1", self.port))
-        self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.uvicorn.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.uvicorn.started:
@@ -87,7 +89,9 @@ def serving(tmp_path, openai_server, monkeypatch) -> Iterator[Callable[..., Runn
     monkeypatch.setenv(KEY_ENV, SECRET)
     started: list[Running] = []
 
-    def start(router: str = "random", params: dict | None = None, names=("big", "small"), **options) -> Running:
+    def start(
+        router: str = "random", params: dict | None = None, names=("big", "small"), **options
+    ) -> Running:
         pool = write_pool(tmp_path / "pool.yaml", openai_server.base_url, names)
         options.setdefault("out", tmp_path / "served")
         config = ServeConfig(router=RouterSpec(router, params or {}), pool=str(pool), **options)
@@ -116,7 +120,10 @@ def test_openai_sdk_multi_turn_with_tools_and_streaming(serving, openai_server, 
     running = serving("random")
     openai_server.tool_calls = [("lookup", '{"q": "otter"}')]
     client = openai.OpenAI(base_url=running.base_url, api_key="unused", max_retries=0)
-    messages: list = [{"role": "system", "content": "You look things up."}, {"role": "user", "content": "otter?"}]
+    messages: list = [
+        {"role": "system", "content": "You look things up."},
+        {"role": "user", "content": "otter?"},
+    ]
     raw = client.chat.completions.with_raw_response.create(
         model="random", messages=messages, tools=TOOLS, tool_choice="auto"
     )
@@ -160,7 +167,10 @@ def test_openai_sdk_multi_turn_with_tools_and_streaming(serving, openai_server, 
     assert [t["model"] for t in turns] == routed and [t["propensity"] for t in turns] == [0.5] * 3
     assert [t["history_len"] for t in turns] == [2, 4, 6]
     assert turns[0]["initial_messages"] == [m for m in messages[:2]]
-    assert [m["role"] for t in turns for m in t["messages"]] == ["assistant", "tool"] * 2 + ["assistant", "user"]
+    assert [m["role"] for t in turns for m in t["messages"]] == ["assistant", "tool"] * 2 + [
+        "assistant",
+        "user",
+    ]
     for t, request in zip(turns, sent, strict=True):
         prompt = count_words(" ".join(str(m.get("content") or "") for m in request["messages"]))
         price = PRICES[t["model"]]
@@ -177,12 +187,20 @@ def test_litellm_client_runs_a_streamed_conversation_matched_by_its_history(serv
     running = serving("round-robin")
     openai_server.tool_calls = [("lookup", '{"q": "heron"}')]
     messages: list = [{"role": "user", "content": "heron?"}]
-    common = {"model": "openai/round-robin", "api_base": running.base_url, "api_key": "unused", "tools": TOOLS}
+    common = {
+        "model": "openai/round-robin",
+        "api_base": running.base_url,
+        "api_key": "unused",
+        "tools": TOOLS,
+    }
     for turn in range(4):
         if turn % 2:
             reply = litellm.completion(messages=messages, **common)
             message = reply.choices[0].message
-            text, calls = message.content, [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls]
+            text, calls = (
+                message.content,
+                [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls],
+            )
         else:
             chunks = list(litellm.completion(messages=messages, stream=True, **common))
             text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -218,7 +236,9 @@ def test_a_client_key_is_required_when_configured_and_binding_defaults_to_loopba
     assert httpx.get(running.base_url.removesuffix("/v1") + "/metrics").status_code == 401
     assert httpx.get(running.base_url.removesuffix("/v1") + "/health").status_code == 200
     client = openai.OpenAI(base_url=running.base_url, api_key="client-key-1", max_retries=0)
-    assert client.chat.completions.create(model="random", messages=[{"role": "user", "content": "hi"}]).choices
+    assert client.chat.completions.create(
+        model="random", messages=[{"role": "user", "content": "hi"}]
+    ).choices
     assert [m.id for m in client.models.list()] == ["random", "big", "small"]
 
 
@@ -279,7 +299,9 @@ def test_a_client_leaving_mid_stream_leaves_a_consistent_log(serving, openai_ser
     openai_server.reply = " ".join(f"word{i}" for i in range(40))
     openai_server.chunk_delay_s = 0.05
     body = {"model": "x", "messages": [{"role": "user", "content": "talk"}], "stream": True}
-    with httpx.stream("POST", running.base_url + "/chat/completions", json=body, headers={"x-session-id": "s1"}) as r:
+    with httpx.stream(
+        "POST", running.base_url + "/chat/completions", json=body, headers={"x-session-id": "s1"}
+    ) as r:
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")  # the first chunk arrived; the client walks away
     deadline = time.monotonic() + 10
@@ -378,7 +400,10 @@ def serve_traffic(running: Running, sessions: int, turns: int, score: Callable[[
         for turn in range(turns):
             reply = post_turn(running, f"rt-{i}", messages)
             models.append(reply.headers["x-routed-model"])
-            messages += [reply.json()["choices"][0]["message"], {"role": "user", "content": f"You see {turn}."}]
+            messages += [
+                reply.json()["choices"][0]["message"],
+                {"role": "user", "content": f"You see {turn}."},
+            ]
         close_session(running, f"rt-{i}", score(models), messages=messages)
 
 
@@ -413,3 +438,101 @@ def test_served_traffic_is_replayed_offline_and_trains_a_router(serving, tmp_pat
     assert post_turn(retrained, "again", [{"role": "user", "content": "Task: find animal 3"}]).headers[
         "x-routed-model"
     ] in ("big", "small")
+
+
+async def converse(base_url: str, client: httpx.AsyncClient, i: int, turns: int) -> list[float]:
+    """One agent's conversation, matched by its history alone; the wall time of each turn."""
+    messages: list = [{"role": "system", "content": "You are a field biologist."},
+                      {"role": "user", "content": f"Task: count the herons at pond {i}"}]  # fmt: skip
+    walls = []
+    for turn in range(turns):
+        started = time.perf_counter()
+        response = await client.post(
+            f"{base_url}/chat/completions", json={"model": "router", "messages": messages}
+        )
+        walls.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.text
+        messages += [response.json()["choices"][0]["message"], {"role": "user", "content": f"{turn} herons"}]
+    return walls
+
+
+@pytest.mark.parametrize("turns", [4, pytest.param(10, marks=pytest.mark.slow)])
+def test_fifty_concurrent_sessions_lose_and_duplicate_no_turn_line(turns, serving, openai_server, tmp_path):
+    import asyncio
+
+    sessions = 50
+    running = serving("random", names=("big", "mid", "small"))
+    openai_server.latency_s = 0.02
+
+    async def load() -> None:
+        limits = httpx.Limits(max_connections=sessions)
+        async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+            await asyncio.gather(*(converse(running.base_url, client, i, turns) for i in range(sessions)))
+
+    asyncio.run(load())
+    running.stop()
+    store = RunStore(tmp_path / "served")
+    episodes = store.episodes()
+    assert len(episodes) == sessions and len({e["episode"] for e in episodes}) == sessions
+    assert openai_server.request_count == sessions * turns
+    ponds = set()
+    for episode in episodes:
+        lines = store.turns(episode["episode"])
+        assert [t["turn"] for t in lines] == list(range(turns)) and episode["turns"] == turns
+        ponds.add(lines[0]["initial_messages"][1]["content"])
+        assert [t["history_len"] for t in lines] == [2 + 2 * k for k in range(turns)]
+    assert len(ponds) == sessions  # one episode per conversation, none merged or split
+
+
+def test_sigterm_drains_the_stream_in_flight_then_closes_every_session(openai_server, tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    pool = write_pool(tmp_path / "pool.yaml", openai_server.base_url)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "served"
+    command = [sys.executable, "-m", "harness.cli", "serve", "--out", str(out), "--router", "random",
+               "--pool", str(pool), "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=os.environ)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(base_url.removesuffix("/v1") + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        hello = {"model": "r", "messages": [{"role": "user", "content": "hello"}]}
+        assert (
+            httpx.post(base_url + "/chat/completions", json=hello, headers={"x-session-id": "a"}).status_code
+            == 200
+        )
+        openai_server.reply = " ".join(f"w{i}" for i in range(20))
+        openai_server.chunk_delay_s = 0.1
+        body = {"model": "r", "messages": [{"role": "user", "content": "stream"}], "stream": True}
+        with httpx.stream("POST", base_url + "/chat/completions", json=body, headers={"x-session-id": "b"},
+                          timeout=60) as stream:  # fmt: skip
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data: ")
+            process.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]"  # drained, not cut off
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    assert process.returncode in (0, -signal.SIGTERM) and "Traceback" not in stderr
+    store = RunStore(out)
+    records = {r["session"]: r for r in store.episodes()}
+    assert set(records) == {"a", "b"} and all(
+        r["status"] == "shutdown" and r["turns"] == 1 for r in records.values()
+    )
+    assert store.turns("serve/b")[0]["output"] == openai_server.reply

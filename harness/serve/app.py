@@ -162,6 +162,7 @@ class RouterServer:
         self.cards = self.pool.cards
         self.router = make_router(config.router.name, config.router.params, self.cards)
         self.label = config.router.label
+        self.benchmarks = frozenset(benchmarks_available())  # looked up once: the registry reads entry points
         self.backends = build_backends(self.pool, "litellm")
         for backend in self.backends.values():
             backend._api_key()  # a missing key variable is refused now, by name, not on the first request
@@ -317,7 +318,7 @@ class RouterServer:
             raise RequestRefused(400, "metadata must be an object")
         named = request.headers.get(SESSION_HEADER) or metadata.get("session_id") or body.get("user")
         benchmark = str(metadata.get("benchmark") or self.config.benchmark)
-        if benchmark not in benchmarks_available():
+        if benchmark not in self.benchmarks:
             raise RequestRefused(400, f"metadata.benchmark {benchmark!r} is not a registered benchmark")
         try:
             variation = int(metadata.get("variation", 0))
