@@ -17,7 +17,7 @@ import openai
 import pytest
 import uvicorn
 import yaml
-from openai_server import OpenAIChatServer, count_words
+from openai_server import count_words
 
 from harness.config import Limits, RouterSpec
 from harness.errors import ConfigError
