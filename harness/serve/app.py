@@ -46,6 +46,7 @@ from harness.pool import load_pool
 from harness.seeding import derive_seed
 from harness.serve.sessions import RequestRefused, RoutedTurn, Session, SessionMeta, Sessions, propensity
 from harness.serve.upstream import (
+    Clients,
     UpstreamFailed,
     completion_of,
     cut_off_dollars,
@@ -188,6 +189,7 @@ class RouterServer:
         self.metrics = Metrics()
         # One thread routes, so a router never sees two states at once and the event loop never waits on it.
         self.router_thread = ThreadPoolExecutor(1, thread_name_prefix="router")
+        self.clients = Clients()
         self.app = self._build_app()
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -200,6 +202,7 @@ class RouterServer:
         finally:
             sweeper.cancel()
             self.shutdown()
+            await self.clients.close()
 
     def shutdown(self) -> None:
         """Close every session as an episode (after uvicorn has drained the requests in flight)."""
@@ -346,7 +349,7 @@ class RouterServer:
         meta, named = self.session_meta(request, body)
         session, history = self.sessions.claim(body.get("messages"), named, meta)
         self.metrics.sessions.set(len(self.sessions.open))
-        turn = Turn(self, session, history, tools, body["messages"])
+        turn = Turn(self, session, history, tools)
         handed_over = False
         try:
             await turn.route()
@@ -373,9 +376,8 @@ class Turn:
     """One chat request's routed turn: route, call, bill, and hand the session back."""
 
     def __init__(self, server: RouterServer, session: Session, history: list[Message],
-                 tools: list[ToolSpec] | None, raw_messages: list[Any]):  # fmt: skip
+                 tools: list[ToolSpec] | None):  # fmt: skip
         self.server, self.session, self.history, self.tools = server, session, history, tools
-        self.raw_messages = raw_messages
         self.number = session.turn
         self.ledger_before = copy.deepcopy(session.ledger)
         self.decision: Decision
@@ -409,7 +411,7 @@ class Turn:
         self.upstream_started = time.perf_counter()
         seed = derive_seed(session.seed, session.key, self.number, self.decision.model)
         try:
-            return await open_call(self.backend, params, stream, seed, retried)
+            return await open_call(self.backend, self.server.clients, params, stream, seed, retried)
         except UpstreamFailed:
             self._abandon_overhead()
             raise
@@ -489,9 +491,7 @@ class Turn:
                 message = f"model {self.decision.model!r} broke off its stream: {type(exc).__name__}"
                 yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
                 return
-            completion = streamed_completion(
-                self.backend, received, self.raw_messages, self.history, self.tools
-            )
+            completion = streamed_completion(self.backend, received, self.history, self.tools)
             self.answered(completion, None)
             self.server.metrics.requests.labels("200").inc()
             yield "data: [DONE]\n\n"

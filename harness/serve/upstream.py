@@ -3,7 +3,11 @@
 Each pool model's :class:`~harness.backends.litellm_backend.LiteLLMBackend` holds what a call
 needs (provider model, ``api_base``, the variable holding its key, timeout, retries, backoff) and
 bills a reply exactly as ``harness run --backend litellm`` bills it, so a served turn costs what
-the same turn costs in the harness. Failures are classified and retried as the backend retries
+the same turn costs in the harness. A model whose provider is ``openai/`` (OpenAI itself or any
+OpenAI-compatible server named by ``api_base``) is called with the OpenAI SDK's async client, kept
+open per model: the provider's own response, and a few milliseconds of CPU per call where
+LiteLLM's translation layer costs several times that on the server's one event loop. Every other
+provider goes through LiteLLM. Failures are classified and retried as the backend retries
 them (429, 5xx, timeouts, connection errors and unreadable bodies; ``Retry-After`` honoured up
 to its cap); what is left is raised as :class:`UpstreamFailed` with the status the client gets and
 a one-line message from which the key is redacted. A stream is retried only until its first
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 from harness.backends.litellm_backend import (
@@ -57,29 +62,64 @@ def client_status(failure_status: str) -> tuple[int, str]:
     return 502, "server_error"
 
 
-async def open_call(backend: LiteLLMBackend, params: dict[str, Any], stream: bool, seed: int,
+OPENAI_PREFIX = "openai/"
+
+
+class Clients:
+    """One OpenAI SDK client per OpenAI-compatible model, reused across requests (its connection pool)."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+
+    def get(self, backend: LiteLLMBackend, api_key: str | None) -> Any:
+        """The model's client, or None when LiteLLM calls it (another provider, or no key to give the SDK)."""
+        if not backend.provider_model.startswith(OPENAI_PREFIX) or api_key is None:
+            return None
+        if backend.card.name not in self._clients:
+            import openai
+
+            self._clients[backend.card.name] = openai.AsyncOpenAI(
+                base_url=backend.api_base, api_key=api_key, max_retries=0, timeout=backend.timeout_s
+            )
+        return self._clients[backend.card.name]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+async def _attempt(backend: LiteLLMBackend, client: Any, api_key: str | None, params: dict[str, Any],
+                   extra: dict[str, Any]) -> Any:  # fmt: skip
+    if client is not None:
+        model = backend.provider_model.removeprefix(OPENAI_PREFIX)
+        return await client.chat.completions.create(model=model, **params, **extra)
+    return await load_litellm().acompletion(
+        model=backend.provider_model,
+        **params,
+        **extra,
+        api_base=backend.api_base,
+        api_key=api_key,
+        timeout=backend.timeout_s,
+        max_retries=0,
+        drop_params=True,
+    )
+
+
+async def open_call(backend: LiteLLMBackend, clients: Clients, params: dict[str, Any], stream: bool, seed: int,
                     on_retry: Callable[[], None]) -> Any:  # fmt: skip
     """The provider's response; for a stream, an async iterator of its chunks whose first has arrived."""
-    litellm = load_litellm()
     import openai
 
     api_key = backend._api_key()
+    client = clients.get(backend, api_key)
     delays = retry_delays(backend.max_retries, backend.backoff_s, seed)
     extra = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
     attempts = 0
     while True:
         attempts += 1
         try:
-            response = await litellm.acompletion(
-                model=backend.provider_model,
-                **params,
-                **extra,
-                api_base=backend.api_base,
-                api_key=api_key,
-                timeout=backend.timeout_s,
-                max_retries=0,
-                drop_params=True,
-            )
+            response = await _attempt(backend, client, api_key, params, extra)
             return await _started(response) if stream else response
         except openai.OpenAIError as exc:
             failure = _classify(exc, api_key)
@@ -126,10 +166,31 @@ def completion_of(backend: LiteLLMBackend, response: Any, history: list[Message]
     return backend._completion_from(response, history, tools)
 
 
-def streamed_completion(backend: LiteLLMBackend, chunks: list[Any], raw_messages: list[Any],
-                        history: list[Message], tools: list[ToolSpec] | None) -> Completion:  # fmt: skip
-    """A finished stream's chunks rebuilt into one response, then billed as a response is."""
-    response = load_litellm().stream_chunk_builder(chunks, messages=raw_messages)
+def streamed_completion(backend: LiteLLMBackend, chunks: list[Any], history: list[Message],
+                        tools: list[ToolSpec] | None) -> Completion:  # fmt: skip
+    """A finished stream's chunks put back together as the one reply they spell, then billed as a response is."""
+    text: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    usage = None
+    for chunk in chunks:
+        usage = getattr(chunk, "usage", None) or usage
+        for choice in getattr(chunk, "choices", None) or ():
+            delta = choice.delta
+            text.append(getattr(delta, "content", None) or "")
+            for part in getattr(delta, "tool_calls", None) or ():
+                call = calls.setdefault(part.index if part.index is not None else len(calls),
+                                        {"id": "", "name": "", "arguments": ""})  # fmt: skip
+                call["id"] = part.id or call["id"]
+                function = part.function
+                if function is not None:
+                    call["name"] += function.name or ""
+                    call["arguments"] += function.arguments or ""
+    tool_calls = [
+        SimpleNamespace(id=c["id"], function=SimpleNamespace(name=c["name"], arguments=c["arguments"]))
+        for _, c in sorted(calls.items())
+    ]
+    message = SimpleNamespace(content="".join(text), tool_calls=tool_calls)
+    response = SimpleNamespace(choices=[SimpleNamespace(message=message)], usage=usage)
     return completion_of(backend, response, history, tools)
 
 
