@@ -40,11 +40,11 @@ TOOLS = [
 ]
 
 
-def write_pool(path: Path, base_url: str, names=("big", "small")) -> Path:
+def write_pool(path: Path, base_url: str, names=("big", "small"), provider: str = "openai") -> Path:
     models = [
         {
             "name": name,
-            "provider_model": f"openai/{name}",
+            "provider_model": f"{provider}/{name}",
             "price": {"input_per_mtok": PRICES[name][0], "output_per_mtok": PRICES[name][1]},
             "api_base": base_url,
             "api_key_env": KEY_ENV,
@@ -89,10 +89,9 @@ def serving(tmp_path, openai_server, monkeypatch) -> Iterator[Callable[..., Runn
     monkeypatch.setenv(KEY_ENV, SECRET)
     started: list[Running] = []
 
-    def start(
-        router: str = "random", params: dict | None = None, names=("big", "small"), **options
-    ) -> Running:
-        pool = write_pool(tmp_path / "pool.yaml", openai_server.base_url, names)
+    def start(router: str = "random", params: dict | None = None, names=("big", "small"), provider: str = "openai",
+              **options) -> Running:  # fmt: skip
+        pool = write_pool(tmp_path / "pool.yaml", openai_server.base_url, names, provider)
         options.setdefault("out", tmp_path / "served")
         config = ServeConfig(router=RouterSpec(router, params or {}), pool=str(pool), **options)
         server = RouterServer(config)
@@ -116,8 +115,10 @@ def turns_of(out: Path, key: str) -> list[dict]:
     return RunStore(out).turns(key)
 
 
-def test_openai_sdk_multi_turn_with_tools_and_streaming(serving, openai_server, tmp_path):
-    running = serving("random")
+# openai/: the OpenAI SDK calls the upstream; hosted_vllm/: LiteLLM does (any provider it knows).
+@pytest.mark.parametrize("provider", ["openai", "hosted_vllm"])
+def test_openai_sdk_multi_turn_with_tools_and_streaming(provider, serving, openai_server, tmp_path):
+    running = serving("random", provider=provider)
     openai_server.tool_calls = [("lookup", '{"q": "otter"}')]
     client = openai.OpenAI(base_url=running.base_url, api_key="unused", max_retries=0)
     messages: list = [
