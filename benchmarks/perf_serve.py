@@ -128,6 +128,12 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 300) ->
         time.sleep(0.2)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ms(values: list[float], q: float) -> str:
     return f"{1000 * float(np.percentile(values, q)):8.2f}"
 
@@ -159,30 +165,33 @@ def main() -> None:
             )  # fmt: skip
             wait_healthy(f"http://127.0.0.1:{port}/health", server)
             base_url = f"http://127.0.0.1:{port}/v1"
-            asyncio.run(
-                load(base_url, 2, 2, first=10**6)
-            )  # warm up (imports, the encoder's first calls); not counted
-            started = time.perf_counter()
+            asyncio.run(load(base_url, 2, 2, first=10**6))  # warm-up (imports, first encodings): not counted
+            alone = asyncio.run(load(base_url, 1, args.turns * 3, first=10**5))  # nothing to queue behind
+            started, cpu = time.perf_counter(), cpu_seconds(server.pid)
             walls = asyncio.run(load(base_url, args.sessions, args.turns))
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, cpu_seconds(server.pid) - cpu
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
         finally:
             for process in (server, upstream):
                 if process is not None and process.poll() is None:
                     process.kill()
-        report(RunStore(out), walls, args, elapsed)
+        report(RunStore(out), walls, alone, args, elapsed, cpu)
 
 
-def report(store: RunStore, walls: dict[str, list[float]], args: argparse.Namespace, elapsed: float) -> None:
+def report(store: RunStore, walls: dict[str, list[float]], alone: dict[str, list[float]],
+           args: argparse.Namespace, elapsed: float, cpu: float) -> None:  # fmt: skip
     overhead, routing, upstream = [], [], []
     problems = []
     seen = set()
+    single: list[float] = []
     for episode in store.episodes():
         lines = store.turns(episode["episode"])
         first = lines[0]["initial_messages"][1]["content"] if lines and lines[0]["initial_messages"] else None
+        if first in alone:
+            single = [wall - line["latency_s"] for line, wall in zip(lines, alone[first], strict=True)]
         if first not in walls:
-            continue  # a warm-up conversation
+            continue  # the warm-up and the lone conversation
         if first in seen:
             problems.append(f"conversation {first!r} became two episodes")
         seen.add(first)
@@ -196,8 +205,9 @@ def report(store: RunStore, walls: dict[str, list[float]], args: argparse.Namesp
     problems += [f"conversation {k!r} has no episode" for k in walls if k not in seen]
     turns = args.sessions * args.turns
     print(f"{args.sessions} sessions x {args.turns} turns, router {args.router}: {turns} turns in {elapsed:.1f} s "
-          f"({turns / elapsed:.0f} turns/s)")  # fmt: skip
+          f"({turns / elapsed:.0f} turns/s); the server used {1000 * cpu / turns:.1f} ms of CPU per turn")  # fmt: skip
     print(f"{'ms':<28} {'p50':>8} {'p99':>8}")
+    print(f"{'overhead, one session alone':<28} {ms(single, 50)} {ms(single, 99)}")
     print(f"{'overhead (wall - upstream)':<28} {ms(overhead, 50)} {ms(overhead, 99)}")
     print(f"{'router decision':<28} {ms(routing, 50)} {ms(routing, 99)}")
     print(f"{'upstream call':<28} {ms(upstream, 50)} {ms(upstream, 99)}")
