@@ -537,3 +537,36 @@ def test_sigterm_drains_the_stream_in_flight_then_closes_every_session(openai_se
         r["status"] == "shutdown" and r["turns"] == 1 for r in records.values()
     )
     assert store.turns("serve/b")[0]["output"] == openai_server.reply
+
+
+def test_limits_end_a_session_as_the_agent_loop_does_and_idle_sessions_close(
+    serving, openai_server, tmp_path
+):
+    running = serving("single", {"model": "big"}, limits=Limits(max_turns=2, budget_dollars=1e-4),
+                      idle_timeout_s=0.3)  # fmt: skip
+    openai_server.reply = "ok"  # 1 completion token; 60 prompt words cost $0.000120 at $2/Mtok
+    words = " ".join(["word"] * 60)
+    first = [{"role": "user", "content": words}]
+    reply = post_turn(running, "spender", first).json()["choices"][0]["message"]
+    refused = httpx.post(running.base_url + "/chat/completions", headers={"x-session-id": "spender"},
+                         json={"model": "r", "messages": [*first, reply, {"role": "user", "content": "more"}]})  # fmt: skip
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "session_limit_reached"
+    assert "budget" in refused.json()["error"]["message"]
+    messages = [{"role": "user", "content": "short"}]
+    for _ in range(2):
+        messages += [post_turn(running, "talker", messages).json()["choices"][0]["message"],
+                     {"role": "user", "content": "go on"}]  # fmt: skip
+    refused = httpx.post(running.base_url + "/chat/completions", json={"model": "r", "messages": messages})
+    assert refused.status_code == 400 and "turn limit (2 turns)" in refused.json()["error"]["message"]
+    post_turn(running, "sleeper", [{"role": "user", "content": "zzz"}])
+    deadline = time.monotonic() + 10
+    while "sleeper" in running.server.sessions.by_id:
+        assert time.monotonic() < deadline, "the idle session was not closed"
+        time.sleep(0.05)
+    records = {r["session"]: r for r in RunStore(tmp_path / "served").episodes()}
+    assert {k: (r["status"], r["turns"]) for k, r in records.items()} == {
+        "spender": ("budget", 1),
+        "talker": ("max_turns", 2),
+        "sleeper": ("idle", 1),
+    }
+    assert turns_of(tmp_path / "served", records["spender"]["episode"])[0]["messages"][1]["content"] == "more"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import (
@@ -498,6 +499,10 @@ class Turn:
         finally:
             if self.routed is None:
                 self.abandon_stream("".join(text))
+                with anyio.CancelScope(
+                    shield=True
+                ):  # the request may be cancelled: close the upstream anyway
+                    await chunks.aclose()  # type: ignore[attr-defined]
             self.release()
 
 

@@ -11,13 +11,16 @@ Served lines carry a few fields of their own beside the harness's (readers keep 
 fields): ``session``, the upstream ``latency_s``, the ``routing_s`` the router took, and
 ``reported_cached_prompt_tokens`` where the provider said how much of the prompt its cache
 served (``cached_prompt_tokens`` stays the ledger's, as in the harness, because that is what
-was billed).
+was billed). A session closed before any turn was answered (its upstream calls failed or were cut
+off) is recorded as a failed episode, so its abandoned dollars are kept but no reader takes it for
+a result.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from harness.trajectory import EPISODE_FAILURE
 from harness.types import Message
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ def episode_record(session: Session, status: str, score: float | None, router_la
     """A closed session as an episode line: what ``EpisodeResult.record`` and ``Player.play`` write."""
     ledger = session.ledger
     turns = session.turn
+    failed = turns == 0  # nothing was answered (every attempt failed or was cut off): no result to read
     switches = sum(a != b for a, b in zip(session.models, session.models[1:], strict=False))
     return {
         "episode": session.key,
@@ -72,7 +76,7 @@ def episode_record(session: Session, status: str, score: float | None, router_la
         "split": session.split,
         "seed": session.seed,
         "router": router_label,
-        "score": score,
+        "score": None if failed else score,
         "cost": ledger.episode_total,
         "model_cost": ledger.model_total,
         "router_cost": ledger.router_total,
@@ -81,11 +85,11 @@ def episode_record(session: Session, status: str, score: float | None, router_la
         "turns": turns,
         "switches": switches,
         "switch_rate": switches / max(1, turns - 1),
-        "status": status,
-        "error": None,
+        "status": "failed" if failed else status,
+        "error": "no turn was answered" if failed else None,
         "duration_s": round(session.duration_s, 3),
         "attempts": 1,
         "retries": session.retries,
         "abandoned_cost": session.abandoned.total,
         "session": session.id,
-    }
+    } | ({"failure": EPISODE_FAILURE} if failed else {})

@@ -152,10 +152,15 @@ async def _started(stream: Any) -> AsyncIterator[Any]:
         first = None
 
     async def replay() -> AsyncIterator[Any]:
-        if first is not None:
-            yield first
-        async for chunk in chunks:
-            yield chunk
+        try:
+            if first is not None:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:  # a client that left early: the provider's connection is closed, not left to the collector
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
     return replay()
 
