@@ -270,7 +270,11 @@ def test_upstream_errors_are_retried_then_returned_in_openai_shape_without_the_k
     records = RunStore(tmp_path / "served").episodes()
     assert sum(r["retries"] for r in records) == 2 + 4
     # the answered session ends with the server; the two never answered are failed episodes, not results
-    assert sorted((r["status"], r["turns"]) for r in records) == [("failed", 0), ("failed", 0), ("shutdown", 1)]
+    assert sorted((r["status"], r["turns"]) for r in records) == [
+        ("failed", 0),
+        ("failed", 0),
+        ("shutdown", 1),
+    ]
     stored = "".join(p.read_text() for p in (tmp_path / "served").rglob("*") if p.is_file())
     out, err = capfd.readouterr()
     seen = stored + caplog.text + out + err + metrics + str(error) + str(refused.value.body)
@@ -386,6 +390,8 @@ def test_the_harness_agent_plays_through_the_server_as_harness_run_records(
         assert [t["messages"] for t in served_turns[:-1]] == [t["messages"] for t in turns[:-1]]
         assert served_record["cost"] == pytest.approx(record["cost"], rel=1e-12)
         assert served_record["status"] == record["status"] and served_record["benchmark"] == benchmark
+        if benchmark == "scienceworld":  # the router was told the task as the agent loop tells it
+            assert served_turns[0]["task_description"] == turns[0]["task_description"]
 
 
 def post_turn(running: Running, session: str, messages: list, **body) -> httpx.Response:

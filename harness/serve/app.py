@@ -45,7 +45,15 @@ from harness.config import Limits, RouterSpec, RunConfig, recorded, to_plain
 from harness.errors import ConfigError
 from harness.pool import load_pool
 from harness.seeding import derive_seed
-from harness.serve.sessions import RequestRefused, RoutedTurn, Session, SessionMeta, Sessions, propensity
+from harness.serve.sessions import (
+    RequestRefused,
+    RoutedTurn,
+    Session,
+    SessionMeta,
+    Sessions,
+    message_of,
+    propensity,
+)
 from harness.serve.upstream import (
     Clients,
     UpstreamFailed,
@@ -308,8 +316,6 @@ class RouterServer:
             raise RequestRefused(409, f"session {sid!r} has a request in flight")
         final = None
         if body.get("messages") is not None:
-            from harness.serve.sessions import message_of
-
             if not isinstance(body["messages"], list):
                 raise RequestRefused(400, "messages must be a list")
             final = [message_of(m, f"messages[{i}]") for i, m in enumerate(body["messages"])]

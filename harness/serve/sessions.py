@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.benchmarks.scienceworld.prompt import task_description_of
 from harness.config import Limits
 from harness.ledger import CostLedger
 from harness.seeding import derive_seed
@@ -114,7 +115,7 @@ class SessionMeta:
     task: str = "served"
     variation: int = 0
     split: str = "served"
-    task_description: str | None = None  # None: the first user message
+    task_description: str | None = None  # None: read from the first user message, as replay reads it
 
 
 @dataclass
@@ -143,14 +144,12 @@ class Session:
     def __init__(self, sid: str, key: str, meta: SessionMeta, router: Router, seed: int, history: list[Message],
                  limits: Limits, turns_path: Path):  # fmt: skip
         self.id, self.key = sid, key
-        self.benchmark, self.task, self.variation, self.split = (
-            meta.benchmark,
-            meta.task,
-            meta.variation,
-            meta.split,
-        )
-        first_user = next((m.content for m in history if m.role == "user"), "")
-        self.task_description = meta.task_description if meta.task_description is not None else first_user
+        self.benchmark, self.task = meta.benchmark, meta.task
+        self.variation, self.split = meta.variation, meta.split
+        self.task_description = meta.task_description
+        if self.task_description is None:
+            first_user = next((m.content for m in history if m.role == "user"), "")
+            self.task_description = task_description_of(first_user) or first_user
         self.router = copy.copy(router)
         self.seed = derive_seed(seed, key)
         self.rng = np.random.default_rng(self.seed)
