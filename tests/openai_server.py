@@ -53,6 +53,10 @@ class ScriptedFailure:
     malformed: bool = False  # answer 200 with a body that is not JSON
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 128  # many clients connecting at once (a load test); the default backlog is 5
+
+
 class OpenAIChatServer:
     """ThreadingHTTPServer speaking POST /v1/chat/completions with canned replies.
 
@@ -72,7 +76,7 @@ class OpenAIChatServer:
         self._failures: deque[ScriptedFailure] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Listener(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._serve, name="openai-chat-server", daemon=True)
 
