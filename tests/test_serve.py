@@ -465,11 +465,10 @@ async def converse(base_url: str, client: httpx.AsyncClient, i: int, turns: int)
     return walls
 
 
-@pytest.mark.parametrize("turns", [4, pytest.param(10, marks=pytest.mark.slow)])
-def test_fifty_concurrent_sessions_lose_and_duplicate_no_turn_line(turns, serving, openai_server, tmp_path):
+def test_fifty_concurrent_sessions_lose_and_duplicate_no_turn_line(serving, openai_server, tmp_path):
     import asyncio
 
-    sessions = 50
+    sessions, turns = 50, 10
     running = serving("random", names=("big", "mid", "small"))
     openai_server.latency_s = 0.02
 
