@@ -155,6 +155,9 @@ def test_openai_sdk_multi_turn_with_tools_and_streaming(provider, serving, opena
     assert third.headers["x-session-id"] == session
     routed.append(third.headers["x-routed-model"])
     final = [*messages, third.parse().choices[0].message.model_dump(exclude_none=True)]
+    outcome = f"{running.base_url}/sessions/{session}/outcome"
+    assert httpx.post(outcome, json={"score": 1.0, "messages": messages[:1]}).status_code == 400
+    assert httpx.post(f"{running.base_url}/sessions/nope/outcome", json={"score": 1.0}).status_code == 404
     record = close_session(running, session, 1.0, messages=final + [{"role": "user", "content": "thanks"}])
     assert record["turns"] == 3 and record["score"] == 1.0 and record["status"] == "done"
 

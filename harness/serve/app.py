@@ -319,6 +319,10 @@ class RouterServer:
             if not isinstance(body["messages"], list):
                 raise RequestRefused(400, "messages must be a list")
             final = [message_of(m, f"messages[{i}]") for i, m in enumerate(body["messages"])]
+            if not self.sessions.continues(session, final):
+                raise RequestRefused(
+                    400, f"messages do not continue session {sid!r}'s last request and reply"
+                )
         record = self._close(session, "done", None if score is None else float(score), final)
         return {key: record[key] for key in ("session", "episode", "status", "score", "turns", "cost")}
 
@@ -339,7 +343,9 @@ class RouterServer:
             task=str(metadata.get("task") or "served"),
             variation=variation,
             split=str(metadata.get("split") or "served"),
-            task_description=metadata.get("task_description"),
+            task_description=None
+            if metadata.get("task_description") is None
+            else str(metadata["task_description"]),
         )
         return meta, None if named is None else str(named)
 

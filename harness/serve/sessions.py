@@ -282,6 +282,14 @@ class Sessions:
         self.close(session, "diverged", None)  # the client rewrote the history: a new episode starts
         return None, AGAIN
 
+    @staticmethod
+    def continues(session: Session, history: list[Message]) -> bool:
+        """Whether ``history`` extends the session's last request and the reply it got."""
+        digests = prefix_digests(history)
+        n = len(digests) - 1
+        return any(kind == CONTINUE and n >= length and digests[length] == digest
+                   for length, digest, kind in session.expects)  # fmt: skip
+
     def _matched(self, digests: list[bytes]) -> tuple[Session | None, str]:
         n = len(digests) - 1
         for k in range(n, 0, -1):
