@@ -580,3 +580,25 @@ def test_limits_end_a_session_as_the_agent_loop_does_and_idle_sessions_close(
         "sleeper": ("idle", 1),
     }
     assert turns_of(tmp_path / "served", records["spender"]["episode"])[0]["messages"][1]["content"] == "more"
+
+
+def test_serve_command_refuses_bad_input_in_one_line_before_binding(tmp_path, monkeypatch, openai_server, capsys):
+    from harness.cli import app
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    monkeypatch.delenv("HARNESS_SERVE_API_KEY", raising=False)
+    pool = str(write_pool(tmp_path / "pool.yaml", openai_server.base_url))
+    for args, needle in [
+        (["--router", "oracle", "--pool", pool], "unknown router 'oracle'"),
+        (["--router", "single", "-p", "model=gpt-6", "--pool", pool], "'gpt-6'"),
+        (["--router", "random", "--pool", pool, "--host", "0.0.0.0"], "HARNESS_SERVE_API_KEY"),
+        (["--router", "random", "--pool", pool, "--benchmark", "chess"], "chess"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            app(["serve", "--out", str(tmp_path / "served"), *args], standalone_mode=True)
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert exited.value.code == 2 and len(lines) == 1 and needle in lines[0], lines
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(SystemExit):
+        app(["serve", "--out", str(tmp_path / "served"), "--router", "random", "--pool", pool])
+    assert KEY_ENV in capsys.readouterr().err
