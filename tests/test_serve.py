@@ -582,7 +582,9 @@ def test_limits_end_a_session_as_the_agent_loop_does_and_idle_sessions_close(
     assert turns_of(tmp_path / "served", records["spender"]["episode"])[0]["messages"][1]["content"] == "more"
 
 
-def test_serve_command_refuses_bad_input_in_one_line_before_binding(tmp_path, monkeypatch, openai_server, capsys):
+def test_serve_command_refuses_bad_input_in_one_line_before_binding(
+    tmp_path, monkeypatch, openai_server, capsys
+):
     from harness.cli import app
 
     monkeypatch.setenv(KEY_ENV, SECRET)
