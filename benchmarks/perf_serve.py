@@ -61,7 +61,8 @@ def write_pool(path: Path, base_url: str) -> Path:
     """The paper's pool, every model answered by the local upstream (prices unchanged)."""
     models = []
     for model in load_pool("paper6").spec.models:
-        price = {"input_per_mtok": model.price.input_per_mtok, "output_per_mtok": model.price.output_per_mtok}
+        price = {"input_per_mtok": model.price.input_per_mtok, "output_per_mtok": model.price.output_per_mtok,
+                 "version": model.price.version}  # fmt: skip
         models.append({"name": model.name, "provider_model": f"openai/{model.name}", "price": price,
                        "api_base": base_url, "api_key_env": KEY_ENV})  # fmt: skip
     path.write_text(yaml.safe_dump({"name": "paper6-local", "models": models}))

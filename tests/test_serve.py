@@ -45,7 +45,11 @@ def write_pool(path: Path, base_url: str, names=("big", "small"), provider: str 
         {
             "name": name,
             "provider_model": f"{provider}/{name}",
-            "price": {"input_per_mtok": PRICES[name][0], "output_per_mtok": PRICES[name][1]},
+            "price": {
+                "input_per_mtok": PRICES[name][0],
+                "output_per_mtok": PRICES[name][1],
+                "version": "test",
+            },
             "api_base": base_url,
             "api_key_env": KEY_ENV,
         }
@@ -368,7 +372,7 @@ def test_the_harness_agent_plays_through_the_server_as_harness_run_records(
         client_pool = tmp_path / "client.yaml"
         client_pool.write_text(yaml.safe_dump({"name": "served", "models": [{
             "name": "routed", "provider_model": f"openai/{router}", "api_base": running.base_url,
-            "api_key_env": KEY_ENV, "price": {"input_per_mtok": 0.0, "output_per_mtok": 0.0}}]}))  # fmt: skip
+            "api_key_env": KEY_ENV, "price": {"input_per_mtok": 0.0, "output_per_mtok": 0.0, "version": "test"}}]}))  # fmt: skip
         client = RunConfig(router=RouterSpec("single", {"model": "routed"}), pool=str(client_pool), **common)
         through = play(client, tmp_path / "client")
     finally:
