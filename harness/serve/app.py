@@ -539,11 +539,24 @@ def serve(config: ServeConfig, announce: Any = print) -> None:
     uvicorn.Server(uvicorn_config(server, config.host, config.port)).run()
 
 
+# Idle keep-alive connections are kept longer than clients keep them in their pools (httpx, and so the
+# OpenAI SDK and LiteLLM, drop them after 5 s): a server closing one first races the client's next request.
+KEEP_ALIVE_S = 75
+
+
 def uvicorn_config(server: RouterServer, host: str, port: int, **options: Any) -> Any:
     import uvicorn
 
-    return uvicorn.Config(server.app, host=host, port=port, log_level="warning", lifespan="on",
-                          timeout_graceful_shutdown=server.config.drain_s, **options)  # fmt: skip
+    return uvicorn.Config(
+        server.app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=server.config.drain_s,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        **options,
+    )
 
 
 __all__ = ["RouterServer", "ServeConfig", "serve"]
