@@ -544,7 +544,7 @@ def test_sigterm_drains_the_stream_in_flight_then_closes_every_session(openai_se
         if process.poll() is None:
             process.kill()
     stderr = process.stderr.read()
-    assert process.returncode in (0, -signal.SIGTERM) and "Traceback" not in stderr
+    assert process.returncode in (0, -signal.SIGTERM) and "Traceback" not in stderr and SECRET not in stderr
     store = RunStore(out)
     records = {r["session"]: r for r in store.episodes()}
     assert set(records) == {"a", "b"} and all(
