@@ -608,3 +608,36 @@ def test_serve_command_refuses_bad_input_in_one_line_before_binding(
     with pytest.raises(SystemExit):
         app(["serve", "--out", str(tmp_path / "served"), "--router", "random", "--pool", pool])
     assert KEY_ENV in capsys.readouterr().err
+
+
+def test_sessions_named_by_user_or_metadata_retried_and_diverged(serving, tmp_path):
+    running = serving("round-robin")
+    url = running.base_url + "/chat/completions"
+
+    def ask(messages, **body):
+        response = httpx.post(url, json={"model": "r", "messages": messages, **body})
+        assert response.status_code == 200, response.text
+        return response
+
+    first = [{"role": "user", "content": "one"}]
+    reply = ask(first, user="u1")
+    assert reply.headers["x-session-id"] == "u1"
+    again = ask(first, user="u1")  # the same request again: turn 0 is routed anew, not a second turn
+    assert again.headers["x-routed-model"] == reply.headers["x-routed-model"] == "big"
+    second = [*first, again.json()["choices"][0]["message"], {"role": "user", "content": "two"}]
+    assert ask(second, user="u1").headers["x-routed-model"] == "small"  # round-robin: turn 1
+    ask([{"role": "user", "content": "another story"}], user="u1")  # the history was rewritten
+    tagged = ask(
+        [{"role": "user", "content": "x"}], metadata={"session_id": "m1", "task": "boil", "variation": "3"}
+    )
+    assert tagged.headers["x-session-id"] == "m1"
+    running.stop()
+    records = {r["episode"]: r for r in RunStore(tmp_path / "served").episodes()}
+    assert {k: (r["status"], r["turns"]) for k, r in records.items()} == {
+        "serve/u1": ("diverged", 2),
+        "serve/u1/r1": ("shutdown", 1),
+        "serve/m1": ("shutdown", 1),
+    }
+    assert records["serve/u1"]["abandoned_cost"] > 0 and records["serve/u1"]["cost"] > 0
+    assert (records["serve/m1"]["task"], records["serve/m1"]["variation"]) == ("boil", 3)
+    assert [t["turn"] for t in turns_of(tmp_path / "served", "serve/u1")] == [0, 1]
