@@ -423,14 +423,12 @@ def serve_traffic(running: Running, sessions: int, turns: int, score: Callable[[
         close_session(running, f"rt-{i}", score(models), messages=messages)
 
 
-def test_served_traffic_is_replayed_offline_and_trains_a_router(serving, tmp_path):
-    """Round trip: a stochastic router's served traffic gives another router finite IS/DR estimates, and
-    `harness train` fits a router from it that then routes."""
+def test_served_traffic_of_a_stochastic_router_is_replayed_offline(serving, tmp_path):
+    """Round trip, first half: a stochastic router's served traffic gives another router finite IS/DR
+    estimates with their effective sample sizes."""
     from harness.pool import load_pool
     from harness.replay.evaluate import evaluate_router, load_logs
     from harness.replay.ope import OPEConfig
-    from routers import make_router
-    from routers.learned.train import train_router
 
     running = serving("random")
     serve_traffic(running, sessions=24, turns=2, score=lambda models: float(models.count("big") == 2))
@@ -444,16 +442,26 @@ def test_served_traffic_is_replayed_offline_and_trains_a_router(serving, tmp_pat
         assert math.isfinite(estimate.score.value) and 0 < estimate.score.ess <= 24
     # Only always-big sessions scored 1, so always-big is worth 1 exactly under self-normalised weights.
     assert evaluation.estimates["wpdis"].score.value == pytest.approx(1.0)
-    report = train_router("ridge", [out], tmp_path / "ridge", lam=0.0, cache_dir=tmp_path / "cache")
-    assert report is not None
-    trained = make_router("ridge", {"checkpoint": str(tmp_path / "ridge"), "cache_dir": str(tmp_path / "cache")},
-                          cards)  # fmt: skip
-    retrained = serving("ridge", {"checkpoint": str(tmp_path / "ridge"), "cache_dir": str(tmp_path / "cache")},
-                        out=tmp_path / "served-again")  # fmt: skip
-    assert trained.name == "ridge"
-    assert post_turn(retrained, "again", [{"role": "user", "content": "Task: find animal 3"}]).headers[
-        "x-routed-model"
-    ] in ("big", "small")
+
+
+def test_served_traffic_trains_a_router_that_is_served_again(serving, tmp_path):
+    """Round trip, second half: `harness train` fits a router (the default encoder) on served traffic,
+    and the trained router serves."""
+    from routers.learned.train import train_router
+
+    running = serving("random")
+    serve_traffic(running, sessions=24, turns=2, score=lambda models: float(models.count("big") == 2))
+    running.stop()
+    params = {"checkpoint": str(tmp_path / "ridge"), "cache_dir": str(tmp_path / "cache")}
+    report = train_router(
+        "ridge", [tmp_path / "served"], tmp_path / "ridge", lam=0.0, cache_dir=tmp_path / "cache"
+    )
+    # every served session is an episode of two decisions, split between training and validation
+    assert report.train_episodes + report.val_episodes == 24
+    assert report.train_decisions + report.val_decisions == 48
+    retrained = serving("ridge", params, out=tmp_path / "served-again")
+    reply = post_turn(retrained, "again", [{"role": "user", "content": "Task: find animal 3"}])
+    assert reply.headers["x-routed-model"] in ("big", "small")
 
 
 async def converse(base_url: str, client: httpx.AsyncClient, i: int, turns: int) -> list[float]:
