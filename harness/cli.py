@@ -294,6 +294,51 @@ def cache_line(counts: dict[str, Any]) -> str:
     )
 
 
+@app.command()
+@one_line_errors
+def serve(
+    out: Annotated[Path, typer.Option(help="Run directory for the served turns (rerunning appends)")],
+    router: Annotated[str, typer.Option(help="Router name (see `harness routers`)")],
+    param: Annotated[list[str], typer.Option("--param", "-p", help="Router parameter key=value")] = [],  # noqa: B006
+    pool: Annotated[str | None, typer.Option(help="Pool name under benchmarks/pools or a YAML path")] = None,
+    benchmark: Annotated[
+        str | None, typer.Option(help="What the traffic is, for routers and records")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seeds each session's generator with its episode key")
+    ] = None,
+    max_turns: Annotated[
+        int | None, typer.Option(help="Turns per session (default: the benchmark's)")
+    ] = None,
+    budget: Annotated[float | None, typer.Option(help="Dollar budget per session")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1; wider needs a key)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
+    client_key_env: Annotated[
+        str | None,
+        typer.Option(help="Variable holding the key clients must send (default HARNESS_SERVE_API_KEY)"),
+    ] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Idle seconds before a session is an episode")
+    ] = None,
+) -> None:
+    """Serve a router behind an OpenAI-compatible chat endpoint, logging every routed turn for replay."""
+    from harness.config import Limits
+    from harness.serve import ServeConfig
+    from harness.serve import serve as run_server
+
+    given = {"pool": pool, "benchmark": benchmark, "seed": seed, "host": host, "port": port,
+             "client_key_env": client_key_env, "idle_timeout_s": idle_timeout}  # fmt: skip
+    config = ServeConfig(
+        router=RouterSpec(router, parse_params(param)),
+        out=out,
+        limits=Limits(max_turns=max_turns, budget_dollars=budget),
+        **{key: value for key, value in given.items() if value is not None},
+    )
+    run_server(config, announce=lambda line: print(line, file=sys.stderr, flush=True))
+
+
 @app.command("episode")
 @one_line_errors
 def episode(

@@ -4,6 +4,8 @@ It exists so that the LiteLLM backend is exercised through a real socket, the
 real OpenAI SDK and litellm's real response parsing, instead of a mock that
 agrees with whatever the backend assumes. Failures are scripted per request so
 retry behaviour can be checked by counting what the server actually received.
+A request with ``"stream": true`` is answered as server-sent events, chunk by chunk
+(the usage chunk only when ``stream_options.include_usage`` asks for it), as OpenAI does.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class ScriptedFailure:
     malformed: bool = False  # answer 200 with a body that is not JSON
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 128  # many clients connecting at once (a load test); the default backlog is 5
+
+
 class OpenAIChatServer:
     """ThreadingHTTPServer speaking POST /v1/chat/completions with canned replies.
 
@@ -64,11 +70,13 @@ class OpenAIChatServer:
         # Calls to answer with, as (name, arguments JSON text); empty: a text reply only.
         self.tool_calls: list[tuple[str, str]] = []
         self.report_usage = report_usage  # some OpenAI-compatible servers send no usage block
+        self.latency_s = 0.0  # how long every answer takes to start, as a real model's would
+        self.chunk_delay_s = 0.0  # the pause between two streamed chunks
         self.requests: list[RecordedRequest] = []
         self._failures: deque[ScriptedFailure] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Listener(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._serve, name="openai-chat-server", daemon=True)
 
@@ -138,6 +146,27 @@ class OpenAIChatServer:
     def _wait(self, seconds: float) -> None:
         self._stopping.wait(seconds)
 
+    def _stream_chunks(self, request_body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The completion body cut into ``chat.completion.chunk`` objects: the text word by word, each
+        tool call whole, the finish reason, then the usage (if asked for) with no choices."""
+        body = self._completion_body(request_body)
+        choice = body["choices"][0]
+        message = choice["message"]
+        head = {key: body[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return head | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        words = message["content"].split(" ") if message["content"] else []
+        chunks = [chunk({"role": "assistant", "content": ""})]
+        chunks += [chunk({"content": word if i == 0 else " " + word}) for i, word in enumerate(words)]
+        for i, call in enumerate(message.get("tool_calls") or ()):
+            chunks.append(chunk({"tool_calls": [{"index": i, **call}]}))
+        chunks.append(chunk({}, choice["finish_reason"]))
+        if "usage" in body and (request_body.get("stream_options") or {}).get("include_usage"):
+            chunks.append(head | {"choices": [], "usage": body["usage"]})
+        return chunks
+
     def _completion_body(self, request_body: dict[str, Any]) -> dict[str, Any]:
         prompt_text = " ".join(str(m.get("content") or "") for m in request_body.get("messages", []))
         prompt_tokens = count_words(prompt_text)
@@ -196,6 +225,8 @@ def _handler_for(server: OpenAIChatServer) -> type[BaseHTTPRequestHandler]:
             if failure and failure.malformed:
                 self._send_raw(200, json.dumps(server._completion_body(body)).encode()[:40])
                 return
+            if server.latency_s:
+                server._wait(server.latency_s)
             if failure and failure.status:
                 auth = headers.get("authorization", "")
                 extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
@@ -203,7 +234,28 @@ def _handler_for(server: OpenAIChatServer) -> type[BaseHTTPRequestHandler]:
                     failure.status, _error_body("scripted failure", _error_type(failure.status), auth), extra
                 )
                 return
+            if body.get("stream"):
+                self._send_events(server._stream_chunks(body))
+                return
             self._send_json(200, server._completion_body(body))
+
+        def _send_events(self, chunks: list[dict[str, Any]]) -> None:
+            """Server-sent events until ``[DONE]``, then the connection closes (that ends the body)."""
+            self.close_connection = True
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for chunk in chunks:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                    if server.chunk_delay_s:
+                        server._wait(server.chunk_delay_s)
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client left mid-stream
 
         def _send_json(
             self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
