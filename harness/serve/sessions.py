@@ -56,7 +56,9 @@ class RequestRefused(Exception):
 def propensity(router: Router, state: TurnState, decision: Decision) -> float:
     """The probability the router had of the model it picked: the propensity off-policy evaluation needs.
 
-    Read from the decision; the one place to change if routers come to report their full distribution.
+    Read from the decision rather than from ``router.probabilities(state)``, which would route a second
+    time (a second forward pass for a learned router); the router contract holds the two equal
+    (tests/test_router_probabilities.py).
     """
     return decision.propensity
 
@@ -195,6 +197,7 @@ class Session:
             budget_dollars=self.limits.budget_dollars,
             max_turns=self.limits.max_turns,
             candidates=candidates,
+            previous_model=self.models[-1] if self.models else None,
         )
 
     def undo_pending(self) -> None:
