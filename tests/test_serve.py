@@ -447,15 +447,14 @@ def test_served_traffic_of_a_stochastic_router_is_replayed_offline(serving, tmp_
 def test_served_traffic_trains_a_router_that_is_served_again(serving, tmp_path):
     """Round trip, second half: `harness train` fits a router (the default encoder) on served traffic,
     and the trained router serves."""
-    from routers.learned.train import train_router
+    from routers.learned.train import TrainOptions, train_router
 
     running = serving("random")
     serve_traffic(running, sessions=24, turns=2, score=lambda models: float(models.count("big") == 2))
     running.stop()
     params = {"checkpoint": str(tmp_path / "ridge"), "cache_dir": str(tmp_path / "cache")}
-    report = train_router(
-        "ridge", [tmp_path / "served"], tmp_path / "ridge", lam=0.0, cache_dir=tmp_path / "cache"
-    )
+    options = TrainOptions(lam=0.0, cache_dir=str(tmp_path / "cache"))
+    report = train_router("ridge", [tmp_path / "served"], tmp_path / "ridge", options)
     # every served session is an episode of two decisions, split between training and validation
     assert report.train_episodes + report.val_episodes == 24
     assert report.train_decisions + report.val_decisions == 48
