@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -31,6 +31,10 @@ from rich.progress import (
 
 from harness.config import RouterSpec, RunConfig, from_dict, load_yaml
 from harness.errors import BatchInterrupted, ConfigError, HarnessError
+
+if TYPE_CHECKING:
+    from harness.layout import ResultsLayout
+    from harness.records import EpisodeRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -89,10 +93,10 @@ class ProgressBar:
     def __init__(self) -> None:
         self._progress: Progress | None = None
 
-    def start(self, label: str, total: int, finished: list[dict[str, Any]]) -> None:
-        scored = [e for e in finished if e["score"] is not None]
-        self.scores = [e["score"] for e in scored]
-        self.dollars = sum(e["cost"] for e in scored)
+    def start(self, label: str, total: int, finished: list[EpisodeRecord]) -> None:
+        scored = [e for e in finished if e.score is not None]
+        self.scores = [e.score for e in scored]
+        self.dollars = sum(e.cost for e in scored)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -110,10 +114,10 @@ class ProgressBar:
     def _mean(self) -> float:
         return sum(self.scores) / len(self.scores) if self.scores else 0.0
 
-    def episode(self, record: dict[str, Any]) -> None:
-        if record["score"] is not None:
-            self.scores.append(record["score"])
-            self.dollars += record["cost"]
+    def episode(self, record: EpisodeRecord) -> None:
+        if record.score is not None:
+            self.scores.append(record.score)
+            self.dollars += record.cost
         assert self._progress is not None
         self._progress.update(self._bar, advance=1, score=self._mean(), dollars=self.dollars)
 
@@ -306,7 +310,7 @@ def episode(
     finally:
         worker.close()
     for t in store.turns(instance.key):
-        print(f"[{t['turn']:2d}] {t['model']:<22} {t['action'] or '<format error>':<40} score={t['score']:g}")
+        print(f"[{t.turn:2d}] {t.model:<22} {t.action or '<format error>':<40} score={t.score:g}")
     print(
         f"status={result.status} score={result.score:g} cost=${result.ledger.episode_total:.4f} "
         f"judge=${result.ledger.judge_total:.4f} turns={result.turns}"
@@ -409,7 +413,6 @@ def benchmark(
     Exit codes as for `harness run`, over every run directory of the benchmark.
     """
     from harness.batch import quiet_py4j, stop_on_signals
-    from harness.layout import ResultsLayout
     from harness.pipeline import BenchmarkRun, load_benchmark
     from harness.summary import render_table, summarize_run
 
@@ -429,33 +432,31 @@ def benchmark(
     with stop_on_signals():
         outputs = bench.execute(track=track, report_dir=reports)
     # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.
-    roots = [bench.layout.root, *sorted((bench.layout.root / "seeds").glob("s*"))]
-    for root in roots:
+    for layout in [bench.layout, *bench.layout.replicates()]:
         for split in definition.eval_splits:
-            split_dir = ResultsLayout(root).runs(split)
-            if not split_dir.is_dir():
+            runs = layout.point_runs(split)
+            if not runs:
                 continue
-            runs = sorted(p for p in split_dir.iterdir() if p.is_dir())
-            title = f"{definition.name}: {split}" + (f" ({root.name})" if root != bench.layout.root else "")
-            table_console().print(render_table([summarize_run(r) for r in runs], title=title))
+            title = f"{definition.name}: {split}" + (
+                f" ({layout.root.name})" if layout != bench.layout else ""
+            )
+            table_console().print(render_table([summarize_run(r.path) for r in runs], title=title))
     for key, value in outputs.items():
         print(f"{key}: {value}")
     counts = bench.prefix_cache_counts()
     if counts is not None:
         print(cache_line(counts))
-    fail_unless_done(run_problems(bench.layout.root))
+    fail_unless_done(run_problems(bench.layout))
 
 
-def run_problems(root: Path) -> list[str]:
+def run_problems(layout: ResultsLayout) -> list[str]:
     """What went wrong in each run directory under a benchmark's results (see `batch_problem`)."""
     from harness.batch import batch_problem
-    from harness.layout import DATA_DIR, RUNS_DIR
-    from harness.trajectory import CONFIG_FILE, RunStore
+    from harness.trajectory import RunStore
 
     problems = []
-    configs = [*(root / DATA_DIR).glob(f"*/{CONFIG_FILE}"), *(root / RUNS_DIR).glob(f"*/*/{CONFIG_FILE}")]
-    for config in sorted(configs):
-        problem = batch_problem(RunStore(config.parent).episodes(), str(config.parent))
+    for run_dir in sorted(layout.all_runs()):
+        problem = batch_problem(RunStore(run_dir).episodes(), str(run_dir))
         if problem:
             problems.append(problem)
     return problems
@@ -594,18 +595,13 @@ def import_logs(
 
 def replay_pool(pool: str | None, data: list[Path]) -> list:
     """The named pool's cards, else the pool the first logged run names."""
-    import json as json_module
-
     from harness.pool import load_pool
-    from harness.trajectory import CONFIG_FILE
+    from harness.trajectory import CONFIG_FILE, RunStore
 
     if pool is None:
-        path = data[0] / CONFIG_FILE
-        if not path.exists():
-            raise ConfigError(f"{data[0]} is not a run directory (no {CONFIG_FILE})")
-        pool = (json_module.loads(path.read_text()).get("run") or {}).get("pool")
+        pool = (RunStore(data[0]).config().get("run") or {}).get("pool")
         if not pool:
-            raise ConfigError(f"{path} names no pool; pass --pool")
+            raise ConfigError(f"{data[0] / CONFIG_FILE} names no pool; pass --pool")
     return load_pool(pool).cards
 
 

@@ -38,6 +38,7 @@ from harness.config import (
 )
 from harness.errors import ConfigError, UnknownNameError
 from harness.layout import SEEDS_DIR, ResultsLayout
+from harness.records import EpisodeRecord
 from harness.trajectory import write_json_atomic
 from harness.tuning import DEFAULT_LAM_RANGE
 from routers import check_training_params, router_class
@@ -330,7 +331,7 @@ class BenchmarkRun:
             prefix_cache=str(self.prefix_cache) if self.prefix_cache is not None else None,
         )
 
-    def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
+    def run(self, config: RunConfig, out: Path, label: str) -> list[EpisodeRecord]:
         records = execute(config, out, label=label, workers=self.workers, progress=self.progress)
         if self.commit is not None:
             # Live progress: the point's MLflow run and its traces appear as its batch finishes (idempotent).
@@ -469,8 +470,8 @@ class BenchmarkRun:
                 spec = self.learned_spec(family, checkpoint, lam)
                 out = self.layout.run(t.split, spec.label)
                 config = self.config(spec, t.split, t.quick, repeats=self.repeats(t.split))
-                records = [r for r in self.run(config, out, f"tune {spec.label}") if r["status"] != "failed"]
-                return mean(r["score"] for r in records), mean(r["cost"] for r in records)
+                records = [r for r in self.run(config, out, f"tune {spec.label}") if not r.failed]
+                return mean(r.score for r in records), mean(r.cost for r in records)
 
             study = tune(
                 family,
@@ -500,13 +501,11 @@ class BenchmarkRun:
 
     def _means(self, spec: RouterSpec, split: str, quick: bool, stage: str) -> dict:
         config = self.config(spec, split, quick, repeats=self.repeats(split))
-        records = [
-            r for r in self.run(config, self.layout.run(split, spec.label), stage) if r["status"] != "failed"
-        ]
+        records = [r for r in self.run(config, self.layout.run(split, spec.label), stage) if not r.failed]
         return {
             "n": len(records),
-            "mean_score": mean(r["score"] for r in records),
-            "mean_cost": mean(r["cost"] for r in records),
+            "mean_score": mean(r.score for r in records),
+            "mean_cost": mean(r.cost for r in records),
         }
 
     def select(self, checkpoints: dict[str, Path], tuned: dict[str, dict]) -> dict[str, dict]:
@@ -595,10 +594,8 @@ class BenchmarkRun:
     def prefix_cache_counts(self) -> dict | None:
         """The prefix-cache counters of every batch of this results directory, added up."""
         from harness.batch import CACHE_FILE, read_cache_counts
-        from harness.layout import DATA_DIR, RUNS_DIR
 
-        found = [*self.dir.glob(f"{DATA_DIR}/*/{CACHE_FILE}"), *self.dir.glob(f"{RUNS_DIR}/*/*/{CACHE_FILE}")]
-        return read_cache_counts(sorted(p.parent for p in found))
+        return read_cache_counts(sorted(p for p in self.layout.all_runs() if (p / CACHE_FILE).exists()))
 
     def write_manifest(self, selected: dict) -> None:
         """benchmark.json: what the report and the tracker read besides the run directories."""

@@ -3,6 +3,7 @@ processes, and live ScienceWorld batches (2 workers) whose records are the same 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from harness.cli import app
 from harness.config import Limits, RouterSpec, RunConfig
 from harness.errors import ConfigError
 from harness.pipeline import BenchmarkRun, load_benchmark
+from harness.records import EpisodeRecord
 from harness.replay.prefix_cache import CacheStats, PrefixCacheEnv
 from harness.replay.prefix_store import StoredPrefixCache, store_path
 from harness.trajectory import RunStore
@@ -84,10 +86,10 @@ def test_a_store_names_its_engine_and_refuses_an_unwritable_directory(tmp_path):
         StoredPrefixCache.open(blocker / "cache", "scienceworld")
 
 
-def _records(run: Path) -> tuple[list[dict], dict[str, str]]:
+def _records(run: Path) -> tuple[list[EpisodeRecord], dict[str, str]]:
     episodes = sorted(
-        ({k: v for k, v in r.items() if k != "duration_s"} for r in RunStore(run).episodes()),
-        key=lambda r: r["episode"],
+        (dataclasses.replace(r, duration_s=None) for r in RunStore(run).episodes()),
+        key=lambda r: r.episode,
     )
     turns = {p.name: p.read_text() for p in sorted((run / "turns").iterdir())}
     return episodes, turns
