@@ -585,7 +585,7 @@ def import_logs(
     ],
     dest: Annotated[Path, typer.Argument(help="New run directory (reference: one per mode and run)")],
 ) -> None:
-    """Import logged episodes into run directories (format 2) and print what was read and skipped."""
+    """Import logged episodes into run directories (the current format) and print what was read and skipped."""
     from harness.replay.importers import IMPORTERS
 
     if kind not in IMPORTERS:

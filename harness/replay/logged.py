@@ -102,7 +102,7 @@ def link_histories(initial: Sequence[Message], turns: Sequence[LoggedTurn]) -> t
 
 
 def task_description(episode: LoggedEpisode) -> str:
-    """The task text: logged on turn 0 (format 2), else read from the first user message (format 1 runs
+    """The task text: logged on turn 0 (format 2 on), else read from the first user message (format 1 runs
     were all ScienceWorld, whose prompt module knows its own layout), else that whole message."""
     from harness.benchmarks.scienceworld.prompt import task_description_of
 
