@@ -158,7 +158,8 @@ def test_benchmark_json_adds_up_the_counters_of_every_batch(tmp_path):
     assert run.prefix_cache == run.layout.prefix_cache  # quick.yaml turns it on
     counts = {name: 1 for name in CacheStats.COUNTERS} | {"served_steps": 9, "engine_steps": 1}
     for out in (run.layout.data("explore"), run.layout.run("test_id", "random"), run.layout.run("val", "x")):
-        out.mkdir(parents=True)
+        with RunStore(out) as store:  # a run directory: the layout lists it by its config.json
+            store.open({"run": {}})
         add_cache_counts(out, str(run.prefix_cache), counts)
     add_cache_counts(run.layout.run("val", "x"), str(run.prefix_cache), counts)
     run.write_manifest({})
