@@ -26,6 +26,7 @@ Format versions (``config.json``'s ``format_version``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -82,6 +83,16 @@ def parse_messages(data: Any, where: str) -> list[Message]:
     return [parse_message(m, where) for m in data]
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+
+
+@functools.cache
+def _field_set(cls: type) -> frozenset[str]:
+    return frozenset(_field_names(cls))
+
+
 class _Line:
     """What both records share: the flat line form, with unmodelled fields carried in ``extra``."""
 
@@ -91,12 +102,12 @@ class _Line:
     @classmethod
     def fields(cls) -> tuple[str, ...]:
         """The modelled field names, in declaration order (``extra`` is not one)."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")  # type: ignore[arg-type]
+        return _field_names(cls)
 
     @classmethod
     def unmodelled(cls, line: Mapping[str, Any]) -> dict[str, Any]:
         """The entries of ``line`` that are not fields of this record: what goes to ``extra``."""
-        names = set(cls.fields())
+        names = _field_set(cls)
         return {k: v for k, v in line.items() if k not in names}
 
     @classmethod
