@@ -76,10 +76,7 @@ def test_same_seed_same_episode_other_seed_differs(env, backends, pool, tmp_path
         store = RunStore(tmp_path / where)
         store.open({})
         play(env, backends, pool, "random", store=store, seed=seed)
-        return [
-            (t.model, t.action, t.observation, t.score, t.prompt_tokens)
-            for t in store.turns(TASK.key)
-        ]
+        return [(t.model, t.action, t.observation, t.score, t.prompt_tokens) for t in store.turns(TASK.key)]
 
     assert actions(3, "a") == actions(3, "b")
     assert actions(3, "a") != actions(4, "c")

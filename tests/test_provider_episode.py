@@ -53,10 +53,7 @@ def test_litellm_episode_bills_usage_and_never_stores_the_key(
     for t in turns:  # usage came from the server's response; dollars from our price card
         price = {"big": (2.0, 8.0), "small": (0.1, 0.4)}[t.model]
         assert t.prompt_tokens > 0 and t.completion_tokens > 0
-        assert (
-            abs(t.dollars - (t.prompt_tokens * price[0] + t.completion_tokens * price[1]) / 1e6)
-            < 1e-12
-        )
+        assert abs(t.dollars - (t.prompt_tokens * price[0] + t.completion_tokens * price[1]) / 1e6) < 1e-12
     stored = "".join(p.read_text() for p in (tmp_path / "run").rglob("*") if p.is_file())
     out, err = capfd.readouterr()
     assert SECRET not in stored + caplog.text + out + err
