@@ -112,26 +112,26 @@ def check(out: Path, expected: set[str]) -> list[str]:
     problems = []
     store = RunStore(out)
     episodes = store.episodes()
-    keys = [e["episode"] for e in episodes]
+    keys = [e.episode for e in episodes]
     duplicates = sorted(k for k, n in Counter(keys).items() if n > 1)
     if duplicates:
         problems.append(f"{len(duplicates)} episode(s) recorded more than once, e.g. {duplicates[0]}")
     missing = sorted(expected - set(keys))
     if missing:
         problems.append(f"{len(missing)} episode(s) missing, e.g. {missing[0]}")
-    failed = [e for e in episodes if e["status"] == "failed"]
+    failed = [e for e in episodes if e.failed]
     if failed:
-        problems.append(f"{len(failed)} episode(s) failed, e.g. {failed[0]['error']}")
+        problems.append(f"{len(failed)} episode(s) failed, e.g. {failed[0].error}")
     episode_total = turn_total = 0.0
     for e in episodes:
-        turns = store.turns(e["episode"])
-        charged = sum(c["dollars"] for t in turns for c in t["charges"] if c["kind"] in ("model", "router"))
-        charged += sum(c["dollars"] for c in e.get("unrecorded_charges") or () if c["kind"] != "judge")
-        if len(turns) != e["turns"]:
-            problems.append(f"{e['episode']}: {len(turns)} turn lines for {e['turns']} turns")
-        if not math.isclose(e["cost"], charged, rel_tol=1e-9, abs_tol=1e-12):
-            problems.append(f"{e['episode']}: cost {e['cost']} but its turn lines charge {charged}")
-        episode_total += e["cost"]
+        turns = store.turns(e.episode)
+        charged = sum(c["dollars"] for t in turns for c in t.charges if c["kind"] in ("model", "router"))
+        charged += sum(c["dollars"] for c in e.unrecorded_charges if c["kind"] != "judge")
+        if len(turns) != e.turns:
+            problems.append(f"{e.episode}: {len(turns)} turn lines for {e.turns} turns")
+        if not math.isclose(e.cost, charged, rel_tol=1e-9, abs_tol=1e-12):
+            problems.append(f"{e.episode}: cost {e.cost} but its turn lines charge {charged}")
+        episode_total += e.cost
         turn_total += charged
     if not math.isclose(episode_total, turn_total, rel_tol=1e-9, abs_tol=1e-12):
         problems.append(f"episode costs sum to {episode_total} but turn lines to {turn_total}")

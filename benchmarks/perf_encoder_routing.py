@@ -71,8 +71,8 @@ def live_mean(
     config = RunConfig(router=RouterSpec(kind, params), split=split, quick=quick, seed=0, workers=2)
     batch = prepare(config, out)
     run_batch(batch, workers=workers)
-    finished = [e for e in batch.store.episodes() if e["score"] is not None]
-    return float(np.mean([e["score"] for e in finished])), float(np.mean([e["cost"] for e in finished]))
+    finished = [e for e in batch.store.episodes() if e.score is not None]
+    return float(np.mean([e.score for e in finished])), float(np.mean([e.cost for e in finished]))
 
 
 def select_and_test(

@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from harness.config import BENCHMARKS_DIR
+from harness.layout import ResultsLayout
 from harness.summary import summarize_run
 from routers.learned.encoder_spec import DEFAULT_EMBEDDER, EMBEDDERS, REFERENCE_EMBEDDER
 
@@ -69,9 +70,9 @@ def run_arm(name: str, embedder: str, out: Path) -> dict:
     manifest_path = next((arm / "results").glob("*/benchmark.json"))
     manifest = json.loads(manifest_path.read_text())
     rows = {}
-    for run_dir in sorted((manifest_path.parent / "runs" / "test_id").iterdir()):
-        summary = summarize_run(run_dir)
-        rows[run_dir.name.split("@")[0]] = (run_dir.name, summary.mean_score, summary.mean_cost)
+    for run in ResultsLayout(manifest_path.parent).point_runs("test_id"):
+        summary = summarize_run(run.path)
+        rows[run.point.split("@")[0]] = (run.point, summary.mean_score, summary.mean_cost)
     selected = {k: v.get("lam") for k, v in (manifest.get("selected") or {}).items()}
     return {"wall": wall, "stages": manifest["stage_seconds"], "rows": rows, "selected": selected}
 

@@ -78,8 +78,8 @@ def records(root: Path, plan) -> list:
     for name, _ in plan:
         store = RunStore(root / name)
         episodes = sorted(
-            ({k: v for k, v in r.items() if k != "duration_s"} for r in store.episodes()),
-            key=lambda r: r["episode"],
+            (replace(r, duration_s=None) for r in store.episodes()),
+            key=lambda r: r.episode,
         )
         turns = {p.name: p.read_text() for p in sorted(store.turns_dir.iterdir())}
         out.append((name, episodes, turns))

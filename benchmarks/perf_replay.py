@@ -27,6 +27,7 @@ from harness.agent import run_episode
 from harness.backends import build_backends
 from harness.benchmarks import get_benchmark
 from harness.config import RouterSpec, RunConfig, from_dict, resolve
+from harness.layout import ResultsLayout
 from harness.pool import load_pool
 from harness.replay.agreement import operating_points
 from harness.replay.evaluate import evaluate_router, load_logs, logging_episodes
@@ -40,8 +41,9 @@ LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0)
 
 
 def throughput(bench: Path) -> None:
-    data = load_logs(sorted(p for p in (bench / "data").iterdir() if (p / "config.json").exists()))
-    config = json.loads((bench / "data").iterdir().__next__().joinpath("config.json").read_text())["run"]
+    runs = ResultsLayout(bench).data_runs()
+    data = load_logs(runs)
+    config = RunStore(runs[0]).config()["run"]
     cards = load_pool(config["pool"]).cards
     vectors = StateVectors()
     logged = logging_episodes(data, cards, "auto", vectors)

@@ -18,6 +18,7 @@ workers, measured by ``perf_tuning_storage.measure`` (see that script).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import sys
@@ -63,8 +64,8 @@ def measure_episodes(kind: str, n: int, scratch: Path, max_turns: int) -> tuple[
         execute(run_config("train", None, max_turns, kind), out, workers=executor)
         elapsed = time.perf_counter() - clock
     records = sorted(
-        ({k: v for k, v in r.items() if k != "duration_s"} for r in RunStore(out).episodes()),
-        key=lambda r: r["episode"],
+        (dataclasses.replace(r, duration_s=None) for r in RunStore(out).episodes()),
+        key=lambda r: r.episode,
     )
     return len(records) / elapsed, started, len(records), records
 

@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.layout import ARTIFACTS_DIR, MLFLOW_DB
+from harness.layout import ARTIFACTS_DIR, MLFLOW_DB, ResultsLayout
 from harness.tracking import log_benchmark, tracking_uri
+from harness.trajectory import RunStore
 
 
 def _size_mb(path: Path) -> float:
@@ -53,7 +54,11 @@ def main() -> None:
         traces = len(client.search_traces(locations=[experiment.experiment_id], max_results=50_000))
         plain_mb = _size_mb(plain / MLFLOW_DB) + _size_mb(plain / ARTIFACTS_DIR)
         traced_mb = _size_mb(traced / MLFLOW_DB) + _size_mb(traced / ARTIFACTS_DIR)
-        turns = sum(1 for _ in args.bench_dir.glob("runs/*/*/turns/*.jsonl"))
+        turns = sum(
+            1
+            for run in ResultsLayout(args.bench_dir).point_runs()
+            for _ in RunStore(run.path).turns_dir.glob("*.jsonl")
+        )
         print(f"traces: {traces} (from {turns} episode turn files)")
         print(f"log_benchmark without traces: {untraced_s:.1f} s, store {plain_mb:.1f} MiB")
         print(f"log_benchmark with traces:    {traced_s:.1f} s, store {traced_mb:.1f} MiB")

@@ -26,33 +26,39 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.benchmarks import get_benchmark  # noqa: E402
-from harness.trajectory import episode_file_name, read_lines  # noqa: E402
+from harness.layout import ResultsLayout  # noqa: E402
+from harness.records import TurnRecord  # noqa: E402
+from harness.trajectory import RunStore, episode_file_name  # noqa: E402
 from routers.learned.task_table import TaskTable  # noqa: E402
 
 
 def openings(run_dir: Path) -> list[tuple[str, str, float, float]]:
     """(task, opening model, score in [0, 1], cost in dollars) of each finished episode of a logged run."""
     out = []
-    for record in read_lines(run_dir / "episodes.jsonl"):
-        if record.get("score") is None:
+    store = RunStore(run_dir)
+    for record in store.episodes():
+        if record.score is None:
             continue
-        with open(run_dir / "turns" / episode_file_name(record["episode"])) as turns:
+        with open(store.turns_dir / episode_file_name(record.episode)) as turns:
             first = turns.readline()  # the opening decision is all this needs of a long turn file
         if first.strip():
-            low, high = get_benchmark(record["benchmark"]).score_range
-            score = (float(record["score"]) - low) / (high - low)
-            out.append((record["task"], json.loads(first)["model"], score, float(record["cost"])))
+            low, high = get_benchmark(record.benchmark).score_range
+            score = (float(record.score) - low) / (high - low)
+            opening = TurnRecord.from_line(json.loads(first), store.format_version, str(turns.name))
+            out.append((record.task, opening.model, score, float(record.cost)))
     return out
 
 
-def single_model_val(replicate: Path) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, int]]:
+def single_model_val(replicate: ResultsLayout) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, int]]:
     """Mean (score, cost) of each (task, model) over the replicate's single-model val runs, and each
     task's number of val episodes."""
     cells: dict[tuple[str, str], list] = defaultdict(list)
-    for run in sorted((replicate / "runs" / "val").glob("single:*")):
-        model = run.name.split(":", 1)[1]
-        for record in read_lines(run / "episodes.jsonl"):
-            cells[(record["task"], model)].append((record["score"], record["cost"]))
+    for run in replicate.point_runs("val"):
+        if not run.point.startswith("single:"):
+            continue
+        model = run.point.split(":", 1)[1]
+        for record in RunStore(run.path).episodes():
+            cells[(record.task, model)].append((record.score, record.cost))
     tasks: dict[str, int] = defaultdict(int)
     first = min(m for _, m in cells)
     for (task, model), rows in cells.items():
@@ -96,15 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    replicates = sorted(p for p in (args.bench_dir / "seeds").glob("s*") if p.is_dir())
+    replicates = ResultsLayout(args.bench_dir).replicates()
     if not replicates:
         parser.error(f"{args.bench_dir} has no seed replicates (seeds/s*)")
-    collections = [
-        openings(d)
-        for r in replicates
-        for d in sorted((r / "data").iterdir())
-        if (d / "episodes.jsonl").exists()
-    ]
+    collections = [openings(d) for r in replicates for d in r.data_runs() if (d / "episodes.jsonl").exists()]
     models = sorted({row[1] for c in collections for row in c})
     sizes = [int(x) for x in args.sizes.split(",")]
     if max(sizes) > len(collections):
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         best = max(singles, key=lambda m: singles[m][0])
         best_score, best_cost = singles[best]
         print(
-            f"\n{replicate.name}: best single {best} {best_score:.1f} at ${best_cost:.4f}; {len(tasks)} val tasks"
+            f"\n{replicate.root.name}: best single {best} {best_score:.1f} at ${best_cost:.4f}; {len(tasks)} val tasks"
         )
         header = "  ".join(f"w={w:g} λ={lam:g}".ljust(15) for w in weights for lam in lambdas)
         print(f"  {'k':>3}  {header}")

@@ -24,6 +24,7 @@ from harness.config import Limits
 from harness.errors import UnknownNameError
 from harness.ledger import CostLedger
 from harness.protocols import Environment, ModelBackend
+from harness.records import EpisodeRecord, TurnRecord, count_switches
 from harness.seeding import derive_seed
 from harness.trajectory import RunStore
 from harness.types import Action, CallContext, Completion, Message, TaskInstance, TurnState
@@ -52,35 +53,23 @@ class EpisodeResult:
 
     @property
     def switches(self) -> int:
-        return sum(a != b for a, b in zip(self.models, self.models[1:], strict=False))
+        return count_switches(self.models)
 
-    def record(self, router_label: str) -> dict[str, Any]:
-        record = {
-            "episode": self.task.key,
-            "benchmark": self.task.benchmark,
-            "task": self.task.task,
-            "variation": self.task.variation,
-            "split": self.task.split,
-            "seed": self.seed,
-            "router": router_label,
-            "score": self.score,
-            "cost": self.ledger.episode_total,
-            "model_cost": self.ledger.model_total,
-            "router_cost": self.ledger.router_total,
-            "judge_cost": self.ledger.judge_total,
-            "cost_by_model": self.ledger.by_model(),
-            "turns": self.turns,
-            "switches": self.switches,
-            "switch_rate": self.switches / max(1, self.turns - 1),
-            "status": self.status,
-            "error": None,
-            "duration_s": round(self.duration_s, 3),
-        }
-        if self.score_details:
-            record["score_details"] = self.score_details
-        if self.task.repeat:
-            record["repeat"] = self.task.repeat
-        return record
+    def record(self, router_label: str, **fields: Any) -> EpisodeRecord:
+        """The episode's line of ``episodes.jsonl``; ``fields`` adds what the caller knows (attempts, ...)."""
+        return EpisodeRecord.of(
+            self.task,
+            self.seed,
+            router_label,
+            self.ledger,
+            models=self.models,
+            score=self.score,
+            status=self.status,
+            turns=self.turns,
+            duration_s=round(self.duration_s, 3),
+            score_details=self.score_details,
+            **fields,
+        )
 
 
 def episode_seed(run_seed: int, task: TaskInstance) -> int:
@@ -213,35 +202,33 @@ class Episode:
         self.valid = outcome.valid
         self.consecutive_errors = 0 if outcome.valid else self.consecutive_errors + 1
         if self.store is not None and self.turns_path is not None:
-            initial = self.initial_count
+            first = self.turn == 0
             self.store.record_turn(
                 self.turns_path,
-                {
-                    "episode": self.task.key,
-                    "turn": self.turn,
-                    "history_len": history_len,
-                    "initial_messages": [m.to_dict() for m in self.messages[:initial]]
-                    if self.turn == 0
-                    else None,
-                    "task_description": self.description if self.turn == 0 else None,
-                    "messages": [m.to_dict() for m in appended],
-                    "model": decision.model,
-                    "propensity": decision.propensity,
-                    "router_scores": decision.scores,
-                    "prompt_tokens": completion.prompt_tokens,
-                    "cached_prompt_tokens": cached,
-                    "uncached_prompt_tokens": completion.prompt_tokens - cached,
-                    "completion_tokens": completion.completion_tokens,
-                    "dollars": charge.dollars,
-                    "charges": self.ledger.turn_charges(self.turn),
-                    "output": completion.text,
-                    "action": "; ".join(a.describe() for a in outcome.actions) or None,
-                    "observation": "\n".join(outcome.observations),
-                    "valid": outcome.valid,
-                    "error": outcome.error,
-                    "score": self.score,
-                    "done": outcome.done,
-                },
+                TurnRecord(
+                    episode=self.task.key,
+                    turn=self.turn,
+                    history_len=history_len,
+                    initial_messages=self.messages[: self.initial_count] if first else None,
+                    task_description=self.description if first else None,
+                    messages=appended,
+                    model=decision.model,
+                    propensity=decision.propensity,
+                    router_scores=decision.scores,
+                    prompt_tokens=completion.prompt_tokens,
+                    cached_prompt_tokens=cached,
+                    uncached_prompt_tokens=completion.prompt_tokens - cached,
+                    completion_tokens=completion.completion_tokens,
+                    dollars=charge.dollars,
+                    charges=self.ledger.turn_charges(self.turn),
+                    output=completion.text,
+                    action="; ".join(a.describe() for a in outcome.actions) or None,
+                    observation="\n".join(outcome.observations),
+                    valid=outcome.valid,
+                    error=outcome.error,
+                    score=self.score,
+                    done=outcome.done,
+                ),
             )
         self.turn += 1
         if outcome.submitted is not None:

@@ -60,15 +60,9 @@ from harness.errors import (
 from harness.ledger import CostLedger
 from harness.pool import Pool, load_pool
 from harness.protocols import Environment
+from harness.records import EPISODE_FAILURE, FAILED, INFRASTRUCTURE_FAILURE, EpisodeRecord, TurnRecord
 from harness.splits import Split
-from harness.trajectory import (
-    EPISODE_FAILURE,
-    INFRASTRUCTURE_FAILURE,
-    RunStore,
-    episode_file_name,
-    is_infrastructure_failure,
-    write_json_atomic,
-)
+from harness.trajectory import RunStore, episode_file_name, write_json_atomic
 from harness.types import Charge, TaskInstance
 from routers import make_router
 
@@ -84,7 +78,9 @@ MAX_WORKER_DEATHS = 3  # deaths of the worker playing an episode before it is re
 PARENT_POLL_S = 0.5  # how often a worker checks that its parent is still alive
 RUNNING_POLL_S = 0.5  # how often the parent notes which episodes the workers are playing
 CACHE_FILE = "prefix-cache.json"  # a run's prefix-cache counters, summed over its episodes
-CACHE_COUNTS_KEY = "_prefix_cache"  # the counters a worker sends with a record; taken off before recording
+CACHE_COUNTS_KEY = (
+    "_prefix_cache"  # the counters a worker sends in a record's extra; taken off before recording
+)
 
 
 @dataclass
@@ -169,7 +165,7 @@ class TurnSink(Protocol):
 
     def begin_episode(self, key: str) -> Any: ...
 
-    def record_turn(self, path: Any, record: dict[str, Any]) -> None: ...
+    def record_turn(self, path: Any, record: TurnRecord) -> None: ...
 
 
 class Player:
@@ -202,7 +198,7 @@ class Player:
             self.judge,
         )
 
-    def play(self, task: TaskInstance) -> dict[str, Any]:
+    def play(self, task: TaskInstance) -> EpisodeRecord:
         """Run one episode; a crashed engine is restarted and the episode retried once.
 
         Whatever the outcome the record carries what the episode spent: a failed
@@ -236,11 +232,12 @@ class Player:
                 break
             else:
                 retries += episode.scratch.get(RETRIES_KEY, 0)
-                return result.record(self.config.router.label) | {
-                    "attempts": attempt,
-                    "retries": retries,
-                    "abandoned_cost": abandoned.total,
-                }
+                return result.record(
+                    self.config.router.label,
+                    attempts=attempt,
+                    retries=retries,
+                    abandoned_cost=abandoned.total,
+                )
         return failed_record(
             task, self.config, error, episode.ledger, episode.turn, attempt, retries, abandoned.total
         )
@@ -281,7 +278,7 @@ class Worker:
             self.players[key] = Player(config, out, self.environment(config), self.turns)
         return self.players[key]
 
-    def play(self, config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
+    def play(self, config: RunConfig, out: Path, task: TaskInstance) -> EpisodeRecord:
         """Play ``task``; an environment that fails to start (a JVM killed while booting) gets a second try."""
         for attempt in range(1, 3):
             try:
@@ -299,7 +296,7 @@ class Worker:
         before = stats.counts() if stats is not None else None
         record = player.play(task)
         if stats is not None and before is not None:
-            record[CACHE_COUNTS_KEY] = {k: v - before[k] for k, v in stats.counts().items()}
+            record.extra[CACHE_COUNTS_KEY] = {k: v - before[k] for k, v in stats.counts().items()}
         return record
 
     def close(self) -> None:
@@ -325,42 +322,30 @@ def failed_record(
     attempts: int = 1,
     retries: int = 0,
     abandoned_cost: float = 0.0,
-) -> dict[str, Any]:
+) -> EpisodeRecord:
     """The record of an episode that did not finish, with every dollar its attempt was charged.
 
     ``unrecorded_charges`` are the charges of the turn the failure interrupted (and any
     judging), which no turn line holds.
     """
     ledger = ledger or CostLedger()
-    record = {
-        "episode": task.key,
-        "benchmark": task.benchmark,
-        "task": task.task,
-        "variation": task.variation,
-        "split": task.split,
-        "seed": episode_seed(config.seed, task),
-        "router": config.router.label,
-        "score": None,
-        "cost": ledger.episode_total,
-        "model_cost": ledger.model_total,
-        "router_cost": ledger.router_total,
-        "judge_cost": ledger.judge_total,
-        "cost_by_model": ledger.by_model(),
-        "unrecorded_charges": ledger.turn_charges(turns),
-        "turns": turns,
-        "status": "failed",
-        "failure": failure_kind(error),
-        "error": f"{type(error).__name__}: {' '.join(str(error).split())}",
-        "attempts": attempts,
-        "retries": retries,
-        "abandoned_cost": abandoned_cost,
-    }
-    if task.repeat:
-        record["repeat"] = task.repeat
-    return record
+    return EpisodeRecord.of(
+        task,
+        episode_seed(config.seed, task),
+        config.router.label,
+        ledger,
+        unrecorded_charges=ledger.turn_charges(turns),
+        turns=turns,
+        status=FAILED,
+        failure=failure_kind(error),
+        error=f"{type(error).__name__}: {' '.join(str(error).split())}",
+        attempts=attempts,
+        retries=retries,
+        abandoned_cost=abandoned_cost,
+    )
 
 
-def worker_died_record(task: TaskInstance, config: RunConfig, store: RunStore, deaths: int) -> dict[str, Any]:
+def worker_died_record(task: TaskInstance, config: RunConfig, store: RunStore, deaths: int) -> EpisodeRecord:
     """An episode whose worker kept dying; its spend is read back from the turns the dead worker wrote."""
     ledger = CostLedger()
     turns = 0
@@ -368,8 +353,8 @@ def worker_died_record(task: TaskInstance, config: RunConfig, store: RunStore, d
         lines = store.turns(task.key)
         turns = len(lines)
         for line in lines:
-            for charge in line.get("charges") or ():
-                ledger.charge(line["turn"], Charge(**charge))
+            for charge in line.charges:
+                ledger.charge(line.turn, Charge(**charge))
     error = WorkerDied(f"the worker process playing it died {deaths} times (killed or out of memory)")
     return failed_record(task, config, error, ledger, turns, attempts=deaths)
 
@@ -435,7 +420,7 @@ def _init_worker(parent: int, playing: Any) -> None:
     _worker = Worker()
 
 
-def _play(config: RunConfig, out: Path, task: TaskInstance) -> dict[str, Any]:
+def _play(config: RunConfig, out: Path, task: TaskInstance) -> EpisodeRecord:
     assert _worker is not None, "worker not initialised"
     _playing.put((os.getpid(), task.key))
     try:
@@ -507,9 +492,7 @@ class Workers:
                     blamed.add(key)
         return blamed
 
-    def run(
-        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
-    ) -> None:
+    def run(self, batch: Batch, pending: list[TaskInstance], finish: Callable[[EpisodeRecord], None]) -> None:
         try:
             self._run(batch, pending, finish)
         except KeyboardInterrupt:
@@ -517,7 +500,7 @@ class Workers:
             raise
 
     def _run(
-        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
+        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[EpisodeRecord], None]
     ) -> None:
         out = batch.store.root
         if self.n == 1:
@@ -530,7 +513,7 @@ class Workers:
                 if interrupted.is_set():
                     # py4j may swallow the KeyboardInterrupt (its cleanup fails on the JVM that the same
                     # Ctrl-C killed); a failure it caused is not a result.
-                    if record["status"] != "failed":
+                    if not record.failed:
                         finish(record)
                     raise KeyboardInterrupt
                 finish(record)
@@ -555,7 +538,7 @@ class Workers:
         self,
         batch: Batch,
         todo: list[TaskInstance],
-        finish: Callable[[dict[str, Any]], None],
+        finish: Callable[[EpisodeRecord], None],
         deaths: Counter[str],
     ) -> list[TaskInstance]:
         """Submit ``todo`` to the pool; returns the episodes to play again because their worker died."""
@@ -604,9 +587,9 @@ class Workers:
 
 def run_batch(
     batch: Batch,
-    on_episode: Callable[[dict[str, Any]], None] | None = None,
+    on_episode: Callable[[EpisodeRecord], None] | None = None,
     workers: Executor | None = None,
-) -> list[dict[str, Any]]:
+) -> list[EpisodeRecord]:
     """Play every pending episode of ``batch``; returns the new records in completion order.
 
     ``workers`` is the executor to play them on, else one opened for the batch from its config.
@@ -614,10 +597,10 @@ def run_batch(
     On KeyboardInterrupt the workers abandon their episodes, nothing half-done is recorded,
     and the interrupt propagates.
     """
-    records: list[dict[str, Any]] = []
+    records: list[EpisodeRecord] = []
 
-    def finish(record: dict[str, Any]) -> None:
-        counts = record.pop(CACHE_COUNTS_KEY, None)
+    def finish(record: EpisodeRecord) -> None:
+        counts = record.extra.pop(CACHE_COUNTS_KEY, None)
         batch.store.record_episode(record)
         if counts is not None:
             add_cache_counts(batch.store.root, batch.config.prefix_cache, counts)
@@ -682,9 +665,9 @@ def read_cache_counts(run_dirs: list[Path]) -> dict[str, Any] | None:
 class BatchProgress(Protocol):
     """What a caller of :func:`execute` is told: the batch's size and each episode as it finishes."""
 
-    def start(self, label: str, total: int, finished: list[dict[str, Any]]) -> None: ...
+    def start(self, label: str, total: int, finished: list[EpisodeRecord]) -> None: ...
 
-    def episode(self, record: dict[str, Any]) -> None: ...
+    def episode(self, record: EpisodeRecord) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -697,7 +680,7 @@ def execute(
     progress: BatchProgress | None = None,
     wait_s: float = 0.0,
     retry_infrastructure: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[EpisodeRecord]:
     """Validate, then play every pending episode of a run; returns all episode records of the run directory.
 
     ``workers`` lets a caller keep an executor (its processes and JVMs) across batches; ``wait_s`` and
@@ -733,7 +716,7 @@ def play_run(
     progress: BatchProgress | None = None,
     wait_s: float = 0.0,
     retry_infrastructure: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[EpisodeRecord]:
     """One batch where ``config.executor`` says (``harness run``, and ``harness episode`` for a batch of one).
 
     The local pool is sized to the batch by :func:`execute`; a Ray executor is opened here, joining
@@ -756,20 +739,20 @@ def play_run(
         )
 
 
-def batch_problem(records: list[dict[str, Any]], where: str) -> str | None:
+def batch_problem(records: list[EpisodeRecord], where: str) -> str | None:
     """One line saying why a batch did not do what was asked, or None if it did.
 
     Infrastructure failures always count; episode failures only when every episode failed.
     """
-    infrastructure = [r for r in records if is_infrastructure_failure(r)]
-    failed = [r for r in records if r.get("status") == "failed"]
+    infrastructure = [r for r in records if r.infrastructure_failure]
+    failed = [r for r in records if r.failed]
     if infrastructure:
         return (
             f"{len(infrastructure)} of {len(records)} episodes of {where} failed for infrastructure reasons "
-            f"(first: {infrastructure[0]['error']}); rerun the same command to play them again"
+            f"(first: {infrastructure[0].error}); rerun the same command to play them again"
         )
     if records and len(failed) == len(records):
-        return f"all {len(records)} episodes of {where} failed (first: {failed[0]['error']})"
+        return f"all {len(records)} episodes of {where} failed (first: {failed[0].error})"
     return None
 
 

@@ -33,6 +33,7 @@ from harness.batch import BatchProgress, execute
 from harness.benchmarks import get_benchmark
 from harness.config import RouterSpec, RunConfig
 from harness.pool import load_pool
+from harness.records import EpisodeRecord
 from harness.trajectory import RunStore
 
 
@@ -113,21 +114,21 @@ def run_router(
     benchmark: str = RunConfig.benchmark,
     seed: int = 0,
     progress: BatchProgress | None = None,
-) -> list[dict]:
+) -> list[EpisodeRecord]:
     config = RunConfig(router=router, pool=pool, benchmark=benchmark, split=split, workers=workers, seed=seed)
     return execute(config, out, label=f"{router.label} {split}", progress=progress)
 
 
 def _row(
-    router: RouterSpec, records: list[dict], split: str, target: tuple[float, float], targets: SplitTargets,
+    router: RouterSpec, records: list[EpisodeRecord], split: str, target: tuple[float, float], targets: SplitTargets,
     scale: float, fitted: bool,
 ) -> Row:  # fmt: skip
-    records = [r for r in records if r["status"] != "failed"]
+    records = [r for r in records if not r.failed]
     return Row(
         router.label if not fitted else router.params["model"],
         split,
-        scale * sum(r["score"] for r in records) / len(records),
-        sum(r["cost"] for r in records) / len(records),
+        scale * sum(r.score for r in records) / len(records),
+        sum(r.cost for r in records) / len(records),
         target[0],
         target[1],
         len(records),
@@ -300,12 +301,12 @@ def _completion_budget(run_dir: Path, target_cost: float) -> tuple[float] | None
     """
     store = RunStore(run_dir)
     cards = store.config()["price_cards"]
-    episodes = [e for e in store.episodes() if e["status"] != "failed"]
+    episodes = [e for e in store.episodes() if not e.failed]
     prompt_dollars, calls, out_price = 0.0, 0, 0.0
     for e in episodes:
-        for turn in store.turns(e["episode"]):
-            card = cards[turn["model"]]
-            prompt_dollars += turn["prompt_tokens"] * card["input_per_mtok"] / 1e6
+        for turn in store.turns(e.episode):
+            card = cards[turn.model]
+            prompt_dollars += turn.prompt_tokens * card["input_per_mtok"] / 1e6
             out_price = card["output_per_mtok"] / 1e6
             calls += 1
     if not (calls and out_price):

@@ -14,7 +14,7 @@ import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -31,6 +31,9 @@ from rich.progress import (
 
 from harness.config import BenchmarkOptions, RouterSpec, RunConfig
 from harness.errors import BatchInterrupted, ConfigError, HarnessError
+
+if TYPE_CHECKING:
+    from harness.records import EpisodeRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -89,10 +92,10 @@ class ProgressBar:
     def __init__(self) -> None:
         self._progress: Progress | None = None
 
-    def start(self, label: str, total: int, finished: list[dict[str, Any]]) -> None:
-        scored = [e for e in finished if e["score"] is not None]
-        self.scores = [e["score"] for e in scored]
-        self.dollars = sum(e["cost"] for e in scored)
+    def start(self, label: str, total: int, finished: list[EpisodeRecord]) -> None:
+        scored = [e for e in finished if e.score is not None]
+        self.scores = [e.score for e in scored]
+        self.dollars = sum(e.cost for e in scored)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -110,10 +113,10 @@ class ProgressBar:
     def _mean(self) -> float:
         return sum(self.scores) / len(self.scores) if self.scores else 0.0
 
-    def episode(self, record: dict[str, Any]) -> None:
-        if record["score"] is not None:
-            self.scores.append(record["score"])
-            self.dollars += record["cost"]
+    def episode(self, record: EpisodeRecord) -> None:
+        if record.score is not None:
+            self.scores.append(record.score)
+            self.dollars += record.cost
         assert self._progress is not None
         self._progress.update(self._bar, advance=1, score=self._mean(), dollars=self.dollars)
 
@@ -374,11 +377,11 @@ def episode(
     quiet_py4j()
     with stop_on_signals():
         (record,) = play_run(effective, out)
-    for t in RunStore(out).turns(record["episode"]):
-        print(f"[{t['turn']:2d}] {t['model']:<22} {t['action'] or '<format error>':<40} score={t['score']:g}")
+    for t in RunStore(out).turns(record.episode):
+        print(f"[{t.turn:2d}] {t.model:<22} {t.action or '<format error>':<40} score={t.score:g}")
     print(
-        f"status={record['status']} score={record['score']} cost=${record['cost']:.4f} "
-        f"judge=${record.get('judge_cost') or 0.0:.4f} turns={record['turns']}"
+        f"status={record.status} score={record.score} cost=${record.cost:.4f} "
+        f"judge=${record.judge_cost:.4f} turns={record.turns}"
     )
     problem = batch_problem([record], str(out))
     fail_unless_done([problem] if problem else [])
@@ -705,7 +708,7 @@ def import_logs(
     ],
     dest: Annotated[Path, typer.Argument(help="New run directory (reference: one per mode and run)")],
 ) -> None:
-    """Import logged episodes into run directories (format 2) and print what was read and skipped."""
+    """Import logged episodes into run directories (the current format) and print what was read and skipped."""
     from harness.replay.importers import IMPORTERS
 
     if kind not in IMPORTERS:
@@ -715,18 +718,13 @@ def import_logs(
 
 def replay_pool(pool: str | None, data: list[Path]) -> list:
     """The named pool's cards, else the pool the first logged run names."""
-    import json as json_module
-
     from harness.pool import load_pool
-    from harness.trajectory import CONFIG_FILE
+    from harness.trajectory import CONFIG_FILE, RunStore
 
     if pool is None:
-        path = data[0] / CONFIG_FILE
-        if not path.exists():
-            raise ConfigError(f"{data[0]} is not a run directory (no {CONFIG_FILE})")
-        pool = (json_module.loads(path.read_text()).get("run") or {}).get("pool")
+        pool = (RunStore(data[0]).config().get("run") or {}).get("pool")
         if not pool:
-            raise ConfigError(f"{path} names no pool; pass --pool")
+            raise ConfigError(f"{data[0] / CONFIG_FILE} names no pool; pass --pool")
     return load_pool(pool).cards
 
 

@@ -39,6 +39,7 @@ from harness.batch import (
 )
 from harness.config import EXECUTORS, RunConfig
 from harness.errors import ConfigError, HarnessError, InfrastructureError
+from harness.records import EpisodeRecord, TurnRecord
 from harness.types import TaskInstance
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Executor(Protocol):
     """
 
     def run(
-        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
+        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[EpisodeRecord], None]
     ) -> None: ...
 
     def close(self) -> None: ...
@@ -102,7 +103,7 @@ class TurnStream:
         self.events.put(("begin", key))
         return key
 
-    def record_turn(self, path: Any, record: dict[str, Any]) -> None:
+    def record_turn(self, path: Any, record: TurnRecord) -> None:
         self.events.put(("turn", record))
 
 
@@ -210,9 +211,7 @@ class RayExecutor:
             self._started_ray = False
             self._actor_class = None
 
-    def run(
-        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
-    ) -> None:
+    def run(self, batch: Batch, pending: list[TaskInstance], finish: Callable[[EpisodeRecord], None]) -> None:
         try:
             self._run(batch, pending, finish)
         except KeyboardInterrupt:
@@ -220,7 +219,7 @@ class RayExecutor:
             raise
 
     def _run(
-        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[dict[str, Any]], None]
+        self, batch: Batch, pending: list[TaskInstance], finish: Callable[[EpisodeRecord], None]
     ) -> None:
         ray = self.ray
         self._connect()

@@ -10,6 +10,11 @@ RESULTS/<bench>/optuna.db                the Optuna studies (SQLite)
 RESULTS/<bench>/mlflow.db, mlartifacts/  the MLflow store and its artifacts
 RESULTS/<bench>/seeds/s<seed>/           a seed replicate: a whole results directory of its own
 
+A run directory is one that holds a ``config.json`` (:data:`harness.trajectory.CONFIG_FILE`); the listings
+below (:meth:`ResultsLayout.point_runs`, :meth:`~ResultsLayout.data_runs`,
+:meth:`~ResultsLayout.replicates`, :func:`matching_runs`) are the only code that looks for them, so a change of
+layout is made here.
+
 The MLflow store is the one in the results directory unless a tracking server is
 named (``tracking_server``, e.g. ``MLFLOW_TRACKING_URI``); then runs, traces and
 artifacts go to that server, and the server keeps the artifacts where it is set to.
@@ -17,8 +22,11 @@ artifacts go to that server, and the server keeps the artifacts where it is set 
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.trajectory import CONFIG_FILE
 
 MANIFEST_FILE = "benchmark.json"
 DATA_DIR = "data"
@@ -30,6 +38,27 @@ OPTUNA_DB = "optuna.db"
 MLFLOW_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 SEEDS_DIR = "seeds"
+
+
+@dataclass(frozen=True)
+class PointRun:
+    """One operating point's run directory on one split: ``runs/<split>/<point>/``."""
+
+    split: str
+    point: str
+    path: Path
+
+
+def matching_runs(pattern: str) -> list[Path]:
+    """The run directories a glob pattern names (a replay definition's ``data`` entries), by path."""
+    return sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / CONFIG_FILE).is_file())
+
+
+def _run_dirs(parent: Path) -> list[Path]:
+    """The run directories directly under ``parent``, by name."""
+    if not parent.is_dir():
+        return []
+    return sorted(p for p in parent.iterdir() if (p / CONFIG_FILE).is_file())
 
 
 @dataclass(frozen=True)
@@ -58,6 +87,35 @@ class ResultsLayout:
 
     def run(self, split: str, point: str) -> Path:
         return self.runs(split) / point
+
+    def point_runs(self, split: str | None = None) -> list[PointRun]:
+        """Every operating point's run directory (of ``split`` only, if given), by split then point name."""
+        root = self.root / RUNS_DIR
+        if not root.is_dir():
+            return []
+        splits = [root / split] if split is not None else sorted(p for p in root.iterdir() if p.is_dir())
+        return [PointRun(s.name, path.name, path) for s in splits for path in _run_dirs(s)]
+
+    def point_of(self, run_dir: Path) -> PointRun | None:
+        """The operating point ``run_dir`` is the run directory of, or None if it is not one of this layout's."""
+        run_dir = Path(run_dir).resolve()
+        if run_dir.parent.parent != (self.root / RUNS_DIR).resolve():
+            return None
+        return PointRun(run_dir.parent.name, run_dir.name, run_dir)
+
+    def data_runs(self) -> list[Path]:
+        """Every exploration run directory (the training data), by collection name."""
+        return _run_dirs(self.root / DATA_DIR)
+
+    def all_runs(self) -> list[Path]:
+        """Every run directory of this results directory: the data runs, then the operating points' runs."""
+        return [*self.data_runs(), *(run.path for run in self.point_runs())]
+
+    def replicates(self) -> list[ResultsLayout]:
+        """The seed replicates' results directories (``seeds/<name>/``), by name; none for an unseeded run."""
+        seeds = self.root / SEEDS_DIR
+        found = sorted(p for p in seeds.iterdir() if p.is_dir()) if seeds.is_dir() else []
+        return [ResultsLayout(path, self.tracking_server) for path in found]
 
     @property
     def embeddings(self) -> Path:

@@ -40,6 +40,7 @@ from harness.config import (
 from harness.errors import ConfigError
 from harness.exploration import exploration_spend
 from harness.layout import SEEDS_DIR, ResultsLayout
+from harness.records import EpisodeRecord
 from harness.trajectory import CONFIG_FILE, write_json_atomic
 from routers import router_class
 
@@ -145,7 +146,7 @@ class BenchmarkRun:
         )
         return resolve(run)
 
-    def run(self, config: RunConfig, out: Path, label: str) -> list[dict]:
+    def run(self, config: RunConfig, out: Path, label: str) -> list[EpisodeRecord]:
         records = execute(config, out, label=label, workers=self.workers, progress=self.progress)
         if self.commit is not None:
             # Live progress: the point's MLflow run and its traces appear as its batch finishes (idempotent).
@@ -288,8 +289,8 @@ class BenchmarkRun:
                 spec = self.learned_spec(family, checkpoint, lam)
                 out = self.layout.run(t.split, spec.label)
                 config = self.config(spec, t.split, t.quick, repeats=self.repeats(t.split))
-                records = [r for r in self.run(config, out, f"tune {spec.label}") if r["status"] != "failed"]
-                return mean(r["score"] for r in records), mean(r["cost"] for r in records)
+                records = [r for r in self.run(config, out, f"tune {spec.label}") if not r.failed]
+                return mean(r.score for r in records), mean(r.cost for r in records)
 
             study = tune(
                 family,
@@ -319,13 +320,11 @@ class BenchmarkRun:
 
     def _means(self, spec: RouterSpec, split: str, quick: bool, stage: str) -> dict:
         config = self.config(spec, split, quick, repeats=self.repeats(split))
-        records = [
-            r for r in self.run(config, self.layout.run(split, spec.label), stage) if r["status"] != "failed"
-        ]
+        records = [r for r in self.run(config, self.layout.run(split, spec.label), stage) if not r.failed]
         return {
             "n": len(records),
-            "mean_score": mean(r["score"] for r in records),
-            "mean_cost": mean(r["cost"] for r in records),
+            "mean_score": mean(r.score for r in records),
+            "mean_cost": mean(r.cost for r in records),
         }
 
     def select(self, checkpoints: dict[str, Path], tuned: dict[str, dict]) -> dict[str, dict]:
@@ -463,31 +462,26 @@ class BenchmarkRun:
         from harness.summary import summarize_run
 
         # A seeded definition keeps one replicate per seed under seeds/s<k>/, each with its own runs/.
-        roots = [self.dir, *sorted((self.dir / SEEDS_DIR).glob("s*"))]
         tables = []
-        for root in roots:
+        for layout in [self.layout, *self.layout.replicates()]:
             for split in self.d.eval_splits:
-                split_dir = ResultsLayout(root).runs(split)
-                if not split_dir.is_dir():
+                runs = layout.point_runs(split)
+                if not runs:
                     continue
-                runs = sorted(p for p in split_dir.iterdir() if p.is_dir())
-                title = f"{self.d.name}: {split}" + (f" ({root.name})" if root != self.dir else "")
-                tables.append((title, [summarize_run(r) for r in runs]))
+                title = f"{self.d.name}: {split}" + (
+                    f" ({layout.root.name})" if layout != self.layout else ""
+                )
+                tables.append((title, [summarize_run(r.path) for r in runs]))
         return tables
 
     def problems(self) -> list[str]:
         """What went wrong in each run directory under the results (see :func:`harness.batch.batch_problem`)."""
         from harness.batch import batch_problem
-        from harness.layout import DATA_DIR, RUNS_DIR
-        from harness.trajectory import CONFIG_FILE, RunStore
+        from harness.trajectory import RunStore
 
         problems = []
-        configs = [
-            *(self.dir / DATA_DIR).glob(f"*/{CONFIG_FILE}"),
-            *(self.dir / RUNS_DIR).glob(f"*/*/{CONFIG_FILE}"),
-        ]
-        for config in sorted(configs):
-            problem = batch_problem(RunStore(config.parent).episodes(), str(config.parent))
+        for run_dir in sorted(self.layout.all_runs()):
+            problem = batch_problem(RunStore(run_dir).episodes(), str(run_dir))
             if problem:
                 problems.append(problem)
         return problems
@@ -495,10 +489,8 @@ class BenchmarkRun:
     def prefix_cache_counts(self) -> dict | None:
         """The prefix-cache counters of every batch of this results directory, added up."""
         from harness.batch import CACHE_FILE, read_cache_counts
-        from harness.layout import DATA_DIR, RUNS_DIR
 
-        found = [*self.dir.glob(f"{DATA_DIR}/*/{CACHE_FILE}"), *self.dir.glob(f"{RUNS_DIR}/*/*/{CACHE_FILE}")]
-        return read_cache_counts(sorted(p.parent for p in found))
+        return read_cache_counts(sorted(p for p in self.layout.all_runs() if (p / CACHE_FILE).exists()))
 
     def write_manifest(self, selected: dict) -> None:
         """benchmark.json: what the report and the tracker read besides the run directories."""

@@ -155,7 +155,7 @@ def usage_table(
                 totals[record.task][model] += dollars
         else:
             for turn in RunStore(Path(record.run_dir)).turns(record.episode):
-                totals[record.task][turn["model"]] += 1
+                totals[record.task][turn.model] += 1
     models = _pool_order(rows["run_dir"].iloc[0])
     models += sorted({m for by_model in totals.values() for m in by_model} - set(models))
     table = pd.DataFrame(

@@ -28,8 +28,9 @@ from harness.frontier import (
     summarize_front,
 )
 from harness.layout import RUNS_DIR, ResultsLayout
+from harness.records import EpisodeRecord
 from harness.seeding import derive_seed
-from harness.trajectory import CONFIG_FILE, RunStore
+from harness.trajectory import RunStore
 
 # Report order: the headline splits first, tuning and training data after.
 SPLIT_ORDER = ("test_id", "test_powered", "test_ood", "val", "train")
@@ -91,16 +92,9 @@ def benchmark_definition(bench_dir: Path) -> dict[str, Any]:
 
 def run_dirs(bench_dir: Path) -> list[tuple[str, str, Path]]:
     """(split, point, directory) of every run directory, in split then point order."""
-    root = Path(bench_dir) / RUNS_DIR
-    if not root.is_dir():
+    if not (Path(bench_dir) / RUNS_DIR).is_dir():
         raise TrajectoryError(f"{bench_dir} holds no benchmark results (no {RUNS_DIR}/ directory)")
-    found = [
-        (split_dir.name, point_dir.name, point_dir)
-        for split_dir in root.iterdir()
-        if split_dir.is_dir()
-        for point_dir in split_dir.iterdir()
-        if (point_dir / CONFIG_FILE).exists()
-    ]
+    found = [(run.split, run.point, run.path) for run in ResultsLayout(Path(bench_dir)).point_runs()]
     if not found:
         raise TrajectoryError(f"{bench_dir} holds no run directories under {RUNS_DIR}/")
     return sorted(found, key=lambda row: (split_sort_key(row[0]), row[1]))
@@ -115,16 +109,16 @@ def _router_of(config: dict[str, Any]) -> tuple[str, str, float, dict[str, Any]]
     return spec.name, spec.label, lam, params
 
 
-def variation_of(record: dict[str, Any]) -> str:
+def variation_of(record: EpisodeRecord) -> str:
     """The variation an episode record played: what its repeats share, the bootstrap's cluster."""
-    return f"{record['task']}/{record['variation']}"
+    return f"{record.task}/{record.variation}"
 
 
-def _finished(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _finished(records: list[EpisodeRecord]) -> list[EpisodeRecord]:
     """Finished episodes in task order: parallel workers append in completion order, and the
     bootstrap resamples by position, so a fixed order keeps intervals identical across reruns."""
-    ok = [r for r in records if r.get("status") != "failed" and r.get("score") is not None]
-    return sorted(ok, key=lambda r: r["episode"])
+    ok = [r for r in records if not r.failed and r.score is not None]
+    return sorted(ok, key=lambda r: r.episode)
 
 
 def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -148,7 +142,7 @@ def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: i
         return row | dict.fromkeys(ESTIMATE_COLUMNS, math.nan) | {"total_cost": 0.0}
     # A seed per (split, point) keeps each interval reproducible regardless of which other points exist.
     boot_seed = derive_seed(seed, split, point) % 2**32
-    scores, costs = [r["score"] for r in ok], [r["cost"] for r in ok]
+    scores, costs = [r.score for r in ok], [r.cost for r in ok]
     clusters = [variation_of(r) for r in ok]
     weights = run_split_weights(store.config(), split)
     if weights is not None:  # a stratified split: each task type weighed by its share
@@ -176,9 +170,9 @@ def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: i
         "mean_cost": estimate.cost,
         "cost_lo": estimate.cost_ci[0],
         "cost_hi": estimate.cost_ci[1],
-        "total_cost": float(sum(r["cost"] for r in ok)),
-        "mean_turns": float(np.mean([r["turns"] for r in ok])),
-        "switch_rate": float(np.mean([r.get("switch_rate", 0.0) for r in ok])),
+        "total_cost": float(sum(r.cost for r in ok)),
+        "mean_turns": float(np.mean([r.turns for r in ok])),
+        "switch_rate": float(np.mean([r.switch_rate or 0.0 for r in ok])),
     }
 
 
@@ -207,7 +201,7 @@ def episodes(bench_dir: Path) -> pd.DataFrame:
             "lam": lam,
             "run_dir": str(path),
         }
-        rows.extend(record | context for record in store.episodes())
+        rows.extend(record.to_line() | context for record in store.episodes())
     return pd.DataFrame(rows)
 
 
@@ -490,12 +484,12 @@ def paired_variations(run_dir: str | Path, reference_dir: str | Path) -> list[np
 def paired_variation_groups(run_dir: str | Path, reference_dir: str | Path) -> dict[str, np.ndarray]:
     """:func:`paired_variations` keyed by variation (``task/variation``, :func:`variation_of`), so a
     stratified split can tell each group's task type."""
-    mine = {r["episode"]: r for r in _finished(RunStore(Path(run_dir)).episodes())}
-    theirs = {r["episode"]: r for r in _finished(RunStore(Path(reference_dir)).episodes())}
+    mine = {r.episode: r for r in _finished(RunStore(Path(run_dir)).episodes())}
+    theirs = {r.episode: r for r in _finished(RunStore(Path(reference_dir)).episodes())}
     groups: dict[str, list[list[float]]] = {}
     for key in sorted(set(mine) & set(theirs)):
         a, b = mine[key], theirs[key]
-        groups.setdefault(variation_of(a), []).append([a["score"], b["score"], a["cost"], b["cost"]])
+        groups.setdefault(variation_of(a), []).append([a.score, b.score, a.cost, b.cost])
     return {variation: np.array(rows, dtype=float) for variation, rows in groups.items()}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.records import EpisodeRecord
 from harness.trajectory import RunStore
 
 
@@ -24,21 +25,21 @@ class RunSummary:
     switch_rate: float
 
     @classmethod
-    def of(cls, records: list[dict], run: str = "", split: str = "") -> RunSummary:
-        ok = [r for r in records if r["status"] != "failed"]
-        scores = np.array([r["score"] for r in ok], dtype=float)
-        costs = np.array([r["cost"] for r in ok], dtype=float)
+    def of(cls, records: list[EpisodeRecord], run: str = "", split: str = "") -> RunSummary:
+        ok = [r for r in records if not r.failed]
+        scores = np.array([r.score for r in ok], dtype=float)
+        costs = np.array([r.cost for r in ok], dtype=float)
         return cls(
             run=run,
-            router=records[0]["router"] if records else "",
-            split=split or (records[0]["split"] if records else ""),
+            router=(records[0].router or "") if records else "",
+            split=split or (records[0].split if records else ""),
             episodes=len(ok),
             failed=len(records) - len(ok),
             mean_score=float(scores.mean()) if ok else float("nan"),
             mean_cost=float(costs.mean()) if ok else float("nan"),
             total_cost=float(costs.sum()),
-            mean_turns=float(np.mean([r["turns"] for r in ok])) if ok else float("nan"),
-            switch_rate=float(np.mean([r.get("switch_rate", 0.0) for r in ok])) if ok else float("nan"),
+            mean_turns=float(np.mean([r.turns for r in ok])) if ok else float("nan"),
+            switch_rate=float(np.mean([r.switch_rate or 0.0 for r in ok])) if ok else float("nan"),
         )
 
 

@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.records import EpisodeRecord, TurnRecord
 from harness.trajectory import RunStore, episode_file_name
+from harness.types import Message
 
 SEARCH_PAGE = 500
 LOG_BATCH = 200  # traces per store transaction
@@ -114,17 +116,18 @@ def _cut(text: str | None) -> str | None:
     return text[:MAX_TEXT_CHARS] + f"... [{len(text) - MAX_TEXT_CHARS} more characters in the run directory]"
 
 
-def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
+def _chat_message(message: Message) -> dict[str, Any]:
     """A stored message in the OpenAI chat format MLflow's chat view renders."""
-    out: dict[str, Any] = {"role": message["role"], "content": _cut(message.get("content") or "")}
-    if message.get("tool_calls"):
+    out: dict[str, Any] = {"role": message.role, "content": _cut(message.content)}
+    if message.tool_calls:
         out["tool_calls"] = [
-            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-            for c in message["tool_calls"]
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
         ]
-    for key in ("tool_call_id", "name"):
-        if message.get(key) is not None:
-            out[key] = message[key]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        out["name"] = message.name
     return out
 
 
@@ -252,19 +255,18 @@ def _root_attributes(context: RunTraceContext, episode: str, name: str) -> dict[
 
 
 def _turn_trace(
-    context: RunTraceContext, line: dict[str, Any], prices: dict[str, Any], clock: _Clock
+    context: RunTraceContext, line: TurnRecord, prices: dict[str, Any], clock: _Clock
 ) -> _TraceBuilder:
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey
 
-    episode, turn, model = line["episode"], int(line["turn"]), line["model"]
+    episode, turn, model = line.episode, line.turn, line.model
     trace = _TraceBuilder(context.experiment_id, context.key(episode, turn))
-    messages = line.get("messages") or []
-    reply = next((m for m in messages if m["role"] == "assistant"), {"role": "assistant", "content": ""})
-    steps = _steps(line, reply, [m for m in messages if m is not reply])
+    reply = next((m for m in line.messages if m.role == "assistant"), Message("assistant", ""))
+    steps = _steps(line, reply, [m for m in line.messages if m is not reply])
     parts = 2 + len(steps)
-    prompt, completion = int(line.get("prompt_tokens") or 0), int(line.get("completion_tokens") or 0)
-    dollars = float(line.get("dollars") or 0.0)
+    prompt, completion = int(line.prompt_tokens), int(line.completion_tokens)
+    dollars = float(line.dollars or 0.0)
     price = prices.get(model) or {}
     input_cost = min(dollars, prompt * float(price.get("input_per_mtok", 0.0)) / 1e6)
 
@@ -272,15 +274,15 @@ def _turn_trace(
         f"turn {turn}",
         SpanType.AGENT,
         clock.slot(turn),
-        {"turn": turn, "history_len": line.get("history_len"), "task": line.get("task_description")},
+        {"turn": turn, "history_len": line.history_len, "task": line.task_description},
         {
             "model": model,
             "dollars": dollars,
-            "action": line.get("action"),
-            "valid": line.get("valid"),
-            "error": line.get("error"),
-            "score": line.get("score"),
-            "observation": _cut(line.get("observation")),
+            "action": line.action,
+            "valid": line.valid,
+            "error": line.error,
+            "score": line.score,
+            "observation": _cut(line.observation),
         },
         _root_attributes(context, episode, f"turn {turn}"),
         root=True,
@@ -289,15 +291,15 @@ def _turn_trace(
         "route",
         "ROUTER",
         clock.slot(turn, 0, parts),
-        {"router": context.router, "lam": context.lam, "history_len": line.get("history_len")},
-        {"model": model, "propensity": line.get("propensity"), "scores": line.get("router_scores")},
-        {"model": model, "propensity": line.get("propensity"), "lam": context.lam},
+        {"router": context.router, "lam": context.lam, "history_len": line.history_len},
+        {"model": model, "propensity": line.propensity, "scores": line.router_scores},
+        {"model": model, "propensity": line.propensity, "lam": context.lam},
     )
     trace.add(
         f"chat {model}",
         SpanType.CHAT_MODEL,
         clock.slot(turn, 1, parts),
-        {"model": model, "messages": [_chat_message(m) for m in line.get("initial_messages") or []]},
+        {"model": model, "messages": [_chat_message(m) for m in line.initial_messages or []]},
         {
             "model": model,
             "choices": [{"index": 0, "message": _chat_message(reply), "finish_reason": "stop"}],
@@ -325,43 +327,42 @@ def _turn_trace(
 
 
 def _steps(
-    line: dict[str, Any], reply: dict[str, Any], results: list[dict[str, Any]]
+    line: TurnRecord, reply: Message, results: list[Message]
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(span name, inputs, outputs) per tool call or environment step of a turn."""
-    calls = {c["id"]: c for c in reply.get("tool_calls") or []}
-    tool_results = [m for m in results if m["role"] == "tool"]
+    calls = {c.id: c for c in reply.tool_calls}
+    tool_results = [m for m in results if m.role == "tool"]
     if tool_results:
         steps = []
         for message in tool_results:
-            call = calls.get(message.get("tool_call_id") or "", {})
-            name = call.get("name") or message.get("name") or "tool"
-            steps.append(
-                (f"tool {name}", {"arguments": call.get("arguments")}, {"content": _cut(message["content"])})
-            )
+            call = calls.get(message.tool_call_id or "")
+            name = (call.name if call else None) or message.name or "tool"
+            arguments = call.arguments if call else None
+            steps.append((f"tool {name}", {"arguments": arguments}, {"content": _cut(message.content)}))
         return steps
-    if line.get("action") is None and not line.get("observation"):
+    if line.action is None and not line.observation:
         return []
     return [
         (
             "env step",
-            {"action": line.get("action")},
-            {"observation": _cut(line.get("observation")), "score": line.get("score")},
+            {"action": line.action},
+            {"observation": _cut(line.observation), "score": line.score},
         )
     ]
 
 
-def _judge_trace(context: RunTraceContext, record: dict[str, Any], clock: _Clock, slot: int) -> _TraceBuilder:
+def _judge_trace(context: RunTraceContext, record: EpisodeRecord, clock: _Clock, slot: int) -> _TraceBuilder:
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey
 
-    episode, dollars = record["episode"], float(record["judge_cost"])
+    episode, dollars = record.episode, float(record.judge_cost)
     trace = _TraceBuilder(context.experiment_id, context.key(episode, "judge"))
-    outputs = {"score": record.get("score"), "judge_cost": dollars}
+    outputs = {"score": record.score, "judge_cost": dollars}
     trace.add(
         "judge",
         SpanType.EVALUATOR,
         clock.slot(slot),
-        {"episode": episode, "status": record.get("status")},
+        {"episode": episode, "status": record.status},
         outputs,
         _root_attributes(context, episode, "judge"),
         root=True,
@@ -370,7 +371,7 @@ def _judge_trace(context: RunTraceContext, record: dict[str, Any], clock: _Clock
         "judge call",
         SpanType.LLM,
         clock.slot(slot),
-        {"details": record.get("score_details")},
+        {"details": record.score_details},
         outputs,
         {SpanAttributeKey.LLM_COST: {"input_cost": 0.0, "output_cost": 0.0, "total_cost": dollars}},
     )
@@ -387,7 +388,7 @@ def trace_run(
     """
     run = RunStore(Path(run_dir))
     prices = run.config().get("price_cards", {})
-    selected = [r for r in run.episodes() if selection.includes(r["episode"])]
+    selected = [r for r in run.episodes() if selection.includes(r.episode)]
     if not selected:
         return TracedRun(0, 0, 0)
     have = existing_trace_ids(store, context)
@@ -410,18 +411,18 @@ def trace_run(
         pending.clear()
 
     for record in selected:
-        episode = record["episode"]
-        lines = [] if record.get("status") == "failed" else _turn_lines(run, episode)
-        judged = float(record.get("judge_cost") or 0.0) > 0.0
+        episode = record.episode
+        lines = [] if record.failed else _turn_lines(run, episode)
+        judged = float(record.judge_cost or 0.0) > 0.0
         if not lines and not judged:
             continue
         clock = _Clock(
             run.turns_dir / episode_file_name(episode),
-            float(record.get("duration_s") or 0),
+            float(record.duration_s or 0),
             len(lines) + judged,
         )
         for line in lines:
-            if logged(episode, line["turn"]):
+            if logged(episode, line.turn):
                 skipped += 1
             else:
                 pending.append(_turn_trace(context, line, prices, clock))
@@ -436,9 +437,9 @@ def trace_run(
     return TracedRun(written, skipped, len(selected))
 
 
-def _turn_lines(store: RunStore, episode: str) -> list[dict[str, Any]]:
+def _turn_lines(store: RunStore, episode: str) -> list[TurnRecord]:
     path = store.turns_dir / episode_file_name(episode)
-    return sorted(store.turns(episode), key=lambda line: line["turn"]) if path.exists() else []
+    return sorted(store.turns(episode), key=lambda line: line.turn) if path.exists() else []
 
 
 __all__ = ["TraceSelection", "RunTraceContext", "TracedRun", "trace_run", "existing_trace_ids", "trace_id_of"]

@@ -47,7 +47,7 @@ import pandas as pd
 
 from harness.config import to_plain
 from harness.errors import ConfigError, HarnessError
-from harness.layout import MODELS_DIR, RUNS_DIR, SEEDS_DIR, ResultsLayout
+from harness.layout import MODELS_DIR, SEEDS_DIR, ResultsLayout
 from harness.plots import pareto_figure, usage_figure
 from harness.results import (
     benchmark_definition,
@@ -595,9 +595,10 @@ def log_run(
     """
     bench_dir, run_dir = Path(bench_dir).resolve(), Path(run_dir).resolve()
     layout = ResultsLayout(bench_dir, tracking_uri)
-    if run_dir.parent.parent != bench_dir / RUNS_DIR:
+    found = layout.point_of(run_dir)
+    if found is None:
         return None
-    split, point = run_dir.parent.name, run_dir.name
+    split, point = found.split, found.point
     definition = benchmark_definition(bench_dir)
     selection = trace_selection(definition, trace_episodes)
     name = str(definition.get("name") or bench_dir.name)

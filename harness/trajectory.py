@@ -10,6 +10,10 @@ Layout (readable with ``pandas.read_json(path, lines=True)``)::
     RUN/episodes.retried.jsonl episode lines of infrastructure failures taken out for a rerun
     RUN/episodes.torn-N.jsonl  a torn final line cut off by a resume, kept for inspection
 
+What a line holds is :mod:`harness.records`' business: the store appends
+:class:`~harness.records.EpisodeRecord` and :class:`~harness.records.TurnRecord` lines
+and parses them back in the run's format version.
+
 Each line is written with a single ``write`` on an ``O_APPEND`` descriptor, so a
 killed process leaves at worst one torn final line, which readers drop with a
 warning and the next writer cuts off (into a side file) before appending. One
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, RunLockedError, TrajectoryError
+from harness.records import FORMAT_VERSION, READABLE_VERSIONS, EpisodeRecord, TurnRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +48,6 @@ TURNS_DIR = "turns"
 LOCK_FILE = ".lock"
 RETRIED_FILE = "episodes.retried.jsonl"
 LOCK_POLL_S = 0.2
-# An episode record's ``failure`` when its status is "failed": the episode's own failure is a
-# result; the infrastructure's (worker died, provider unavailable, engine crashed) is not.
-EPISODE_FAILURE = "episode"
-INFRASTRUCTURE_FAILURE = "infrastructure"
-# 2: turn lines carry the messages they appended (tool calls and tool results included), episode
-# lines the judge's cost apart. Version 1 directories are refused by name, never misread.
-FORMAT_VERSION = 2
 
 
 def append_line(path: Path, record: dict[str, Any], sync: bool = False) -> None:
@@ -69,10 +67,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
-
-
-def is_infrastructure_failure(record: dict[str, Any]) -> bool:
-    return record.get("status") == "failed" and record.get("failure") == INFRASTRUCTURE_FAILURE
 
 
 _warned_torn: set[tuple[str, int]] = set()
@@ -150,13 +144,19 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def check_format_version(root: Path, config: dict[str, Any]) -> None:
+def check_format_version(root: Path, config: dict[str, Any], writing: bool = False) -> int:
+    """The run's format version; one this harness cannot read (or, ``writing``, append to) is refused by name."""
     found = config.get("format_version", 1)
-    if found != FORMAT_VERSION:
-        raise TrajectoryError(
-            f"run directory {root} has trajectory format version {found}; this harness reads version "
-            f"{FORMAT_VERSION} (convert it: harness import run {root} NEW_DIR)"
-        )
+    if writing and found != FORMAT_VERSION:
+        doing = f"appends only to version {FORMAT_VERSION}"
+    elif found not in READABLE_VERSIONS:
+        doing = f"reads versions {', '.join(map(str, READABLE_VERSIONS))}"
+    else:
+        return found
+    raise TrajectoryError(
+        f"run directory {root} has trajectory format version {found}; this harness {doing} "
+        f"(convert it: harness import run {root} NEW_DIR)"
+    )
 
 
 def episode_file_name(key: str) -> str:
@@ -169,6 +169,7 @@ class RunStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._lock_fd: int | None = None
+        self._version: int | None = None
 
     @property
     def episodes_path(self) -> Path:
@@ -260,15 +261,16 @@ class RunStore:
         path = self.root / CONFIG_FILE
         if path.exists():
             existing = json.loads(path.read_text())
-            check_format_version(self.root, existing)
+            check_format_version(self.root, existing, writing=True)
             differing = sorted(k for k in set(existing) | set(snapshot) if existing.get(k) != snapshot.get(k))
             if differing:
                 raise ConfigError(
                     f"{self.root} holds a run with a different config (field {differing[0]!r} differs); "
                     "use another output directory"
                 )
-            return
-        write_json_atomic(path, json.loads(json.dumps(snapshot, default=str)))
+        else:
+            write_json_atomic(path, json.loads(json.dumps(snapshot, default=str)))
+        self._version = FORMAT_VERSION
 
     def config(self) -> dict[str, Any]:
         """The run's config snapshot; a directory in another trajectory format is refused by name."""
@@ -279,29 +281,39 @@ class RunStore:
             config = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise TrajectoryError(f"corrupt run config {path}") from None
-        check_format_version(self.root, config)
+        self._version = check_format_version(self.root, config)
         return config
 
-    def episodes(self) -> list[dict[str, Any]]:
+    @property
+    def format_version(self) -> int:
+        """The version the run's lines are written in (a run not yet created will be written in this one's)."""
+        if self._version is None:
+            self._version = (
+                self.config()["format_version"] if (self.root / CONFIG_FILE).exists() else FORMAT_VERSION
+            )
+        return self._version
+
+    def episodes(self) -> list[EpisodeRecord]:
         if not self.episodes_path.exists():
             return []
-        return read_lines(self.episodes_path)
+        version, where = self.format_version, str(self.episodes_path)
+        return [EpisodeRecord.from_line(line, version, where) for line in read_lines(self.episodes_path)]
 
     def finished_keys(self) -> set[str]:
-        return {e["episode"] for e in self.episodes()}
+        return {e.episode for e in self.episodes()}
 
-    def retire_infrastructure_failures(self) -> list[dict[str, Any]]:
+    def retire_infrastructure_failures(self) -> list[EpisodeRecord]:
         """Move infrastructure-failure lines to ``episodes.retried.jsonl``; needs the writer lock."""
         episodes = self.episodes()
-        retired = [e for e in episodes if is_infrastructure_failure(e)]
+        retired = [e for e in episodes if e.infrastructure_failure]
         if not retired:
             return []
         for record in retired:
-            append_line(self.root / RETRIED_FILE, record, sync=True)
+            append_line(self.root / RETRIED_FILE, record.to_line(), sync=True)
         kept = "".join(
-            json.dumps(e, sort_keys=True, default=str) + "\n"
+            json.dumps(e.to_line(), sort_keys=True, default=str) + "\n"
             for e in episodes
-            if not is_infrastructure_failure(e)
+            if not e.infrastructure_failure
         )
         tmp = self.episodes_path.with_name(f".{EPISODES_FILE}.tmp{os.getpid()}")
         with open(tmp, "w") as handle:
@@ -312,8 +324,10 @@ class RunStore:
         log.info("%s: %d infrastructure failure(s) will be played again", self.root, len(retired))
         return retired
 
-    def turns(self, key: str) -> list[dict[str, Any]]:
-        return read_lines(self.turns_dir / episode_file_name(key))
+    def turns(self, key: str) -> list[TurnRecord]:
+        path = self.turns_dir / episode_file_name(key)
+        version, where = self.format_version, str(path)
+        return [TurnRecord.from_line(line, version, where) for line in read_lines(path)]
 
     def begin_episode(self, key: str) -> Path:
         """A fresh turn file for ``key``; an interrupted attempt's file is kept aside."""
@@ -325,8 +339,8 @@ class RunStore:
             os.replace(path, aside)
         return path
 
-    def record_turn(self, path: Path, record: dict[str, Any]) -> None:
-        append_line(path, record)
+    def record_turn(self, path: Path, record: TurnRecord) -> None:
+        append_line(path, record.to_line())
 
-    def record_episode(self, record: dict[str, Any]) -> None:
-        append_line(self.episodes_path, record, sync=True)
+    def record_episode(self, record: EpisodeRecord) -> None:
+        append_line(self.episodes_path, record.to_line(), sync=True)

@@ -49,26 +49,26 @@ def test_every_router_type_plays_a_real_episode(env, backends, pool, tmp_path, n
     turns = store.turns(TASK.key)
     assert result.status in {"done", "submitted", "max_turns", "budget"}
     assert len(turns) == result.turns >= 1
-    assert [t["turn"] for t in turns] == list(range(result.turns))
-    assert turns[0]["initial_messages"][0]["role"] == "system"
+    assert [t.turn for t in turns] == list(range(result.turns))
+    assert turns[0].initial_messages[0].role == "system"
     # The ledger is the only source of totals: the turn lines add up to the episode's cost.
-    assert sum(c["dollars"] for t in turns for c in t["charges"]) == pytest.approx(result.ledger.total)
-    assert result.score == turns[-1]["score"]
+    assert sum(c["dollars"] for t in turns for c in t.charges) == pytest.approx(result.ledger.total)
+    assert result.score == turns[-1].score
     for t in turns:
-        card = pool.model(t["model"]).price
-        assert t["dollars"] == pytest.approx(card.dollars(t["prompt_tokens"], t["completion_tokens"]))
-        assert t["history_len"] == 2 + 2 * t["turn"]
+        card = pool.model(t.model).price
+        assert t.dollars == pytest.approx(card.dollars(t.prompt_tokens, t.completion_tokens))
+        assert t.history_len == 2 + 2 * t.turn
     if name == "single":
-        assert {t["model"] for t in turns} == {"gpt-5"} and result.switches == 0
+        assert {t.model for t in turns} == {"gpt-5"} and result.switches == 0
     if name == "random":
-        assert all(t["propensity"] == pytest.approx(1 / 6) for t in turns)
+        assert all(t.propensity == pytest.approx(1 / 6) for t in turns)
     if name == "round-robin":
-        assert [t["model"] for t in turns] == [pool.names[i % 6] for i in range(result.turns)]
+        assert [t.model for t in turns] == [pool.names[i % 6] for i in range(result.turns)]
     if name == "heuristic":
-        assert turns[0]["model"] == "gpt-5"
+        assert turns[0].model == "gpt-5"
         for before, after in zip(turns, turns[1:], strict=False):
-            if not before["valid"]:
-                assert after["model"] == "gpt-5"
+            if not before.valid:
+                assert after.model == "gpt-5"
 
 
 def test_same_seed_same_episode_other_seed_differs(env, backends, pool, tmp_path):
@@ -76,10 +76,7 @@ def test_same_seed_same_episode_other_seed_differs(env, backends, pool, tmp_path
         store = RunStore(tmp_path / where)
         store.open({})
         play(env, backends, pool, "random", store=store, seed=seed)
-        return [
-            (t["model"], t["action"], t["observation"], t["score"], t["prompt_tokens"])
-            for t in store.turns(TASK.key)
-        ]
+        return [(t.model, t.action, t.observation, t.score, t.prompt_tokens) for t in store.turns(TASK.key)]
 
     assert actions(3, "a") == actions(3, "b")
     assert actions(3, "a") != actions(4, "c")
@@ -89,7 +86,7 @@ def test_prompt_tokens_grow_with_the_history(env, backends, pool, tmp_path):
     store = RunStore(tmp_path / "run")
     store.open({})
     play(env, backends, pool, "single", {"model": "kimi-k2-0905"}, store=store)
-    prompts = [t["prompt_tokens"] for t in store.turns(TASK.key)]
+    prompts = [t.prompt_tokens for t in store.turns(TASK.key)]
     assert all(b > a for a, b in zip(prompts, prompts[1:], strict=False))
 
 
@@ -136,8 +133,8 @@ def test_format_errors_and_invalid_actions_count_as_turns(env, pool, tmp_path):
         )
         turns = store.turns(TASK.key)
         assert result.turns == 4 and result.status == "max_turns"
-        assert all(not t["valid"] for t in turns)
-        assert {t["error"] for t in turns} == {"format" if kind == "malformed" else "invalid_action"}
+        assert all(not t.valid for t in turns)
+        assert {t.error for t in turns} == {"format" if kind == "malformed" else "invalid_action"}
 
 
 def test_a_task_type_give_up_rate_ends_only_that_task_types_episodes(env, pool):
@@ -192,9 +189,9 @@ def test_crashed_jvm_is_restarted_and_retried_once(tmp_path, kills, status):
     finally:
         worker.close()
     if status == "failed":
-        assert record["status"] == "failed" and "JVM" in record["error"]
+        assert record.status == "failed" and "JVM" in record.error
     else:
-        assert record["attempts"] == 2 and record["status"] != "failed"
+        assert record.attempts == 2 and record.status != "failed"
         assert list(RunStore(tmp_path).turns_dir.glob("*.interrupted-1.jsonl"))
 
 
@@ -203,8 +200,8 @@ def test_sticky_random_logs_exact_propensities(env, backends, pool, tmp_path):
     store.open({})
     play(env, backends, pool, "sticky-random", {"switch_prob": 0.2}, store=store)
     turns = store.turns(TASK.key)
-    assert turns[0]["propensity"] == pytest.approx(1 / 6)
+    assert turns[0].propensity == pytest.approx(1 / 6)
     for before, after in zip(turns, turns[1:], strict=False):
-        kept = after["model"] == before["model"]
-        assert after["propensity"] == pytest.approx(0.8 + 0.2 / 6 if kept else 0.2 / 6)
-    assert sum(a["model"] != b["model"] for a, b in zip(turns, turns[1:], strict=False)) < len(turns) / 2
+        kept = after.model == before.model
+        assert after.propensity == pytest.approx(0.8 + 0.2 / 6 if kept else 0.2 / 6)
+    assert sum(a.model != b.model for a, b in zip(turns, turns[1:], strict=False)) < len(turns) / 2

@@ -56,14 +56,14 @@ def test_batch_resumes_after_kill_without_rerunning_or_losing_episodes(tmp_path)
     result = harness(*args)
     assert result.returncode == 0, result.stderr
     after = RunStore(out).episodes()
-    keys = [e["episode"] for e in after]
+    keys = [e.episode for e in after]
     assert len(keys) == len(set(keys)) == 26  # every quick train episode exactly once
     assert after[: len(before)] == before  # finished episodes were kept, not rerun
     frame = pd.read_json(episodes, lines=True)
     assert set(frame["status"]) <= {"done", "submitted", "max_turns", "budget"}
     # Every finished episode has its complete turn file.
     for e in after:
-        assert len(RunStore(out).turns(e["episode"])) == e["turns"]
+        assert len(RunStore(out).turns(e.episode)) == e.turns
 
 
 def test_two_workers_give_the_same_results_as_one(tmp_path):

@@ -9,6 +9,7 @@ outlive it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from harness.config import Limits, RouterSpec, RunConfig
 from harness.errors import ConfigError
 from harness.executors import RayExecutor, open_executor
 from harness.procfs import alive, children, cmdline
+from harness.records import EpisodeRecord, TurnRecord
 from harness.trajectory import EPISODES_FILE, RunStore
 
 pytestmark = pytest.mark.scale
@@ -46,9 +48,9 @@ def config(router: RouterSpec, executor: str = "local") -> RunConfig:
     )
 
 
-def records(out: Path) -> dict[str, dict]:
+def records(out: Path) -> dict[str, EpisodeRecord]:
     """Episode records by key, without the wall-clock duration."""
-    return {r["episode"]: {k: v for k, v in r.items() if k != "duration_s"} for r in RunStore(out).episodes()}
+    return {r.episode: dataclasses.replace(r, duration_s=None) for r in RunStore(out).episodes()}
 
 
 def turn_files(out: Path) -> dict[str, list[dict]]:
@@ -93,7 +95,7 @@ def test_the_ray_executor_gives_the_local_pools_records(local_ray, local_runs: P
     for router in ROUTERS:
         ray_run, local_run = tmp_path / router.label, local_runs / router.label
         expected = records(local_run)
-        assert len(expected) == 4 and all(r["status"] != "failed" for r in expected.values())
+        assert len(expected) == 4 and all(r.status != "failed" for r in expected.values())
         assert records(ray_run) == expected
         # Turn by turn: the same models, scores, costs and messages.
         assert turn_files(ray_run) == turn_files(local_run)
@@ -116,13 +118,13 @@ def test_an_actor_killed_mid_episode_is_replaced_and_its_episode_played_again(
     executor = RayExecutor(1)
     record_turn = RunStore.record_turn
 
-    def kill_after_third_turn(store: RunStore, path: Path, line: dict) -> None:
+    def kill_after_third_turn(store: RunStore, path: Path, line: TurnRecord) -> None:
         """In the parent, as it writes the third turn of the first episode: SIGKILL the actor playing it."""
         record_turn(store, path, line)
-        if line["turn"] == 2 and not victim:
-            pid = executor.playing()[line["episode"]]
+        if line.turn == 2 and not victim:
+            pid = executor.playing()[line.episode]
             victim.update(
-                episode=line["episode"],
+                episode=line.episode,
                 pid=pid,
                 jvms=[c for c in children(pid) if "GatewayServer" in cmdline(c)],
             )

@@ -79,18 +79,16 @@ def test_an_episode_uses_real_tools_and_the_rule_judge(hle, env, pool, tmp_path)
     )  # fmt: skip
     question = hle.questions.get(task)
     result, turns = play(hle, env, pool, "gpt-5", task, tmp_path)
-    calls = [(t, json.loads(m["tool_calls"][0]["arguments"]), m["tool_calls"][0]["name"])
-             for t in turns for m in t["messages"] if m.get("tool_calls")]  # fmt: skip
+    calls = [(t, json.loads(m.tool_calls[0].arguments), m.tool_calls[0].name)
+             for t in turns for m in t.messages if m.tool_calls]  # fmt: skip
     assert calls[-1][2] == "answer"
     # The search the oracle would make (a model may waste turns on other searches first) finds the document.
     gold = [t for t, args, name in calls if name == "search" and args["query"] == question.search_query]
-    assert gold and gold[0]["messages"][1]["role"] == "tool"
-    assert question.supporting_doc_ids[0] in gold[0]["messages"][1]["content"]
+    assert gold and gold[0].messages[1].role == "tool"
+    assert question.supporting_doc_ids[0] in gold[0].messages[1].content
     solved = [t for t, args, name in calls if name == "python" and args["code"] == question.solution_code]
     for turn in solved:
-        assert (
-            question.answer in turn["messages"][1]["content"]
-        )  # the bank's solution, run in the real sandbox
+        assert question.answer in turn.messages[1].content  # the bank's solution, run in the real sandbox
     assert result.status == "submitted" and result.score in (0.0, 1.0)
     assert result.score_details["judge"] == "rule" and result.ledger.judge_total == 0.0
     assert bank.question(question.id).synthetic
@@ -121,7 +119,7 @@ def test_llm_judge_is_billed_as_judge_through_the_local_server(hle, env, pool, t
         unparsed, _ = play(hle, env, pool, "deepseek-v3.2", task, tmp_path, judge=judge)
     assert result.score == 1.0 and result.score_details["judge"] == "judge-model"
     record = result.record("single:gpt-5")
-    assert record["judge_cost"] > 0 and record["cost"] == pytest.approx(result.ledger.model_total)
+    assert record.judge_cost > 0 and record.cost == pytest.approx(result.ledger.model_total)
     assert unparsed.score == 0.0 and unparsed.score_details["judge_parsed"] is False
 
 
@@ -176,8 +174,8 @@ def test_real_dataset_episode_through_litellm_with_real_tool_calls(tmp_path, mon
         )  # fmt: skip
         records = execute(config, tmp_path / "run")
         sent = server.requests[1].body
-    first = next(r for r in records if r["episode"] == task.key)
-    assert first["score"] == 1.0 and first["status"] == "submitted"
+    first = next(r for r in records if r.episode == task.key)
+    assert first.score == 1.0 and first.status == "submitted"
     assert [t["function"]["name"] for t in sent["tools"]] == ["search", "browse", "python", "answer"]
     tool_message = sent["messages"][-1]
     assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_0"

@@ -20,6 +20,7 @@ from harness.benchmarks import get_benchmark
 from harness.benchmarks.scienceworld import gold_paths
 from harness.config import BENCHMARKS_DIR, Limits
 from harness.errors import ConfigError
+from harness.records import TurnRecord
 from harness.types import TaskInstance
 from routers.learned.dataset import build_training_set, encode_histories, load_samples
 from routers.learned.diagnostics import diagnose, log_diagnosis, phase_of, write_diagnosis
@@ -146,11 +147,11 @@ def test_critical_turns_follow_the_gold_path_over_the_logged_actions():
     gold = gold_paths()[("find-animal", 0)]
     focus = [i for i, action in enumerate(gold) if action.startswith("focus on")]
     assert focus
-    played = [{"turn": i, "action": action} for i, action in enumerate(gold)]
+    played = [TurnRecord("", i, "m", 0.0, [], action=action) for i, action in enumerate(gold)]
     assert benchmark.critical_turns(task, played) == frozenset(focus)
     # A wasted turn and a format error (no action) before the gold path shift every label by two.
-    detour = [{"turn": 0, "action": "inventory"}, {"turn": 1, "action": None}]
-    detour += [{"turn": i + 2, "action": action} for i, action in enumerate(gold)]
+    detour = [TurnRecord("", 0, "m", 0.0, [], action="inventory"), TurnRecord("", 1, "m", 0.0, [])]
+    detour += [TurnRecord("", i + 2, "m", 0.0, [], action=action) for i, action in enumerate(gold)]
     assert benchmark.critical_turns(task, detour) == frozenset(i + 2 for i in focus) | (
         {0, 1} if 0 in focus else set()
     )

@@ -20,6 +20,7 @@ import pytest
 from harness.benchmarks.scienceworld.prompt import FORMAT_ERROR, ScienceWorldFormat, observation_message
 from harness.benchmarks.scienceworld.synthetic import write_synthetic_run
 from harness.errors import ConfigError, TrajectoryError
+from harness.records import EpisodeRecord, TurnRecord
 from harness.trajectory import RunStore
 from harness.types import Message, ModelCard, PriceCard, TurnState
 from routers import make_router, router_class
@@ -155,41 +156,31 @@ def turn_record(
     router: float,
     observation: str,
     first=None,
-) -> dict:
+) -> TurnRecord:
     charges = [charge("model", model, dollars)] + ([charge("router", "embedder", router)] if router else [])
     output = f"Thought: turn {turn}.\nAction: look around"
     appended = [Message("assistant", output), observation_message(observation, 10.0 * turn)]
-    return {
-        "episode": key,
-        "turn": turn,
-        "history_len": 2 + 2 * turn,
-        "initial_messages": [m.to_dict() for m in first] if turn == 0 else None,
-        "task_description": first[1].content.split("\n\n")[0].removeprefix("Task: ") if turn == 0 else None,
-        "messages": [m.to_dict() for m in appended],
-        "model": model,
-        "propensity": propensity,
-        "dollars": dollars,
-        "charges": charges,
-        "output": output,
-        "action": "look around",
-        "observation": observation,
-        "valid": True,
-        "error": None,
-        "score": 10.0 * turn,
-        "done": False,
-    }
+    return TurnRecord(
+        episode=key,
+        turn=turn,
+        history_len=2 + 2 * turn,
+        initial_messages=list(first) if turn == 0 else None,
+        task_description=first[1].content.split("\n\n")[0].removeprefix("Task: ") if turn == 0 else None,
+        messages=appended,
+        model=model,
+        propensity=propensity,
+        dollars=dollars,
+        charges=charges,
+        output=output,
+        action="look around",
+        observation=observation,
+        valid=True,
+        score=10.0 * turn,
+    )
 
 
-def episode_record(key: str, task: str, score: float | None, turns: int | None, status: str) -> dict:
-    return {
-        "episode": key,
-        "benchmark": "scienceworld",
-        "task": task,
-        "variation": 0,
-        "score": score,
-        "turns": turns,
-        "status": status,
-    }
+def episode_record(key: str, task: str, score: float | None, turns: int, status: str) -> EpisodeRecord:
+    return EpisodeRecord(key, "scienceworld", task, 0, score=score, turns=turns, status=status)
 
 
 @pytest.fixture
@@ -215,7 +206,7 @@ def hand_run(tmp_path: Path) -> Path:
     failed = "scienceworld/boil/1"
     path = store.begin_episode(failed)
     store.record_turn(path, turn_record(failed, 0, "mid", 0.5, 0.5, 0.0, "x", first))
-    store.record_episode(episode_record(failed, "boil", None, None, "failed"))
+    store.record_episode(episode_record(failed, "boil", None, 0, "failed"))
     interrupted = "scienceworld/boil/2"  # a turn file without an episode line: not finished
     store.record_turn(
         store.begin_episode(interrupted), turn_record(interrupted, 0, "mid", 0.5, 9.0, 0.0, "x", first)

@@ -62,7 +62,7 @@ def stage_a(pool_file: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         workers=2,
     )
     records = execute(config, out)
-    assert len(records) == 12 and all(r["status"] != "failed" for r in records)
+    assert len(records) == 12 and all(not r.failed for r in records)
     return out
 
 
@@ -85,16 +85,16 @@ def test_one_episode_is_played_and_scored_by_the_plugin(pool_file, tmp_path):
     turns = store.turns(task.key)
     assert result.score in (0.0, 100.0) and result.turns == len(turns) <= 8
     # Each turn line holds the messages it appended: the reply, then what the model was shown.
-    assert [m["role"] for m in turns[0]["messages"]] == ["assistant", "user"]
-    assert turns[0]["messages"][1]["content"].startswith("The count is")
-    assert turns[0]["task_description"] == "Count to 3."
+    assert [m.role for m in turns[0].messages] == ["assistant", "user"]
+    assert turns[0].messages[1].content.startswith("The count is")
+    assert turns[0].task_description == "Count to 3."
     if result.status == "done":
-        assert result.score == 100.0 and turns[-1]["observation"] == "The count is 3."
+        assert result.score == 100.0 and turns[-1].observation == "The count is 3."
 
 
 def test_batch_over_two_workers_is_resumable(stage_a, pool_file):
     records = RunStore(stage_a).episodes()
-    assert {r["benchmark"] for r in records} == {"counter"}
+    assert {r.benchmark for r in records} == {"counter"}
     again = execute(RunConfig(
         router=RouterSpec("sticky-random", {"switch_prob": 0.3}), benchmark="counter", pool=pool_file,
         split="train", workers=2,
@@ -187,4 +187,4 @@ def test_run_config_file_merges_with_explicit_options(pool_file, tmp_path):
     assert run["split"] == "test_id" and run["benchmark"] == "counter"  # the option wins, the file fills in
     assert run["router"] == {"name": "single", "params": {"model": "careful"}}
     assert run["limits"] == {"max_turns": 5, "budget_dollars": 0.5}
-    assert {e["split"] for e in RunStore(out).episodes()} == {"test_id"}
+    assert {e.split for e in RunStore(out).episodes()} == {"test_id"}

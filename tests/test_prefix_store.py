@@ -3,6 +3,7 @@ processes, and live ScienceWorld batches (2 workers) whose records are the same 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from harness.cli import app
 from harness.config import Limits, RouterSpec, RunConfig, load_benchmark
 from harness.errors import ConfigError
 from harness.pipeline import BenchmarkRun
+from harness.records import EpisodeRecord
 from harness.replay.prefix_cache import CacheStats, PrefixCacheEnv
 from harness.replay.prefix_store import StoredPrefixCache, store_path
 from harness.trajectory import RunStore
@@ -84,10 +86,10 @@ def test_a_store_names_its_engine_and_refuses_an_unwritable_directory(tmp_path):
         StoredPrefixCache.open(blocker / "cache", "scienceworld")
 
 
-def _records(run: Path) -> tuple[list[dict], dict[str, str]]:
+def _records(run: Path) -> tuple[list[EpisodeRecord], dict[str, str]]:
     episodes = sorted(
-        ({k: v for k, v in r.items() if k != "duration_s"} for r in RunStore(run).episodes()),
-        key=lambda r: r["episode"],
+        (dataclasses.replace(r, duration_s=None) for r in RunStore(run).episodes()),
+        key=lambda r: r.episode,
     )
     turns = {p.name: p.read_text() for p in sorted((run / "turns").iterdir())}
     return episodes, turns
@@ -156,7 +158,8 @@ def test_benchmark_json_adds_up_the_counters_of_every_batch(tmp_path):
     assert run.prefix_cache == run.layout.prefix_cache  # quick.yaml turns it on
     counts = {name: 1 for name in CacheStats.COUNTERS} | {"served_steps": 9, "engine_steps": 1}
     for out in (run.layout.data("explore"), run.layout.run("test_id", "random"), run.layout.run("val", "x")):
-        out.mkdir(parents=True)
+        with RunStore(out) as store:  # a run directory: the layout lists it by its config.json
+            store.open({"run": {}})
         add_cache_counts(out, str(run.prefix_cache), counts)
     add_cache_counts(run.layout.run("val", "x"), str(run.prefix_cache), counts)
     run.write_manifest({})

@@ -45,18 +45,15 @@ def test_litellm_episode_bills_usage_and_never_stores_the_key(
     caplog.set_level(logging.DEBUG)
     batch = prepare(config, tmp_path / "run")
     (record,) = run_batch(batch)
-    assert record["status"] == "max_turns" and record["turns"] == 3
-    turns = batch.store.turns(record["episode"])
-    assert [t["action"] for t in turns] == ["look around"] * 3
+    assert record.status == "max_turns" and record.turns == 3
+    turns = batch.store.turns(record.episode)
+    assert [t.action for t in turns] == ["look around"] * 3
     assert openai_server.request_count == 4  # 3 turns + 1 retried 429
     assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in openai_server.requests)
     for t in turns:  # usage came from the server's response; dollars from our price card
-        price = {"big": (2.0, 8.0), "small": (0.1, 0.4)}[t["model"]]
-        assert t["prompt_tokens"] > 0 and t["completion_tokens"] > 0
-        assert (
-            abs(t["dollars"] - (t["prompt_tokens"] * price[0] + t["completion_tokens"] * price[1]) / 1e6)
-            < 1e-12
-        )
+        price = {"big": (2.0, 8.0), "small": (0.1, 0.4)}[t.model]
+        assert t.prompt_tokens > 0 and t.completion_tokens > 0
+        assert abs(t.dollars - (t.prompt_tokens * price[0] + t.completion_tokens * price[1]) / 1e6) < 1e-12
     stored = "".join(p.read_text() for p in (tmp_path / "run").rglob("*") if p.is_file())
     out, err = capfd.readouterr()
     assert SECRET not in stored + caplog.text + out + err

@@ -50,11 +50,11 @@ def wait_for_turns(out: Path, timeout: float = 120) -> None:
 
 def assert_complete(out: Path, n: int) -> list[dict]:
     episodes = RunStore(out).episodes()
-    keys = [e["episode"] for e in episodes]
+    keys = [e.episode for e in episodes]
     assert len(keys) == len(set(keys)) == n, keys
-    assert all(e["status"] != "failed" for e in episodes), [e.get("error") for e in episodes]
+    assert all(e.status != "failed" for e in episodes), [e.error for e in episodes]
     for e in episodes:
-        assert [t["turn"] for t in RunStore(out).turns(e["episode"])] == list(range(e["turns"]))
+        assert [t.turn for t in RunStore(out).turns(e.episode)] == list(range(e.turns))
     return episodes
 
 
@@ -203,6 +203,6 @@ def test_ctrl_c_with_one_worker_stops_even_though_the_jvm_dies_of_it_too(tmp_pat
     assert cli.returncode == 130, err
     assert "Traceback" not in err and "restarting the engine" not in err, err
     assert err.strip().splitlines()[-1].endswith("rerun the same command to resume"), err
-    assert all(e["status"] != "failed" for e in RunStore(out).episodes())
+    assert all(e.status != "failed" for e in RunStore(out).episodes())
     time.sleep(1)
     assert not [p for p in jvms if alive(p)]

@@ -64,7 +64,7 @@ def fast_retries(monkeypatch):
 
 
 def turn_dollars(store: RunStore, key: str) -> float:
-    return sum(c["dollars"] for t in store.turns(key) for c in t["charges"])
+    return sum(c["dollars"] for t in store.turns(key) for c in t.charges)
 
 
 def test_provider_outage_is_an_infrastructure_failure_played_again_on_rerun(
@@ -74,14 +74,14 @@ def test_provider_outage_is_an_infrastructure_failure_played_again_on_rerun(
     out = tmp_path / "run"
     openai_server.fail_next(500, times=1000)  # down for the whole first batch
     first = execute(config(pool), out)
-    assert [r["failure"] for r in first] == ["infrastructure"] * 2
-    assert all("HTTP 500" in r["error"] for r in first)
+    assert [r.failure for r in first] == ["infrastructure"] * 2
+    assert all("HTTP 500" in r.error for r in first)
 
     openai_server.recover()
     sent = openai_server.request_count
     second = execute(config(pool), out)
     assert openai_server.request_count > sent  # the rerun played the failed episodes again
-    assert [r["status"] for r in second] == ["max_turns"] * 2
+    assert [r.status for r in second] == ["max_turns"] * 2
     assert len(RunStore(out).episodes()) == 2  # one line per episode
     assert len(read_lines(out / "episodes.retried.jsonl")) == 2  # the failed attempts are kept aside
 
@@ -95,10 +95,10 @@ def test_an_episode_that_fails_after_model_calls_records_what_it_spent(tmp_path,
     openai_server.fail_after(2, status=401, times=1000)  # two turns answered, then the key is refused
     (record,) = execute(config(pool, "test_id", max_turns=5), out)
     store = RunStore(out)
-    assert record["status"] == "failed" and record["turns"] == 2
-    assert record["cost"] > 0
-    assert record["cost"] == pytest.approx(turn_dollars(store, record["episode"]))
-    assert record["model_cost"] == pytest.approx(sum(record["cost_by_model"].values()))
+    assert record.status == "failed" and record.turns == 2
+    assert record.cost > 0
+    assert record.cost == pytest.approx(turn_dollars(store, record.episode))
+    assert record.model_cost == pytest.approx(sum(record.cost_by_model.values()))
 
 
 def test_exit_code_is_non_zero_with_one_line_when_every_episode_failed(tmp_path, openai_server):
@@ -163,4 +163,4 @@ def test_retries_are_counted_in_the_episode_record(tmp_path, openai_server, fast
     pool = write_pool(tmp_path / "local.yaml", openai_server.base_url)
     openai_server.fail_next(500, times=2)
     (record,) = execute(config(pool, "test_id"), tmp_path / "run")
-    assert record["status"] == "max_turns" and record["retries"] == 2
+    assert record.status == "max_turns" and record.retries == 2

@@ -70,10 +70,10 @@ def test_a_second_writer_is_refused_naming_the_holder_pid_or_waits_for_it(tmp_pa
         holder.kill()
         holder.wait()
     episodes = RunStore(out).episodes()
-    keys = [e["episode"] for e in episodes]
+    keys = [e.episode for e in episodes]
     assert len(keys) == len(set(keys)) == 4
     for e in episodes:  # one writer: every turn file in order
-        assert [t["turn"] for t in RunStore(out).turns(e["episode"])] == list(range(e["turns"]))
+        assert [t.turn for t in RunStore(out).turns(e.episode)] == list(range(e.turns))
 
 
 def test_resume_cuts_a_torn_last_line_off_keeps_it_aside_and_warns_once(tmp_path):

@@ -17,7 +17,8 @@ from harness.replay.decisions import (
     turn_state,
 )
 from harness.replay.importers import import_reference, read_run_dir
-from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories
+from harness.replay.logged import LoggedEpisode, LoggedTurn, link_histories
+from harness.types import Message
 from routers import make_router
 
 REFERENCE = Path(__file__).parent / "fixtures" / "replay" / "reference" / "trajectories"
@@ -27,8 +28,8 @@ NAMES = [c.name for c in CARDS]
 
 def logged(task: str, models: list[str], valid: list[bool | None]) -> LoggedEpisode:
     initial = (
-        LoggedMessage("system", "You are an agent."),
-        LoggedMessage("user", f"Task: {task} the thing\n\nObservation: a room"),
+        Message("system", "You are an agent."),
+        Message("user", f"Task: {task} the thing\n\nObservation: a room"),
     )
     drafts = [
         LoggedTurn(
@@ -38,7 +39,7 @@ def logged(task: str, models: list[str], valid: list[bool | None]) -> LoggedEpis
             10,
             2,
             0.01 * (t + 1),
-            (LoggedMessage("assistant", f"Action: step {t}"), LoggedMessage("user", f"Observation: {t}")),
+            (Message("assistant", f"Action: step {t}"), Message("user", f"Observation: {t}")),
             valid=ok,
         )
         for t, (model, ok) in enumerate(zip(models, valid, strict=True))

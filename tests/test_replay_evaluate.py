@@ -21,11 +21,11 @@ from harness.pool import load_pool
 from harness.replay.decisions import turn_state
 from harness.replay.evaluate import evaluate_router, load_logs, logging_episodes
 from harness.replay.importers import write_run
-from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories
+from harness.replay.logged import LoggedEpisode, LoggedTurn, link_histories
 from harness.replay.ope import INTERVAL_CONDITIONAL, FQEConfig, OPEConfig
 from harness.replay.policies import episode_key, policy_table
 from harness.trajectory import read_lines
-from harness.types import Decision
+from harness.types import Decision, Message
 from routers import make_router
 from routers.base import Router
 from routers.learned.train import TrainOptions, train_router
@@ -36,7 +36,7 @@ FAST = OPEConfig(n_bootstrap=100, min_ess=0.0)
 
 
 def logged(key: str, score: float, models: list[str], propensity: float, valid=None) -> LoggedEpisode:
-    initial = (LoggedMessage("system", "agent"), LoggedMessage("user", f"Task: {key}\n\nObservation: room"))
+    initial = (Message("system", "agent"), Message("user", f"Task: {key}\n\nObservation: room"))
     valid = valid or [True] * len(models)
     drafts = [
         LoggedTurn(
@@ -46,7 +46,7 @@ def logged(key: str, score: float, models: list[str], propensity: float, valid=N
             10,
             2,
             0.01 * (t + 1),
-            (LoggedMessage("assistant", f"Action: {t}"), LoggedMessage("user", f"Observation: {t}")),
+            (Message("assistant", f"Action: {t}"), Message("user", f"Observation: {t}")),
             valid=ok,
             extra={"score": float(t)},
         )

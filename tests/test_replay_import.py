@@ -18,7 +18,8 @@ import pytest
 from harness.batch import Player, prepare
 from harness.benchmarks import REGISTRY, Benchmark, get_benchmark
 from harness.config import Limits, RouterSpec, RunConfig
-from harness.errors import ConfigError
+from harness.errors import ConfigError, TrajectoryError
+from harness.records import FORMAT_VERSION
 from harness.replay.importers import (
     REPORT_FILE,
     import_jsonl,
@@ -27,7 +28,7 @@ from harness.replay.importers import (
     read_run_dir,
 )
 from harness.replay.redact import redact
-from harness.trajectory import RunStore, append_line, write_json_atomic
+from harness.trajectory import RunStore, append_line, episode_file_name, read_lines, write_json_atomic
 from harness.types import TaskInstance
 from routers.learned.dataset import load_samples
 
@@ -89,16 +90,19 @@ def test_reference_keys_are_stripped_and_reported_never_stored(reference_import)
     assert written and not any(FAKE_KEY in text or "Bearer abcdef" in text for text in written)
     run1 = RunStore(dest / "roulette" / "run1")
     (episode,) = run1.episodes()
-    assert episode["reference_model_config"]["model_kwargs"] == {"temperature": 0.7, "extra_headers": {}}
-    assert run1.turns("scienceworld/boil/0")[0]["messages"][0]["content"].startswith(
-        "I will use the key [REDACTED]"
+    assert episode.extra["reference_model_config"]["model_kwargs"] == {
+        "temperature": 0.7,
+        "extra_headers": {},
+    }
+    assert (
+        run1.turns("scienceworld/boil/0")[0].messages[0].content.startswith("I will use the key [REDACTED]")
     )
 
 
 def test_reference_turns_carry_model_propensity_tokens_and_cost(reference_import):
     _, dest = reference_import
     episodes, reports, config = read_run_dir(dest / "roulette" / "run0")
-    assert config["format_version"] == 2 and all(not r.skipped for r in reports)
+    assert config["format_version"] == FORMAT_VERSION and all(not r.skipped for r in reports)
     boil, melt = sorted(episodes, key=lambda e: e.episode)
     # model_name, else router_info.selected_model, else extra.response.model
     assert boil.models == ["gpt-5", "gpt-5-mini", "deepseek-v3.2"]
@@ -110,7 +114,7 @@ def test_reference_turns_carry_model_propensity_tokens_and_cost(reference_import
     assert boil.turns[2].history[-1].content == "Observation: the stove is on."
     assert melt.turns[1].propensity is None  # missing stays missing, never 1
     raw = RunStore(dest / "roulette" / "run0").turns("scienceworld/melt/1")
-    assert raw[1]["propensity"] is None and raw[1]["score"] == 100 and raw[1]["done"] is True
+    assert raw[1].propensity is None and raw[1].score == 100 and raw[1].done is True
 
 
 def test_reference_hle_score_from_judge_and_tool_calls(reference_import):
@@ -282,7 +286,7 @@ def test_v1_run_is_rebuilt_as_the_agent_loop_saw_it(v1_run, tmp_path):
     assert len(samples) == sum(len(e.turns) for e in episodes)
     for episode in episodes:
         for turn in episode.turns:
-            assert [m.to_message() for m in turn.history] == samples[(episode.episode, turn.turn)].history
+            assert list(turn.history) == samples[(episode.episode, turn.turn)].history
             assert turn.propensity == samples[(episode.episode, turn.turn)].propensity
     skipped = {(Path(r.path).name, s.item, s.reason) for r in reports for s in r.skipped}
     assert skipped == {
@@ -300,29 +304,29 @@ def test_v1_run_is_rebuilt_as_the_agent_loop_saw_it(v1_run, tmp_path):
     }
 
 
-def test_v1_to_v2_round_trip_keeps_every_field(v1_run, tmp_path):
+def test_v1_to_current_round_trip_keeps_every_field(v1_run, tmp_path):
     report = import_run(v1_run, tmp_path / "v2")
     assert report.episodes == 3 and len(report.skipped) == 3
-    v2 = RunStore(tmp_path / "v2")
-    config = v2.config()
-    assert config["format_version"] == 2 and config["imported_from"]["format_version"] == 1
+    new = RunStore(tmp_path / "v2")
+    config = new.config()
+    assert config["format_version"] == FORMAT_VERSION and config["imported_from"]["format_version"] == 1
     assert config["run"] == json.loads((v1_run / "config.json").read_text())["run"]
-    old = RunStore(v1_run)
-    for record in old.episodes():
+    with pytest.raises(TrajectoryError, match="version 1; this harness reads versions 2, 3"):
+        RunStore(v1_run).episodes()  # the store reads format 1 only through an import
+    for record in read_lines(v1_run / "episodes.jsonl"):
         if record.get("status") == "failed":
             continue
-        # v2 episode lines also name the judge's cost; v1 runs had no judge.
-        assert next(e for e in v2.episodes() if e["episode"] == record["episode"]) == record | {
-            "judge_cost": 0.0
-        }
+        # Every field the v1 line had is kept; the judge's cost, which v1 runs did not name, is 0.
+        line = next(e for e in new.episodes() if e.episode == record["episode"]).to_line()
+        assert {k: line[k] for k in record} == record and line["judge_cost"] == 0.0
         real = RunStore(v1_run.parent / "v2").turns(record["episode"])
-        for before, after, logged in zip(
-            old.turns(record["episode"]), v2.turns(record["episode"]), real, strict=True
-        ):
-            assert {k: v for k, v in after.items() if k not in ("messages", "task_description")} == before
-            # The rebuilt messages and task description are what the real loop wrote in format 2.
-            assert after["messages"] == logged["messages"]
-            assert after["task_description"] == logged["task_description"]
+        old_turns = read_lines(v1_run / "turns" / episode_file_name(record["episode"]))
+        for before, after, logged in zip(old_turns, new.turns(record["episode"]), real, strict=True):
+            line = after.to_line()
+            assert {k: line[k] for k in before} == before
+            # The rebuilt messages and task description are what the real loop wrote.
+            assert after.messages == logged.messages
+            assert after.task_description == logged.task_description
     again, _, _ = read_run_dir(tmp_path / "v2")
     first, _, _ = read_run_dir(v1_run)
 
@@ -341,7 +345,7 @@ def test_unknown_format_version_is_one_line_error(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     write_json_atomic(run / "config.json", {"format_version": 7})
-    with pytest.raises(Exception, match=r"format_version 7 is not one this importer reads \(1, 2\)"):
+    with pytest.raises(Exception, match=r"format_version 7 is not one this importer reads \(1, 2, 3\)"):
         read_run_dir(run)
 
 

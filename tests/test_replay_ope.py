@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.errors import ConfigError
-from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories
+from harness.replay.logged import LoggedEpisode, LoggedTurn, link_histories
 from harness.replay.ope import (
     ActionValues,
     FQEConfig,
@@ -19,15 +19,16 @@ from harness.replay.ope import (
     fit_fqe,
     kish_ess,
 )
+from harness.types import Message
 
 POOL = ["A", "B"]
 
 
 def episode(key: str, score: float, turns: list[tuple[str, float | None, float]]) -> LoggedEpisode:
     """An episode from (model, propensity, dollars) per turn."""
-    initial = (LoggedMessage("user", f"Task: {key}\n\nObservation: start"),)
+    initial = (Message("user", f"Task: {key}\n\nObservation: start"),)
     drafts = [
-        LoggedTurn(t, model, propensity, 0, 0, dollars, (LoggedMessage("assistant", f"turn {t}"),))
+        LoggedTurn(t, model, propensity, 0, 0, dollars, (Message("assistant", f"turn {t}"),))
         for t, (model, propensity, dollars) in enumerate(turns)
     ]
     return LoggedEpisode(

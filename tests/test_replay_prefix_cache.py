@@ -3,6 +3,7 @@ and a nondeterministic environment detected, counted and run on the engine."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,8 @@ def play(
     for task in TASKS:
         chooser = make_router(router, params, POOL.names)
         result = run_episode(BENCHMARK, env, backends, chooser, task, seed, LIMITS, store)
-        record = result.record(router)
-        record.pop("duration_s")
         store.record_episode(result.record(router))
-        records.append(record)
+        records.append(dataclasses.replace(result.record(router), duration_s=None))
     turns = {t.key: read_lines(out / "turns" / f"{t.key.replace('/', '__')}.jsonl") for t in TASKS}
     return records, turns
 

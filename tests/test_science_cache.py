@@ -69,19 +69,19 @@ def test_reused_prefix_billed_cached_until_a_switch(tmp_path: Path):
     # turn 0, a: 2000 x $1 + 100 x $4 = $0.0024 (nothing cached yet)
     # turn 1, a again: 600 x $1 + 2000 x $0.1 + 100 x $4 = $0.0012 (its previous prompt is cached)
     # turn 2, b after the switch: 3200 x $2 + 100 x $8 = $0.0072 (full price)
-    assert [t["dollars"] for t in turns] == pytest.approx([0.0024, 0.0012, 0.0072])
-    assert [t["cached_prompt_tokens"] for t in turns] == [0, 2000, 0]
-    assert [t["uncached_prompt_tokens"] for t in turns] == [2000, 600, 3200]
+    assert [t.dollars for t in turns] == pytest.approx([0.0024, 0.0012, 0.0072])
+    assert [t.cached_prompt_tokens for t in turns] == [0, 2000, 0]
+    assert [t.uncached_prompt_tokens for t in turns] == [2000, 600, 3200]
     assert result.ledger.episode_total == pytest.approx(0.0108)
 
 
 def test_cache_rule_minimum_prefix_and_survival(tmp_path: Path):
     _, short = play(["a", "a", "b"], cards(CacheRule(min_prefix_tokens=2500)), tmp_path / "short")
-    assert [t["cached_prompt_tokens"] for t in short] == [0, 0, 0]  # 2000 < 2500: not cached
+    assert [t.cached_prompt_tokens for t in short] == [0, 0, 0]  # 2000 < 2500: not cached
     _, kept = play(["a", "b", "a"], cards(CacheRule(survives_switch=True)), tmp_path / "kept")
-    assert [t["cached_prompt_tokens"] for t in kept] == [0, 0, 2000]  # a's cache outlived b's turn
+    assert [t.cached_prompt_tokens for t in kept] == [0, 0, 2000]  # a's cache outlived b's turn
     _, dropped = play(["a", "b", "a"], cards(), tmp_path / "dropped")
-    assert [t["cached_prompt_tokens"] for t in dropped] == [0, 0, 0]
+    assert [t.cached_prompt_tokens for t in dropped] == [0, 0, 0]
 
 
 def test_no_cached_price_keeps_the_backends_dollars():

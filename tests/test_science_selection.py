@@ -22,6 +22,7 @@ from harness.config import (
 from harness.errors import ConfigError
 from harness.frontier import hierarchical_paired_bootstrap
 from harness.pipeline import BenchmarkRun, replicate
+from harness.records import EpisodeRecord, TurnRecord
 from harness.report import write_report
 from harness.trajectory import RunStore
 
@@ -41,28 +42,25 @@ TABLE = {
 TASKS = ["boil", "boil", "melt", "melt"]
 
 
-def records(point: str, split: str, shift: float = 0.0) -> list[dict]:
+def records(point: str, split: str, shift: float = 0.0) -> list[EpisodeRecord]:
     scores, cost = TABLE[point][split]
     return [
-        {
-            "episode": f"scienceworld/{TASKS[i]}/{i}",
-            "benchmark": "scienceworld",
-            "task": TASKS[i],
-            "variation": i,
-            "split": split,
-            "seed": 0,
-            "router": point,
-            "score": s + shift,
-            "cost": cost,
-            "model_cost": cost,
-            "router_cost": 0.0,
-            "cost_by_model": {"strong": cost},
-            "turns": 2,
-            "switches": 0,
-            "switch_rate": 0.0,
-            "status": "done",
-            "error": None,
-        }
+        EpisodeRecord(
+            episode=f"scienceworld/{TASKS[i]}/{i}",
+            benchmark="scienceworld",
+            task=TASKS[i],
+            variation=i,
+            split=split,
+            seed=0,
+            router=point,
+            score=s + shift,
+            cost=cost,
+            model_cost=cost,
+            cost_by_model={"strong": cost},
+            turns=2,
+            switches=0,
+            switch_rate=0.0,
+        )
         for i, s in enumerate(scores)
     ]
 
@@ -149,9 +147,9 @@ def write_runs(bench: Path, shift: float = 0.0) -> None:
             )
             for record in records(point, split, shift):
                 store.record_episode(record)
-                path = store.begin_episode(record["episode"])
+                path = store.begin_episode(record.episode)
                 for turn in range(2):
-                    store.record_turn(path, {"episode": record["episode"], "turn": turn, "model": "strong"})
+                    store.record_turn(path, TurnRecord(record.episode, turn, "strong", record.cost / 2, []))
 
 
 def selected_bench(root: Path, shift: float = 0.0, name: str = "toybench") -> Path:

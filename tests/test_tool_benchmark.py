@@ -72,27 +72,23 @@ def test_several_calls_in_one_turn_then_an_answer_judged_and_billed_apart(tmp_pa
     )
     assert result.status == "submitted" and result.turns == 3 and result.score == 1.0
     # Each call's result goes back as a tool message answering that call.
-    assert [(m["role"], m.get("tool_call_id"), m["content"]) for m in turns[0]["messages"]] == [
+    assert [(m.role, m.tool_call_id, m.content) for m in turns[0].messages] == [
         ("assistant", None, ""),
         ("tool", "c0", "12"),
         ("tool", "c1", "30"),
     ]
-    assert turns[0]["messages"][0]["tool_calls"][1] == {
-        "id": "c1",
-        "name": "lookup",
-        "arguments": '{"key": "b"}',
-    }
-    assert turns[1]["observation"] == "42" and turns[2]["action"] == 'answer({"value": 42})'
+    assert turns[0].messages[0].tool_calls[1] == ToolCall("c1", "lookup", '{"key": "b"}')
+    assert turns[1].observation == "42" and turns[2].action == 'answer({"value": 42})'
     # The model was offered the tools, and saw the first turn's results in the second call.
     messages, tools = agent.calls[1]
     assert [t.name for t in tools] == ["lookup", "add", "answer"]
     assert [m.role for m in messages] == ["system", "user", "assistant", "tool", "tool"]
     # The judge's call is a judge charge, outside the routed episode cost.
     record = result.record("single:agent")
-    assert record["cost"] == pytest.approx(3 * AGENT.price.dollars(100, 10))
-    assert record["judge_cost"] == pytest.approx(JUDGE.price.dollars(100, 10))
+    assert record.cost == pytest.approx(3 * AGENT.price.dollars(100, 10))
+    assert record.judge_cost == pytest.approx(JUDGE.price.dollars(100, 10))
     assert [c.kind for _, c in result.ledger.entries].count("judge") == 1
-    assert record["score_details"] == {"answer": 42, "forced": False}
+    assert record.score_details == {"answer": 42, "forced": False}
 
 
 def test_a_malformed_call_gets_its_own_error_back_and_counts_as_a_format_error(tmp_path):
@@ -105,12 +101,12 @@ def test_a_malformed_call_gets_its_own_error_back_and_counts_as_a_format_error(t
         tmp_path=tmp_path,
     )
     first = turns[0]
-    assert first["error"] == "format" and first["valid"] is False
-    tool_messages = [m for m in first["messages"] if m["role"] == "tool"]
-    assert [m["tool_call_id"] for m in tool_messages] == ["c0", "c1", "c2"]
-    assert tool_messages[0]["content"] == "12"  # the good call still ran
-    assert "not valid JSON" in tool_messages[1]["content"]
-    assert "no tool 'search'" in tool_messages[2]["content"]
+    assert first.error == "format" and first.valid is False
+    tool_messages = [m for m in first.messages if m.role == "tool"]
+    assert [m.tool_call_id for m in tool_messages] == ["c0", "c1", "c2"]
+    assert tool_messages[0].content == "12"  # the good call still ran
+    assert "not valid JSON" in tool_messages[1].content
+    assert "no tool 'search'" in tool_messages[2].content
     assert result.score == 0.0
 
 
@@ -123,11 +119,11 @@ def test_a_reply_without_a_call_and_too_many_calls_are_format_errors(tmp_path):
         ],
         tmp_path=tmp_path,
     )
-    assert turns[0]["error"] == "format" and turns[0]["messages"][1]["role"] == "user"
-    assert "called no tool" in turns[0]["messages"][1]["content"]
-    fourth = turns[1]["messages"][4]
-    assert fourth["tool_call_id"] == "c3" and "only 3 actions are run per turn" in fourth["content"]
-    assert turns[1]["observation"].split("\n")[:3] == ["12", "12", "12"]
+    assert turns[0].error == "format" and turns[0].messages[1].role == "user"
+    assert "called no tool" in turns[0].messages[1].content
+    fourth = turns[1].messages[4]
+    assert fourth.tool_call_id == "c3" and "only 3 actions are run per turn" in fourth.content
+    assert turns[1].observation.split("\n")[:3] == ["12", "12", "12"]
     assert result.status == "submitted"
 
 

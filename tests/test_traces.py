@@ -165,7 +165,7 @@ def test_each_turn_is_a_trace_and_the_episode_a_session_of_its_run(bench):
 
     judge = next(t for t in traces if t.info.tags["mlflow.traceName"] == "judge")
     assert json.loads(judge.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(
-        bench["record"]["judge_cost"]
+        bench["record"].judge_cost
     )
 
 
@@ -181,7 +181,7 @@ def test_the_point_run_is_nested_named_described_and_has_split_metrics(bench):
     assert "evaluated on test_id" in point.data.tags["mlflow.note.content"]
     metrics = point.data.metrics
     assert metrics["test_id/score"] == 1.0 and metrics["test_id/turns"] == 3.0
-    assert metrics["test_id/cost"] == pytest.approx(bench["record"]["cost"])
+    assert metrics["test_id/cost"] == pytest.approx(bench["record"].cost)
     assert {"test_id/score_ci_low", "test_id/cost_ci_high", "test_id/switch_rate"} <= set(metrics)
 
 

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import routers
 from harness.config import RouterSpec, RunConfig, to_plain
 from harness.frontier import paired_bootstrap_point
 from harness.plots import usage_table
+from harness.records import EpisodeRecord, TurnRecord
 from harness.report import write_report
 from harness.results import episodes, load_points
 from harness.seeding import derive_seed
@@ -217,48 +219,30 @@ def build_bench(root: Path, selected: dict | None = None) -> Path:
             )
             for i, episode in enumerate(eps):
                 key = f"scienceworld/{TASKS[i]}/{i}"
-                base = {
-                    "episode": key,
-                    "benchmark": "scienceworld",
-                    "task": TASKS[i],
-                    "variation": i,
-                    "split": split,
-                }
-                base |= {"seed": derive_seed(0, key), "router": point}
+                base = EpisodeRecord(key, "scienceworld", TASKS[i], i, split, derive_seed(0, key), point)
                 if episode is None:
                     store.record_episode(
-                        base
-                        | {
-                            "score": None,
-                            "cost": None,
-                            "turns": None,
-                            "status": "failed",
-                            "error": "EnvironmentCrashed: boom",
-                        }
+                        replace(base, status="failed", failure="episode", error="EnvironmentCrashed: boom")
                     )
                     continue
                 score, cost, turns, switch_rate, by_model = episode
                 store.record_episode(
-                    base
-                    | {
-                        "score": score,
-                        "cost": cost,
-                        "model_cost": cost,
-                        "router_cost": 0.0,
-                        "cost_by_model": by_model,
-                        "turns": turns,
-                        "switches": round(switch_rate * (turns - 1)),
-                        "switch_rate": switch_rate,
-                        "status": "done",
-                        "error": None,
-                    }
+                    replace(
+                        base,
+                        score=score,
+                        cost=cost,
+                        model_cost=cost,
+                        cost_by_model=by_model,
+                        turns=turns,
+                        switches=round(switch_rate * (turns - 1)),
+                        switch_rate=switch_rate,
+                    )
                 )
                 if point == "toy@lam=1" and split == "test_id":
                     path = store.begin_episode(key)
                     for turn in range(turns):  # turns 0..2 to strong, the rest to cheap
-                        store.record_turn(
-                            path, {"episode": key, "turn": turn, "model": "strong" if turn < 3 else "cheap"}
-                        )
+                        model = "strong" if turn < 3 else "cheap"
+                        store.record_turn(path, TurnRecord(key, turn, model, 0.0, []))
     return bench
 
 
@@ -692,7 +676,7 @@ def test_report_skips_a_split_without_finished_episodes(bench: Path, tmp_path: P
         {"run": to_plain(RunConfig(router=RouterSpec(name="random"), split="val")), "price_cards": PRICES}
     )
     store.record_episode(
-        {"episode": "scienceworld/boil/9", "task": "boil", "split": "val", "status": "failed", "score": None}
+        EpisodeRecord("scienceworld/boil/9", "scienceworld", "boil", 9, "val", status="failed")
     )
     points = load_points(bench, n_boot=100)
     val = points[points["split"] == "val"].iloc[0]

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import ConfigError, TrajectoryError
+from harness.records import EpisodeRecord, TurnRecord
 from harness.trajectory import RunStore, read_lines
 
 
@@ -14,7 +15,7 @@ def test_lines_round_trip_and_pandas_reads_them(tmp_path):
     store.open({"run": {"seed": 1}})
     for i in range(3):
         store.record_episode(
-            {"episode": f"sw/boil/{i}", "score": i * 10.0, "cost": 0.01 * i, "status": "done"}
+            EpisodeRecord(f"sw/boil/{i}", "scienceworld", "boil", i, score=i * 10.0, cost=0.01 * i)
         )
     frame = pd.read_json(store.episodes_path, lines=True)
     assert list(frame["score"]) == [0.0, 10.0, 20.0]
@@ -42,11 +43,11 @@ def test_interrupted_attempt_is_kept_aside(tmp_path):
     store = RunStore(tmp_path / "run")
     store.open({})
     first = store.begin_episode("scienceworld/boil/3")
-    store.record_turn(first, {"turn": 0})
+    store.record_turn(first, TurnRecord("scienceworld/boil/3", 0, "gpt-5", 0.01, []))
     second = store.begin_episode("scienceworld/boil/3")
     assert second == first and not second.exists()
     kept = list(store.turns_dir.glob("*.interrupted-1.jsonl"))
-    assert len(kept) == 1 and json.loads(kept[0].read_text()) == {"turn": 0}
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["turn"] == 0
 
 
 def test_unwritable_output_directory_is_one_line_error(tmp_path):

@@ -29,6 +29,7 @@ from harness.config import (
 from harness.errors import ConfigError
 from harness.frontier import clustered_bootstrap_point, paired_bootstrap_point
 from harness.pipeline import BenchmarkRun
+from harness.records import EpisodeRecord, TurnRecord
 from harness.report import write_report
 from harness.results import load_points, select_point
 from harness.trajectory import RunStore
@@ -220,26 +221,25 @@ def _write_run(path: Path, router: RouterSpec, split: str, seed: int, score, cos
         for task, variation in VARIATIONS:
             key = f"scienceworld/{task}/{variation}" + (f"/r{repeat}" if repeat else "")
             store.record_episode(
-                {
-                    "episode": key,
-                    "benchmark": "scienceworld",
-                    "task": task,
-                    "variation": variation,
-                    "split": split,
-                    "seed": seed,
-                    "router": router.label,
-                    "score": score(task, variation, repeat),
-                    "cost": cost,
-                    "cost_by_model": {"b": cost},
-                    "turns": 2,
-                    "switch_rate": 0.0,
-                    "status": "done",
-                    "error": None,
-                }
+                EpisodeRecord(
+                    episode=key,
+                    benchmark="scienceworld",
+                    task=task,
+                    variation=variation,
+                    split=split,
+                    seed=seed,
+                    router=router.label,
+                    score=score(task, variation, repeat),
+                    cost=cost,
+                    cost_by_model={"b": cost},
+                    turns=2,
+                    switch_rate=0.0,
+                    repeat=repeat,
+                )
             )
             turns = store.begin_episode(key)
             for turn in range(2):
-                store.record_turn(turns, {"episode": key, "turn": turn, "model": "b"})
+                store.record_turn(turns, TurnRecord(key, turn, "b", cost / 2, []))
     store.close()
 
 
@@ -486,7 +486,7 @@ def test_benchmark_with_repeats_writes_its_verdict_and_resumes(
         for c in choice["candidates"]:  # a lower bound sits below its own point estimate
             assert c["score_diff_low"] <= c["mean_score"] - choice["best_single_score"] + 1e-9
     val = RunStore(bench / "runs" / "val" / choice["best_single"]).episodes()
-    assert len(val) == 2 * 2 and len({r["seed"] for r in val}) == 4  # two quick variations, two plays each
+    assert len(val) == 2 * 2 and len({r.seed for r in val}) == 4  # two quick variations, two plays each
     tested = sorted(p.name for p in (bench / "runs" / "test_id").iterdir())
     chosen = {
         choice["lam"],
@@ -500,7 +500,7 @@ def test_benchmark_with_repeats_writes_its_verdict_and_resumes(
     ood = sorted(p.name for p in (bench / "runs" / "test_ood").iterdir())
     assert ood == sorted([choice["best_single"], f"toy-ridge@lam={choice['lam']:g}"])
     records = RunStore(bench / "runs" / "test_ood" / tested[0]).episodes()
-    assert len(records) == 2 * 3 and sorted(r.get("repeat", 0) for r in records) == [0, 0, 1, 1, 2, 2]
+    assert len(records) == 2 * 3 and sorted(r.repeat for r in records) == [0, 0, 1, 1, 2, 2]
     rows = manifest["verdict"]["rows"]
     assert manifest["verdict"]["margin"] == 10.0 and [(r["family"], r["split"]) for r in rows] == [
         ("toy-ridge", "test_id"),

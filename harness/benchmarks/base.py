@@ -19,6 +19,7 @@ import numpy as np
 
 from harness.config import Limits
 from harness.protocols import Environment, ModelBackend
+from harness.records import TurnRecord
 from harness.splits import Split, load_split
 from harness.types import (
     Action,
@@ -177,9 +178,9 @@ class Benchmark(abc.ABC):
         """The answer to take when a limit ends the episode before the agent submitted one."""
         return None
 
-    def is_error_turn(self, turn: dict[str, Any]) -> bool:
+    def is_error_turn(self, turn: TurnRecord) -> bool:
         """Whether a logged turn's action failed (drives the annealed error cost in training)."""
-        return turn.get("error") is not None
+        return turn.error is not None
 
     def topic(self, task: str) -> str:
         """The topic of a task type as the split file gives it ("unknown" if it gives none), for breakdowns."""
@@ -187,7 +188,7 @@ class Benchmark(abc.ABC):
         by_engine_name = {engine: task_type for task_type, engine in split.engine_names.items()}
         return split.topics.get(by_engine_name.get(task, task), "unknown")
 
-    def critical_turns(self, task: TaskInstance, turns: list[dict[str, Any]]) -> frozenset[int] | None:
+    def critical_turns(self, task: TaskInstance, turns: list[TurnRecord]) -> frozenset[int] | None:
         """Turns of a logged episode at which the next useful action was critical (a mistake there is
         irreversible), or None when the benchmark cannot say (the default).
 

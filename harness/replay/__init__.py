@@ -1,7 +1,7 @@
 """Routers evaluated against logged trajectories.
 
 ``logged``: the in-memory form of a logged episode; ``importers``: our run directories,
-the reference's trajectories and a generic JSONL into the run-directory format v2, with a
+the reference's trajectories and a generic JSONL into the current run-directory format, with a
 report per file; ``redact``: credentials stripped on import; ``ope``: off-policy estimates
 of a router's score and cost with bootstrap intervals and effective sample sizes;
 ``decisions``: what a router picks at each logged state; ``policies``: a router's

@@ -22,7 +22,6 @@ state features it is a point.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -33,12 +32,12 @@ import numpy as np
 
 from harness.config import RouterSpec
 from harness.errors import ConfigError
-from harness.layout import DATA_DIR, ResultsLayout
+from harness.layout import RUNS_DIR, ResultsLayout
 from harness.pool import load_pool
 from harness.replay.evaluate import LoggedData, evaluate_router, load_logs, logging_episodes
 from harness.replay.ope import Estimate, OPEConfig
 from harness.replay.policies import StateVectors
-from harness.trajectory import CONFIG_FILE, EPISODES_FILE, read_lines
+from harness.trajectory import RunStore
 from routers import router_class
 
 SOURCES = ("fixed", "data")
@@ -65,22 +64,20 @@ def _is_learned(name: str) -> bool:
 
 def operating_points(bench_dir: Path) -> list[OperatingPoint]:
     """Every run directory under runs/<split>/ with the router its config names."""
-    runs_root = Path(bench_dir) / "runs"
-    if not runs_root.is_dir():
-        raise ConfigError(f"{bench_dir} is not a benchmark results directory (no runs/)")
+    if not (Path(bench_dir) / RUNS_DIR).is_dir():
+        raise ConfigError(f"{bench_dir} is not a benchmark results directory (no {RUNS_DIR}/)")
     points = []
-    for split_dir in sorted(p for p in runs_root.iterdir() if p.is_dir()):
-        for run_dir in sorted(p for p in split_dir.iterdir() if (p / CONFIG_FILE).exists()):
-            run = json.loads((run_dir / CONFIG_FILE).read_text()).get("run") or {}
-            router = run.get("router") or {}
-            if not router.get("name"):
-                continue
-            spec = RouterSpec(router["name"], dict(router.get("params") or {}))
-            points.append(
-                OperatingPoint(
-                    split_dir.name, run_dir.name, run_dir, spec, run.get("pool"), _is_learned(spec.name)
-                )
+    for found in ResultsLayout(Path(bench_dir)).point_runs():
+        run = RunStore(found.path).config().get("run") or {}
+        router = run.get("router") or {}
+        if not router.get("name"):
+            continue
+        spec = RouterSpec(router["name"], dict(router.get("params") or {}))
+        points.append(
+            OperatingPoint(
+                found.split, found.point, found.path, spec, run.get("pool"), _is_learned(spec.name)
             )
+        )
     return points
 
 
@@ -92,13 +89,11 @@ class Live:
 
 
 def live_result(run_dir: Path) -> Live:
-    path = run_dir / EPISODES_FILE
-    lines = read_lines(path) if path.exists() else []
-    finished = [e for e in lines if e.get("status") != "failed" and e.get("score") is not None]
+    finished = [e for e in RunStore(run_dir).episodes() if not e.failed and e.score is not None]
     if not finished:
         return Live(0, math.nan, math.nan)
-    cost = [float(e["model_cost"] if e.get("model_cost") is not None else e["cost"]) for e in finished]
-    return Live(len(finished), float(np.mean([e["score"] for e in finished])), float(np.mean(cost)))
+    cost = [float(e.model_cost) for e in finished]
+    return Live(len(finished), float(np.mean([e.score for e in finished])), float(np.mean(cost)))
 
 
 @dataclass(frozen=True)
@@ -132,10 +127,7 @@ def _sources(
         if fixed:
             sources["fixed"] = load_logs(fixed)
     if "data" in wanted:
-        data_root = Path(bench_dir) / DATA_DIR
-        data = (
-            sorted(p for p in data_root.glob("*") if (p / CONFIG_FILE).exists()) if data_root.is_dir() else []
-        )
+        data = ResultsLayout(Path(bench_dir)).data_runs()
         if data:
             sources["data"] = load_logs(data)
     return sources

@@ -29,8 +29,6 @@ the definition file's folder.
 
 from __future__ import annotations
 
-import glob
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +37,13 @@ from harness.benchmarks import get_benchmark
 from harness.config import RouterSpec, from_dict, load_yaml
 from harness.errors import ConfigError
 from harness.frontier import OperatingPoint, hypervolume, pareto_front
+from harness.layout import matching_runs
 from harness.pool import load_pool
 from harness.replay.agreement import write_text_atomic
 from harness.replay.evaluate import RouterEvaluation, evaluate_router, load_logs, logging_episodes
 from harness.replay.ope import ESTIMATORS, OPEConfig
 from harness.replay.policies import StateVectors
-from harness.trajectory import CONFIG_FILE
+from harness.trajectory import RunStore
 
 
 def offline_split(estimator: str) -> str:
@@ -106,7 +105,7 @@ def load_replay_benchmark(path: Path) -> tuple[ReplayBenchmarkDef, list[Path]]:
     runs: list[Path] = []
     for entry in definition.data:
         pattern = entry if Path(entry).is_absolute() else str(path.parent / entry)
-        found = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / CONFIG_FILE).exists())
+        found = matching_runs(pattern)
         if not found:
             raise ConfigError(f"{path}: data entry {entry!r} matches no run directory")
         runs.extend(found)
@@ -125,7 +124,7 @@ class ReplayBenchmarkResult:
 
 def run_replay_benchmark(definition: ReplayBenchmarkDef, runs: list[Path]) -> ReplayBenchmarkResult:
     data = load_logs(runs)
-    pool = definition.pool or (json.loads((runs[0] / CONFIG_FILE).read_text()).get("run") or {}).get("pool")
+    pool = definition.pool or (RunStore(runs[0]).config().get("run") or {}).get("pool")
     if not pool:
         raise ConfigError(f"replay benchmark {definition.name!r}: no pool given and {runs[0]} names none")
     cards = load_pool(pool).cards

@@ -62,19 +62,19 @@ def router_function(router: Router, seed: int = 0) -> RouterFunction:
 
 
 class EpisodeStates:
-    """The router inputs of one logged episode, its messages converted to the core type once.
+    """The router inputs of one logged episode, its messages laid out once in one list.
 
     Each turn's history is a prefix of one message list, so rebuilding every state of a
-    T-turn episode costs T list slices, not T conversions of the whole history.
+    T-turn episode costs T list slices, not T copies of the whole history.
     """
 
     def __init__(self, episode: LoggedEpisode, defaults: StateDefaults = StateDefaults()):
         self.episode = episode
         self.limits = (defaults.limits or Limits()).over(get_benchmark(episode.benchmark).limits)
         self.description = task_description(episode)
-        messages = [m.to_message() for m in episode.initial_messages]
+        messages = list(episode.initial_messages)
         for turn in episode.turns:
-            messages.extend(m.to_message() for m in turn.messages)
+            messages.extend(turn.messages)
         self._messages = messages
         self._lengths = [len(t.history) for t in episode.turns]
         self._spent = np.concatenate([[0.0], np.cumsum([t.dollars for t in episode.turns])])

@@ -1,4 +1,4 @@
-"""Logs from elsewhere into our run-directory format (version 2), with a report for every file.
+"""Logs from elsewhere into our run-directory format (the current version), with a report for every file.
 
 A user's logs cost real money, so an import never drops anything silently: every
 file found gets a :class:`FileReport` saying how many episodes and turns it gave and,
@@ -11,7 +11,8 @@ Sources:
 
 * our own run directories, format version 1 (turn lines without ``messages``; they are
   rebuilt as the agent loop wrote them: the assistant's ``output``, then the observation
-  message of the benchmark the episode names, from its plug-in's agent format) and version 2;
+  message of the benchmark the episode names, from its plug-in's agent format), versions 2 and 3
+  (parsed by :mod:`harness.records`);
 * the MTRouter reference's ``*.traj.json`` files (``trajectory_format:
   "mini-agentic-router-1"``), laid out as ``<mode>/<task>_runK/<task>_runK.traj.json``
   beside ``<mode>/results.json``. Each ``(mode, K)`` becomes one run directory
@@ -55,7 +56,17 @@ from typing import Any
 from harness.benchmarks import available, get_benchmark
 from harness.benchmarks.base import AgentFormat
 from harness.errors import ConfigError, TrajectoryError, UnknownItem
-from harness.replay.logged import LoggedEpisode, LoggedMessage, LoggedTurn, link_histories, task_description
+from harness.records import (
+    FORMAT_VERSION,
+    EpisodeRecord,
+    TurnRecord,
+    count_switches,
+    parse_message,
+    parse_messages,
+    switch_rate,
+)
+from harness.records import READABLE_VERSIONS as RECORD_VERSIONS
+from harness.replay.logged import LoggedEpisode, LoggedTurn, link_histories, task_description
 from harness.replay.redact import redact
 from harness.trajectory import (
     CONFIG_FILE,
@@ -65,9 +76,9 @@ from harness.trajectory import (
     episode_file_name,
     write_json_atomic,
 )
+from harness.types import Charge, Message
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, *RECORD_VERSIONS)  # version 1 turn lines are rebuilt here, then read as version 2
 REPORT_FILE = "import-report.json"
 REFERENCE_FORMAT = "mini-agentic-router-1"
 # The reference's finished exit statuses; the rest (APIError, ...) are failed attempts it reruns.
@@ -205,10 +216,8 @@ def _read_jsonl(path: Path, report: FileReport) -> list[tuple[int, dict[str, Any
     return out
 
 
-def _messages(records: Any, where: str) -> tuple[LoggedMessage, ...]:
-    if not isinstance(records, list):
-        raise TrajectoryError(f"{where}: messages is not a list")
-    return tuple(LoggedMessage.from_record(m, where) for m in records)
+def _messages(records: Any, where: str) -> tuple[Message, ...]:
+    return tuple(parse_messages(records, where))
 
 
 def _number(record: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
@@ -226,30 +235,28 @@ def _propensity(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def _our_turn(record: dict[str, Any], agent_format: AgentFormat | None, where: str) -> LoggedTurn:
-    """``agent_format``: the benchmark's, to rebuild a version-1 line's observation message; None for version 2."""
+def _our_turn(line: dict[str, Any], version: int, agent_format: AgentFormat | None, where: str) -> LoggedTurn:
+    """``agent_format``: the benchmark's, to rebuild a version-1 line's messages; None for later versions."""
     try:
-        if agent_format is None:
-            messages = _messages(record["messages"], where)
-        else:
-            observation = agent_format.observation_message(record["observation"], record["score"], None)
-            messages = (
-                LoggedMessage("assistant", record["output"]),
-                LoggedMessage(observation.role, observation.content),
-            )
-        return LoggedTurn(
-            turn=int(record["turn"]),
-            model=str(record["model"]),
-            propensity=_propensity(record.get("propensity"), where),
-            prompt_tokens=int(record.get("prompt_tokens") or 0),
-            completion_tokens=int(record.get("completion_tokens") or 0),
-            dollars=_number(record, "dollars", where),
-            messages=messages,
-            valid=record.get("valid"),
-            extra={k: v for k, v in record.items() if k not in _TURN_FIELDS},
-        )
+        if agent_format is not None:
+            observation = agent_format.observation_message(line["observation"], line["score"], None)
+            rebuilt = [Message("assistant", line["output"]), Message(observation.role, observation.content)]
+            line = line | {"messages": [m.to_dict() for m in rebuilt]}
+            version = 2
     except KeyError as exc:
         raise TrajectoryError(f"{where}: turn line has no {exc.args[0]!r}") from None
+    record = TurnRecord.from_line(line, version, where)
+    return LoggedTurn(
+        turn=record.turn,
+        model=str(record.model),
+        propensity=_propensity(record.propensity, where),
+        prompt_tokens=int(record.prompt_tokens),
+        completion_tokens=int(record.completion_tokens),
+        dollars=_number(line, "dollars", where),
+        messages=tuple(record.messages),
+        valid=record.valid,
+        extra={k: v for k, v in line.items() if k not in _TURN_FIELDS},
+    )
 
 
 def _benchmark_format(name: str, where: str) -> AgentFormat:
@@ -269,7 +276,7 @@ def _check_history(turns: tuple[LoggedTurn, ...], records: list[dict[str, Any]],
 
 
 def read_run_dir(run_dir: Path) -> tuple[list[LoggedEpisode], list[FileReport], dict[str, Any]]:
-    """Every finished episode of one of our run directories (format version 1 or 2)."""
+    """Every finished episode of one of our run directories (any format version in READABLE_VERSIONS)."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if not path.exists():
@@ -349,17 +356,19 @@ def _our_episode(
         initial = _messages(turn_records[0].get("initial_messages") or [], where)
         agent_format = None if version >= 2 else _benchmark_format(str(record["benchmark"]), where)
         turns = link_histories(
-            initial, [_our_turn(r, agent_format, f"{where} turn {r.get('turn')}") for r in turn_records]
+            initial,
+            [_our_turn(r, version, agent_format, f"{where} turn {r.get('turn')}") for r in turn_records],
         )
         _check_history(turns, turn_records, where)
+        parsed = EpisodeRecord.from_line(record, max(version, 2), where)
         episode = LoggedEpisode(
             episode=key,
-            benchmark=str(record["benchmark"]),
-            task=str(record["task"]),
-            variation=int(record["variation"]),
-            split=str(record.get("split") or UNKNOWN_SPLIT),
+            benchmark=str(parsed.benchmark),
+            task=str(parsed.task),
+            variation=parsed.variation,
+            split=str(parsed.split or UNKNOWN_SPLIT),
             score=_number(record, "score", where),
-            status=str(record.get("status") or "done"),
+            status=str(parsed.status or "done"),
             turns=turns,
             initial_messages=initial,
             source=str(run_dir),
@@ -391,7 +400,7 @@ def _dig(data: Any, *keys: str) -> Any:
     return data
 
 
-def _reference_message(message: Mapping[str, Any], where: str) -> LoggedMessage:
+def _reference_message(message: Mapping[str, Any], where: str) -> Message:
     """A reference message as ours: OpenAI-style tool calls flattened to {id, name, arguments}."""
     record: dict[str, Any] = {k: message.get(k) for k in ("role", "content", "tool_call_id", "name")}
     calls = []
@@ -401,7 +410,7 @@ def _reference_message(message: Mapping[str, Any], where: str) -> LoggedMessage:
             {"id": _dig(call, "id"), "name": function.get("name"), "arguments": function.get("arguments")}
         )
     record["tool_calls"] = calls
-    return LoggedMessage.from_record(record, where)
+    return parse_message(record, where)
 
 
 def _reference_score(info: Mapping[str, Any]) -> float | None:
@@ -676,84 +685,65 @@ def read_generic_jsonl(path: Path) -> tuple[list[LoggedEpisode], list[FileReport
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing: LoggedEpisodes into a format-version-2 run directory.
+# Writing: LoggedEpisodes into a run directory of the current format.
 
 
-def turn_line(episode: LoggedEpisode, turn: LoggedTurn) -> dict[str, Any]:
-    """The v2 turn line: carried-through fields, then the modelled ones, then ``messages``."""
-    defaults = {
-        "router_scores": None,
-        "charges": [
-            {
-                "kind": "model",
-                "model": turn.model,
-                "prompt_tokens": turn.prompt_tokens,
-                "completion_tokens": turn.completion_tokens,
-                "dollars": turn.dollars,
-                "price_version": "imported",
-            }
+def turn_record(episode: LoggedEpisode, turn: LoggedTurn) -> TurnRecord:
+    """The turn as a record: what the log implies, with the fields its source line carried laid over it."""
+    carried = dict(turn.extra)
+    described = carried.pop("task_description", None) or task_description(episode)
+    first = turn.turn == 0
+    implied = TurnRecord(
+        episode=episode.episode,
+        turn=turn.turn,
+        model=turn.model,
+        dollars=turn.dollars,
+        messages=list(turn.messages),
+        history_len=len(turn.history),
+        initial_messages=list(episode.initial_messages) if first else None,
+        task_description=described if first else None,
+        propensity=turn.propensity,
+        prompt_tokens=turn.prompt_tokens,
+        completion_tokens=turn.completion_tokens,
+        charges=[
+            dataclasses.asdict(
+                Charge(
+                    "model", turn.model, turn.prompt_tokens, turn.completion_tokens, turn.dollars, "imported"
+                )
+            )
         ],
-        "output": next((m.content for m in turn.messages if m.role == "assistant"), None),
-        "action": None,
-        "observation": None,
-        "error": None,
-        "score": None,
-        "done": turn.turn == len(episode.turns) - 1,
-    }
-    return {
-        **defaults,
-        **turn.extra,
-        "episode": episode.episode,
-        "turn": turn.turn,
-        "history_len": len(turn.history),
-        "initial_messages": [m.to_record() for m in episode.initial_messages] if turn.turn == 0 else None,
-        "task_description": (turn.extra.get("task_description") or task_description(episode))
-        if turn.turn == 0
-        else None,
-        "model": turn.model,
-        "propensity": turn.propensity,
-        "prompt_tokens": turn.prompt_tokens,
-        "completion_tokens": turn.completion_tokens,
-        "dollars": turn.dollars,
-        "valid": turn.valid,
-        "messages": [m.to_record() for m in turn.messages],
-    }
+        output=next((m.content for m in turn.messages if m.role == "assistant"), None),
+        valid=turn.valid,
+        done=turn.turn == len(episode.turns) - 1,
+    )
+    return implied.overlaid(carried, f"{episode.source}: episode {episode.episode!r} turn {turn.turn}")
 
 
-def episode_line(episode: LoggedEpisode) -> dict[str, Any]:
+def episode_record(episode: LoggedEpisode) -> EpisodeRecord:
+    """The episode as a record: what the log implies, with the fields its source line carried laid over it."""
     by_model: dict[str, float] = defaultdict(float)
     for t in episode.turns:
         by_model[t.model] += t.dollars
-    models = episode.models
-    switches = sum(a != b for a, b in zip(models, models[1:], strict=False))
-    defaults = {
-        "seed": None,
-        "router": None,
-        "cost": episode.cost,
-        "model_cost": episode.cost,
-        "router_cost": 0.0,
-        "judge_cost": 0.0,
-        "cost_by_model": dict(by_model),
-        "turns": len(episode.turns),
-        "switches": switches,
-        "switch_rate": switches / max(1, len(models) - 1),
-        "error": None,
-        "duration_s": None,
-    }
-    modelled = {
-        "episode": episode.episode,
-        "benchmark": episode.benchmark,
-        "task": episode.task,
-        "variation": episode.variation,
-        "split": episode.split,
-        "score": episode.score,
-        "status": episode.status,
-    }
-    return {**defaults, **episode.extra, **modelled}
+    implied = EpisodeRecord(
+        episode=episode.episode,
+        benchmark=episode.benchmark,
+        task=episode.task,
+        variation=episode.variation,
+        split=episode.split,
+        score=episode.score,
+        status=episode.status,
+        cost=episode.cost,
+        model_cost=episode.cost,
+        cost_by_model=dict(by_model),
+        turns=len(episode.turns),
+        switches=count_switches(episode.models),
+        switch_rate=switch_rate(episode.models),
+    )
+    return implied.overlaid(episode.extra, f"{episode.source}: episode {episode.episode!r}")
 
 
 def write_run(episodes: Iterable[LoggedEpisode], dest: Path, config: dict[str, Any]) -> RunStore:
-    """A new v2 run directory holding ``episodes``; an existing one with episodes is refused."""
+    """A new run directory holding ``episodes``; an existing one with episodes is refused."""
     dest = Path(dest)
     if (dest / EPISODES_FILE).exists() and (dest / EPISODES_FILE).stat().st_size:
         raise ConfigError(f"{dest} already holds episodes; import into a new directory")
@@ -762,8 +752,8 @@ def write_run(episodes: Iterable[LoggedEpisode], dest: Path, config: dict[str, A
     for episode in episodes:
         path = store.begin_episode(episode.episode)
         for turn in episode.turns:
-            store.record_turn(path, turn_line(episode, turn))
-        store.record_episode(episode_line(episode))
+            store.record_turn(path, turn_record(episode, turn))
+        store.record_episode(episode_record(episode))
     return store
 
 
@@ -774,7 +764,7 @@ def _save(report: ImportReport, where: Path) -> ImportReport:
 
 
 def import_run(source: Path, dest: Path) -> ImportReport:
-    """One of our run directories (format 1 or 2) rewritten as format 2 in ``dest``."""
+    """One of our run directories (any readable format) rewritten in the current format in ``dest``."""
     source, dest = Path(source), Path(dest)
     if source.resolve() == dest.resolve():
         raise ConfigError(f"import destination {dest} is the source; choose a new directory")
@@ -790,7 +780,7 @@ def import_run(source: Path, dest: Path) -> ImportReport:
 
 
 def import_reference(source: Path, dest: Path, split: str = UNKNOWN_SPLIT) -> ImportReport:
-    """The reference's trajectories as one v2 run directory per (mode, run K): ``dest/<mode>/runK``."""
+    """The reference's trajectories as one run directory per (mode, run K): ``dest/<mode>/runK``."""
     source, dest = Path(source), Path(dest)
     groups, reports = read_reference(source, split)
     report = ImportReport("reference", str(source), str(dest), reports)
@@ -806,7 +796,7 @@ def import_reference(source: Path, dest: Path, split: str = UNKNOWN_SPLIT) -> Im
 
 
 def import_jsonl(source: Path, dest: Path) -> ImportReport:
-    """A log in the generic JSONL schema as one v2 run directory."""
+    """A log in the generic JSONL schema as one run directory."""
     source, dest = Path(source), Path(dest)
     episodes, reports = read_generic_jsonl(source)
     write_run(episodes, dest, {"run": {}, "imported_from": {"kind": "jsonl", "source": str(source)}})

@@ -5,9 +5,8 @@ reference's ``*.traj.json``, the generic JSONL schema) so that estimators and de
 replay never see where a log came from. Each turn carries the history the router saw
 before it, rebuilt once at import, so replaying a router needs no engine.
 
-The core's ``harness.types.Message`` is being widened to tool calls; until it is, the
-log keeps its own :class:`LoggedMessage` (the core's ``Message`` fields, validated as they are
-read) and :meth:`LoggedMessage.to_message` turns it into the core type.
+Messages are the core's :class:`harness.types.Message` (tool calls and tool-call ids
+included), checked as they are read by :func:`harness.records.parse_message`.
 """
 
 from __future__ import annotations
@@ -20,68 +19,6 @@ from typing import Any
 
 from harness.errors import TrajectoryError
 from harness.types import Message
-
-MESSAGE_ROLES = ("system", "user", "assistant", "tool")
-
-
-@dataclass(frozen=True)
-class LoggedToolCall:
-    """One tool call of an assistant message; ``arguments`` is the raw JSON string the model wrote."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class LoggedMessage:
-    role: str
-    content: str
-    tool_calls: tuple[LoggedToolCall, ...] = ()
-    tool_call_id: str | None = None
-    name: str | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        """The turn-line form: ``{role, content}`` plus the optional fields that are set."""
-        record: dict[str, Any] = {"role": self.role, "content": self.content}
-        if self.tool_calls:
-            record["tool_calls"] = [dataclasses.asdict(call) for call in self.tool_calls]
-        if self.tool_call_id is not None:
-            record["tool_call_id"] = self.tool_call_id
-        if self.name is not None:
-            record["name"] = self.name
-        return record
-
-    @classmethod
-    def from_record(cls, record: Any, where: str) -> LoggedMessage:
-        if not isinstance(record, Mapping):
-            raise TrajectoryError(f"{where}: a message is not an object")
-        role, content = record.get("role"), record.get("content")
-        if role not in MESSAGE_ROLES:
-            raise TrajectoryError(f"{where}: message role {role!r} is not one of {', '.join(MESSAGE_ROLES)}")
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
-            raise TrajectoryError(f"{where}: message content is not a string")
-        calls = record.get("tool_calls") or ()
-        try:
-            tool_calls = tuple(
-                LoggedToolCall(id=str(c["id"]), name=str(c["name"]), arguments=str(c["arguments"]))
-                for c in calls
-            )
-        except (KeyError, TypeError):
-            raise TrajectoryError(f"{where}: a tool call lacks id, name or arguments") from None
-        return cls(
-            role=role,
-            content=content,
-            tool_calls=tool_calls,
-            tool_call_id=record.get("tool_call_id"),
-            name=record.get("name"),
-        )
-
-    def to_message(self) -> Message:
-        """The core's message type (tool calls and tool-call ids included)."""
-        return Message.from_dict(self.to_record())
 
 
 @dataclass(frozen=True)
@@ -103,8 +40,8 @@ class LoggedTurn:
     prompt_tokens: int
     completion_tokens: int
     dollars: float
-    messages: tuple[LoggedMessage, ...]  # what this turn appended to the history
-    history: tuple[LoggedMessage, ...] = field(default=(), repr=False)  # what the router saw before it
+    messages: tuple[Message, ...]  # what this turn appended to the history
+    history: tuple[Message, ...] = field(default=(), repr=False)  # what the router saw before it
     valid: bool | None = None  # whether the environment accepted the turn's action; None: not logged
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -121,7 +58,7 @@ class LoggedEpisode:
     score: float
     status: str
     turns: tuple[LoggedTurn, ...]
-    initial_messages: tuple[LoggedMessage, ...] = field(default=(), repr=False)  # history before turn 0
+    initial_messages: tuple[Message, ...] = field(default=(), repr=False)  # history before turn 0
     source: str = ""  # the file or run directory it was read from
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -150,7 +87,7 @@ class LoggedEpisode:
         return sum(t.propensity is None for t in self.turns)
 
 
-def link_histories(initial: Sequence[LoggedMessage], turns: Sequence[LoggedTurn]) -> tuple[LoggedTurn, ...]:
+def link_histories(initial: Sequence[Message], turns: Sequence[LoggedTurn]) -> tuple[LoggedTurn, ...]:
     """Give each turn the history before it: the initial messages, then every earlier turn's messages.
 
     The histories share their message objects, so memory grows with the number of
@@ -165,7 +102,7 @@ def link_histories(initial: Sequence[LoggedMessage], turns: Sequence[LoggedTurn]
 
 
 def task_description(episode: LoggedEpisode) -> str:
-    """The task text: logged on turn 0 (format 2), else read from the first user message (format 1 runs
+    """The task text: logged on turn 0 (format 2 on), else read from the first user message (format 1 runs
     were all ScienceWorld, whose prompt module knows its own layout), else that whole message."""
     from harness.benchmarks.scienceworld.prompt import task_description_of
 

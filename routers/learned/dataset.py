@@ -32,6 +32,7 @@ import numpy as np
 
 from harness.benchmarks import get_benchmark
 from harness.errors import ConfigError, TrajectoryError
+from harness.records import EpisodeRecord, TurnRecord
 from harness.trajectory import RunStore
 from harness.types import Message, ModelCard
 from routers.learned.encoder_spec import EncoderConfig
@@ -240,73 +241,73 @@ def error_cost_to_go(sample: DecisionSample, expected_turns: float) -> float:
     return sum(annealed_error_weight(t, expected_turns) for t in sample.error_turns if t >= sample.turn)
 
 
-def turn_dollars(record: dict) -> float:
+def turn_dollars(record: TurnRecord) -> float:
     """The model call's dollars plus any router overhead charged on the same turn."""
-    router = sum(float(c["dollars"]) for c in record.get("charges") or [] if c.get("kind") == "router")
-    return float(record["dollars"]) + router
+    router = sum(float(c["dollars"]) for c in record.charges if c.get("kind") == "router")
+    return float(record.dollars) + router
 
 
-def episode_samples(run: str, episode: dict, turns: list[dict], where: str) -> list[DecisionSample]:
+def episode_samples(
+    run: str, episode: EpisodeRecord, turns: list[TurnRecord], where: str
+) -> list[DecisionSample]:
     """One finished episode's turn records as its decisions, each with the history its router saw."""
-    turns = sorted(turns, key=lambda record: record["turn"])
-    if [record["turn"] for record in turns] != list(range(len(turns))):
+    turns = sorted(turns, key=lambda record: record.turn)
+    if [record.turn for record in turns] != list(range(len(turns))):
         raise TrajectoryError(f"{where}: turn indices are not 0..{len(turns) - 1}")
-    if episode.get("turns") is not None and episode["turns"] != len(turns):
+    if episode.turns != len(turns):
         raise TrajectoryError(
-            f"{where}: episode record says {episode['turns']} turns, the turn file has {len(turns)}"
+            f"{where}: episode record says {episode.turns} turns, the turn file has {len(turns)}"
         )
     if not turns:
         return []
-    initial = turns[0].get("initial_messages")
-    description = turns[0].get("task_description")
+    initial = turns[0].initial_messages
+    description = turns[0].task_description
     if not initial or description is None:
         raise TrajectoryError(f"{where}: turn 0 has no initial_messages or task_description")
-    messages = [Message.from_dict(m) for m in initial]
+    messages = list(initial)
     dollars = [turn_dollars(record) for record in turns]
     to_go = np.cumsum(dollars[::-1])[::-1]
-    benchmark = get_benchmark(episode["benchmark"])
-    error_turns = tuple(r["turn"] for r in turns if benchmark.is_error_turn(r))
-    branch = episode.get("branch_of")
+    benchmark = get_benchmark(episode.benchmark)
+    error_turns = tuple(r.turn for r in turns if benchmark.is_error_turn(r))
+    branch = episode.branch_of
     branch_group = f"{branch['run']}:{branch['group']}" if branch else None
     samples = []
     score_before = 0.0
     for record in turns:
-        if record.get("history_len") is not None and record["history_len"] != len(messages):
+        if record.history_len is not None and record.history_len != len(messages):
             raise TrajectoryError(
-                f"{where}: turn {record['turn']} saw {record['history_len']} messages, replay gives {len(messages)}"
+                f"{where}: turn {record.turn} saw {record.history_len} messages, replay gives {len(messages)}"
             )
-        propensity = float(record["propensity"])
+        if record.propensity is None:
+            raise TrajectoryError(f"{where}: turn {record.turn} has no propensity")
+        propensity = float(record.propensity)
         if not 0.0 < propensity <= 1.0:
-            raise TrajectoryError(
-                f"{where}: turn {record['turn']} has propensity {propensity}, outside (0, 1]"
-            )
+            raise TrajectoryError(f"{where}: turn {record.turn} has propensity {propensity}, outside (0, 1]")
         samples.append(
             DecisionSample(
                 run=run,
-                episode=episode["episode"],
-                benchmark=episode["benchmark"],
-                task=episode["task"],
+                episode=episode.episode,
+                benchmark=episode.benchmark,
+                task=episode.task,
                 task_description=description,
                 history=list(messages),
-                turn=record["turn"],
+                turn=record.turn,
                 episode_turns=len(turns),
-                model=record["model"],
+                model=record.model,
                 propensity=propensity,
-                score=float(episode["score"]),
+                score=float(episode.score),  # type: ignore[arg-type]  # finished episodes only
                 score_before=score_before,
-                cost_to_go=float(to_go[record["turn"]]),
+                cost_to_go=float(to_go[record.turn]),
                 episode_cost=float(to_go[0]),
-                valid=bool(record.get("valid", True)),
-                error=record.get("error"),
+                valid=bool(record.valid),
+                error=record.error,
                 error_turns=error_turns,
                 branch_group=branch_group,
                 branch_turn=branch["turn"] if branch else None,
             )
         )
-        if record.get("messages") is None:
-            raise TrajectoryError(f"{where}: turn {record['turn']} has no messages")
-        messages.extend(Message.from_dict(m) for m in record["messages"])
-        score_before = float(record["score"])
+        messages.extend(record.messages)
+        score_before = float(record.score)  # type: ignore[arg-type]
     return samples
 
 
@@ -316,11 +317,7 @@ def load_samples(run_dirs: Iterable[Path]) -> list[DecisionSample]:
     for run_dir in map(Path, run_dirs):
         store = RunStore(run_dir)
         store.config()  # raises if this is not a run directory
-        finished = {
-            e["episode"]: e
-            for e in store.episodes()
-            if e.get("status") != "failed" and e.get("score") is not None
-        }
+        finished = {e.episode: e for e in store.episodes() if not e.failed and e.score is not None}
         for key, episode in sorted(finished.items()):
             where = f"{run_dir}/{key}"
             samples.extend(episode_samples(str(run_dir), episode, store.turns(key), where))

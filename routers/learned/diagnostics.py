@@ -52,6 +52,7 @@ import numpy as np
 
 from harness.benchmarks import get_benchmark
 from harness.errors import ConfigError
+from harness.records import EpisodeRecord
 from harness.trajectory import RunStore, write_json_atomic
 from harness.types import TaskInstance
 from routers.learned.dataset import (
@@ -176,7 +177,7 @@ def decision_labels(samples: Sequence[DecisionSample]) -> dict[str, list[str]]:
     """Per decision: topic, phase, error, after_error and critical labels (see the module docstring)."""
     topics: dict[tuple[str, str], str] = {}
     critical: dict[tuple[str, str], frozenset[int] | None] = {}
-    records: dict[str, dict[str, dict]] = {}
+    records: dict[str, dict[str, EpisodeRecord]] = {}
     labels: dict[str, list[str]] = defaultdict(list)
     for sample in samples:
         benchmark = get_benchmark(sample.benchmark)
@@ -186,9 +187,9 @@ def decision_labels(samples: Sequence[DecisionSample]) -> dict[str, list[str]]:
         if key not in critical:
             store = RunStore(Path(sample.run))
             if sample.run not in records:
-                records[sample.run] = {e["episode"]: e for e in store.episodes()}
+                records[sample.run] = {e.episode: e for e in store.episodes()}
             record = records[sample.run][sample.episode]
-            task = TaskInstance(sample.benchmark, sample.task, int(record.get("variation") or 0), "")
+            task = TaskInstance(sample.benchmark, sample.task, record.variation, "")
             critical[key] = benchmark.critical_turns(task, store.turns(sample.episode))
         labels["topic"].append(topics[(sample.benchmark, sample.task)])
         labels["phase"].append(phase_of(sample.turn, sample.episode_turns))

@@ -17,6 +17,7 @@ from harness.benchmarks.base import Benchmark
 from harness.benchmarks.scienceworld.prompt import ScienceWorldFormat
 from harness.config import BENCHMARKS_DIR, Limits
 from harness.errors import TrajectoryError
+from harness.records import TurnRecord
 from harness.types import TaskInstance
 
 GOLD_PATHS = BENCHMARKS_DIR / "data" / "scienceworld_gold.jsonl.gz"
@@ -58,11 +59,11 @@ class ScienceWorld(Benchmark):
             raise TrajectoryError("no integer info.variation_idx beside info.task_name")
         return str(info["task_name"]), info["variation_idx"]
 
-    def is_error_turn(self, turn: dict[str, Any]) -> bool:
-        observation = turn.get("observation") or ""
+    def is_error_turn(self, turn: TurnRecord) -> bool:
+        observation = turn.observation or ""
         return any(rule.search(observation) for rule in ERROR_RULES)
 
-    def critical_turns(self, task: TaskInstance, turns: list[dict[str, Any]]) -> frozenset[int] | None:
+    def critical_turns(self, task: TaskInstance, turns: list[TurnRecord]) -> frozenset[int] | None:
         """Turns at which the gold path's next action was a ``focus on`` (privileged: diagnostics only).
 
         The gold-path oracle is advanced over the logged actions exactly as the environment advances it
@@ -75,11 +76,11 @@ class ScienceWorld(Benchmark):
             return None
         oracle = GoldOracle(gold, visible_objects=list, topic="")
         critical = set()
-        for record in sorted(turns, key=lambda r: r["turn"]):
+        for record in sorted(turns, key=lambda r: r.turn):
             if oracle.is_critical():
-                critical.add(int(record["turn"]))
-            if record.get("action"):
-                oracle.observe(record["action"])
+                critical.add(record.turn)
+            if record.action:
+                oracle.observe(record.action)
         return frozenset(critical)
 
 

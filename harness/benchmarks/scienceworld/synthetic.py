@@ -14,14 +14,16 @@ an episode-level router learns from). Runs are written with the real
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from harness.benchmarks.scienceworld.prompt import ScienceWorldFormat, observation_message
 from harness.config import to_plain
+from harness.records import EpisodeRecord, TurnRecord, count_switches, switch_rate
 from harness.trajectory import RunStore
-from harness.types import Message, ModelCard
+from harness.types import Charge, Message, ModelCard
 
 TASK_DESCRIPTIONS = {
     "boil": "Your task is to boil water. First, focus on the substance. Then, make it change its state of matter.",
@@ -83,6 +85,8 @@ def write_synthetic_run(
             hits, total = 0, 0.0
             shift = noise * rng.standard_normal()
             card = None
+            models: list[str] = []
+            by_model: dict[str, float] = {}
             for turn in range(turns):
                 previous = card
                 if previous is None or not sticky or rng.random() < switch_prob:
@@ -94,60 +98,60 @@ def write_synthetic_run(
                 prompt_tokens, completion_tokens = 300 + 80 * turn, 60
                 dollars = card.price.dollars(prompt_tokens, completion_tokens)
                 total += dollars
+                models.append(card.name)
+                by_model[card.name] = by_model.get(card.name, 0.0) + dollars
                 last = turn == turns - 1
                 final = float(np.clip(-100 + 200 * hits / turns + shift, -100, 100))
                 observation = OBSERVATIONS[int(rng.integers(len(OBSERVATIONS)))]
                 reply = REPLIES[int(rng.integers(len(REPLIES)))]
                 score = final if last else 0.0
-                appended = [Message("assistant", reply), observation_message(observation, score)]
+                valid = not observation.startswith("No known action")
+                charge = Charge(
+                    "model", card.name, prompt_tokens, completion_tokens, dollars, card.price.version
+                )
                 store.record_turn(
                     path,
-                    {
-                        "episode": key,
-                        "turn": turn,
-                        "history_len": 2 + 2 * turn,
-                        "initial_messages": [m.to_dict() for m in messages] if turn == 0 else None,
-                        "task_description": TASK_DESCRIPTIONS[task] if turn == 0 else None,
-                        "messages": [m.to_dict() for m in appended],
-                        "model": card.name,
-                        "propensity": propensity,
-                        "router_scores": None,
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "dollars": dollars,
-                        "charges": [
-                            {
-                                "kind": "model",
-                                "model": card.name,
-                                "prompt_tokens": prompt_tokens,
-                                "completion_tokens": completion_tokens,
-                                "dollars": dollars,
-                                "price_version": card.price.version,
-                            }
-                        ],
-                        "output": reply,
-                        "action": "look around",
-                        "observation": observation,
-                        "valid": not observation.startswith("No known action"),
-                        "error": "invalid_action" if observation.startswith("No known action") else None,
-                        "score": score,
-                        "done": last,
-                    },
+                    TurnRecord(
+                        episode=key,
+                        turn=turn,
+                        history_len=2 + 2 * turn,
+                        initial_messages=messages if turn == 0 else None,
+                        task_description=TASK_DESCRIPTIONS[task] if turn == 0 else None,
+                        messages=[Message("assistant", reply), observation_message(observation, score)],
+                        model=card.name,
+                        propensity=propensity,
+                        prompt_tokens=prompt_tokens,
+                        cached_prompt_tokens=0,
+                        uncached_prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                        dollars=dollars,
+                        charges=[asdict(charge)],
+                        output=reply,
+                        action="look around",
+                        observation=observation,
+                        valid=valid,
+                        error=None if valid else "invalid_action",
+                        score=score,
+                        done=last,
+                    ),
                 )
             store.record_episode(
-                {
-                    "episode": key,
-                    "benchmark": "scienceworld",
-                    "task": task,
-                    "variation": variation,
-                    "split": "train",
-                    "seed": seed,
-                    "router": router["name"],
-                    "score": final,
-                    "cost": total,
-                    "turns": turns,
-                    "status": "done",
-                    "error": None,
-                }
+                EpisodeRecord(
+                    episode=key,
+                    benchmark="scienceworld",
+                    task=task,
+                    variation=variation,
+                    split="train",
+                    seed=seed,
+                    router=router["name"],
+                    score=final,
+                    cost=total,
+                    model_cost=total,
+                    cost_by_model=by_model,
+                    turns=turns,
+                    switches=count_switches(models),
+                    switch_rate=switch_rate(models),
+                    status="done",
+                )
             )
     return out
