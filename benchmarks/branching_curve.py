@@ -74,8 +74,8 @@ def spend_of(run_dir: Path, keys: set[str]) -> ExplorationSpend:
     store = RunStore(run_dir)
     total = ExplorationSpend()
     for record in store.episodes():
-        if record["episode"] in keys:
-            total = total + episode_spend(record, store.turns(record["episode"]))
+        if record.episode in keys:
+            total = total + episode_spend(record, store.turns(record.episode))
     return total
 
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         timings["sticky and held-out episodes"] = time.perf_counter() - started
 
-        keys = sorted(r["episode"] for r in collected if r.get("status") != "failed")
+        keys = sorted(r.episode for r in collected if not r.failed)
         order = [keys[i] for i in np.random.default_rng(args.seed).permutation(len(keys))]
         sticky_sizes = [n for n in map(int, args.sticky.split(",")) if n <= len(order)]
         parent_sizes = [m for m in map(int, args.parents.split(",")) if m <= len(order)]
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         branch_records = RunStore(branches).episodes() if parent_sizes else []
         for m in parent_sizes:
             parents = set(order[:m])
-            children = {r["episode"] for r in branch_records if r["branch_of"]["episode"] in parents}
+            children = {r.episode for r in branch_records if r.branch_of["episode"] in parents}
             part = [s for s in samples["branches"] if s.episode in children]
             spend = spend_of(out / "sticky", parents) + spend_of(branches, children)
             points.append(("branch", m, part, spend, args.branch_target))
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 RunConfig(router=router, split="val", quick=not args.full_val, **common),
                 out / f"val-{arm}-{n}",
             )
-            scored = [r for r in played if r.get("status") != "failed"]
+            scored = [r for r in played if not r.failed]
             row = {
                 "arm": arm,
                 "n": n,
@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 "ranking_accuracy": ranking.accuracy,
                 "single_best_accuracy": ranking.single_best_accuracy,
                 "chance": ranking.chance,
-                "val_score": float(np.mean([r["score"] for r in scored])) if scored else None,
-                "val_cost": float(np.mean([r["cost"] for r in scored])) if scored else None,
+                "val_score": float(np.mean([r.score for r in scored])) if scored else None,
+                "val_cost": float(np.mean([r.cost for r in scored])) if scored else None,
                 "val_episodes": len(scored),
                 "seconds": time.perf_counter() - started,
             }

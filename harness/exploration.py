@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.records import EpisodeRecord, TurnRecord
 from harness.trajectory import RunStore, episode_file_name
 
 
@@ -43,28 +44,27 @@ class ExplorationSpend:
         return {**dataclasses.asdict(self), "tokens": self.tokens}
 
 
-def actions_stepped(turn: dict[str, Any], submitted: bool) -> int:
+def actions_stepped(turn: TurnRecord, submitted: bool) -> int:
     """The actions of one turn line the engine ran: none for a reply that did not parse, the submit not counted."""
-    action = turn.get("action")
-    if not action:
+    if not turn.action:
         return 0
-    return len(str(action).split("; ")) - (1 if submitted else 0)
+    return len(str(turn.action).split("; ")) - (1 if submitted else 0)
 
 
-def episode_spend(record: dict[str, Any], turns: list[dict[str, Any]]) -> ExplorationSpend:
-    turns = sorted(turns, key=lambda line: line["turn"])
+def episode_spend(record: EpisodeRecord, turns: list[TurnRecord]) -> ExplorationSpend:
+    turns = sorted(turns, key=lambda line: line.turn)
     calls, prompt, completion, dollars, steps = 0, 0, 0, 0.0, 0
     for line in turns:
-        last = line["turn"] == turns[-1]["turn"]
-        steps += actions_stepped(line, submitted=last and record.get("status") == "submitted")
-        if line.get("replayed") == "log":
+        last = line.turn == turns[-1].turn
+        steps += actions_stepped(line, submitted=last and record.status == "submitted")
+        if line.extra.get("replayed") == "log":  # restored from the parent's log: no call was made
             continue
         calls += 1
-        prompt += int(line.get("prompt_tokens") or 0)
-        completion += int(line.get("completion_tokens") or 0)
-        router = sum(float(c["dollars"]) for c in line.get("charges") or [] if c.get("kind") == "router")
-        dollars += float(line.get("dollars") or 0.0) + router
-    dollars += float(record.get("judge_cost") or 0.0) + float(record.get("abandoned_cost") or 0.0)
+        prompt += line.prompt_tokens
+        completion += line.completion_tokens
+        router = sum(float(c["dollars"]) for c in line.charges if c.get("kind") == "router")
+        dollars += line.dollars + router
+    dollars += record.judge_cost + record.abandoned_cost
     return ExplorationSpend(1, calls, prompt, completion, dollars, 1, steps)
 
 
@@ -75,7 +75,7 @@ def exploration_spend(run_dirs: Iterable[Path]) -> ExplorationSpend:
         store = RunStore(run_dir)
         store.config()  # raises if this is not a run directory
         for record in store.episodes():
-            path = store.turns_dir / episode_file_name(record["episode"])
-            turns = store.turns(record["episode"]) if path.exists() else []
+            path = store.turns_dir / episode_file_name(record.episode)
+            turns = store.turns(record.episode) if path.exists() else []
             total = total + episode_spend(record, turns)
     return total

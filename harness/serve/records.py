@@ -7,8 +7,8 @@ fixed here, in one place: ``valid`` is True and ``error`` None (whether an actio
 happens at the client), ``score`` (the score so far) is 0.0, ``action`` is None and
 ``observation`` joins the text of the messages the client sent back after the reply.
 
-Served lines carry a few fields of their own beside the harness's (readers keep unknown
-fields): ``session``, the upstream ``latency_s``, the ``routing_s`` the router took, and
+Served lines carry a few fields of their own in the records' ``extra`` (readers keep them):
+``session``, the upstream ``latency_s``, the ``routing_s`` the router took, and
 ``reported_cached_prompt_tokens`` where the provider said how much of the prompt its cache
 served (``cached_prompt_tokens`` stays the ledger's, as in the harness, because that is what
 was billed). A session closed before any turn was answered (its upstream calls failed or were cut
@@ -18,78 +18,78 @@ a result.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from harness.trajectory import EPISODE_FAILURE
+from harness.records import EPISODE_FAILURE, EpisodeRecord, TurnRecord, count_switches, switch_rate
 from harness.types import Message
 
 if TYPE_CHECKING:
     from harness.serve.sessions import RoutedTurn, Session
 
 
-def turn_line(session: Session, routed: RoutedTurn, follow_up: list[Message]) -> dict[str, Any]:
+def turn_line(session: Session, routed: RoutedTurn, follow_up: list[Message]) -> TurnRecord:
     """The turn line of a routed turn, once the messages the client sent after its reply are known."""
-    appended = [routed.reply, *follow_up]
     completion = routed.completion
     first = routed.turn == 0
-    return {
-        "episode": session.key,
-        "turn": routed.turn,
-        "history_len": routed.history_len,
-        "initial_messages": [m.to_dict() for m in session.initial] if first else None,
-        "task_description": session.task_description if first else None,
-        "messages": [m.to_dict() for m in appended],
-        "model": routed.model,
-        "propensity": routed.propensity,
-        "router_scores": routed.scores,
-        "prompt_tokens": completion.prompt_tokens,
-        "cached_prompt_tokens": routed.cached,
-        "uncached_prompt_tokens": completion.prompt_tokens - routed.cached,
-        "completion_tokens": completion.completion_tokens,
-        "dollars": routed.dollars,
-        "charges": routed.charges,
-        "output": completion.text,
-        "action": None,
-        "observation": "\n".join(m.content for m in follow_up),
-        "valid": True,
-        "error": None,
-        "score": 0.0,
-        "done": False,
-        "session": session.id,
-        "latency_s": round(routed.latency_s, 6),
-        "routing_s": round(routed.routing_s, 6),
-        "reported_cached_prompt_tokens": routed.reported_cached,
-    }
+    return TurnRecord(
+        episode=session.key,
+        turn=routed.turn,
+        history_len=routed.history_len,
+        initial_messages=list(session.initial) if first else None,
+        task_description=session.task_description if first else None,
+        messages=[routed.reply, *follow_up],
+        model=routed.model,
+        propensity=routed.propensity,
+        router_scores=routed.scores,
+        prompt_tokens=completion.prompt_tokens,
+        cached_prompt_tokens=routed.cached,
+        uncached_prompt_tokens=completion.prompt_tokens - routed.cached,
+        completion_tokens=completion.completion_tokens,
+        dollars=routed.dollars,
+        charges=routed.charges,
+        output=completion.text,
+        action=None,
+        observation="\n".join(m.content for m in follow_up),
+        valid=True,
+        error=None,
+        score=0.0,
+        done=False,
+        extra={
+            "session": session.id,
+            "latency_s": round(routed.latency_s, 6),
+            "routing_s": round(routed.routing_s, 6),
+            "reported_cached_prompt_tokens": routed.reported_cached,
+        },
+    )
 
 
-def episode_record(session: Session, status: str, score: float | None, router_label: str) -> dict[str, Any]:
+def episode_record(session: Session, status: str, score: float | None, router_label: str) -> EpisodeRecord:
     """A closed session as an episode line: what ``EpisodeResult.record`` and ``Player.play`` write."""
     ledger = session.ledger
-    turns = session.turn
-    failed = turns == 0  # nothing was answered (every attempt failed or was cut off): no result to read
-    switches = sum(a != b for a, b in zip(session.models, session.models[1:], strict=False))
-    return {
-        "episode": session.key,
-        "benchmark": session.benchmark,
-        "task": session.task,
-        "variation": session.variation,
-        "split": session.split,
-        "seed": session.seed,
-        "router": router_label,
-        "score": None if failed else score,
-        "cost": ledger.episode_total,
-        "model_cost": ledger.model_total,
-        "router_cost": ledger.router_total,
-        "judge_cost": ledger.judge_total,
-        "cost_by_model": ledger.by_model(),
-        "turns": turns,
-        "switches": switches,
-        "switch_rate": switches / max(1, turns - 1),
-        "status": "failed" if failed else status,
-        "error": "no turn was answered" if failed else None,
-        "duration_s": round(session.duration_s, 3),
-        "attempts": 1,
-        "retries": session.retries,
-        "abandoned_cost": session.abandoned.total,
-        "session": session.id,
-    } | ({"failure": EPISODE_FAILURE} if failed else {})
+    failed = session.turn == 0  # nothing was answered (every attempt failed or was cut off): no result to read
+    return EpisodeRecord(
+        episode=session.key,
+        benchmark=session.benchmark,
+        task=session.task,
+        variation=session.variation,
+        split=session.split,
+        seed=session.seed,
+        router=router_label,
+        score=None if failed else score,
+        cost=ledger.episode_total,
+        model_cost=ledger.model_total,
+        router_cost=ledger.router_total,
+        judge_cost=ledger.judge_total,
+        cost_by_model=ledger.by_model(),
+        turns=session.turn,
+        switches=count_switches(session.models),
+        switch_rate=switch_rate(session.models),
+        status="failed" if failed else status,
+        error="no turn was answered" if failed else None,
+        failure=EPISODE_FAILURE if failed else None,
+        duration_s=round(session.duration_s, 3),
+        attempts=1,
+        retries=session.retries,
+        abandoned_cost=session.abandoned.total,
+        extra={"session": session.id},
+    )
