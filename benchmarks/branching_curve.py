@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         branch_records = RunStore(branches).episodes() if parent_sizes else []
         for m in parent_sizes:
             parents = set(order[:m])
-            children = {r.episode for r in branch_records if r.branch_of["episode"] in parents}
+            children = {r.episode for r in branch_records if r.branch_of["parent"] in parents}
             part = [s for s in samples["branches"] if s.episode in children]
             spend = spend_of(out / "sticky", parents) + spend_of(branches, children)
             points.append(("branch", m, part, spend, args.branch_target))

@@ -32,13 +32,13 @@ earlier turn took cannot shift a later turn's draw. Ordinary runs keep their see
 
 Records. Branches are ordinary episodes of a run directory in the format ``harness run``
 writes (config.json, episodes.jsonl, turns/), so training, replay and off-policy
-evaluation read them. Each episode line carries ``branch_of`` (the parent's run, episode
-key and seed, the branched turn and model, the sibling group, the design and the
-continuation policy) and ``billed_cost``, the dollars this collection actually spent on
-it (in ``log`` mode the replayed prefix is not billed again). Turn lines of the prefix
-carry ``replayed`` (the mode) and the parent's model and propensity; the branched turn's
-propensity is its probability under the design (below); continuation turns carry the
-continuation policy's own.
+evaluation read them. Each episode line carries ``branch_of`` (the parent's run, its
+episode key as ``parent`` and its seed, the branched turn and model, the sibling group,
+the design and the continuation policy) and ``billed_cost``, the dollars this collection
+actually spent on it (in ``log`` mode the replayed prefix is not billed again). Turn
+lines of the prefix carry ``replayed`` (the mode) and the parent's model and propensity;
+the branched turn's propensity is its probability under the design (below); continuation
+turns carry the continuation policy's own.
 
 The design's propensity. At each branch point a uniformly random subset of ``models``
 candidates (all of them by default), in random order, is played. Each sibling's model
@@ -51,7 +51,7 @@ intervals and for the paired target.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from harness.config import BranchDesign, Limits, RunConfig, from_dict, recorded,
 from harness.errors import ConfigError, HarnessError
 from harness.pool import Pool, load_pool
 from harness.protocols import Environment, ModelBackend
+from harness.records import EpisodeRecord, TurnRecord
 from harness.seeding import derive_seed
 from harness.trajectory import RunStore
 from harness.types import CallContext, Completion, Decision, Message, TaskInstance, ToolSpec, TurnState
@@ -140,7 +141,7 @@ class BranchRouter(Router):
     name = "branch"
 
     def __init__(
-        self, prefix: list[dict[str, Any]], model: str, propensity: float, continuation: Router, seed: int
+        self, prefix: list[TurnRecord], model: str, propensity: float, continuation: Router, seed: int
     ):
         self.prefix, self.model, self.propensity = prefix, model, propensity
         self.continuation, self.seed = continuation, seed
@@ -149,7 +150,7 @@ class BranchRouter(Router):
         branched = len(self.prefix)
         if state.turn < branched:
             logged = self.prefix[state.turn]
-            return Decision(logged["model"], float(logged["propensity"]), logged.get("router_scores"))
+            return Decision(logged.model, float(logged.propensity or 1.0), logged.router_scores)
         if state.turn == branched:
             return Decision(self.model, self.propensity)
         return self.continuation.route(state, continuation_rng(self.seed, state.turn))
@@ -163,7 +164,7 @@ class PrefixBackend:
     """A pool model that answers the prefix's turns as logged: from the log (``log``) or by calling it and
     checking that it answers as logged (``calls``); from the branched turn on it is the model itself."""
 
-    def __init__(self, inner: ModelBackend, prefix: list[dict[str, Any]], mode: str, where: str):
+    def __init__(self, inner: ModelBackend, prefix: list[TurnRecord], mode: str, where: str):
         self.inner, self.prefix, self.mode, self.where = inner, prefix, mode, where
         self.card = inner.card
 
@@ -175,42 +176,42 @@ class PrefixBackend:
         logged = self.prefix[ctx.turn]
         if self.mode == "calls":
             completion = self.inner.complete(messages, ctx, tools)
-            if completion.text != (logged.get("output") or ""):
+            if completion.text != (logged.output or ""):
                 raise BranchDivergence(
                     f"{self.where}: turn {ctx.turn}: {self.card.name} answered differently than logged; "
                     "this model does not repeat itself, branch with prefix: log"
                 )
             return completion
         return Completion(
-            text=logged.get("output") or "",
-            prompt_tokens=int(logged["prompt_tokens"]),
-            completion_tokens=int(logged["completion_tokens"]),
-            dollars=float(logged["dollars"]),  # what the provider billed (a cached price is re-derived)
-            tool_calls=Message.from_dict(logged["messages"][0]).tool_calls,
+            text=logged.output or "",
+            prompt_tokens=logged.prompt_tokens,
+            completion_tokens=logged.completion_tokens,
+            dollars=logged.dollars,  # what the provider billed (a cached price is re-derived)
+            tool_calls=logged.messages[0].tool_calls,
         )
 
 
 class BranchTurns:
     """The turn sink of one branch: its own key on every line, and each prefix line checked against the parent's."""
 
-    def __init__(self, store: RunStore, key: str, prefix: list[dict[str, Any]], mode: str, where: str):
+    def __init__(self, store: RunStore, key: str, prefix: list[TurnRecord], mode: str, where: str):
         self.store, self.key, self.prefix, self.mode, self.where = store, key, prefix, mode, where
 
     def begin_episode(self, key: str) -> Path:
         return self.store.begin_episode(self.key)
 
-    def record_turn(self, path: Path, record: dict[str, Any]) -> None:
-        record = {**record, "episode": self.key}
-        turn = record["turn"]
+    def record_turn(self, path: Path, record: TurnRecord) -> None:
+        record = replace(record, episode=self.key)
+        turn = record.turn
         if turn < len(self.prefix):
             logged = self.prefix[turn]
-            differing = [name for name in RESTORED_FIELDS if record.get(name) != logged.get(name)]
+            differing = [name for name in RESTORED_FIELDS if getattr(record, name) != getattr(logged, name)]
             if differing:
                 raise BranchDivergence(
                     f"{self.where}: replaying turn {turn} gave a different {differing[0]!r} than logged; "
                     "the environment is not deterministic for this task"
                 )
-            record["replayed"] = self.mode
+            record = replace(record, extra={**record.extra, "replayed": self.mode})
         self.store.record_turn(path, record)
 
 
@@ -221,7 +222,7 @@ class Source:
     path: Path
     config: RunConfig
     pool: Pool
-    episodes: dict[str, dict[str, Any]]
+    episodes: dict[str, EpisodeRecord]
     store: RunStore
 
     @classmethod
@@ -238,14 +239,12 @@ class Source:
         except ConfigError as exc:
             raise ConfigError(f"cannot branch from {path}: {exc}") from None
         episodes = {
-            e["episode"]: e
-            for e in store.episodes()
-            if e.get("status") != "failed" and e.get("score") is not None and e.get("turns", 0) > 0
+            e.episode: e for e in store.episodes() if not e.failed and e.score is not None and e.turns > 0
         }
         return cls(Path(path), config, load_pool(config.pool), episodes, store)
 
-    def turns(self, key: str) -> list[dict[str, Any]]:
-        return sorted(self.store.turns(key), key=lambda line: line["turn"])
+    def turns(self, key: str) -> list[TurnRecord]:
+        return sorted(self.store.turns(key), key=lambda line: line.turn)
 
 
 def snapshot(source: Source, design: BranchDesign) -> dict[str, Any]:
@@ -276,7 +275,7 @@ def play_branch(
     store: RunStore,
     judge: ModelBackend | None = None,
     continuation: Router | None = None,
-) -> dict[str, Any]:
+) -> EpisodeRecord:
     """Play one branch to its end and return its episode line (not yet recorded).
 
     ``continuation`` is the continuation router to use, fresh for this branch; None builds it from the design.
@@ -285,17 +284,12 @@ def play_branch(
     turns = source.turns(point.parent)
     prefix = turns[: point.turn]
     where = f"{source.path}/{point.parent}"
-    task = TaskInstance(
-        parent["benchmark"],
-        parent["task"],
-        int(parent["variation"]),
-        parent["split"],
-        int(parent.get("repeat", 0)),
-    )
+    task = TaskInstance(parent.benchmark, parent.task, parent.variation, parent.split, parent.repeat)
     n = len(source.pool.names)
     if continuation is None:
         continuation = make_router(design.continuation.name, design.continuation.params, source.pool.cards)
-    seed = int(parent["seed"])
+    assert parent.seed is not None, "a played episode records its seed"
+    seed = parent.seed
     router = BranchRouter(prefix, model, 1.0 / n, continuation, seed)
     wrapped = {name: PrefixBackend(b, prefix, design.prefix, where) for name, b in backends.items()}
     sink = BranchTurns(store, point.key(model), prefix, design.prefix, where)
@@ -314,13 +308,14 @@ def play_branch(
     episode.seed = seed  # the parent's: every model draw is the parent's and every sibling's
     result = episode.run()
     record = result.record(f"branch:{design.continuation.label}")
-    prefix_dollars = sum(float(t["dollars"]) for t in prefix)
-    record.update(
+    prefix_dollars = sum(t.dollars for t in prefix)
+    return replace(
+        record,
         episode=point.key(model),
         billed_cost=result.ledger.total - (prefix_dollars if design.prefix == "log" else 0.0),
         branch_of={
             "run": str(source.path.resolve()),
-            "episode": point.parent,
+            "parent": point.parent,
             "seed": seed,
             "turn": point.turn,
             "model": model,
@@ -337,7 +332,6 @@ def play_branch(
             },
         },
     )
-    return record
 
 
 def collect_branches(
@@ -345,10 +339,10 @@ def collect_branches(
     out: Path,
     design: BranchDesign,
     cache: bool = True,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[EpisodeRecord], None] | None = None,
     env: Environment | None = None,
     parents: Iterable[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[EpisodeRecord]:
     """Branch the finished episodes of the run at ``source_dir`` (those keyed in ``parents``; None: all)
     into the run directory ``out``.
 
@@ -366,11 +360,7 @@ def collect_branches(
     missing = sorted((wanted or set()) - set(source.episodes))
     if missing:
         raise ConfigError(f"{source_dir} has no finished episode {missing[0]!r} to branch")
-    chosen = [
-        (key, int(e["turns"]))
-        for key, e in sorted(source.episodes.items())
-        if wanted is None or key in wanted
-    ]
+    chosen = [(key, e.turns) for key, e in sorted(source.episodes.items()) if wanted is None or key in wanted]
     points = branch_points(chosen, source.pool.names, design)
     store = RunStore(out)
     store.open(snapshot(source, design))

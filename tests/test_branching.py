@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, record
 from harness.errors import ConfigError
 from harness.exploration import exploration_spend
 from harness.pool import load_pool
+from harness.records import EpisodeRecord, TurnRecord
 from harness.replay.evaluate import load_logs, logging_episodes
 from harness.replay.importers import read_run_dir
 from harness.trajectory import RunStore
@@ -72,7 +74,7 @@ def parent_run(env, tmp_path_factory) -> Path:
     return out
 
 
-def branched(env, parent_run: Path, out: Path, **design) -> tuple[list[dict], Source]:
+def branched(env, parent_run: Path, out: Path, **design) -> tuple[list[EpisodeRecord], Source]:
     records = collect_branches(parent_run, out, BranchDesign(**design), cache=False, env=env)
     return records, Source.read(parent_run)
 
@@ -81,28 +83,30 @@ def branched(env, parent_run: Path, out: Path, **design) -> tuple[list[dict], So
 def test_branches_replay_the_parent_prefix_on_the_engine(env, parent_run, tmp_path, prefix):
     records, source = branched(env, parent_run, tmp_path / "b", models=3, prefix=prefix, seed=1)
     (parent,) = source.episodes.values()
-    parent_turns = source.turns(parent["episode"])
-    assert len(records) == 3 and len({r["branch_of"]["model"] for r in records}) == 3
+    parent_turns = source.turns(parent.episode)
+    assert len(records) == 3 and len({r.branch_of["model"] for r in records}) == 3
     store = RunStore(tmp_path / "b")
     for record in records:
-        provenance = record["branch_of"]
+        provenance = record.branch_of
         t = provenance["turn"]
-        assert 0 <= t < parent["turns"] and provenance["episode"] == parent["episode"]
+        assert 0 <= t < parent.turns and provenance["parent"] == parent.episode
         assert provenance["continuation"] == {"name": "random", "params": {}}
-        assert record["seed"] == parent["seed"]
-        turns = store.turns(record["episode"])
+        assert record.seed == parent.seed
+        turns = store.turns(record.episode)
         for mine, logged in zip(turns[:t], parent_turns[:t], strict=True):
-            assert {k: mine[k] for k in RESTORED_FIELDS} == {k: logged[k] for k in RESTORED_FIELDS}
-            assert mine["propensity"] == logged["propensity"] and mine["replayed"] == prefix
-        assert turns[t]["model"] == provenance["model"] and "replayed" not in turns[t]
-        assert turns[t]["propensity"] == pytest.approx(1 / len(POOL.names))
-        assert all(line["propensity"] == pytest.approx(1 / len(POOL.names)) for line in turns[t + 1 :])
-        spent = sum(line["dollars"] for line in turns)
-        assert record["cost"] == pytest.approx(spent)
-        prefix_dollars = sum(line["dollars"] for line in turns[:t])
-        assert record["billed_cost"] == pytest.approx(spent - (prefix_dollars if prefix == "log" else 0.0))
+            assert {k: getattr(mine, k) for k in RESTORED_FIELDS} == {
+                k: getattr(logged, k) for k in RESTORED_FIELDS
+            }
+            assert mine.propensity == logged.propensity and mine.extra["replayed"] == prefix
+        assert turns[t].model == provenance["model"] and "replayed" not in turns[t].extra
+        assert turns[t].propensity == pytest.approx(1 / len(POOL.names))
+        assert all(line.propensity == pytest.approx(1 / len(POOL.names)) for line in turns[t + 1 :])
+        spent = sum(line.dollars for line in turns)
+        assert record.cost == pytest.approx(spent)
+        prefix_dollars = sum(line.dollars for line in turns[:t])
+        assert record.billed_cost == pytest.approx(spent - (prefix_dollars if prefix == "log" else 0.0))
     # The branches are an ordinary run: training and the off-policy importer read every one of them.
-    assert {s.episode for s in load_samples([tmp_path / "b"])} == {r["episode"] for r in records}
+    assert {s.episode for s in load_samples([tmp_path / "b"])} == {r.episode for r in records}
     episodes, _, _ = read_run_dir(tmp_path / "b")
     assert len(episodes) == 3
     logs = load_logs([parent_run, tmp_path / "b"])
@@ -113,10 +117,10 @@ def test_branches_replay_the_parent_prefix_on_the_engine(env, parent_run, tmp_pa
         collect_branches(tmp_path / "b", tmp_path / "bb", BranchDesign(), env=env)
     # Exploration spend counts what was billed: the prefix's model calls only when they were re-made.
     spend = exploration_spend([tmp_path / "b"])
-    all_turns = sum(r["turns"] for r in records)
-    prefix_turns = 3 * records[0]["branch_of"]["turn"]
+    all_turns = sum(r.turns for r in records)
+    prefix_turns = 3 * records[0].branch_of["turn"]
     assert spend.model_calls == (all_turns - prefix_turns if prefix == "log" else all_turns)
-    assert spend.dollars == pytest.approx(sum(r["billed_cost"] for r in records))
+    assert spend.dollars == pytest.approx(sum(r.billed_cost for r in records))
     assert spend.episodes == 3 and spend.engine_steps >= all_turns - 3  # a finish turn steps nothing
     # Rerunning resumes: nothing is played twice.
     assert (
@@ -168,9 +172,9 @@ class SeedLogger:
 def test_siblings_share_every_random_stream_but_the_branched_decision(env, parent_run, tmp_path):
     source = Source.read(parent_run)
     (parent,) = source.episodes.values()
-    parent_turns = source.turns(parent["episode"])
+    parent_turns = source.turns(parent.episode)
     t = 3
-    point = BranchPoint(parent["episode"], t, tuple(POOL.names))
+    point = BranchPoint(parent.episode, t, tuple(POOL.names))
     design = BranchDesign(prefix="calls")
     store = RunStore(tmp_path / "b")
     store.open({"run": {}})
@@ -191,16 +195,16 @@ def test_siblings_share_every_random_stream_but_the_branched_decision(env, paren
             by_turn.setdefault(turn, set()).add(draw)
     assert by_turn and all(len(values) == 1 for values in by_turn.values())
     # The models' draws: every call of every sibling is seeded with the parent's episode seed and task.
-    assert {(seed, key) for log in calls.values() for _, _, seed, key in log} == {(parent["seed"], TASK.key)}
+    assert {(seed, key) for log in calls.values() for _, _, seed, key in log} == {(parent.seed, TASK.key)}
     # The branched decision is the one thing that differs at turn t ...
     at_t = {model: [c for c in calls[model] if c[0] == t] for model in point.models}
-    assert all(log == [(t, model, parent["seed"], TASK.key)] for model, log in at_t.items())
+    assert all(log == [(t, model, parent.seed, TASK.key)] for model, log in at_t.items())
     # ... and the sibling that chose the parent's model there answered exactly as the parent did.
-    same = parent_turns[t]["model"]
-    mine = store.turns(records[same]["episode"])
-    assert mine[t]["output"] == parent_turns[t]["output"]
+    same = parent_turns[t].model
+    mine = store.turns(records[same].episode)
+    assert mine[t].output == parent_turns[t].output
     # Every sibling's first continuation turn went to the same model (the same draw, the same rule).
-    first = {store.turns(r["episode"])[t + 1]["model"] for r in records.values() if r["turns"] > t + 1}
+    first = {store.turns(r.episode)[t + 1].model for r in records.values() if r.turns > t + 1}
     assert len(first) == 1
 
 
@@ -232,42 +236,39 @@ def write_episode(
 ):
     """A hand-made episode of the real run format: ``len(models)`` turns, one command each."""
     path = store.begin_episode(key)
-    initial = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Task: boil water."}]
+    initial = [Message("system", "sys"), Message("user", "Task: boil water.")]
     for t, (model, spent) in enumerate(zip(models, dollars, strict=True)):
         store.record_turn(
             path,
-            {
-                "episode": key,
-                "turn": t,
-                "history_len": 2 + 2 * t,
-                "initial_messages": initial if t == 0 else None,
-                "task_description": "boil water" if t == 0 else None,
-                "messages": [
-                    {"role": "assistant", "content": f"Action: look {t}"},
-                    {"role": "user", "content": f"obs {t}"},
-                ],
-                "model": model,
-                "propensity": 1 / 6,
-                "dollars": spent,
-                "action": f"look {t}",
-                "valid": True,
-                "error": None,
-                "score": 0,
-            },
+            TurnRecord(
+                episode=key,
+                turn=t,
+                history_len=2 + 2 * t,
+                initial_messages=initial if t == 0 else None,
+                task_description="boil water" if t == 0 else None,
+                messages=[Message("assistant", f"Action: look {t}"), Message("user", f"obs {t}")],
+                model=model,
+                propensity=1 / 6,
+                dollars=spent,
+                action=f"look {t}",
+                valid=True,
+                error=None,
+                score=0,
+            ),
         )
-    record = {
-        "episode": key,
-        "benchmark": "scienceworld",
-        "task": "boil",
-        "variation": 0,
-        "split": "train",
-        "score": score,
-        "turns": len(models),
-        "status": "max_turns",
-    }
-    if branch is not None:
-        record["branch_of"] = branch
-    store.record_episode(record)
+    store.record_episode(
+        EpisodeRecord(
+            episode=key,
+            benchmark="scienceworld",
+            task="boil",
+            variation=0,
+            split="train",
+            score=score,
+            turns=len(models),
+            status="max_turns",
+            branch_of=branch,
+        )
+    )
 
 
 def test_paired_targets_of_a_three_branch_example(tmp_path):
@@ -279,7 +280,7 @@ def test_paired_targets_of_a_three_branch_example(tmp_path):
     store.open({"run": {}})
 
     def branch(model: str, turn: int = 1, parent: str = "p") -> dict:
-        return {"run": "R", "episode": parent, "turn": turn, "model": model, "group": f"{parent}@{turn}"}
+        return {"run": "R", "parent": parent, "turn": turn, "model": model, "group": f"{parent}@{turn}"}
 
     write_episode(store, "p/b-a", [d, a, d], [0.1, 0.2, 0.3], 90, branch(a))
     write_episode(store, "p/b-b", [d, b, d], [0.1, 0.1, 0.1], 60, branch(b))
@@ -312,7 +313,7 @@ def test_siblings_stay_on_one_side_of_the_validation_split(tmp_path):
     names = POOL.names
     for p in range(6):
         for m in names[:3]:
-            group = {"run": "R", "episode": f"p{p}", "turn": 0, "model": m, "group": f"p{p}@0"}
+            group = {"run": "R", "parent": f"p{p}", "turn": 0, "model": m, "group": f"p{p}@0"}
             write_episode(store, f"p{p}/b-{m}", [m, m], [0.1, 0.1], 50, group)
     store.close()
     samples = load_samples([tmp_path / "run"])
@@ -352,12 +353,12 @@ def test_a_definition_collects_branches_beside_its_stage_a(tmp_path):
     run.validate()
     sticky, branches = run.collect()
     records = RunStore(branches).episodes()
-    assert len(records) == 4 and {r["branch_of"]["run"] for r in records} == {str(sticky.resolve())}
+    assert len(records) == 4 and {r.branch_of["run"] for r in records} == {str(sticky.resolve())}
     assert all(
-        line["model"] == "gpt-5"
+        line.model == "gpt-5"
         for r in records
-        for line in RunStore(branches).turns(r["episode"])
-        if line["turn"] > r["branch_of"]["turn"]
+        for line in RunStore(branches).turns(r.episode)
+        if line.turn > r.branch_of["turn"]
     )
     spend = exploration_spend([sticky, branches])
     assert spend.episodes == len(RunStore(sticky).episodes()) + 4 == 6
@@ -378,5 +379,5 @@ def test_the_prefix_cache_changes_nothing_recorded(env, parent_run, tmp_path):
         out = tmp_path / f"cache-{cache}"
         records = collect_branches(parent_run, out, design, cache=cache, env=env)
         turns = {p.name: p.read_text() for p in (out / "turns").iterdir()}
-        runs[cache] = ([{k: v for k, v in r.items() if k != "duration_s"} for r in records], turns)
+        runs[cache] = ([replace(r, duration_s=None) for r in records], turns)
     assert runs[True] == runs[False] and len(runs[True][0]) == 6

@@ -299,9 +299,9 @@ def test_harness_episode_is_a_batch_of_one_played_like_harness_run(tmp_path):
     )
     assert json.loads((out / "config.json").read_text())["run"] == recorded(expected)
     (record,) = RunStore(out).episodes()
-    assert (record["task"], record["variation"], record["split"]) == ("boil", 3, "any")
+    assert (record.task, record.variation, record.split) == ("boil", 3, "any")
     lines = result.output.strip().splitlines()
-    assert len(lines) == record["turns"] + 1 and lines[-1].startswith(f"status={record['status']}")
+    assert len(lines) == record.turns + 1 and lines[-1].startswith(f"status={record.status}")
     outside = CliRunner().invoke(app, [*argv[:4], "99", "--out", str(tmp_path / "none")])
     assert outside.exit_code == 2 and "variation 99" in outside.output
     assert not (tmp_path / "none").exists()
