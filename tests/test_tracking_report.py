@@ -430,12 +430,18 @@ def test_mlflow_run_structure(logged):
 
     families = {r.data.tags["family"]: r for r in _children(client, parent)}
     assert set(families) == {"single", "random", "toy"}
+    assert {r.info.run_name for r in families.values()} == {"family single", "family random", "family toy"}
     toy_children = _children(client, families["toy"].info.run_id)
-    points = {r.info.run_name: r for r in toy_children if r.data.tags["kind"] == "point"}
-    trials = [r for r in toy_children if r.data.tags["kind"] == "trial"]
+    # Only operating points under a family; its Optuna trials are a table on the family run.
+    assert {r.data.tags["kind"] for r in toy_children} == {"point"}
+    points = {r.info.run_name: r for r in toy_children}
     assert set(points) == {"toy@lam=0", "toy@lam=1", "toy@lam=5"}
-    assert len(trials) == 3 and {t.data.params["lam"] for t in trials} >= {"0.0", "5.0"}
-    assert all("val/score" in t.data.metrics and "val/cost" in t.data.metrics for t in trials)
+    trials = json.loads(
+        Path(client.download_artifacts(families["toy"].info.run_id, "optuna_trials.json")).read_text()
+    )
+    rows = [dict(zip(trials["columns"], row, strict=True)) for row in trials["data"]]
+    assert len(rows) == 3 and {r["param/lam"] for r in rows} >= {0.0, 5.0}
+    assert all(r["state"] == "COMPLETE" and r["val/score"] is not None and r["val/cost"] > 0 for r in rows)
     lam1 = points["toy@lam=1"].data
     assert lam1.params["lam"] == "1.0"
     assert lam1.metrics["test_id/score"] == pytest.approx(75.0)
@@ -467,6 +473,37 @@ def test_mlflow_run_structure(logged):
     assert on_front["toy@lam=0"] and on_front["single:cheap"] and not on_front["random"]
     figures = {a.path for a in client.list_artifacts(parent, "figures")}
     assert "figures/usage_toy_lam_1.png" in figures
+
+
+def test_the_score_cost_view_charts_every_point(logged):
+    """The saved view: per split a scatter of score against cost and the Pareto image, over the runs its
+    filter finds, which are every operating point (and the parent, which holds the image)."""
+    client, parent = logged["client"], logged["parent"]
+    experiment = client.get_experiment(client.get_run(parent).info.experiment_id)
+    envelope = json.loads(experiment.tags["mlflow.sharedViewState.score-cost"])
+    assert envelope["name"] == "Score vs cost" and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])
+    charts = {c["uuid"]: c for c in state["compareRunCharts"]}
+    assert set(charts) == {"scatter-test_id", "pareto-test_id", "scatter-test_ood", "pareto-test_ood"}
+    scatter = charts["scatter-test_id"]
+    assert (scatter["type"], scatter["xaxis"]["key"], scatter["yaxis"]["key"]) == (
+        "SCATTER", "test_id/cost", "test_id/score"
+    )  # fmt: skip
+    assert state["runsHiddenMode"] == "SHOW_ALL"
+    shown = client.search_runs([experiment.experiment_id], filter_string=state["searchFilter"])
+    points = {r.info.run_name for r in shown if "test_id/score" in r.data.metrics}
+    expected = {
+        r.info.run_name for r in client.search_runs([experiment.experiment_id], "tags.kind = 'point'")
+    }
+    assert points == expected and len(points) >= 5
+    assert parent in {r.info.run_id for r in shown}
+    images = [a.path for a in client.list_artifacts(parent, "images")]
+    assert any(path.startswith("images/pareto_test_id+step+") for path in images)
+    # Logging again neither duplicates the image nor touches the view.
+    log_benchmark(logged["bench"], "c0ffee", n_boot=300, log_models=False)
+    assert sorted(a.path for a in client.list_artifacts(parent, "images")) == sorted(images)
+    again = client.get_experiment(experiment.experiment_id).tags["mlflow.sharedViewState.score-cost"]
+    assert json.loads(again)["createdAt"] == envelope["createdAt"]
 
 
 def test_benchmark_model_loads_by_uri_and_routes(logged):
