@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import subprocess
 import time
@@ -374,6 +375,28 @@ def test_report_without_selection_lists_every_lambda(bench: Path, tmp_path: Path
     switching = _table_rows(text, "| router | test_id switch rate")
     assert next(r for r in switching if r[0] == "random")[1:4] == ["0.75", "10.0", "4 (0)"]
     assert next(r for r in switching if r[0] == "single:strong")[6] == "3 (1)"
+
+
+def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp_path: Path):
+    text = write_report(bench, tmp_path / "reports", n_boot=300).read_text()
+    first = text.split("\n\n")[1]
+    # strong: 75 at $1.30; toy@lam=0 scores 10 more on every paired episode at $1.00, toy@lam=1 the same at $0.30.
+    ci = r"\[\d+\.\d, \d+\.\d\]"  # a bootstrap interval over the four episodes
+    assert re.fullmatch(
+        rf"On test_id the best single model is `single:strong`: score 75\.0 {ci} at \$1\.30 per episode\."
+        r" `toy@lam=0` beats it: Δscore \+10\.0 \[\+10\.0, \+10\.0\] \(95% paired interval\) at 77% of its cost\."
+        rf" At half its cost or less the best router is `toy@lam=1`: score 75\.0 {ci} at \$0\.300"
+        r" \(23% of its cost\), Δscore \+0\.0 \[\+0\.0, \+0\.0\]\.",
+        first,
+    ), first
+    lines = text.splitlines()
+    for start, line in enumerate(lines):
+        if line.startswith("|") and not lines[start - 1].startswith("|"):
+            table = [[c.strip() for c in row.strip("|").split("|")] for row in lines[start:]
+                     if row.startswith("|")][2:]  # fmt: skip
+            table = table[: next((i for i, r in enumerate(table) if not r), len(table))]
+            for column in range(len(table[0])):
+                assert any(row[column] != "—" for row in table), (line, column)
 
 
 def test_report_with_selected_lambda_shows_one_toy_row(tmp_path: Path):
