@@ -28,7 +28,7 @@ import pytest
 import routers
 from harness.config import RouterSpec, RunConfig, to_plain
 from harness.frontier import paired_bootstrap_point
-from harness.plots import usage_table
+from harness.plots import pareto_figure, usage_table
 from harness.report import write_report
 from harness.results import episodes, load_points
 from harness.seeding import derive_seed
@@ -397,6 +397,25 @@ def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp
             table = table[: next((i for i, r in enumerate(table) if not r), len(table))]
             for column in range(len(table[0])):
                 assert any(row[column] != "—" for row in table), (line, column)
+
+
+def test_pareto_labels_never_overlap_even_for_points_on_top_of_each_other(bench: Path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    points = load_points(bench, n_boot=100)
+    strong = points[(points["point"] == "single:strong") & (points["split"] == "test_id")].iloc[0]
+    crowd = (points["split"] == "test_id") & points["point"].isin(["random", "toy@lam=0", "single:cheap"])
+    for column in ("mean_cost", "cost_lo", "cost_hi", "mean_score", "score_lo", "score_hi"):
+        points.loc[crowd, column] = strong[column]  # four points in one place
+    figure = pareto_figure(points, "test_id")
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    ax = figure.axes[0]
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert {"single:strong", "random", "λ=0", "single:cheap", "λ=1"} <= set(boxes)
+    names = sorted(boxes)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not boxes[a].overlaps(boxes[b]), (a, b)
 
 
 def test_report_with_selected_lambda_shows_one_toy_row(tmp_path: Path):
