@@ -9,16 +9,21 @@ session's last trace, which is only the episode's when the episode is one trace.
 The trace's spans, in MLflow's vocabulary:
 
 * ``episode`` (AGENT, the root): the task in, status, score and routed cost out;
-* ``turn <k>`` (CHAIN), and under it
-* ``route`` (ROUTER): the chosen model, its propensity and the router's score per
-  candidate; the router's own calls (e.g. an embedding) as its token usage and cost;
-* ``chat <model>`` (CHAT_MODEL): the messages new to the conversation since the
-  previous call as inputs (each message is stored once per episode: the earlier ones
-  are in the earlier turns' spans), the reply as outputs, and MLflow's
+  under it, turn after turn, as MLflow's agent integrations lay out a loop:
+* ``turn <k> route`` (ROUTER): the chosen model, its propensity and the router's
+  score per candidate; the router's own calls (e.g. an embedding) as its usage and cost
+  (none for a fixed choice: one model, no scores, nothing billed);
+* ``turn <k> chat <model>`` (CHAT_MODEL): the messages new to the conversation since
+  the previous call as inputs (each message is stored once per episode: the earlier
+  ones are in the earlier calls' spans), the reply as outputs, and MLflow's
   ``mlflow.chat.tokenUsage`` (input tokens including cache reads, which are also
   given as ``cache_read_input_tokens``) and ``mlflow.llm.cost`` (input and output
   dollars apart, summing to the turn's billed dollars);
-* ``tool <name>`` or ``env step`` (TOOL): each tool call or environment step.
+* ``turn <k> tool <name>`` or ``turn <k> env step`` (TOOL): each tool call or
+  environment step; its result is stored once, as the next model call's input.
+
+No span wraps a turn: spans are most of a store's size, and the names keep the turns
+apart.
 
 The episode's score is an assessment on the trace; a judge's verdict is one from an
 LLM judge with the judge's dollars as MLflow's judge cost, outside the routed cost,
@@ -296,7 +301,6 @@ def _new_messages(lines: list[dict[str, Any]], index: int) -> list[dict[str, Any
 def _add_turn(
     trace: _TraceBuilder,
     root: int,
-    context: RunTraceContext,
     lines: list[dict[str, Any]],
     index: int,
     prices: dict[str, Any],
@@ -309,45 +313,34 @@ def _add_turn(
     turn, model = int(line["turn"]), line["model"]
     messages = line.get("messages") or []
     reply = next((m for m in messages if m["role"] == "assistant"), {"role": "assistant", "content": ""})
-    steps = _steps(line, reply, [m for m in messages if m is not reply])
+    steps = _steps(line, reply, [m for m in messages if m is not reply], last=index == len(lines) - 1)
     route_time, model_time, *step_times = _turn_times(line, len(steps), clock)
     turn_time = (route_time[0], max(end for _, end in (route_time, model_time, *step_times)))
     prompt, completion = int(line.get("prompt_tokens") or 0), int(line.get("completion_tokens") or 0)
     cached = int(line.get("cached_prompt_tokens") or 0)
     dollars = float(line.get("dollars") or 0.0)
 
-    parent = trace.add(
-        f"turn {turn}",
-        SpanType.CHAIN,
-        turn_time,
-        {"history_len": line.get("history_len")},
-        {
-            "model": model,
-            "action": line.get("action"),
-            "valid": line.get("valid"),
-            "score": line.get("score"),
-        },
-        parent=root,
-    )
     overhead = [c for c in line.get("charges") or [] if c.get("kind") == "router"]
     router_dollars = sum(float(c["dollars"]) for c in overhead)
-    route_attributes: dict[str, Any] = {"router.scores": line.get("router_scores")}
+    route_attributes: dict[str, Any] = {}
     if overhead:
         route_attributes[SpanAttributeKey.CHAT_USAGE] = _usage(
             sum(int(c["prompt_tokens"]) for c in overhead), sum(int(c["completion_tokens"]) for c in overhead)
         )
         route_attributes[SpanAttributeKey.LLM_COST] = _cost(router_dollars, 0, {})
+    # A fixed choice (one model, no scores, nothing billed) gets no span: it holds no decision.
+    if line.get("router_scores") or overhead or (line.get("propensity") or 1.0) < 1.0:
+        trace.add(
+            f"turn {turn} route",
+            "ROUTER",
+            route_time,
+            {"history_len": line.get("history_len")},
+            {"chosen": model, "propensity": line.get("propensity"), "scores": line.get("router_scores")},
+            route_attributes,
+            parent=root,
+        )
     trace.add(
-        "route",
-        "ROUTER",
-        route_time,
-        {"router": context.router, "lam": context.lam, "candidates": sorted(line.get("router_scores") or {})},
-        {"model": model, "propensity": line.get("propensity"), "scores": line.get("router_scores")},
-        route_attributes,
-        parent=parent,
-    )
-    trace.add(
-        f"chat {model}",
+        f"turn {turn} chat {model}",
         SpanType.CHAT_MODEL,
         model_time,
         {"messages": [_chat_message(m) for m in _new_messages(lines, index)]},
@@ -358,17 +351,25 @@ def _add_turn(
             SpanAttributeKey.CHAT_USAGE: _usage(prompt, completion, cached),
             SpanAttributeKey.LLM_COST: _cost(dollars, completion, prices.get(model) or {}),
         },
-        parent=parent,
+        parent=root,
     )
     for (name, inputs, outputs), times in zip(steps, step_times, strict=True):
-        trace.add(name, SpanType.TOOL, times, inputs, outputs, parent=parent)
+        trace.add(f"turn {turn} {name}", SpanType.TOOL, times, inputs, outputs, parent=root)
     return turn_time
 
 
 def _steps(
-    line: dict[str, Any], reply: dict[str, Any], results: list[dict[str, Any]]
+    line: dict[str, Any], reply: dict[str, Any], results: list[dict[str, Any]], last: bool
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(span name, inputs, outputs) per tool call or environment step of a turn."""
+    """(span name, inputs, outputs) per tool call or environment step of a turn.
+
+    A result the next model call gets is stored once, in that call's inputs; only the
+    last turn's results, which no model saw, are in the step's outputs.
+    """
+
+    def result(text: str | None) -> str | None:
+        return _cut(text) if last else f"the input of turn {int(line['turn']) + 1}'s model call"
+
     calls = {c["id"]: c for c in reply.get("tool_calls") or []}
     tool_results = [m for m in results if m["role"] == "tool"]
     if tool_results:
@@ -377,7 +378,11 @@ def _steps(
             call = calls.get(message.get("tool_call_id") or "", {})
             name = call.get("name") or message.get("name") or "tool"
             steps.append(
-                (f"tool {name}", {"arguments": call.get("arguments")}, {"content": _cut(message["content"])})
+                (
+                    f"tool {name}",
+                    {"arguments": call.get("arguments")},
+                    {"content": result(message["content"])},
+                )
             )
         return steps
     if line.get("action") is None and not line.get("observation"):
@@ -386,7 +391,7 @@ def _steps(
         (
             "env step",
             {"action": line.get("action")},
-            {"observation": _cut(line.get("observation")), "score": line.get("score")},
+            {"observation": result(line.get("observation")), "score": line.get("score")},
         )
     ]
 
@@ -403,7 +408,7 @@ def _episode_trace(
     episode = record["episode"]
     trace = _TraceBuilder(context.experiment_id, context.session(episode))
     root = _id(f"{trace.trace_id}|root", 64)
-    times = [_add_turn(trace, root, context, lines, i, prices, clock) for i in range(len(lines))]
+    times = [_add_turn(trace, root, lines, i, prices, clock) for i in range(len(lines))]
     start = min((t[0] for t in times), default=clock.start_ns)
     end = max((t[1] for t in times), default=start + 1)
     description = next((line["task_description"] for line in lines if line.get("task_description")), None)

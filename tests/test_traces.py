@@ -25,8 +25,7 @@ from harness.layout import ResultsLayout  # noqa: E402
 from harness.traces import TraceSelection  # noqa: E402
 from harness.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, log_benchmark, log_run, tracking_uri  # noqa: E402
 from harness.trajectory import RunStore, episode_file_name  # noqa: E402
-from harness.types import Completion, ModelCard, PriceCard, TaskInstance, ToolCall  # noqa: E402
-from routers import make_router  # noqa: E402
+from harness.types import Completion, Decision, ModelCard, PriceCard, TaskInstance, ToolCall  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
 
@@ -46,6 +45,13 @@ class ScriptedBackend:
         return Completion(reply.text, 100, 10, self.card.price.dollars(100, 10), reply.tool_calls)
 
 
+class ScoringRouter:
+    """Always the agent, with a score per candidate, as a learned router logs them."""
+
+    def route(self, state, rng):
+        return Decision(model="agent", propensity=1.0, scores={"agent": 0.75})
+
+
 def calls(*pairs: tuple[str, str]) -> Completion:
     return Completion("", 0, 0, 0.0, tuple(ToolCall(f"c{i}", n, a) for i, (n, a) in enumerate(pairs)))
 
@@ -63,7 +69,7 @@ def play(store: RunStore, variation: int) -> dict[str, Any]:
         ],
     )
     judge = ScriptedBackend(JUDGE, [Completion("correct: yes", 0, 0, 0.0)])
-    router = make_router("single", {"model": "agent"}, ["agent"])
+    router = ScoringRouter()
     result = run_episode(
         benchmark,
         benchmark.make_environment(),
@@ -136,34 +142,34 @@ def test_each_episode_is_one_trace_and_session_of_its_run(bench):
     assert trace.info.trace_metadata["mlflow.trace.session"] == session
     assert trace.info.tags["mlflow.traceName"] == "lookup/count/0"
     assert trace.info.tags["router"] == POINT and trace.info.tags["run_id"] == bench["run_id"]
-    spans = trace.data.spans
-    by_id = {s.span_id: s for s in spans}
+    spans = sorted(trace.data.spans, key=lambda s: s.start_time_ns)
     root = next(s for s in spans if s.parent_id is None)
     assert root.name == "episode" and root.outputs["score"] == 1.0
-    turns = sorted((s for s in spans if s.name.startswith("turn ")), key=lambda s: s.start_time_ns)
-    assert [t.name for t in turns] == ["turn 0", "turn 1", "turn 2"]
-    assert all(t.parent_id == root.span_id for t in turns)
-    children = {t.name: [s.name for s in sorted(spans, key=lambda s: s.start_time_ns) if s.parent_id == t.span_id]
-                for t in turns}  # fmt: skip
-    assert children == {
-        "turn 0": ["route", "chat agent", "tool lookup", "tool lookup"],
-        "turn 1": ["route", "chat agent", "tool add"],
-        "turn 2": ["route", "chat agent", "tool answer"],
-    }
-    # Span times are the turn lines' measured times: each span inside its turn, in order.
+    assert all(s.parent_id == root.span_id for s in spans if s is not root)
+    assert [s.name for s in spans if s is not root] == [
+        "turn 0 route", "turn 0 chat agent", "turn 0 tool lookup", "turn 0 tool lookup",
+        "turn 1 route", "turn 1 chat agent", "turn 1 tool add",
+        "turn 2 route", "turn 2 chat agent", "turn 2 tool answer",
+    ]  # fmt: skip
+    # Span times are the turn lines' measured times.
     lines = bench["store"].turns("lookup/count/0")
-    for line, turn in zip(lines, turns, strict=True):
-        kids = [s for s in spans if s.parent_id == turn.span_id]
-        assert (
-            min(s.start_time_ns for s in kids) == turn.start_time_ns == int(line["times"]["route"][0] * 1e9)
+    for line in lines:
+        k = line["turn"]
+        mine = {s.name.removeprefix(f"turn {k} "): s for s in spans if s.name.startswith(f"turn {k} ")}
+        times = line["times"]
+        assert (mine["route"].start_time_ns, mine["route"].end_time_ns) == tuple(
+            int(t * 1e9) for t in times["route"]
         )
-        assert max(s.end_time_ns for s in kids) == turn.end_time_ns
-        chat = next(s for s in kids if s.name == "chat agent")
-        assert chat.start_time_ns == int(line["times"]["model"][0] * 1e9)
-    assert root.start_time_ns == turns[0].start_time_ns and root.end_time_ns == turns[-1].end_time_ns
+        assert mine["chat agent"].start_time_ns == int(times["model"][0] * 1e9)
+        steps = [s for s in spans if s.name.startswith(f"turn {k} tool")]
+        assert [s.start_time_ns for s in steps] == [int(t[0] * 1e9) for t in times["steps"]]
+        assert times["route"][0] <= times["model"][0] <= times["model"][1] <= times["steps"][0][0]
+    assert root.start_time_ns == spans[1].start_time_ns
+    assert root.end_time_ns == max(s.end_time_ns for s in spans)
 
-    route = next(s for s in spans if s.name == "route")
-    assert route.outputs == {"model": "agent", "propensity": 1.0, "scores": None}
+    route = next(s for s in spans if s.name == "turn 0 route")
+    assert route.span_type == "ROUTER"
+    assert route.outputs == {"chosen": "agent", "propensity": 1.0, "scores": {"agent": 0.75}}
     chats = sorted((s for s in spans if s.span_type == "CHAT_MODEL"), key=lambda s: s.start_time_ns)
     # Each model call's inputs are the messages new to it: the task first, then the last turn's results.
     assert [m["role"] for m in chats[0].inputs["messages"]] == ["system", "user"]
@@ -181,12 +187,14 @@ def test_each_episode_is_one_trace_and_session_of_its_run(bench):
     }
     cost = chats[0].get_attribute("mlflow.llm.cost")
     assert cost == pytest.approx({"input_cost": 100e-6, "output_cost": 20e-6, "total_cost": 120e-6})
-    tools = [s for s in spans if s.name == "tool lookup"]
+    tools = [s for s in spans if s.name == "turn 0 tool lookup"]
+    # A result the next call got is stored there (above); the last turn's, which no model saw, here.
     assert [(s.inputs["arguments"], s.outputs["content"]) for s in tools] == [
-        ('{"key": "a"}', "12"),
-        ('{"key": "b"}', "30"),
+        ('{"key": "a"}', "the input of turn 1's model call"),
+        ('{"key": "b"}', "the input of turn 1's model call"),
     ]
-    assert by_id[tools[0].parent_id].name == "turn 0"
+    (answer,) = [s for s in spans if s.name == "turn 2 tool answer"]
+    assert answer.inputs["arguments"] == '{"value": 42}' and answer.outputs["content"]
     # The trace's and the session's totals, as MLflow sums them, are the episode's.
     record = bench["record"]
     tokens, dollars = _session_totals(client, experiment.experiment_id, session)
