@@ -402,10 +402,11 @@ def _log_frontiers(
 def score_cost_view(splits: list[str]) -> dict[str, Any]:
     """The runs page's state for the score-cost comparison, in the form of MLflow's saved views.
 
-    Per split a scatter of every operating point (cost on x, score on y; hovering names
-    the point) and the parent run's Pareto figure with the frontier drawn. The search
-    filter leaves out the family runs, so the points show without expanding any row,
-    and every run is shown in the charts (MLflow's default is the first ten).
+    Per test split a scatter of every operating point (cost on x, score on y; hovering
+    names the point) and the parent run's Pareto figure with the frontier drawn. Runs
+    are filtered to the parent and the points and grouped by kind, so the points show
+    without expanding any row (MLflow charts only the rows it shows, and does not let a
+    saved view expand rows), and every run is charted (its default is the first ten).
     """
     section = "score-cost"
     charts: list[dict[str, Any]] = []
@@ -441,6 +442,9 @@ def score_cost_view(splits: list[str]) -> dict[str, Any]:
         "searchFilter": "tags.kind != 'family'",
         "orderByKey": "attributes.start_time",
         "orderByAsc": False,
+        # Grouped by kind, the points are listed (and charted) flat, not under their collapsed family runs.
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "kind"}]},
+        "useGroupedValuesInCharts": False,
         "runsHiddenMode": "SHOW_ALL",
         "compareRunCharts": charts,
         "compareRunSections": [
@@ -670,7 +674,9 @@ def log_benchmark(
         _log(client, parent, params=_parent_params(bench_dir, definition, git_commit, single))
         client.log_dict(parent, definition, "benchmark.json")
         summaries = _log_frontiers(client, parent, bench_dir, points, definition, single)
-        _log_score_cost_view(client, experiment_id, finished_splits(points))
+        _log_score_cost_view(
+            client, experiment_id, [s for s in finished_splits(points) if s.startswith("test")]
+        )
         for family in sorted(set(points["family"]) | set(studies)):
             family_points = points[points["family"] == family]
             family_run, point_runs = _log_family(

@@ -531,7 +531,9 @@ def test_the_score_cost_view_charts_every_point(logged):
     assert (scatter["type"], scatter["xaxis"]["key"], scatter["yaxis"]["key"]) == (
         "SCATTER", "test_id/cost", "test_id/score"
     )  # fmt: skip
-    assert state["runsHiddenMode"] == "SHOW_ALL"
+    assert state["runsHiddenMode"] == "SHOW_ALL" and state["groupBy"]["groupByKeys"] == [
+        {"mode": "tag", "groupByData": "kind"}
+    ]
     shown = client.search_runs([experiment.experiment_id], filter_string=state["searchFilter"])
     points = {r.info.run_name for r in shown if "test_id/score" in r.data.metrics}
     expected = {
