@@ -283,9 +283,15 @@ def test_an_episode_session_and_trace_show_the_episode_records_tokens_and_dollar
         for text in (e.text for e in browser.find_elements(By.CSS_SELECTOR, "[role='dialog']"))
         if "turn 0 chat" in text
     )
-    shown = [float(x) for x in re.findall(r"^\$(\d+\.\d+)$", drawer, flags=re.MULTILINE)]
+    # The trace header: MLflow's sum of the episode's tokens, and of its dollars (shown to the cent).
+    header = re.search(r"^([\d,]+) tokens\n\$(\d+\.\d+)$", drawer, flags=re.MULTILINE)
+    assert header is not None, drawer[:2000]
+    assert int(header.group(1).replace(",", "")) == tokens
+    assert float(header.group(2)) == pytest.approx(round(record["cost"], 2), abs=0.005)
+    # Each model call's cost as the span tree shows it (to 6 decimals): together the episode's dollars.
+    rest = drawer[header.end() :]
+    shown = [float(x) for x in re.findall(r"^\$(\d+\.\d+)$", rest, flags=re.MULTILINE)]
     # A cost per model call, and one per routing decision that billed anything (an embedding, say).
     assert len([x for x in shown if x > 0]) == calls, (calls, shown)
-    # Each shown cost is rounded to 6 decimals.
     assert sum(shown) == pytest.approx(record["cost"], abs=len(shown) * 5e-7 + 1e-9)
     _shot(browser, shots, "trace.png")
