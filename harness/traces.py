@@ -421,7 +421,7 @@ def _episode_trace(
             "status": record.get("status"),
             "score": record.get("score"),
             "turns": record.get("turns"),
-            "cost": record.get("cost"),
+            "cost": None if record.get("cost") is None else round(float(record["cost"]), 9),
             "error": record.get("error"),
         },
         _root_attributes(context, episode),
