@@ -87,6 +87,7 @@ class TurnOutcome:
     error: str | None = None  # "format" | "invalid_action"
     done: bool = False
     submitted: Action | None = None
+    step_times: list[list[float]] = field(default_factory=list)  # [start, end] (epoch s) per observation
 
 
 class Episode:
@@ -117,6 +118,7 @@ class Episode:
         self.score = 0.0
         self.valid, self.consecutive_errors, self.turn = True, 0, 0
         self.submitted: Action | None = None
+        self.step_start = 0.0  # when the action being applied began (epoch s)
 
     def run(self) -> EpisodeResult:
         started = time.perf_counter()
@@ -185,11 +187,14 @@ class Episode:
         )
 
     def play_turn(self) -> None:
+        route_start = time.time()
         decision = self.router.route(self.state(), self.rng)
         backend = self.backends.get(decision.model)
         if backend is None:
             raise UnknownNameError(f"router chose unknown model {decision.model!r}")
+        model_start = time.time()
         completion = backend.complete(self.messages, self.context(), tools=list(self.format.tools) or None)
+        model_end = time.time()
         for overhead in decision.overhead:
             self.ledger.charge(self.turn, overhead)
         charge = self.ledger.bill_model(self.turn, decision.model, backend.card.price, completion)
@@ -228,6 +233,11 @@ class Episode:
                     error=outcome.error,
                     score=self.score,
                     done=outcome.done,
+                    times={
+                        "route": [route_start, model_start],
+                        "model": [model_start, model_end],
+                        "steps": outcome.step_times,
+                    },
                 ),
             )
         self.turn += 1
@@ -242,6 +252,7 @@ class Episode:
         outcome = TurnOutcome()
         parts = self.format.parse(completion)
         for index, part in enumerate(parts):
+            self.step_start = time.time()
             if index >= self.format.max_actions_per_turn:
                 part = FormatError(
                     f"only {self.format.max_actions_per_turn} actions are run per turn; this one was not",
@@ -268,6 +279,7 @@ class Episode:
         return outcome
 
     def respond(self, outcome: TurnOutcome, observation: str, call_id: str | None) -> None:
+        outcome.step_times.append([self.step_start, time.time()])
         outcome.observations.append(observation)
         outcome.messages.append(self.format.observation_message(observation, self.score, call_id))
 

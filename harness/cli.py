@@ -663,17 +663,17 @@ def ui(
 
     from harness.errors import UnknownNameError
     from harness.layout import ResultsLayout
-    from harness.tracking import server_command
+    from harness.tracking import score_cost_url, server_command
 
     layout = ResultsLayout.of(results.resolve(), bench)
     if not layout.mlflow_db.exists():
         raise UnknownNameError(f"no MLflow store in {layout.root}; run `make benchmark` first")
     argv, env = server_command(layout.root, port, host)
     # MLflow 3.17 opens on its GenAI view unless the URL asks for the model-training one.
-    print(
-        f"MLflow UI on http://{host}:{port}/#/experiments?workflowType=machine_learning (store {layout.mlflow_db})",
-        flush=True,
-    )
+    base = f"http://{host}:{port}"
+    print(f"MLflow UI on {base}/#/experiments?workflowType=machine_learning (store {layout.mlflow_db})")
+    if (url := score_cost_url(layout.root, base)) is not None:
+        print(f"Score against cost, every operating point: {url}", flush=True)
     os.execve(argv[0], argv, env)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,7 @@ def pareto_figure(points: pd.DataFrame, split: str, title: str | None = None) ->
     figure = Figure(figsize=(7.5, 5.0), layout="constrained")
     ax = figure.add_subplot()
     colors = iter(f"C{i}" for i in range(100))
+    labels: list[tuple[str, float, float, int]] = []
     for family, group in rows[~is_learned(rows)].groupby("family", sort=True):
         color = "0.35" if family == "single" else next(colors)
         ax.errorbar(
@@ -66,14 +68,7 @@ def pareto_figure(points: pd.DataFrame, split: str, title: str | None = None) ->
             capsize=2,
             label=family,
         )
-        for row in group.itertuples():
-            ax.annotate(
-                row.label,
-                (row.mean_cost, row.mean_score),
-                xytext=(4, 4),
-                textcoords="offset points",
-                fontsize=7,
-            )
+        labels += [(row.label, row.mean_cost, row.mean_score, 7) for row in group.itertuples()]
     for family, group in rows[is_learned(rows)].groupby("family", sort=True):
         group = group.sort_values("lam")
         ax.errorbar(
@@ -86,14 +81,7 @@ def pareto_figure(points: pd.DataFrame, split: str, title: str | None = None) ->
             capsize=2,
             label=f"{family} (λ sweep)",
         )
-        for row in group.itertuples():
-            ax.annotate(
-                f"λ={row.lam:g}",
-                (row.mean_cost, row.mean_score),
-                xytext=(4, -10),
-                textcoords="offset points",
-                fontsize=6,
-            )
+        labels += [(f"λ={row.lam:g}", row.mean_cost, row.mean_score, 6) for row in group.itertuples()]
     front = pareto_front(operating_points(rows))
     ax.plot(
         [p.cost for p in front],
@@ -118,8 +106,73 @@ def pareto_figure(points: pd.DataFrame, split: str, title: str | None = None) ->
     ax.set_ylabel("mean score")
     ax.set_title(title or f"Score vs cost, {split}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    _place_labels(figure, ax, labels)
     return figure
+
+
+# Where a point's label may go, in points from the point, nearest first: (dx, dy, alignment).
+LABEL_SPOTS = [
+    (dx * r, dy * r, ha)
+    for r in (1, 2, 3, 4)
+    for dx, dy, ha in ((5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"),
+                       (0, 9, "center"), (0, -16, "center"))
+]  # fmt: skip
+
+
+def _place_labels(figure: Figure, ax, labels: list[tuple[str, float, float, int]]) -> None:
+    """Annotate each point with its label at the nearest spot that overlaps no other label, no marker
+    and stays inside the axes (the least-overlapping spot if none is free), with a leader line when
+    the label sits away from its point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw_without_rendering()  # settles the layout, so display coordinates are final
+    frame = ax.get_window_extent(renderer)
+    markers = [ax.transData.transform((x, y)) for _, x, y, _ in labels]
+    radius = 5.0 * figure.dpi / 72  # a marker's half width in pixels
+    placed: list[Any] = []
+
+    def overlap(box) -> float:
+        area = 0.0
+        for other in placed:
+            w = min(box.x1, other.x1) - max(box.x0, other.x0)
+            h = min(box.y1, other.y1) - max(box.y0, other.y0)
+            area += max(w, 0) * max(h, 0)
+        for mx, my in markers:
+            w = min(box.x1, mx + radius) - max(box.x0, mx - radius)
+            h = min(box.y1, my + radius) - max(box.y0, my - radius)
+            area += max(w, 0) * max(h, 0)
+        outside = box.width * box.height - max(min(box.x1, frame.x1) - max(box.x0, frame.x0), 0) * max(
+            min(box.y1, frame.y1) - max(box.y0, frame.y0), 0
+        )
+        return area + 10 * outside
+
+    for text, x, y, size in labels:
+        best = None
+        for dx, dy, ha in LABEL_SPOTS:
+            note = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=size, ha=ha
+            )
+            box = note.get_window_extent(renderer)
+            cost = overlap(box)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, note, box, (dx, dy))
+            else:
+                note.remove()
+            if cost == 0:
+                break
+        _, note, box, (dx, dy) = best
+        if abs(dx) > 5 or abs(dy) > 16:
+            note.arrow_patch = None
+            note.remove()
+            note = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=size, ha=note.get_ha(),
+                arrowprops={"arrowstyle": "-", "color": "0.5", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 3},
+            )  # fmt: skip
+        placed.append(box)
 
 
 def pareto_plot(points: pd.DataFrame, split: str, path: Path, title: str | None = None) -> Path:

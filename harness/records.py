@@ -289,6 +289,9 @@ class TurnRecord(_Line):
     error: str | None = None  # "format" | "invalid_action"
     score: float | None = None
     done: bool = False
+    # wall-clock [start, end] in epoch seconds of the routing decision, the model call and each engine
+    # step or tool call: the spans of the episode's trace (None in older lines)
+    times: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -28,6 +28,7 @@ from harness.results import (
     is_learned,
     load_points,
     oracle_choices,
+    paired_variations,
     provenance,
     reference_point,
     replicate_dirs,
@@ -71,6 +72,9 @@ def _plays(n: int) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table, without the columns that are empty (:data:`MISSING`) in every row."""
+    keep = [i for i in range(len(header)) if not rows or any(row[i] != MISSING for row in rows)]
+    header, rows = [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
@@ -119,6 +123,77 @@ def comparison_section(
             )
         body.append(cells)
     return _table(header, body)
+
+
+def _interval(low: float, high: float, digits: int) -> str:
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def summary_sentences(
+    points: pd.DataFrame,
+    shown: pd.DataFrame,
+    single: str | None,
+    score_digits: int,
+    n_boot: int = 2000,
+    split: str = "test_id",
+) -> list[str]:
+    """Who won on ``split``, in two or three sentences computed from the runs: the best single model; whether
+    a router beats it (a paired 95% interval of the score difference above zero) or else the cheapest that
+    matches it (an interval containing zero); and the best router at half its cost or less."""
+    rows = shown[(shown["split"] == split) & (shown["n"] > 0)]
+    base = points[(points["point"] == single) & (points["split"] == split) & (points["n"] > 0)]
+    if single is None or base.empty:
+        return [f"No single model finished episodes on {split}, so there is nothing to compare routers with."]
+    best = base.iloc[0]
+    fmt = lambda x: _num(x, score_digits)  # noqa: E731
+    sentences = [
+        f"On {split} the best single model is `{single}`: score {fmt(best.mean_score)}"
+        f" [{fmt(best.score_lo)}, {fmt(best.score_hi)}] at ${_dollars(best.mean_cost)} per episode."
+    ]
+    routers = rows[rows["family"] != "single"]
+    if routers.empty:
+        return sentences
+    tests = {}
+    for row in routers.itertuples():
+        pairs = paired_variations(row.run_dir, best.run_dir)
+        if pairs:
+            tests[row.point] = (row, hierarchical_paired_bootstrap([pairs], n_boot=n_boot))
+
+    def share(row) -> str:
+        return f"{100 * row.mean_cost / best.mean_cost:.0f}% of its cost" if best.mean_cost > 0 else "no cost"
+
+    def delta(test) -> str:
+        low, high = test.score_diff_ci
+        return f"Δscore {test.score_diff:+.{score_digits}f} {_interval(low, high, score_digits)}"
+
+    winners = sorted((t for t in tests.values() if t[1].score_diff_ci[0] > 0), key=lambda t: -t[1].score_diff)
+    matched = sorted((t for t in tests.values() if t[1].score_diff_ci[0] <= 0 <= t[1].score_diff_ci[1]),
+                     key=lambda t: t[0].mean_cost)  # fmt: skip
+    if winners:
+        row, test = winners[0]
+        sentences.append(f"`{row.point}` beats it: {delta(test)} (95% paired interval) at {share(row)}.")
+    elif matched:
+        row, test = matched[0]
+        sentences.append(
+            f"No router beats it; the cheapest not shown worse (its 95% paired interval of the score difference"
+            f" contains zero) is `{row.point}`: {delta(test)} at {share(row)}."
+        )
+    elif tests:
+        sentences.append(
+            "No router beats or matches it: every router's 95% paired score interval is below it."
+        )
+    cheap = routers[routers["mean_cost"] <= best.mean_cost / 2].sort_values("mean_score", ascending=False)
+    if cheap.empty:
+        sentences.append("No router costs half as much or less.")
+    else:
+        row = cheap.iloc[0]
+        test = tests.get(row.point)
+        versus = f", {delta(test[1])}" if test else ""
+        sentences.append(
+            f"At half its cost or less the best router is `{row.point}`: score {fmt(row.mean_score)}"
+            f" [{fmt(row.score_lo)}, {fmt(row.score_hi)}] at ${_dollars(row.mean_cost)} ({share(row)}){versus}."
+        )
+    return sentences
 
 
 def frontier_section(
@@ -324,6 +399,7 @@ def _single_seed_lines(
     origin = provenance(bench_dir)
 
     lines = [f"# {name}: routing benchmark report", ""]
+    lines += [" ".join(summary_sentences(points, shown, single, score_digits, n_boot)), ""]
     lines.append(
         f"Regenerate with `harness report {bench_dir}`; every number comes from the run directories in `runs/`."
     )

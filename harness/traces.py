@@ -2,26 +2,39 @@
 
 The run directory stays the source of truth and the agent loop never waits on
 MLflow: traces are derived from ``turns/<episode>.jsonl`` once an episode's line
-is in ``episodes.jsonl``. Each turn becomes one trace and each episode one MLflow
-session (the standard ``mlflow.trace.session`` metadata), so the UI's Sessions
-view lists episodes and shows their turns in order. A turn's trace holds:
+is in ``episodes.jsonl``. Each episode is one trace and one MLflow session (the
+standard ``session.id``), so the trace header, the session view and the overview
+charts all add up to the episode: MLflow's session header shows the usage of a
+session's last trace, which is only the episode's when the episode is one trace.
+The trace's spans, in MLflow's vocabulary:
 
-* ``route``: the routing decision (chosen model, propensity, per-model scores, lambda);
-* ``chat <model>``: the model call as a chat-model span with the messages the model
-  got new this turn, its reply, token usage and dollars under MLflow's own usage and
-  cost attributes, so the token and cost views add them up;
-* ``tool <name>`` or ``env step``: each tool call or environment step of the turn.
+* ``episode`` (AGENT, the root): the task in, status, score and routed cost out;
+  under it, turn after turn, as MLflow's agent integrations lay out a loop:
+* ``turn <k> route`` (ROUTER): the chosen model, its propensity and the router's
+  score per candidate; the router's own calls (e.g. an embedding) as its usage and cost
+  (none for a fixed choice: one model, no scores, nothing billed);
+* ``turn <k> chat <model>`` (CHAT_MODEL): the messages new to the conversation since
+  the previous call as inputs (each message is stored once per episode: the earlier
+  ones are in the earlier calls' spans), the reply as outputs, and MLflow's
+  ``mlflow.chat.tokenUsage`` (input tokens including cache reads, which are also
+  given as ``cache_read_input_tokens``) and ``mlflow.llm.cost`` (input and output
+  dollars apart, summing to the turn's billed dollars);
+* ``turn <k> tool <name>`` or ``turn <k> env step`` (TOOL): each tool call or
+  environment step; its result is stored once, as the next model call's input.
 
-An episode the judge scored (``judge_cost`` > 0) gets one more trace, ``judge``.
+No span wraps a turn: spans are most of a store's size, and the names keep the turns
+apart.
 
-Turn lines carry no clock times, so span times are reconstructed: the episode ends
-when its turn file was last written, lasted its recorded ``duration_s``, and that
-time is shared evenly by its turns (at least a millisecond each). Durations of single spans are therefore not
-measurements; order, tokens and dollars are.
+The episode's score is an assessment on the trace; a judge's verdict is one from an
+LLM judge with the judge's dollars as MLflow's judge cost, outside the routed cost,
+as in the episode record. Span times are the measured wall-clock times of the turn
+line's ``times`` (routing decision, model call, each action); a turn line written
+before they were recorded gets reconstructed times (its episode ends when its turn
+file was last written and lasted ``duration_s``, shared evenly by its turns).
 
-A trace's id is derived from a stable key (experiment, split, point, episode,
-turn), so writing a run again finds the traces already in the store and skips
-them: resuming a benchmark never duplicates a trace.
+A trace's id is derived from a stable key (experiment, split, point, episode), so
+writing a run again finds the traces already in the store and skips them:
+resuming a benchmark never duplicates a trace.
 """
 
 from __future__ import annotations
@@ -35,12 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
-from harness.records import EpisodeRecord, TurnRecord
 from harness.trajectory import RunStore, episode_file_name
-from harness.types import Message
 
 SEARCH_PAGE = 500
-LOG_BATCH = 200  # traces per store transaction
+LOG_BATCH = 20  # traces (episodes) per store transaction
 MAX_LINKS = 100  # MLflow links at most this many traces to a run per call
 # How MLflow's store reads a session and trace tags off a root span (its OpenTelemetry ingestion path).
 SESSION_ATTRIBUTE = "session.id"
@@ -106,9 +117,6 @@ class RunTraceContext:
     def session(self, episode: str) -> str:
         return f"{self.split}/{self.point}/{episode}"
 
-    def key(self, episode: str, turn: int | str) -> str:
-        return f"{self.session(episode)}#{turn}"
-
 
 def _cut(text: str | None) -> str | None:
     if text is None or len(text) <= MAX_TEXT_CHARS:
@@ -116,18 +124,17 @@ def _cut(text: str | None) -> str | None:
     return text[:MAX_TEXT_CHARS] + f"... [{len(text) - MAX_TEXT_CHARS} more characters in the run directory]"
 
 
-def _chat_message(message: Message) -> dict[str, Any]:
+def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
     """A stored message in the OpenAI chat format MLflow's chat view renders."""
-    out: dict[str, Any] = {"role": message.role, "content": _cut(message.content)}
-    if message.tool_calls:
+    out: dict[str, Any] = {"role": message["role"], "content": _cut(message.get("content") or "")}
+    if message.get("tool_calls"):
         out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in message.tool_calls
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in message["tool_calls"]
         ]
-    if message.tool_call_id is not None:
-        out["tool_call_id"] = message.tool_call_id
-    if message.name is not None:
-        out["name"] = message.name
+    for key in ("tool_call_id", "name"):
+        if message.get(key) is not None:
+            out[key] = message[key]
     return out
 
 
@@ -156,11 +163,11 @@ def trace_id_of(experiment_id: str, key: str) -> tuple[str, int]:
 
 
 class _Clock:
-    """Reconstructed times of an episode's turns (see the module docstring)."""
+    """Reconstructed turn times, for turn lines written before measured times were recorded."""
 
     def __init__(self, turns_file: Path, duration_s: float, slots: int):
         end_ns = turns_file.stat().st_mtime_ns if turns_file.exists() else time.time_ns()
-        # At least a millisecond a turn: MLflow orders a session's traces by millisecond timestamps.
+        # At least a millisecond a turn, so turns keep their order at the UI's resolution.
         self.slot_ns = max(int(duration_s * 1e9) // max(slots, 1), 1_000_000)
         self.start_ns = end_ns - self.slot_ns * slots
 
@@ -169,6 +176,20 @@ class _Clock:
         width = self.slot_ns // parts
         start = self.start_ns + index * self.slot_ns + part * width
         return start, start + max(width, 1)
+
+
+def _ns(interval: list[float]) -> tuple[int, int]:
+    start, end = (int(t * 1e9) for t in interval)
+    return start, max(end, start + 1)
+
+
+def _turn_times(line: dict[str, Any], steps: int, clock: _Clock) -> list[tuple[int, int]]:
+    """Route, model call and each step's (start, end) in ns: measured, else reconstructed."""
+    times = line.get("times")
+    if times and len(times.get("steps") or []) >= steps:
+        return [_ns(times["route"]), _ns(times["model"]), *(_ns(t) for t in times["steps"][:steps])]
+    turn = int(line["turn"])
+    return [clock.slot(turn, part, 2 + steps) for part in range(2 + steps)]
 
 
 def _id(text: str, bits: int) -> int:
@@ -182,13 +203,12 @@ class _TraceBuilder:
 
     Spans are built directly (no live tracer, no exporter) so a whole batch of traces
     goes to the store in one ``log_spans`` transaction; a live tracer would write
-    each span in its own transaction, about 0.1 s per turn on SQLite.
+    each span in its own transaction, about 0.1 s per span on SQLite.
     """
 
     def __init__(self, experiment_id: str, key: str):
         self.trace_id, self.otel_trace_id = trace_id_of(experiment_id, key)
         self.spans: list[Any] = []
-        self.root_span_id = _id(f"{experiment_id}|{key}|root", 64)
 
     def add(
         self,
@@ -198,8 +218,10 @@ class _TraceBuilder:
         inputs: Any,
         outputs: Any,
         attributes: dict[str, Any] | None = None,
-        root: bool = False,
-    ) -> None:
+        parent: int | None = None,
+        span_id: int | None = None,
+    ) -> int:
+        """Add a span (a root without ``parent``) and return its span id."""
         from mlflow.entities import Span
         from mlflow.tracing.constant import SpanAttributeKey
         from mlflow.tracing.utils import dump_span_attribute_value
@@ -210,7 +232,7 @@ class _TraceBuilder:
         def context(span_id: int) -> SpanContext:
             return SpanContext(self.otel_trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1))
 
-        span_id = self.root_span_id if root else _id(f"{self.trace_id}|{len(self.spans)}|{name}", 64)
+        span_id = span_id or _id(f"{self.trace_id}|{len(self.spans)}", 64)
         values = {
             SpanAttributeKey.REQUEST_ID: self.trace_id,
             SpanAttributeKey.SPAN_TYPE: span_type,
@@ -230,7 +252,7 @@ class _TraceBuilder:
                 ReadableSpan(
                     name=name,
                     context=context(span_id),
-                    parent=None if root else context(self.root_span_id),
+                    parent=None if parent is None else context(parent),
                     start_time=start_end[0],
                     end_time=start_end[1],
                     attributes=encoded,
@@ -239,143 +261,196 @@ class _TraceBuilder:
                 )
             )
         )
+        return span_id
 
 
-def _root_attributes(context: RunTraceContext, episode: str, name: str) -> dict[str, Any]:
+def _root_attributes(context: RunTraceContext, episode: str) -> dict[str, Any]:
     """Session, name and tags, carried on the root span the way MLflow's store reads them.
 
-    Few tags on purpose: each costs the store one row merge per trace, the largest
-    share of the time to log a trace. Split, point and episode are in the session id,
-    the turn in the trace's name.
+    Few tags on purpose: each costs the store a row per trace. Split, point and
+    episode are in the session id.
     """
-    tags = {"mlflow.traceName": name, "run_id": context.run_id, "router": context.router}
+    tags = {"mlflow.traceName": episode, "run_id": context.run_id, "router": context.router}
     attributes: dict[str, Any] = {SESSION_ATTRIBUTE: json.dumps(context.session(episode))}
     attributes |= {f"{TAG_ATTRIBUTE}{key}": json.dumps(value) for key, value in tags.items()}
     return attributes
 
 
-def _turn_trace(
-    context: RunTraceContext, line: TurnRecord, prices: dict[str, Any], clock: _Clock
-) -> _TraceBuilder:
+def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
+    """MLflow's token usage: input tokens count cache reads too, which are also given apart."""
+    usage = {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
+    if cached:
+        usage["cache_read_input_tokens"] = cached
+    return usage
+
+
+def _cost(dollars: float, completion: int, price: dict[str, Any]) -> dict[str, float]:
+    """MLflow's cost, split as it defines it: output dollars at the card's output price, the rest input
+    (cached and uncached); without a card every dollar counts as input."""
+    output = min(dollars, completion * float(price.get("output_per_mtok", 0.0)) / 1e6)
+    return {"input_cost": dollars - output, "output_cost": output, "total_cost": dollars}
+
+
+def _new_messages(lines: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:
+    """The messages a turn's model call saw first: the initial ones, then the last turn's results."""
+    if index == 0:
+        return lines[0].get("initial_messages") or []
+    return [m for m in lines[index - 1].get("messages") or [] if m["role"] != "assistant"]
+
+
+def _add_turn(
+    trace: _TraceBuilder,
+    root: int,
+    lines: list[dict[str, Any]],
+    index: int,
+    prices: dict[str, Any],
+    clock: _Clock,
+) -> tuple[int, int]:
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey
 
-    episode, turn, model = line.episode, line.turn, line.model
-    trace = _TraceBuilder(context.experiment_id, context.key(episode, turn))
-    reply = next((m for m in line.messages if m.role == "assistant"), Message("assistant", ""))
-    steps = _steps(line, reply, [m for m in line.messages if m is not reply])
-    parts = 2 + len(steps)
-    prompt, completion = int(line.prompt_tokens), int(line.completion_tokens)
-    dollars = float(line.dollars or 0.0)
-    price = prices.get(model) or {}
-    input_cost = min(dollars, prompt * float(price.get("input_per_mtok", 0.0)) / 1e6)
+    line = lines[index]
+    turn, model = int(line["turn"]), line["model"]
+    messages = line.get("messages") or []
+    reply = next((m for m in messages if m["role"] == "assistant"), {"role": "assistant", "content": ""})
+    steps = _steps(line, reply, [m for m in messages if m is not reply], last=index == len(lines) - 1)
+    route_time, model_time, *step_times = _turn_times(line, len(steps), clock)
+    turn_time = (route_time[0], max(end for _, end in (route_time, model_time, *step_times)))
+    prompt, completion = int(line.get("prompt_tokens") or 0), int(line.get("completion_tokens") or 0)
+    cached = int(line.get("cached_prompt_tokens") or 0)
+    dollars = float(line.get("dollars") or 0.0)
 
+    overhead = [c for c in line.get("charges") or [] if c.get("kind") == "router"]
+    router_dollars = sum(float(c["dollars"]) for c in overhead)
+    route_attributes: dict[str, Any] = {}
+    if overhead:
+        route_attributes[SpanAttributeKey.CHAT_USAGE] = _usage(
+            sum(int(c["prompt_tokens"]) for c in overhead), sum(int(c["completion_tokens"]) for c in overhead)
+        )
+        route_attributes[SpanAttributeKey.LLM_COST] = _cost(router_dollars, 0, {})
+    # A fixed choice (one model, no scores, nothing billed) gets no span: it holds no decision.
+    if line.get("router_scores") or overhead or (line.get("propensity") or 1.0) < 1.0:
+        trace.add(
+            f"turn {turn} route",
+            "ROUTER",
+            route_time,
+            {"history_len": line.get("history_len")},
+            {"chosen": model, "propensity": line.get("propensity"), "scores": line.get("router_scores")},
+            route_attributes,
+            parent=root,
+        )
     trace.add(
-        f"turn {turn}",
-        SpanType.AGENT,
-        clock.slot(turn),
-        {"turn": turn, "history_len": line.history_len, "task": line.task_description},
-        {
-            "model": model,
-            "dollars": dollars,
-            "action": line.action,
-            "valid": line.valid,
-            "error": line.error,
-            "score": line.score,
-            "observation": _cut(line.observation),
-        },
-        _root_attributes(context, episode, f"turn {turn}"),
-        root=True,
-    )
-    trace.add(
-        "route",
-        "ROUTER",
-        clock.slot(turn, 0, parts),
-        {"router": context.router, "lam": context.lam, "history_len": line.history_len},
-        {"model": model, "propensity": line.propensity, "scores": line.router_scores},
-        {"model": model, "propensity": line.propensity, "lam": context.lam},
-    )
-    trace.add(
-        f"chat {model}",
+        f"turn {turn} chat {model}",
         SpanType.CHAT_MODEL,
-        clock.slot(turn, 1, parts),
-        {"model": model, "messages": [_chat_message(m) for m in line.initial_messages or []]},
-        {
-            "model": model,
-            "choices": [{"index": 0, "message": _chat_message(reply), "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion},
-        },
+        model_time,
+        {"messages": [_chat_message(m) for m in _new_messages(lines, index)]},
+        {"choices": [{"index": 0, "message": _chat_message(reply), "finish_reason": "stop"}]},
         {
             SpanAttributeKey.MODEL: model,
             SpanAttributeKey.MESSAGE_FORMAT: "openai",
-            SpanAttributeKey.CHAT_USAGE: {
-                "input_tokens": prompt,
-                "output_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
-            SpanAttributeKey.LLM_COST: {
-                "input_cost": input_cost,
-                "output_cost": dollars - input_cost,
-                "total_cost": dollars,
-            },
-            "price_version": price.get("version"),
+            SpanAttributeKey.CHAT_USAGE: _usage(prompt, completion, cached),
+            SpanAttributeKey.LLM_COST: _cost(dollars, completion, prices.get(model) or {}),
         },
+        parent=root,
     )
-    for index, (name, inputs, outputs) in enumerate(steps):
-        trace.add(name, SpanType.TOOL, clock.slot(turn, 2 + index, parts), inputs, outputs)
-    return trace
+    for (name, inputs, outputs), times in zip(steps, step_times, strict=True):
+        trace.add(f"turn {turn} {name}", SpanType.TOOL, times, inputs, outputs, parent=root)
+    return turn_time
 
 
 def _steps(
-    line: TurnRecord, reply: Message, results: list[Message]
+    line: dict[str, Any], reply: dict[str, Any], results: list[dict[str, Any]], last: bool
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(span name, inputs, outputs) per tool call or environment step of a turn."""
-    calls = {c.id: c for c in reply.tool_calls}
-    tool_results = [m for m in results if m.role == "tool"]
+    """(span name, inputs, outputs) per tool call or environment step of a turn.
+
+    A result the next model call gets is stored once, in that call's inputs; only the
+    last turn's results, which no model saw, are in the step's outputs.
+    """
+
+    def result(text: str | None) -> str | None:
+        return _cut(text) if last else f"the input of turn {int(line['turn']) + 1}'s model call"
+
+    calls = {c["id"]: c for c in reply.get("tool_calls") or []}
+    tool_results = [m for m in results if m["role"] == "tool"]
     if tool_results:
         steps = []
         for message in tool_results:
-            call = calls.get(message.tool_call_id or "")
-            name = (call.name if call else None) or message.name or "tool"
-            arguments = call.arguments if call else None
-            steps.append((f"tool {name}", {"arguments": arguments}, {"content": _cut(message.content)}))
+            call = calls.get(message.get("tool_call_id") or "", {})
+            name = call.get("name") or message.get("name") or "tool"
+            steps.append(
+                (
+                    f"tool {name}",
+                    {"arguments": call.get("arguments")},
+                    {"content": result(message["content"])},
+                )
+            )
         return steps
-    if line.action is None and not line.observation:
+    if line.get("action") is None and not line.get("observation"):
         return []
     return [
         (
             "env step",
-            {"action": line.action},
-            {"observation": _cut(line.observation), "score": line.score},
+            {"action": line.get("action")},
+            {"observation": result(line.get("observation")), "score": line.get("score")},
         )
     ]
 
 
-def _judge_trace(context: RunTraceContext, record: EpisodeRecord, clock: _Clock, slot: int) -> _TraceBuilder:
+def _episode_trace(
+    context: RunTraceContext,
+    record: dict[str, Any],
+    lines: list[dict[str, Any]],
+    prices: dict[str, Any],
+    clock: _Clock,
+) -> _TraceBuilder:
     from mlflow.entities import SpanType
-    from mlflow.tracing.constant import SpanAttributeKey
 
-    episode, dollars = record.episode, float(record.judge_cost)
-    trace = _TraceBuilder(context.experiment_id, context.key(episode, "judge"))
-    outputs = {"score": record.score, "judge_cost": dollars}
+    episode = record["episode"]
+    trace = _TraceBuilder(context.experiment_id, context.session(episode))
+    root = _id(f"{trace.trace_id}|root", 64)
+    times = [_add_turn(trace, root, lines, i, prices, clock) for i in range(len(lines))]
+    start = min((t[0] for t in times), default=clock.start_ns)
+    end = max((t[1] for t in times), default=start + 1)
+    description = next((line["task_description"] for line in lines if line.get("task_description")), None)
     trace.add(
-        "judge",
-        SpanType.EVALUATOR,
-        clock.slot(slot),
-        {"episode": episode, "status": record.status},
-        outputs,
-        _root_attributes(context, episode, "judge"),
-        root=True,
-    )
-    trace.add(
-        "judge call",
-        SpanType.LLM,
-        clock.slot(slot),
-        {"details": record.score_details},
-        outputs,
-        {SpanAttributeKey.LLM_COST: {"input_cost": 0.0, "output_cost": 0.0, "total_cost": dollars}},
+        "episode",
+        SpanType.AGENT,
+        (start, end),
+        {"episode": episode, "task": _cut(description)},
+        {
+            "status": record.get("status"),
+            "score": record.get("score"),
+            "turns": record.get("turns"),
+            "cost": None if record.get("cost") is None else round(float(record["cost"]), 9),
+            "error": record.get("error"),
+        },
+        _root_attributes(context, episode),
+        span_id=root,
     )
     return trace
+
+
+def _score_assessment(trace_id: str, record: dict[str, Any]) -> Any:
+    """The episode's score as MLflow feedback: from the benchmark's scorer, or from an LLM judge with
+    its dollars as MLflow's judge cost."""
+    from mlflow.entities import AssessmentSource, Feedback
+    from mlflow.tracing.constant import AssessmentMetadataKey
+
+    judge_cost = float(record.get("judge_cost") or 0.0)
+    if judge_cost > 0:
+        source = AssessmentSource(source_type="LLM_JUDGE", source_id="judge")
+        metadata = {AssessmentMetadataKey.JUDGE_COST: str(judge_cost)}
+    else:
+        source, metadata = AssessmentSource(source_type="CODE", source_id="scorer"), None
+    details = record.get("score_details")
+    return Feedback(
+        name="score",
+        value=float(record.get("score") or 0.0),
+        source=source,
+        trace_id=trace_id,
+        metadata=metadata,
+        rationale=json.dumps(details, default=str)[:MAX_TEXT_CHARS] if details else None,
+    )
 
 
 def trace_run(
@@ -388,58 +463,48 @@ def trace_run(
     """
     run = RunStore(Path(run_dir))
     prices = run.config().get("price_cards", {})
-    selected = [r for r in run.episodes() if selection.includes(r.episode)]
+    # Traces are built from the records as written (their JSON lines): what MLflow stores is that form.
+    selected = [r.to_line() for r in run.episodes() if selection.includes(r.episode)]
     if not selected:
         return TracedRun(0, 0, 0)
     have = existing_trace_ids(store, context)
-
-    def logged(episode: str, turn: int | str) -> bool:
-        return trace_id_of(context.experiment_id, context.key(episode, turn))[0] in have
-
-    pending: list[_TraceBuilder] = []
+    pending: list[tuple[_TraceBuilder, dict[str, Any]]] = []
     written = skipped = 0
 
     def flush() -> None:
         nonlocal written
         if not pending:
             return
-        store.log_spans(context.experiment_id, [span for trace in pending for span in trace.spans])
-        ids = [trace.trace_id for trace in pending]
+        store.log_spans(context.experiment_id, [span for trace, _ in pending for span in trace.spans])
+        ids = [trace.trace_id for trace, _ in pending]
         for start in range(0, len(ids), MAX_LINKS):
             store.link_traces_to_run(ids[start : start + MAX_LINKS], context.run_id)
+        for trace, record in pending:
+            store.create_assessment(_score_assessment(trace.trace_id, record))
         written += len(pending)
         pending.clear()
 
     for record in selected:
-        episode = record.episode
-        lines = [] if record.failed else _turn_lines(run, episode)
-        judged = float(record.judge_cost or 0.0) > 0.0
-        if not lines and not judged:
+        episode = record["episode"]
+        lines = [] if record.get("status") == "failed" else _turn_lines(run, episode)
+        if not lines:
+            continue
+        if trace_id_of(context.experiment_id, context.session(episode))[0] in have:
+            skipped += 1
             continue
         clock = _Clock(
-            run.turns_dir / episode_file_name(episode),
-            float(record.duration_s or 0),
-            len(lines) + judged,
+            run.turns_dir / episode_file_name(episode), float(record.get("duration_s") or 0), len(lines)
         )
-        for line in lines:
-            if logged(episode, line.turn):
-                skipped += 1
-            else:
-                pending.append(_turn_trace(context, line, prices, clock))
-        if judged:
-            if logged(episode, "judge"):
-                skipped += 1
-            else:
-                pending.append(_judge_trace(context, record, clock, len(lines)))
+        pending.append((_episode_trace(context, record, lines, prices, clock), record))
         if len(pending) >= LOG_BATCH:
             flush()
     flush()
     return TracedRun(written, skipped, len(selected))
 
 
-def _turn_lines(store: RunStore, episode: str) -> list[TurnRecord]:
+def _turn_lines(store: RunStore, episode: str) -> list[dict[str, Any]]:
     path = store.turns_dir / episode_file_name(episode)
-    return sorted(store.turns(episode), key=lambda line: line.turn) if path.exists() else []
+    return [t.to_line() for t in sorted(store.turns(episode), key=lambda t: t.turn)] if path.exists() else []
 
 
 __all__ = ["TraceSelection", "RunTraceContext", "TracedRun", "trace_run", "existing_trace_ids", "trace_id_of"]

@@ -11,11 +11,13 @@ and the server keeps the artifacts; credentials in the URI are handed to MLflow
 through its own environment variables, so no MLflow message or log line carries them.
 
 A benchmark is one parent run; under it one run per router family (frontier
-numbers, Optuna trials, the trained router as a pyfunc model) and under each family
-one run per operating point, with the same metric names per split on every point
-(score, cost, their interval bounds, switch rate, turns) so MLflow's chart view
-plots score against cost across runs. Each point's episodes become MLflow traces
-and sessions (:mod:`harness.traces`).
+numbers, its Optuna trials as a table, the trained router as a pyfunc model) and
+under each family one run per operating point, with the same metric names per split
+on every point (score, cost, their interval bounds, switch rate, turns). The
+experiment keeps a saved view of the runs page, "Score vs cost" (:func:`score_cost_view`):
+a scatter of every operating point per split beside the Pareto figure;
+``harness ui`` prints its link. Each point's episodes become MLflow traces and
+sessions (:mod:`harness.traces`).
 
 Every run is found or created by a stable ``harness.key`` tag, so logging again
 (:func:`log_run` after each batch, :func:`log_benchmark` at the end, a resumed
@@ -78,6 +80,11 @@ EXPERIMENT_KIND = "custom_model_development"
 # Router params are logged, except anything that looks like a credential.
 SECRET_KEY = re.compile(r"api_?key|secret|password|passwd|token$|credential|auth", re.IGNORECASE)
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+TRIALS_TABLE = "optuna_trials.json"  # a family run's Optuna trials
+# MLflow's saved views live in experiment tags under this prefix; the runs page applies one given its key
+# in the URL (``viewStateShareKey``), and lists it under "Saved views".
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
+SCORE_COST_VIEW = "score-cost"
 # Quiet, offline MLflow for the duration of a call: no progress bars, no usage telemetry.
 QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
 # Where MLflow's HTTP client reads basic-auth credentials; a server URI's user and password go here.
@@ -310,26 +317,21 @@ def _studies(bench_dir: Path, storage: str | None = None) -> dict[str, list[Any]
     return found
 
 
-def _log_trials(client: Any, experiment_id: str, family_run: str, studies: list[Any]) -> None:
+def _log_trials(client: Any, family_run: str, studies: list[Any]) -> None:
+    """The family's Optuna trials as one table on its run (``optuna_trials.json``): trials are how a
+    lambda was chosen, not operating points, so they are not runs beside the points."""
+    rows = []
     for study in studies:
         for trial in study.get_trials(deepcopy=False):
-            run_id = _child(
-                client,
-                experiment_id,
-                family_run,
-                f"trial:{study.study_name}:{trial.number}",
-                f"trial {trial.number}",
-                "trial",
-                study=study.study_name,
-                state=trial.state.name,
-            )
-            metrics: dict[str, Any] = {}
-            if trial.values is not None:
-                metrics = {"val/score": trial.values[0], "val/cost": trial.values[1]}
+            values = trial.values or [None, None]
+            row = {"study": study.study_name, "trial": trial.number, "state": trial.state.name}
+            row |= {f"param/{key}": value for key, value in trial.params.items()}
+            row |= {"val/score": values[0], "val/cost": values[1]}
             if trial.constraints:
-                metrics["feasible"] = float(all(v <= 0 for v in trial.constraints.values()))
-            _log(client, run_id, params={**trial.params, "trial_number": trial.number}, metrics=metrics)
-            client.set_terminated(run_id, "FINISHED" if trial.state.name == "COMPLETE" else "FAILED")
+                row["feasible"] = all(v <= 0 for v in trial.constraints.values())
+            rows.append(row)
+    if rows:
+        _log_table(client, family_run, pd.DataFrame(rows), TRIALS_TABLE)
 
 
 def _pool_cards(run_dir: str) -> tuple[list[ModelCard], dict[str, Any]]:
@@ -390,10 +392,118 @@ def _log_frontiers(
             summaries[split] = summary
         figure = pareto_figure(points, split, title=f"{name}: score vs cost, {split}")
         client.log_figure(run_id, figure, f"pareto_{split}.png")
+        _log_chart_image(client, run_id, figure, f"pareto_{split}")
     for row in headline_points(points, definition).itertuples():
         figure = usage_figure(bench_dir, row.point, "test_id")
         client.log_figure(run_id, figure, f"figures/usage_{_param_key(row.point)}.png")
     return summaries
+
+
+def score_cost_view(splits: list[str]) -> dict[str, Any]:
+    """The runs page's state for the score-cost comparison, in the form of MLflow's saved views.
+
+    Per test split a scatter of every operating point (cost on x, score on y; hovering
+    names the point) and the parent run's Pareto figure with the frontier drawn. Runs
+    are filtered to the parent and the points and grouped by kind, so the points show
+    without expanding any row (MLflow charts only the rows it shows, and does not let a
+    saved view expand rows), and every run is charted (its default is the first ten).
+    """
+    section = "score-cost"
+    charts: list[dict[str, Any]] = []
+    for split in splits:
+        common = {
+            "runsCountToCompare": 1000,
+            "metricSectionId": section,
+            "deleted": False,
+            "isGenerated": False,
+        }
+        charts.append(
+            {
+                "uuid": f"scatter-{split}",
+                "type": "SCATTER",
+                "displayName": f"{split}: score against cost per episode ($), every operating point",
+                "xaxis": {"key": f"{split}/cost", "type": "METRIC"},
+                "yaxis": {"key": f"{split}/score", "type": "METRIC"},
+                **common,
+            }
+        )
+        charts.append(
+            {
+                "uuid": f"pareto-{split}",
+                "type": "IMAGE",
+                "displayName": f"{split}: Pareto frontier with 95% intervals",
+                "imageKeys": [f"pareto_{split}"],
+                "step": 0,
+                "showRunParams": False,
+                **common,
+            }
+        )
+    return {
+        "searchFilter": "tags.kind != 'family'",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        # Grouped by kind, the points are listed (and charted) flat, not under their collapsed family runs.
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "kind"}]},
+        "useGroupedValuesInCharts": False,
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": charts,
+        "compareRunSections": [
+            {"uuid": section, "name": "Score vs cost", "display": True, "isReordered": False}
+        ],
+        "isAccordionReordered": False,
+        "hideEmptyCharts": True,
+    }
+
+
+def _log_score_cost_view(client: Any, experiment_id: str, splits: list[str]) -> None:
+    """Save :func:`score_cost_view` as the experiment's saved view :data:`SCORE_COST_VIEW`."""
+    key = f"{SAVED_VIEW_PREFIX}{SCORE_COST_VIEW}"
+    state = json.dumps(score_cost_view(splits), sort_keys=True)
+    saved = client.get_experiment(experiment_id).tags.get(key)
+    if saved is not None and json.loads(saved).get("state") == state:
+        return
+    stamp = int(datetime.now(timezone.utc).timestamp() * 1000)
+    envelope = {"name": "Score vs cost", "createdAt": stamp, "updatedAt": stamp, "state": state}
+    client.set_experiment_tag(experiment_id, key, json.dumps(envelope))
+
+
+def score_cost_url(bench_dir: Path, base_url: str) -> str | None:
+    """The runs page on the benchmark's score-cost view, or None before the benchmark is logged."""
+    layout = ResultsLayout(Path(bench_dir))
+    if not layout.mlflow_db.exists():
+        return None
+    with _scope(layout) as client:
+        experiment = client.get_experiment_by_name(experiment_name(layout, benchmark_definition(layout.root)))
+        if experiment is None or f"{SAVED_VIEW_PREFIX}{SCORE_COST_VIEW}" not in experiment.tags:
+            return None
+        query = f"compareRunsMode=CHART&viewStateShareKey={SCORE_COST_VIEW}&workflowType=machine_learning"
+        return f"{base_url}/#/experiments/{experiment.experiment_id}/runs?{query}"
+
+
+def _log_chart_image(client: Any, run_id: str, figure: Any, key: str) -> None:
+    """A figure as an MLflow image (step 0) that the runs page's charts can show; logged once per key,
+    replaced when the figure changes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
+    tag = f"image_sha256/{key}"
+    if client.get_run(run_id).data.tags.get(tag) == digest:
+        return
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    images = {a.path for a in client.list_artifacts(run_id, "images")}
+    if any(path.startswith(f"images/{key}+") for path in images):
+        repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+        for path in images:
+            if path.startswith(f"images/{key}+"):
+                repo.delete_artifacts(path)
+    buffer.seek(0)
+    client.log_image(run_id, Image.open(buffer).convert("RGB"), key=key, step=0)
+    client.set_tag(run_id, tag, digest)
 
 
 def lam_source(definition: dict[str, Any], family: str, lam: float, splits: list[str]) -> str:
@@ -447,7 +557,9 @@ def _log_point(
 
 
 def _family_run(client: Any, experiment_id: str, parent: str, family: str) -> str:
-    run_id = _child(client, experiment_id, parent, f"family:{family}", family, "family", family=family)
+    run_id = _child(
+        client, experiment_id, parent, f"family:{family}", f"family {family}", "family", family=family
+    )
     _log(client, run_id, params={"family": family})
     return run_id
 
@@ -462,7 +574,7 @@ def _log_family(
     studies: list[Any],
     definition: dict[str, Any],
 ) -> tuple[str, dict[str, str]]:
-    """A family run with its frontier metrics, one nested run per operating point and per Optuna trial.
+    """A family run with its frontier metrics and Optuna trials table, one nested run per operating point.
 
     Returns the family run's id and the point runs' ids by point.
     """
@@ -476,7 +588,7 @@ def _log_family(
     for point, rows in points[points["family"] == family].groupby("point", sort=True):
         point_runs[str(point)] = run_id = _log_point(client, experiment_id, family_run, definition, rows)
         client.set_terminated(run_id)
-    _log_trials(client, experiment_id, family_run, studies)
+    _log_trials(client, family_run, studies)
     return family_run, point_runs
 
 
@@ -487,7 +599,7 @@ def _parent_run(client: Any, experiment_id: str, name: str, git_commit: str) -> 
         "mlflow.source.git.commit": git_commit,
         NOTE_TAG: f"Benchmark {name}: Pareto plots and frontier tables in the artifacts; one nested run "
         "per router family, under each one run per operating point, whose episodes are the "
-        "experiment's sessions (Traces / Sessions tabs).",
+        "experiment's traces and sessions. Saved view 'Score vs cost': every point in one chart.",
     }
     return _run(client, experiment_id, "benchmark", name, tags)
 
@@ -562,6 +674,9 @@ def log_benchmark(
         _log(client, parent, params=_parent_params(bench_dir, definition, git_commit, single))
         client.log_dict(parent, definition, "benchmark.json")
         summaries = _log_frontiers(client, parent, bench_dir, points, definition, single)
+        _log_score_cost_view(
+            client, experiment_id, [s for s in finished_splits(points) if s.startswith("test")]
+        )
         for family in sorted(set(points["family"]) | set(studies)):
             family_points = points[points["family"] == family]
             family_run, point_runs = _log_family(

@@ -24,14 +24,13 @@ from harness.errors import ConfigError  # noqa: E402
 from harness.layout import ResultsLayout  # noqa: E402
 from harness.traces import TraceSelection  # noqa: E402
 from harness.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, log_benchmark, log_run, tracking_uri  # noqa: E402
-from harness.trajectory import RunStore  # noqa: E402
-from harness.types import Completion, ModelCard, PriceCard, TaskInstance, ToolCall  # noqa: E402
-from routers import make_router  # noqa: E402
+from harness.trajectory import RunStore, episode_file_name  # noqa: E402
+from harness.types import Completion, Decision, ModelCard, PriceCard, TaskInstance, ToolCall  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
 
-AGENT = ModelCard("agent", PriceCard(1.0, 2.0, "test"))
-JUDGE = ModelCard("judge", PriceCard(10.0, 10.0, "test"))
+AGENT = ModelCard("agent", PriceCard(1.0, 2.0))
+JUDGE = ModelCard("judge", PriceCard(10.0, 10.0))
 POINT = "single:agent"
 
 
@@ -44,6 +43,13 @@ class ScriptedBackend:
     def complete(self, messages, ctx, tools=None):
         reply = self.replies.pop(0)
         return Completion(reply.text, 100, 10, self.card.price.dollars(100, 10), reply.tool_calls)
+
+
+class ScoringRouter:
+    """Always the agent, with a score per candidate, as a learned router logs them."""
+
+    def route(self, state, rng):
+        return Decision(model="agent", propensity=1.0, scores={"agent": 0.75})
 
 
 def calls(*pairs: tuple[str, str]) -> Completion:
@@ -63,7 +69,7 @@ def play(store: RunStore, variation: int) -> dict[str, Any]:
         ],
     )
     judge = ScriptedBackend(JUDGE, [Completion("correct: yes", 0, 0, 0.0)])
-    router = make_router("single", {"model": "agent"}, ["agent"])
+    router = ScoringRouter()
     result = run_episode(
         benchmark,
         benchmark.make_environment(),
@@ -112,61 +118,132 @@ def _runs(client: Any, experiment_id: str) -> list[Any]:
     return client.search_runs([experiment_id], max_results=500)
 
 
-def test_each_turn_is_a_trace_and_the_episode_a_session_of_its_run(bench):
+def _session_totals(client: Any, experiment_id: str, session: str) -> tuple[dict[str, int], float]:
+    """Token usage and dollars of a session, summed from its traces' MLflow metadata."""
+    traces = client.search_traces(
+        locations=[experiment_id], filter_string=f"metadata.`mlflow.trace.session` = '{session}'"
+    )
+    tokens: dict[str, int] = {}
+    dollars = 0.0
+    for trace in traces:
+        for key, value in json.loads(trace.info.trace_metadata["mlflow.trace.tokenUsage"]).items():
+            tokens[key] = tokens.get(key, 0) + value
+        dollars += json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"]
+    return tokens, dollars
+
+
+def test_each_episode_is_one_trace_and_session_of_its_run(bench):
     client, experiment = bench["client"], bench["experiment"]
     assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     traces = _traces(client, experiment.experiment_id, bench["run_id"])
-    names = sorted(t.info.tags["mlflow.traceName"] for t in traces)
-    assert names == ["judge", "turn 0", "turn 1", "turn 2"]
+    assert len(traces) == 1
+    trace = traces[0]
     session = "test_id/single:agent/lookup/count/0"
-    assert {t.info.trace_metadata["mlflow.trace.session"] for t in traces} == {session}
-    assert {t.info.tags["router"] for t in traces} == {POINT}
-    assert {t.info.tags["run_id"] for t in traces} == {bench["run_id"]}
-    # Turns follow each other in time, the judge comes last.
-    ordered = sorted(traces, key=lambda t: t.info.request_time)
-    assert [t.info.tags["mlflow.traceName"] for t in ordered] == ["turn 0", "turn 1", "turn 2", "judge"]
+    assert trace.info.trace_metadata["mlflow.trace.session"] == session
+    assert trace.info.tags["mlflow.traceName"] == "lookup/count/0"
+    assert trace.info.tags["router"] == POINT and trace.info.tags["run_id"] == bench["run_id"]
+    spans = sorted(trace.data.spans, key=lambda s: s.start_time_ns)
+    root = next(s for s in spans if s.parent_id is None)
+    assert root.name == "episode" and root.outputs["score"] == 1.0
+    assert all(s.parent_id == root.span_id for s in spans if s is not root)
+    assert [s.name for s in spans if s is not root] == [
+        "turn 0 route", "turn 0 chat agent", "turn 0 tool lookup", "turn 0 tool lookup",
+        "turn 1 route", "turn 1 chat agent", "turn 1 tool add",
+        "turn 2 route", "turn 2 chat agent", "turn 2 tool answer",
+    ]  # fmt: skip
+    # Span times are the turn lines' measured times.
+    lines = bench["store"].turns("lookup/count/0")
+    for line in lines:
+        k = line["turn"]
+        mine = {s.name.removeprefix(f"turn {k} "): s for s in spans if s.name.startswith(f"turn {k} ")}
+        times = line["times"]
+        assert (mine["route"].start_time_ns, mine["route"].end_time_ns) == tuple(
+            int(t * 1e9) for t in times["route"]
+        )
+        assert mine["chat agent"].start_time_ns == int(times["model"][0] * 1e9)
+        steps = [s for s in spans if s.name.startswith(f"turn {k} tool")]
+        assert [s.start_time_ns for s in steps] == [int(t[0] * 1e9) for t in times["steps"]]
+        assert times["route"][0] <= times["model"][0] <= times["model"][1] <= times["steps"][0][0]
+    assert root.start_time_ns == spans[1].start_time_ns
+    assert root.end_time_ns == max(s.end_time_ns for s in spans)
 
-    first = next(t for t in traces if t.info.tags["mlflow.traceName"] == "turn 0")
-    spans = {s.name: s for s in first.data.spans}
-    assert sorted(s.name for s in first.data.spans) == [
-        "chat agent",
-        "route",
-        "tool lookup",
-        "tool lookup",
-        "turn 0",
+    route = next(s for s in spans if s.name == "turn 0 route")
+    assert route.span_type == "ROUTER"
+    assert route.outputs == {"chosen": "agent", "propensity": 1.0, "scores": {"agent": 0.75}}
+    chats = sorted((s for s in spans if s.span_type == "CHAT_MODEL"), key=lambda s: s.start_time_ns)
+    # Each model call's inputs are the messages new to it: the task first, then the last turn's results.
+    assert [m["role"] for m in chats[0].inputs["messages"]] == ["system", "user"]
+    assert [(m["role"], m["content"]) for m in chats[1].inputs["messages"]] == [
+        ("tool", "12"),
+        ("tool", "30"),
     ]
-    route = spans["route"]
-    assert route.outputs["model"] == "agent" and route.outputs["propensity"] == 1.0
-    chat = spans["chat agent"]
-    assert chat.span_type == "CHAT_MODEL"
-    assert chat.get_attribute("mlflow.chat.tokenUsage") == {
+    assert [c["function"]["name"] for c in chats[0].outputs["choices"][0]["message"]["tool_calls"]] == [
+        "lookup"
+    ] * 2
+    assert chats[0].get_attribute("mlflow.chat.tokenUsage") == {
         "input_tokens": 100,
         "output_tokens": 10,
         "total_tokens": 110,
     }
-    dollars = AGENT.price.dollars(100, 10)
-    assert chat.get_attribute("mlflow.llm.cost")["total_cost"] == pytest.approx(dollars)
-    assert chat.get_attribute("mlflow.llm.cost")["input_cost"] == pytest.approx(100 * 1.0 / 1e6)
-    assert [m["role"] for m in chat.inputs["messages"]] == [
-        "system",
-        "user",
-    ]  # what the model was given first
-    assert [c["function"]["name"] for c in chat.outputs["choices"][0]["message"]["tool_calls"]] == [
-        "lookup"
-    ] * 2
-    tools = [s for s in first.data.spans if s.name == "tool lookup"]
+    cost = chats[0].get_attribute("mlflow.llm.cost")
+    assert cost == pytest.approx({"input_cost": 100e-6, "output_cost": 20e-6, "total_cost": 120e-6})
+    tools = [s for s in spans if s.name == "turn 0 tool lookup"]
+    # A result the next call got is stored there (above); the last turn's, which no model saw, here.
     assert [(s.inputs["arguments"], s.outputs["content"]) for s in tools] == [
-        ('{"key": "a"}', "12"),
-        ('{"key": "b"}', "30"),
+        ('{"key": "a"}', "the input of turn 1's model call"),
+        ('{"key": "b"}', "the input of turn 1's model call"),
     ]
-    # The store's trace-level totals (what the token and cost views read) are filled.
-    assert json.loads(first.info.trace_metadata["mlflow.trace.tokenUsage"])["total_tokens"] == 110
-    assert json.loads(first.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(dollars)
+    (answer,) = [s for s in spans if s.name == "turn 2 tool answer"]
+    assert answer.inputs["arguments"] == '{"value": 42}' and answer.outputs["content"]
+    # The trace's and the session's totals, as MLflow sums them, are the episode's.
+    record = bench["record"]
+    tokens, dollars = _session_totals(client, experiment.experiment_id, session)
+    prompt = sum(line["prompt_tokens"] for line in lines)
+    completion = sum(line["completion_tokens"] for line in lines)
+    assert tokens == {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    assert dollars == pytest.approx(record["cost"])
+    split = json.loads(trace.info.trace_metadata["mlflow.trace.cost"])
+    assert split["input_cost"] + split["output_cost"] == pytest.approx(record["cost"])
+    assert split["output_cost"] == pytest.approx(completion * 2.0 / 1e6)
+    # The score is MLflow feedback from the judge, with the judge's dollars as its cost.
+    (score,) = [a for a in trace.info.assessments if a.name == "score"]
+    assert score.value == 1.0 and score.source.source_type == "LLM_JUDGE"
+    assert float(score.metadata["mlflow.assessment.judgeCost"]) == pytest.approx(record["judge_cost"])
 
-    judge = next(t for t in traces if t.info.tags["mlflow.traceName"] == "judge")
-    assert json.loads(judge.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(
-        bench["record"].judge_cost
-    )
+
+def test_cached_prompt_tokens_are_mlflow_cache_reads(tmp_path):
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from harness.traces import RunTraceContext, trace_run
+
+    root = tmp_path / "cachebench"
+    run_dir = ResultsLayout(root).run("test_id", POINT)
+    store = RunStore(run_dir)
+    cards = {"agent": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "version": "t"}}
+    store.open({"run": {"router": {"name": "single", "params": {"model": "agent"}}}, "price_cards": cards})
+    record = play(store, 0)
+    # Rewrite the turn lines as a cache-aware bill would: 60 of turn 1's 100 prompt tokens cached.
+    path = store.turns_dir / episode_file_name(record["episode"])
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    lines[1]["cached_prompt_tokens"], lines[1]["dollars"] = 60, (40 * 1.0 + 60 * 0.1 + 10 * 2.0) / 1e6
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    uri = tracking_uri(root)
+    (root / "mlartifacts").mkdir(parents=True)
+    db = SqlAlchemyStore(uri, str(root / "mlartifacts"))
+    experiment_id = db.create_experiment("cachebench")
+    run_id = db.create_run(experiment_id, "test", 0, [], "point").info.run_id
+    context = RunTraceContext(experiment_id, run_id, "test_id", POINT, POINT, None)
+    assert trace_run(db, context, run_dir).traces == 1
+    (trace,) = mlflow.MlflowClient(uri).search_traces(locations=[experiment_id])
+    usage = json.loads(trace.info.trace_metadata["mlflow.trace.tokenUsage"])
+    assert usage["input_tokens"] == 300 and usage["cache_read_input_tokens"] == 60
+    cost = json.loads(trace.info.trace_metadata["mlflow.trace.cost"])
+    assert cost["total_cost"] == pytest.approx(sum(x["dollars"] for x in lines))
+    assert cost["output_cost"] == pytest.approx(30 * 2.0 / 1e6)
 
 
 def test_the_point_run_is_nested_named_described_and_has_split_metrics(bench):
@@ -181,25 +258,25 @@ def test_the_point_run_is_nested_named_described_and_has_split_metrics(bench):
     assert "evaluated on test_id" in point.data.tags["mlflow.note.content"]
     metrics = point.data.metrics
     assert metrics["test_id/score"] == 1.0 and metrics["test_id/turns"] == 3.0
-    assert metrics["test_id/cost"] == pytest.approx(bench["record"].cost)
+    assert metrics["test_id/cost"] == pytest.approx(bench["record"]["cost"])
     assert {"test_id/score_ci_low", "test_id/cost_ci_high", "test_id/switch_rate"} <= set(metrics)
 
 
 def test_logging_again_resuming_and_the_final_log_never_duplicate(bench):
     client, experiment_id = bench["client"], bench["experiment"].experiment_id
     assert log_run(bench["root"], bench["run_dir"]) == bench["run_id"]
-    assert len(_traces(client, experiment_id)) == 4 and len(_runs(client, experiment_id)) == 3
+    assert len(_traces(client, experiment_id)) == 1 and len(_runs(client, experiment_id)) == 3
     # The batch resumes and finishes a second episode: only its traces are added.
     play(bench["store"], 1)
     assert log_run(bench["root"], bench["run_dir"]) == bench["run_id"]
     traces = _traces(client, experiment_id)
-    assert len(traces) == 8
+    assert len(traces) == 2
     assert len({t.info.trace_metadata["mlflow.trace.session"] for t in traces}) == 2
     # The end-of-benchmark log finds the same parent, family and point runs and the same traces.
     parent = log_benchmark(bench["root"], "c0ffee", log_models=False, n_boot=200)
     runs = _runs(client, experiment_id)
     assert len(runs) == 3 and parent in {r.info.run_id for r in runs}
-    assert len(_traces(client, experiment_id)) == 8
+    assert len(_traces(client, experiment_id)) == 2
     point = client.get_run(bench["run_id"])
     assert point.data.metrics["test_id/turns"] == 3.0
     assert [m.value for m in client.get_metric_history(bench["run_id"], "test_id/episodes")][-1] == 2.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import subprocess
 import time
@@ -28,7 +29,7 @@ import pytest
 import routers
 from harness.config import RouterSpec, RunConfig, to_plain
 from harness.frontier import paired_bootstrap_point
-from harness.plots import usage_table
+from harness.plots import pareto_figure, usage_table
 from harness.records import EpisodeRecord, TurnRecord
 from harness.report import write_report
 from harness.results import episodes, load_points
@@ -360,6 +361,47 @@ def test_report_without_selection_lists_every_lambda(bench: Path, tmp_path: Path
     assert next(r for r in switching if r[0] == "single:strong")[6] == "3 (1)"
 
 
+def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp_path: Path):
+    text = write_report(bench, tmp_path / "reports", n_boot=300).read_text()
+    first = text.split("\n\n")[1]
+    # strong: 75 at $1.30; toy@lam=0 scores 10 more on every paired episode at $1.00, toy@lam=1 the same at $0.30.
+    ci = r"\[\d+\.\d, \d+\.\d\]"  # a bootstrap interval over the four episodes
+    assert re.fullmatch(
+        rf"On test_id the best single model is `single:strong`: score 75\.0 {ci} at \$1\.30 per episode\."
+        r" `toy@lam=0` beats it: Δscore \+10\.0 \[\+10\.0, \+10\.0\] \(95% paired interval\) at 77% of its cost\."
+        rf" At half its cost or less the best router is `toy@lam=1`: score 75\.0 {ci} at \$0\.300"
+        r" \(23% of its cost\), Δscore \+0\.0 \[\+0\.0, \+0\.0\]\.",
+        first,
+    ), first
+    lines = text.splitlines()
+    for start, line in enumerate(lines):
+        if line.startswith("|") and not lines[start - 1].startswith("|"):
+            table = [[c.strip() for c in row.strip("|").split("|")] for row in lines[start:]
+                     if row.startswith("|")][2:]  # fmt: skip
+            table = table[: next((i for i, r in enumerate(table) if not r), len(table))]
+            for column in range(len(table[0])):
+                assert any(row[column] != "—" for row in table), (line, column)
+
+
+def test_pareto_labels_never_overlap_even_for_points_on_top_of_each_other(bench: Path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    points = load_points(bench, n_boot=100)
+    strong = points[(points["point"] == "single:strong") & (points["split"] == "test_id")].iloc[0]
+    crowd = (points["split"] == "test_id") & points["point"].isin(["random", "toy@lam=0", "single:cheap"])
+    for column in ("mean_cost", "cost_lo", "cost_hi", "mean_score", "score_lo", "score_hi"):
+        points.loc[crowd, column] = strong[column]  # four points in one place
+    figure = pareto_figure(points, "test_id")
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    ax = figure.axes[0]
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert {"single:strong", "random", "λ=0", "single:cheap", "λ=1"} <= set(boxes)
+    names = sorted(boxes)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not boxes[a].overlaps(boxes[b]), (a, b)
+
+
 def test_report_with_selected_lambda_shows_one_toy_row(tmp_path: Path):
     bench = build_bench(tmp_path, selected={"toy": {"lam": 5.0}})
     text = write_report(bench, tmp_path / "reports", n_boot=300).read_text()
@@ -414,12 +456,18 @@ def test_mlflow_run_structure(logged):
 
     families = {r.data.tags["family"]: r for r in _children(client, parent)}
     assert set(families) == {"single", "random", "toy"}
+    assert {r.info.run_name for r in families.values()} == {"family single", "family random", "family toy"}
     toy_children = _children(client, families["toy"].info.run_id)
-    points = {r.info.run_name: r for r in toy_children if r.data.tags["kind"] == "point"}
-    trials = [r for r in toy_children if r.data.tags["kind"] == "trial"]
+    # Only operating points under a family; its Optuna trials are a table on the family run.
+    assert {r.data.tags["kind"] for r in toy_children} == {"point"}
+    points = {r.info.run_name: r for r in toy_children}
     assert set(points) == {"toy@lam=0", "toy@lam=1", "toy@lam=5"}
-    assert len(trials) == 3 and {t.data.params["lam"] for t in trials} >= {"0.0", "5.0"}
-    assert all("val/score" in t.data.metrics and "val/cost" in t.data.metrics for t in trials)
+    trials = json.loads(
+        Path(client.download_artifacts(families["toy"].info.run_id, "optuna_trials.json")).read_text()
+    )
+    rows = [dict(zip(trials["columns"], row, strict=True)) for row in trials["data"]]
+    assert len(rows) == 3 and {r["param/lam"] for r in rows} >= {0.0, 5.0}
+    assert all(r["state"] == "COMPLETE" and r["val/score"] is not None and r["val/cost"] > 0 for r in rows)
     lam1 = points["toy@lam=1"].data
     assert lam1.params["lam"] == "1.0"
     assert lam1.metrics["test_id/score"] == pytest.approx(75.0)
@@ -451,6 +499,39 @@ def test_mlflow_run_structure(logged):
     assert on_front["toy@lam=0"] and on_front["single:cheap"] and not on_front["random"]
     figures = {a.path for a in client.list_artifacts(parent, "figures")}
     assert "figures/usage_toy_lam_1.png" in figures
+
+
+def test_the_score_cost_view_charts_every_point(logged):
+    """The saved view: per split a scatter of score against cost and the Pareto image, over the runs its
+    filter finds, which are every operating point (and the parent, which holds the image)."""
+    client, parent = logged["client"], logged["parent"]
+    experiment = client.get_experiment(client.get_run(parent).info.experiment_id)
+    envelope = json.loads(experiment.tags["mlflow.sharedViewState.score-cost"])
+    assert envelope["name"] == "Score vs cost" and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])
+    charts = {c["uuid"]: c for c in state["compareRunCharts"]}
+    assert set(charts) == {"scatter-test_id", "pareto-test_id", "scatter-test_ood", "pareto-test_ood"}
+    scatter = charts["scatter-test_id"]
+    assert (scatter["type"], scatter["xaxis"]["key"], scatter["yaxis"]["key"]) == (
+        "SCATTER", "test_id/cost", "test_id/score"
+    )  # fmt: skip
+    assert state["runsHiddenMode"] == "SHOW_ALL" and state["groupBy"]["groupByKeys"] == [
+        {"mode": "tag", "groupByData": "kind"}
+    ]
+    shown = client.search_runs([experiment.experiment_id], filter_string=state["searchFilter"])
+    points = {r.info.run_name for r in shown if "test_id/score" in r.data.metrics}
+    expected = {
+        r.info.run_name for r in client.search_runs([experiment.experiment_id], "tags.kind = 'point'")
+    }
+    assert points == expected and len(points) >= 5
+    assert parent in {r.info.run_id for r in shown}
+    images = [a.path for a in client.list_artifacts(parent, "images")]
+    assert any(path.startswith("images/pareto_test_id+step+") for path in images)
+    # Logging again neither duplicates the image nor touches the view.
+    log_benchmark(logged["bench"], "c0ffee", n_boot=300, log_models=False)
+    assert sorted(a.path for a in client.list_artifacts(parent, "images")) == sorted(images)
+    again = client.get_experiment(experiment.experiment_id).tags["mlflow.sharedViewState.score-cost"]
+    assert json.loads(again)["createdAt"] == envelope["createdAt"]
 
 
 def test_benchmark_model_loads_by_uri_and_routes(logged):

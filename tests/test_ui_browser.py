@@ -1,15 +1,18 @@
-"""The MLflow UI in a real headless Chromium: runs, the Pareto figure, an episode's session and a trace.
+"""The MLflow UI in a real headless Chromium, on a small ScienceWorld benchmark run by the test itself.
 
-A small benchmark store (two operating points of the tool-call test benchmark, played through
-the real agent loop and logged with :func:`harness.tracking.log_benchmark`) is served by
-``harness ui`` on a free loopback port, and Debian's Chromium is driven through ChromeDriver
-(``.ci/install-browser.sh`` installs both). Screenshots go to ``$UI_SCREENSHOTS`` when set
-(``reports/ui/`` holds the README's), else to the test's temporary directory.
+``harness benchmark`` plays a small definition (three single models, the random and heuristic routers
+and ridge, on the quick test_id subset, every episode traced) into a fresh results directory;
+``harness ui`` serves its store on a free loopback port, and Debian's Chromium is driven through
+ChromeDriver (``.ci/install-browser.sh`` installs both). With ``UI_RESULTS=<results dir>`` (and
+``UI_BENCH``, default ``quick``) the test opens that benchmark's store instead, e.g. the quick
+benchmark ``make benchmark`` wrote. Screenshots go to ``$UI_SCREENSHOTS`` when set (``reports/ui/``
+holds the README's), else to the test's temporary directory.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,15 +26,15 @@ from typing import Any
 
 import mlflow
 import pytest
+import yaml
 
 from harness.layout import ResultsLayout
-from harness.tracking import log_benchmark, tracking_uri
+from harness.tracking import tracking_uri
 from harness.trajectory import RunStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from services import unavailable  # noqa: E402
-from test_traces import play  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")]
 
@@ -43,11 +46,31 @@ CHROMIUM_FLAGS = (
     "--disable-gpu",
     "--disable-background-networking",
     "--disable-component-update",
+    "--disable-dev-shm-usage",
     "--no-first-run",
     "--window-size=1500,950",
 )
-POINTS = ("single:agent", "single:agent-b")
-WAIT_S = 90
+DEFINITION = {
+    "name": "uibench",
+    "description": "The browser test's benchmark: a small ScienceWorld comparison, every episode traced.",
+    "pool": "paper6",
+    "quick": True,
+    "workers": 2,
+    "limits": {"max_turns": 30, "budget_dollars": 2.0},
+    "collect": {"router": {"name": "sticky-random"}, "split": "train", "quick": True, "seeds": [0]},
+    "eval_splits": ["test_id"],
+    "fixed_routers": [
+        {"name": "single", "params": {"model": "gpt-5"}},
+        {"name": "single", "params": {"model": "gpt-oss-120b"}},
+        {"name": "single", "params": {"model": "gemini-2.5-flash-lite"}},
+        {"name": "random"},
+        {"name": "heuristic"},
+    ],
+    "learned": [{"name": "ridge", "lambdas": [0.05]}],
+    "trace_episodes": "all",
+}
+WAIT_S = 120
+BENCHMARK_S = 1800
 
 
 def _free_port() -> int:
@@ -56,45 +79,54 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _benchmark(tmp: Path) -> tuple[Path, str]:
+    """(results directory, benchmark name): ``UI_RESULTS``' store, else a fresh small benchmark."""
+    if os.environ.get("UI_RESULTS"):
+        return Path(os.environ["UI_RESULTS"]).resolve(), os.environ.get("UI_BENCH", "quick")
+    definition = tmp / "uibench.yaml"
+    definition.write_text(yaml.safe_dump(DEFINITION))
+    results = tmp / "results"
+    argv = [sys.executable, "-m", "harness.cli", "benchmark", str(definition), "--results", str(results)]
+    argv += ["--reports", str(tmp / "reports")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=BENCHMARK_S)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return results, "uibench"
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         unavailable("Chromium and ChromeDriver are not installed (run .ci/install-browser.sh)")
     pytest.importorskip("selenium")
-    results = tmp_path_factory.mktemp("ui")
-    root = ResultsLayout.of(results, "uibench").root
-    for point in POINTS:
-        store = RunStore(ResultsLayout(root).run("test_id", point))
-        store.open(
-            {
-                "run": {"router": {"name": "single", "params": {"model": "agent", "label": point}}},
-                "price_cards": {"agent": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "version": "test"}},
-            }
-        )
-        for variation in (0, 1):
-            play(store, variation)
-    parent = log_benchmark(root, "c0ffee", log_models=False, n_boot=200)
+    results, bench = _benchmark(tmp_path_factory.mktemp("ui"))
+    root = ResultsLayout.of(results, bench).root
     client = mlflow.MlflowClient(tracking_uri(root))
-    experiment_id = client.get_run(parent).info.experiment_id
+    experiment = client.get_experiment_by_name(bench)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "ui", "--results", str(results), "--bench", "uibench"]
+        [sys.executable, "-m", "harness.cli", "ui", "--results", str(results), "--bench", bench]
         + ["--port", str(port)],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
     try:
+        printed = [server.stdout.readline(), server.stdout.readline()]
+        link = next(
+            (line.split(": ", 1)[1].strip() for line in printed if line.startswith("Score against")), None
+        )
         deadline = time.monotonic() + WAIT_S
         while True:
             try:
                 urllib.request.urlopen(f"{base}/health", timeout=2).read()
                 break
             except (urllib.error.URLError, ConnectionError):
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert server.poll() is None, server.stderr.read()[-2000:]
                 assert time.monotonic() < deadline, f"harness ui did not come up within {WAIT_S} s"
                 time.sleep(0.5)
-        yield {"base": base, "client": client, "experiment_id": experiment_id, "parent": parent}
+        yield {"base": base, "client": client, "experiment_id": experiment.experiment_id, "root": root,
+               "link": link, "printed": printed}  # fmt: skip
     finally:
         server.terminate()
         try:
@@ -130,21 +162,25 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _open(driver: Any, url: str, *texts: str) -> str:
-    """Load ``url`` and wait until the page shows every one of ``texts``; returns the page's text."""
+def _wait(driver: Any, what: str, condition: Any) -> Any:
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(url)
     try:
-        WebDriverWait(driver, WAIT_S, poll_frequency=0.5).until(
-            lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in texts)
-        )
+        return WebDriverWait(driver, WAIT_S, poll_frequency=0.5).until(condition)
     except TimeoutException:
         body = driver.find_element(By.TAG_NAME, "body").text
-        pytest.fail(f"{url} never showed {texts}; it shows:\n{body[:3000]}")
-    time.sleep(1.0)  # let images and charts settle before a screenshot
+        pytest.fail(f"{driver.current_url} never showed {what}; it shows:\n{body[:3000]}")
+
+
+def _open(driver: Any, url: str, *texts: str) -> str:
+    """Load ``url`` and wait until the page shows every one of ``texts``; returns the page's text."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    _wait(driver, texts, lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in texts))
+    time.sleep(1.5)  # let images and charts settle before a screenshot
     return driver.find_element(By.TAG_NAME, "body").text
 
 
@@ -155,37 +191,44 @@ def _shot(driver: Any, shots: Path, name: str) -> Path:
     return path
 
 
-def test_the_experiment_opens_on_its_runs_with_parent_and_nested_runs(served, browser, shots):
+def _point_runs(served: dict[str, Any]) -> list[Any]:
+    return served["client"].search_runs([served["experiment_id"]], "tags.kind = 'point'", max_results=1000)
+
+
+def test_the_printed_link_opens_on_a_score_cost_scatter_of_every_operating_point(served, browser, shots):
     from selenium.webdriver.common.by import By
 
-    # MLflow 3.17 picks the experiment page from its workflow-type switch (GenAI / Model training),
-    # kept in the URL and the browser's storage; the runs view is the Model training side.
-    url = f"{served['base']}/#/experiments/{served['experiment_id']}/runs?workflowType=machine_learning"
-    text = _open(browser, url, "uibench", "matching runs")
-    # Expand the parent row, then the family row (each expander clicked once), until the points show.
-    expanded: set[str] = set()
-    for _ in range(8):
-        if all(p in text for p in POINTS):
-            break
-        for row in browser.find_elements(By.CSS_SELECTOR, ".ag-row[row-id]"):
-            row_id = row.get_attribute("row-id")
-            toggles = row.find_elements(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']")
-            if row_id in expanded or not toggles:
-                continue
-            expanded.add(row_id)
-            toggles[0].click()
-            time.sleep(1.5)
-            break
-        text = browser.find_element(By.TAG_NAME, "body").text
-    assert all(p in text for p in POINTS), text[:3000]
-    assert "uibench" in text and "single" in text  # the parent and the family above the points
+    assert served["link"] is not None, served["printed"]
+    points = _point_runs(served)
+    assert len(points) >= 5
+    _open(browser, served["link"], "Score vs cost", "Group: point")
+
+    # MLflow draws the scatter with plotly: one marker per run that has both metrics.
+    def markers(driver: Any) -> list[Any]:
+        return driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path.point")
+
+    on_test = [r for r in points if "test_id/score" in r.data.metrics]
+    _wait(browser, f"{len(on_test)} scatter markers", lambda d: len(markers(d)) == len(on_test))
+
+    # The Pareto figure with the frontier beside it, loaded (a thumbnail of the logged image).
+    def pareto(driver: Any) -> bool:
+        images = driver.find_elements(By.CSS_SELECTOR, "img[src*='pareto_test_id']")
+        return any((i.get_property("naturalWidth") or 0) > 100 for i in images)
+
+    _wait(browser, "the Pareto figure", pareto)
+    time.sleep(1.0)
     _shot(browser, shots, "runs.png")
 
 
 def test_the_parent_run_shows_the_pareto_figure(served, browser, shots):
     from selenium.webdriver.common.by import By
 
-    url = f"{served['base']}/#/experiments/{served['experiment_id']}/runs/{served['parent']}/artifacts/pareto_test_id.png?workflowType=machine_learning"
+    client, experiment_id = served["client"], served["experiment_id"]
+    (parent,) = client.search_runs([experiment_id], "tags.kind = 'benchmark'")
+    url = (
+        f"{served['base']}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts/pareto_test_id.png"
+        "?workflowType=machine_learning"
+    )
     text = _open(browser, url, "pareto_test_id.png", "frontier_test_id.json")
     assert "benchmark.json" in text
     widths = [i.get_property("naturalWidth") or 0 for i in browser.find_elements(By.TAG_NAME, "img")]
@@ -193,26 +236,62 @@ def test_the_parent_run_shows_the_pareto_figure(served, browser, shots):
     _shot(browser, shots, "pareto.png")
 
 
-def test_an_episode_session_lists_its_turns(served, browser, shots):
-    session = "test_id/single:agent/lookup/count/0"
+def _an_episode(served: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """A traced test_id episode of a learned router (its routing spans carry scores), short enough that
+    its whole span tree fits the page: trace, episode record, turn lines."""
+    client, experiment_id = served["client"], served["experiment_id"]
+    point = next(
+        r for r in _point_runs(served) if r.data.tags.get("family") not in ("single", "random", "heuristic")
+    )
+    traces = client.search_traces(
+        locations=[experiment_id], filter_string=f"tag.run_id = '{point.info.run_id}'", max_results=200
+    )
+    traces = [t for t in traces if t.info.trace_metadata["mlflow.trace.session"].startswith("test_id/")]
+    trace = min((t for t in traces if len(t.data.spans) >= 7), key=lambda t: len(t.data.spans))
+    split, name, episode = trace.info.trace_metadata["mlflow.trace.session"].split("/", 2)
+    store = RunStore(ResultsLayout(served["root"]).run(split, name))
+    record = next(r for r in store.episodes() if r["episode"] == episode)
+    return trace, record, store.turns(episode)
+
+
+def test_an_episode_session_and_trace_show_the_episode_records_tokens_and_dollars(served, browser, shots):
+    """MLflow's session header adds the episode's tokens up, and the cost MLflow shows on each model call of
+    the episode's trace adds up to the episode record's dollars (both read from the page)."""
+    from selenium.webdriver.common.by import By
+
+    trace, record, lines = _an_episode(served)
+    session = trace.info.trace_metadata["mlflow.trace.session"]
+    tokens = sum(line["prompt_tokens"] + line["completion_tokens"] for line in lines)
     url = (
         f"{served['base']}/#/experiments/{served['experiment_id']}/chat-sessions/"
         + urllib.parse.quote(session, safe="")
         + "?workflowType=genai"
     )
-    # Three turns and the judge, in order, each showing its chosen model.
-    text = _open(browser, url, session, "Turn 1", "Turn 4")
-    assert "Turn 5" not in text
-    assert text.index("Turn 1") < text.index("Turn 2") < text.index("Turn 3") < text.index("Turn 4")
-    assert "agent" in text and "lookup/count/0" in text
+    text = _open(browser, url, session, "Tokens")
+    assert re.search(rf"\bTokens\s+{tokens}\b", text), (tokens, text[:2000])
     _shot(browser, shots, "session.png")
 
-
-def test_a_trace_shows_its_spans(served, browser, shots):
-    client, experiment_id = served["client"], served["experiment_id"]
-    traces = client.search_traces(locations=[experiment_id], max_results=100, include_spans=False)
-    trace = next(t for t in traces if t.info.tags.get("mlflow.traceName") == "turn 0")
-    url = f"{served['base']}/#/experiments/{experiment_id}/traces/{trace.info.trace_id}?workflowType=genai"
-    text = _open(browser, url, "route", "chat agent", "tool lookup")
-    assert "turn 0" in text
+    url = (
+        f"{served['base']}/#/experiments/{served['experiment_id']}/traces"
+        f"?selectedEvaluationId={trace.info.trace_id}&workflowType=genai"
+    )
+    calls = len(lines)
+    _open(browser, url, "episode", "turn 0 chat", f"turn {calls - 1} chat")
+    # The trace's own panel, not the list of traces behind it.
+    drawer = next(
+        text
+        for text in (e.text for e in browser.find_elements(By.CSS_SELECTOR, "[role='dialog']"))
+        if "turn 0 chat" in text
+    )
+    # The trace header: MLflow's sum of the episode's tokens, and of its dollars (shown to the cent).
+    header = re.search(r"^([\d,]+) tokens\n\$(\d+\.\d+)$", drawer, flags=re.MULTILINE)
+    assert header is not None, drawer[:2000]
+    assert int(header.group(1).replace(",", "")) == tokens
+    assert float(header.group(2)) == pytest.approx(round(record["cost"], 2), abs=0.005)
+    # Each model call's cost as the span tree shows it (to 6 decimals): together the episode's dollars.
+    rest = drawer[header.end() :]
+    shown = [float(x) for x in re.findall(r"^\$(\d+\.\d+)$", rest, flags=re.MULTILINE)]
+    # A cost per model call, and one per routing decision that billed anything (an embedding, say).
+    assert len([x for x in shown if x > 0]) == calls, (calls, shown)
+    assert sum(shown) == pytest.approx(record["cost"], abs=len(shown) * 5e-7 + 1e-9)
     _shot(browser, shots, "trace.png")
