@@ -187,22 +187,22 @@ def report(store: RunStore, walls: dict[str, list[float]], alone: dict[str, list
     seen = set()
     single: list[float] = []
     for episode in store.episodes():
-        lines = store.turns(episode["episode"])
-        first = lines[0]["initial_messages"][1]["content"] if lines and lines[0]["initial_messages"] else None
+        lines = store.turns(episode.episode)
+        first = lines[0].initial_messages[1].content if lines and lines[0].initial_messages else None
         if first in alone:
-            single = [wall - line["latency_s"] for line, wall in zip(lines, alone[first], strict=True)]
+            single = [wall - line.extra["latency_s"] for line, wall in zip(lines, alone[first], strict=True)]
         if first not in walls:
             continue  # the warm-up and the lone conversation
         if first in seen:
             problems.append(f"conversation {first!r} became two episodes")
         seen.add(first)
-        if [t["turn"] for t in lines] != list(range(args.turns)):
-            problems.append(f"{episode['episode']}: turns {[t['turn'] for t in lines]}")
+        if [t.turn for t in lines] != list(range(args.turns)):
+            problems.append(f"{episode.episode}: turns {[t.turn for t in lines]}")
             continue
         for line, wall in zip(lines, walls[first], strict=True):
-            overhead.append(wall - line["latency_s"])
-            routing.append(line["routing_s"])
-            upstream.append(line["latency_s"])
+            overhead.append(wall - line.extra["latency_s"])
+            routing.append(line.extra["routing_s"])
+            upstream.append(line.extra["latency_s"])
     problems += [f"conversation {k!r} has no episode" for k in walls if k not in seen]
     turns = args.sessions * args.turns
     print(f"{args.sessions} sessions x {args.turns} turns, router {args.router}: {turns} turns in {elapsed:.1f} s "

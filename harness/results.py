@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.config import RouterSpec, RunConfig
-from harness.errors import TrajectoryError
+from harness.errors import TrajectoryError, UnknownNameError
 from harness.frontier import (
     OperatingPoint,
     aiq,
@@ -501,10 +501,18 @@ def run_split_weights(config: dict[str, Any], split: str) -> dict[str, float] | 
 
 @functools.lru_cache(maxsize=32)
 def split_weights(benchmark: str, split_file: str | None, split: str) -> dict[str, float] | None:
-    """The task-type weights of ``split`` in a benchmark's split file (None: its shipped one), read once."""
+    """The task-type weights of ``split`` in a benchmark's split file (None: its shipped one), read once.
+
+    A benchmark this process has not registered (a test's own plug-in) reads as unweighted: only
+    shipped split files are stratified.
+    """
     from harness.benchmarks import get_benchmark
 
-    return get_benchmark(benchmark).load_split(split_file).weights(split)
+    try:
+        plugin = get_benchmark(benchmark)
+    except UnknownNameError:
+        return None
+    return plugin.load_split(split_file).weights(split)
 
 
 def task_of(variation: str) -> str:

@@ -21,6 +21,7 @@ from openai_server import count_words
 
 from harness.config import Limits, RouterSpec
 from harness.errors import ConfigError
+from harness.records import EpisodeRecord, TurnRecord
 from harness.serve import RouterServer, ServeConfig
 from harness.serve.app import uvicorn_config
 from harness.trajectory import RunStore
@@ -115,7 +116,7 @@ def close_session(running: Running, session: str, score: float | None, **extra) 
     return response.json()
 
 
-def turns_of(out: Path, key: str) -> list[dict]:
+def turns_of(out: Path, key: str) -> list[TurnRecord]:
     return RunStore(out).turns(key)
 
 
@@ -171,21 +172,21 @@ def test_openai_sdk_multi_turn_with_tools_and_streaming(provider, serving, opena
     assert all(b["tools"] == TOOLS for b in sent) and sent[0]["tool_choice"] == "auto"
     out = tmp_path / "served"
     (episode,) = RunStore(out).episodes()
-    turns = turns_of(out, episode["episode"])
-    assert [t["model"] for t in turns] == routed and [t["propensity"] for t in turns] == [0.5] * 3
-    assert [t["history_len"] for t in turns] == [2, 4, 6]
-    assert turns[0]["initial_messages"] == [m for m in messages[:2]]
-    assert [m["role"] for t in turns for m in t["messages"]] == ["assistant", "tool"] * 2 + [
+    turns = turns_of(out, episode.episode)
+    assert [t.model for t in turns] == routed and [t.propensity for t in turns] == [0.5] * 3
+    assert [t.history_len for t in turns] == [2, 4, 6]
+    assert [m.to_dict() for m in turns[0].initial_messages] == messages[:2]
+    assert [m.role for t in turns for m in t.messages] == ["assistant", "tool"] * 2 + [
         "assistant",
         "user",
     ]
     for t, request in zip(turns, sent, strict=True):
         prompt = count_words(" ".join(str(m.get("content") or "") for m in request["messages"]))
-        price = PRICES[t["model"]]
-        assert t["prompt_tokens"] == prompt
-        assert t["dollars"] == pytest.approx((prompt * price[0] + t["completion_tokens"] * price[1]) / 1e6)
-    assert episode["cost"] == pytest.approx(sum(t["dollars"] for t in turns))
-    assert episode["session"] == session and episode["router"] == "random"
+        price = PRICES[t.model]
+        assert t.prompt_tokens == prompt
+        assert t.dollars == pytest.approx((prompt * price[0] + t.completion_tokens * price[1]) / 1e6)
+    assert episode.cost == pytest.approx(sum(t.dollars for t in turns))
+    assert episode.extra["session"] == session and episode.router == "random"
 
 
 def test_litellm_client_runs_a_streamed_conversation_matched_by_its_history(serving, openai_server, tmp_path):
@@ -223,10 +224,10 @@ def test_litellm_client_runs_a_streamed_conversation_matched_by_its_history(serv
     (session,) = running.server.sessions.open
     close_session(running, session.id, 0.5)
     (episode,) = RunStore(tmp_path / "served").episodes()
-    turns = turns_of(tmp_path / "served", episode["episode"])
+    turns = turns_of(tmp_path / "served", episode.episode)
     # round-robin by turn index: the server counted the turns of one session, not four sessions
-    assert [t["model"] for t in turns] == ["big", "small", "big", "small"]
-    assert [t["history_len"] for t in turns] == [1, 3, 5, 7] and episode["score"] == 0.5
+    assert [t.model for t in turns] == ["big", "small", "big", "small"]
+    assert [t.history_len for t in turns] == [1, 3, 5, 7] and episode.score == 0.5
 
 
 def test_a_client_key_is_required_when_configured_and_binding_defaults_to_loopback(serving, monkeypatch):
@@ -275,9 +276,9 @@ def test_upstream_errors_are_retried_then_returned_in_openai_shape_without_the_k
     assert 'harness_serve_routed_turns_total{model="big"} 1.0' in metrics
     running.stop()
     records = RunStore(tmp_path / "served").episodes()
-    assert sum(r["retries"] for r in records) == 2 + 4
+    assert sum(r.retries for r in records) == 2 + 4
     # the answered session ends with the server; the two never answered are failed episodes, not results
-    assert sorted((r["status"], r["turns"]) for r in records) == [
+    assert sorted((r.status, r.turns) for r in records) == [
         ("failed", 0),
         ("failed", 0),
         ("shutdown", 1),
@@ -330,9 +331,9 @@ def test_a_client_leaving_mid_stream_leaves_a_consistent_log(serving, openai_ser
     record = close_session(running, "s1", None)
     assert record["turns"] == 1
     (episode,) = RunStore(tmp_path / "served").episodes()
-    assert episode["abandoned_cost"] > 0 and episode["cost"] > 0
+    assert episode.abandoned_cost > 0 and episode.cost > 0
     (turn,) = turns_of(tmp_path / "served", "serve/s1")
-    assert turn["turn"] == 0 and turn["output"] == openai_server.reply
+    assert turn.turn == 0 and turn.output == openai_server.reply
 
 
 @pytest.mark.parametrize(
@@ -350,7 +351,7 @@ def test_the_harness_agent_plays_through_the_server_as_harness_run_records(
     from harness.batch import Worker, prepare
     from harness.config import RunConfig
 
-    def play(config: RunConfig, out: Path) -> list[dict]:
+    def play(config: RunConfig, out: Path) -> list[EpisodeRecord]:
         """The batch's episodes in this process, on the one engine both runs share."""
         batch = prepare(config, out)
         records = [worker.play(batch.config, out, task) for task in batch.tasks]
@@ -378,27 +379,27 @@ def test_the_harness_agent_plays_through_the_server_as_harness_run_records(
     finally:
         worker.close()
     running.stop()
-    assert len(direct) == len(through) >= 1 and all(r["status"] == "max_turns" for r in direct + through)
+    assert len(direct) == len(through) >= 1 and all(r.status == "max_turns" for r in direct + through)
 
     direct_store, served_store = RunStore(tmp_path / "direct"), RunStore(tmp_path / "served")
     served = {}
     for record in served_store.episodes():
-        turns = served_store.turns(record["episode"])
-        served[json.dumps(turns[0]["initial_messages"])] = (record, turns)
+        turns = served_store.turns(record.episode)
+        served[json.dumps([m.to_dict() for m in turns[0].initial_messages])] = (record, turns)
     assert len(served) == len(direct)
     for record in direct:
-        turns = direct_store.turns(record["episode"])
-        served_record, served_turns = served.pop(json.dumps(turns[0]["initial_messages"]))
-        assert [t["model"] for t in served_turns] == [t["model"] for t in turns]
-        assert len(set(t["model"] for t in turns)) > 1  # the router's choices depend on the turn
-        assert [t["dollars"] for t in served_turns] == pytest.approx([t["dollars"] for t in turns], rel=1e-12)
-        assert [t["history_len"] for t in served_turns] == [t["history_len"] for t in turns]
+        turns = direct_store.turns(record.episode)
+        served_record, served_turns = served.pop(json.dumps([m.to_dict() for m in turns[0].initial_messages]))
+        assert [t.model for t in served_turns] == [t.model for t in turns]
+        assert len(set(t.model for t in turns)) > 1  # the router's choices depend on the turn
+        assert [t.dollars for t in served_turns] == pytest.approx([t.dollars for t in turns], rel=1e-12)
+        assert [t.history_len for t in served_turns] == [t.history_len for t in turns]
         # every turn's appended messages agree; the last one's observation never reached the server
-        assert [t["messages"] for t in served_turns[:-1]] == [t["messages"] for t in turns[:-1]]
-        assert served_record["cost"] == pytest.approx(record["cost"], rel=1e-12)
-        assert served_record["status"] == record["status"] and served_record["benchmark"] == benchmark
+        assert [t.messages for t in served_turns[:-1]] == [t.messages for t in turns[:-1]]
+        assert served_record.cost == pytest.approx(record.cost, rel=1e-12)
+        assert served_record.status == record.status and served_record.benchmark == benchmark
         if benchmark == "scienceworld":  # the router was told the task as the agent loop tells it
-            assert served_turns[0]["task_description"] == turns[0]["task_description"]
+            assert served_turns[0].task_description == turns[0].task_description
 
 
 def post_turn(running: Running, session: str, messages: list, **body) -> httpx.Response:
@@ -495,14 +496,14 @@ def test_fifty_concurrent_sessions_lose_and_duplicate_no_turn_line(serving, open
     running.stop()
     store = RunStore(tmp_path / "served")
     episodes = store.episodes()
-    assert len(episodes) == sessions and len({e["episode"] for e in episodes}) == sessions
+    assert len(episodes) == sessions and len({e.episode for e in episodes}) == sessions
     assert openai_server.request_count == sessions * turns
     ponds = set()
     for episode in episodes:
-        lines = store.turns(episode["episode"])
-        assert [t["turn"] for t in lines] == list(range(turns)) and episode["turns"] == turns
-        ponds.add(lines[0]["initial_messages"][1]["content"])
-        assert [t["history_len"] for t in lines] == [2 + 2 * k for k in range(turns)]
+        lines = store.turns(episode.episode)
+        assert [t.turn for t in lines] == list(range(turns)) and episode.turns == turns
+        ponds.add(lines[0].initial_messages[1].content)
+        assert [t.history_len for t in lines] == [2 + 2 * k for k in range(turns)]
     assert len(ponds) == sessions  # one episode per conversation, none merged or split
 
 
@@ -553,11 +554,11 @@ def test_sigterm_drains_the_stream_in_flight_then_closes_every_session(openai_se
     stderr = process.stderr.read()
     assert process.returncode in (0, -signal.SIGTERM) and "Traceback" not in stderr and SECRET not in stderr
     store = RunStore(out)
-    records = {r["session"]: r for r in store.episodes()}
+    records = {r.extra["session"]: r for r in store.episodes()}
     assert set(records) == {"a", "b"} and all(
-        r["status"] == "shutdown" and r["turns"] == 1 for r in records.values()
+        r.status == "shutdown" and r.turns == 1 for r in records.values()
     )
-    assert store.turns("serve/b")[0]["output"] == openai_server.reply
+    assert store.turns("serve/b")[0].output == openai_server.reply
 
 
 def test_limits_end_a_session_as_the_agent_loop_does_and_idle_sessions_close(
@@ -584,13 +585,13 @@ def test_limits_end_a_session_as_the_agent_loop_does_and_idle_sessions_close(
     while "sleeper" in running.server.sessions.by_id:
         assert time.monotonic() < deadline, "the idle session was not closed"
         time.sleep(0.05)
-    records = {r["session"]: r for r in RunStore(tmp_path / "served").episodes()}
-    assert {k: (r["status"], r["turns"]) for k, r in records.items()} == {
+    records = {r.extra["session"]: r for r in RunStore(tmp_path / "served").episodes()}
+    assert {k: (r.status, r.turns) for k, r in records.items()} == {
         "spender": ("budget", 1),
         "talker": ("max_turns", 2),
         "sleeper": ("idle", 1),
     }
-    assert turns_of(tmp_path / "served", records["spender"]["episode"])[0]["messages"][1]["content"] == "more"
+    assert turns_of(tmp_path / "served", records["spender"].episode)[0].messages[1].content == "more"
 
 
 def test_serve_command_refuses_bad_input_in_one_line_before_binding(
@@ -639,12 +640,12 @@ def test_sessions_named_by_user_or_metadata_retried_and_diverged(serving, tmp_pa
     )
     assert tagged.headers["x-session-id"] == "m1"
     running.stop()
-    records = {r["episode"]: r for r in RunStore(tmp_path / "served").episodes()}
-    assert {k: (r["status"], r["turns"]) for k, r in records.items()} == {
+    records = {r.episode: r for r in RunStore(tmp_path / "served").episodes()}
+    assert {k: (r.status, r.turns) for k, r in records.items()} == {
         "serve/u1": ("diverged", 2),
         "serve/u1/r1": ("shutdown", 1),
         "serve/m1": ("shutdown", 1),
     }
-    assert records["serve/u1"]["abandoned_cost"] > 0 and records["serve/u1"]["cost"] > 0
-    assert (records["serve/m1"]["task"], records["serve/m1"]["variation"]) == ("boil", 3)
-    assert [t["turn"] for t in turns_of(tmp_path / "served", "serve/u1")] == [0, 1]
+    assert records["serve/u1"].abandoned_cost > 0 and records["serve/u1"].cost > 0
+    assert (records["serve/m1"].task, records["serve/m1"].variation) == ("boil", 3)
+    assert [t.turn for t in turns_of(tmp_path / "served", "serve/u1")] == [0, 1]

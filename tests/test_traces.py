@@ -22,6 +22,7 @@ from tool_benchmark import LookupBenchmark  # noqa: E402
 from harness.agent import run_episode  # noqa: E402
 from harness.errors import ConfigError  # noqa: E402
 from harness.layout import ResultsLayout  # noqa: E402
+from harness.records import EpisodeRecord  # noqa: E402
 from harness.traces import TraceSelection  # noqa: E402
 from harness.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, log_benchmark, log_run, tracking_uri  # noqa: E402
 from harness.trajectory import RunStore, episode_file_name  # noqa: E402
@@ -29,8 +30,8 @@ from harness.types import Completion, Decision, ModelCard, PriceCard, TaskInstan
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
 
-AGENT = ModelCard("agent", PriceCard(1.0, 2.0))
-JUDGE = ModelCard("judge", PriceCard(10.0, 10.0))
+AGENT = ModelCard("agent", PriceCard(1.0, 2.0, "test"))
+JUDGE = ModelCard("judge", PriceCard(10.0, 10.0, "test"))
 POINT = "single:agent"
 
 
@@ -56,7 +57,7 @@ def calls(*pairs: tuple[str, str]) -> Completion:
     return Completion("", 0, 0, 0.0, tuple(ToolCall(f"c{i}", n, a) for i, (n, a) in enumerate(pairs)))
 
 
-def play(store: RunStore, variation: int) -> dict[str, Any]:
+def play(store: RunStore, variation: int) -> EpisodeRecord:
     """One three-turn episode (two lookups, an addition, the answer), recorded like a batch does."""
     benchmark = LookupBenchmark()
     task = TaskInstance("lookup", "count", variation, "test_id")
@@ -154,9 +155,9 @@ def test_each_episode_is_one_trace_and_session_of_its_run(bench):
     # Span times are the turn lines' measured times.
     lines = bench["store"].turns("lookup/count/0")
     for line in lines:
-        k = line["turn"]
+        k = line.turn
         mine = {s.name.removeprefix(f"turn {k} "): s for s in spans if s.name.startswith(f"turn {k} ")}
-        times = line["times"]
+        times = line.times
         assert (mine["route"].start_time_ns, mine["route"].end_time_ns) == tuple(
             int(t * 1e9) for t in times["route"]
         )
@@ -198,21 +199,21 @@ def test_each_episode_is_one_trace_and_session_of_its_run(bench):
     # The trace's and the session's totals, as MLflow sums them, are the episode's.
     record = bench["record"]
     tokens, dollars = _session_totals(client, experiment.experiment_id, session)
-    prompt = sum(line["prompt_tokens"] for line in lines)
-    completion = sum(line["completion_tokens"] for line in lines)
+    prompt = sum(line.prompt_tokens for line in lines)
+    completion = sum(line.completion_tokens for line in lines)
     assert tokens == {
         "input_tokens": prompt,
         "output_tokens": completion,
         "total_tokens": prompt + completion,
     }
-    assert dollars == pytest.approx(record["cost"])
+    assert dollars == pytest.approx(record.cost)
     split = json.loads(trace.info.trace_metadata["mlflow.trace.cost"])
-    assert split["input_cost"] + split["output_cost"] == pytest.approx(record["cost"])
+    assert split["input_cost"] + split["output_cost"] == pytest.approx(record.cost)
     assert split["output_cost"] == pytest.approx(completion * 2.0 / 1e6)
     # The score is MLflow feedback from the judge, with the judge's dollars as its cost.
     (score,) = [a for a in trace.info.assessments if a.name == "score"]
     assert score.value == 1.0 and score.source.source_type == "LLM_JUDGE"
-    assert float(score.metadata["mlflow.assessment.judgeCost"]) == pytest.approx(record["judge_cost"])
+    assert float(score.metadata["mlflow.assessment.judgeCost"]) == pytest.approx(record.judge_cost)
 
 
 def test_cached_prompt_tokens_are_mlflow_cache_reads(tmp_path):
@@ -227,7 +228,7 @@ def test_cached_prompt_tokens_are_mlflow_cache_reads(tmp_path):
     store.open({"run": {"router": {"name": "single", "params": {"model": "agent"}}}, "price_cards": cards})
     record = play(store, 0)
     # Rewrite the turn lines as a cache-aware bill would: 60 of turn 1's 100 prompt tokens cached.
-    path = store.turns_dir / episode_file_name(record["episode"])
+    path = store.turns_dir / episode_file_name(record.episode)
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     lines[1]["cached_prompt_tokens"], lines[1]["dollars"] = 60, (40 * 1.0 + 60 * 0.1 + 10 * 2.0) / 1e6
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -258,7 +259,7 @@ def test_the_point_run_is_nested_named_described_and_has_split_metrics(bench):
     assert "evaluated on test_id" in point.data.tags["mlflow.note.content"]
     metrics = point.data.metrics
     assert metrics["test_id/score"] == 1.0 and metrics["test_id/turns"] == 3.0
-    assert metrics["test_id/cost"] == pytest.approx(bench["record"]["cost"])
+    assert metrics["test_id/cost"] == pytest.approx(bench["record"].cost)
     assert {"test_id/score_ci_low", "test_id/cost_ci_high", "test_id/switch_rate"} <= set(metrics)
 
 

@@ -44,6 +44,7 @@ from harness.benchmarks import get_benchmark
 from harness.config import Limits, RouterSpec, RunConfig, recorded, to_plain
 from harness.errors import ConfigError
 from harness.pool import load_pool
+from harness.records import EpisodeRecord
 from harness.seeding import derive_seed
 from harness.serve.sessions import (
     RequestRefused,
@@ -79,6 +80,13 @@ FORWARDED = (
     "top_logprobs", "response_format", "seed", "user", "reasoning_effort", "service_tier",
 )  # fmt: skip
 IDLE_SWEEP_S = 5.0
+OUTCOME_FIELDS = (
+    "episode",
+    "status",
+    "score",
+    "turns",
+    "cost",
+)  # the recorded episode an outcome post returns
 
 
 @dataclass(frozen=True)
@@ -227,7 +235,7 @@ class RouterServer:
                 self._close(session, "idle", None)
 
     def _close(self, session: Session, status: str, score: float | None,
-               final: list[Message] | None = None) -> dict[str, Any]:  # fmt: skip
+               final: list[Message] | None = None) -> EpisodeRecord:  # fmt: skip
         record = self.sessions.close(session, status, score, final)
         self.metrics.sessions.set(len(self.sessions.open))
         return record
@@ -324,7 +332,8 @@ class RouterServer:
                     400, f"messages do not continue session {sid!r}'s last request and reply"
                 )
         record = self._close(session, "done", None if score is None else float(score), final)
-        return {key: record[key] for key in ("session", "episode", "status", "score", "turns", "cost")}
+        line = record.to_line()  # the episode as recorded, in brief
+        return {"session": record.extra["session"]} | {k: line[k] for k in OUTCOME_FIELDS}
 
     def session_meta(self, request: Request, body: dict[str, Any]) -> tuple[SessionMeta, str | None]:
         metadata = body.get("metadata") or {}

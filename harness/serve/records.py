@@ -66,7 +66,8 @@ def turn_line(session: Session, routed: RoutedTurn, follow_up: list[Message]) ->
 def episode_record(session: Session, status: str, score: float | None, router_label: str) -> EpisodeRecord:
     """A closed session as an episode line: what ``EpisodeResult.record`` and ``Player.play`` write."""
     ledger = session.ledger
-    failed = session.turn == 0  # nothing was answered (every attempt failed or was cut off): no result to read
+    # nothing was answered (every attempt failed or was cut off): no result to read
+    failed = session.turn == 0
     return EpisodeRecord(
         episode=session.key,
         benchmark=session.benchmark,

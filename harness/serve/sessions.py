@@ -36,6 +36,7 @@ import numpy as np
 from harness.benchmarks.scienceworld.prompt import task_description_of
 from harness.config import Limits
 from harness.ledger import CostLedger
+from harness.records import EpisodeRecord
 from harness.seeding import derive_seed
 from harness.serve.records import episode_record, turn_line
 from harness.types import Completion, Decision, Message, ModelCard, ToolCall, TurnState
@@ -332,7 +333,7 @@ class Sessions:
             self.index[digest] = (session, length, kind)
 
     def close(self, session: Session, status: str, score: float | None,
-              final: list[Message] | None = None) -> dict[str, Any]:  # fmt: skip
+              final: list[Message] | None = None) -> EpisodeRecord:  # fmt: skip
         """Write the pending turn's line and the episode record; ``final``: the whole history at the end."""
         routed = session.pending
         if routed is not None:
