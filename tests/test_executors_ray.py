@@ -55,7 +55,8 @@ def records(out: Path) -> dict[str, EpisodeRecord]:
 
 def turn_files(out: Path) -> dict[str, list[dict]]:
     return {
-        p.name: [json.loads(line) for line in p.read_text().splitlines()] for p in (out / "turns").iterdir()
+        p.name: [{k: v for k, v in json.loads(x).items() if k != "times"} for x in p.read_text().splitlines()]
+        for p in (out / "turns").iterdir()
     }
 
 

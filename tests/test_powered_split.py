@@ -33,6 +33,7 @@ from harness.config import (
 from harness.errors import ConfigError
 from harness.frontier import hierarchical_paired_bootstrap
 from harness.pipeline import BenchmarkRun
+from harness.records import EpisodeRecord
 from harness.splits import load_split
 from harness.trajectory import RunStore
 from harness.types import TaskInstance
@@ -190,8 +191,18 @@ def _val_run(path: Path, router: RouterSpec, scores: dict[tuple[str, int, int], 
     for (task, variation, repeat), score in sorted(scores.items()):
         key = f"scienceworld/{task}/{variation}" + (f"/r{repeat}" if repeat else "")
         store.record_episode(
-            {"episode": key, "task": task, "variation": variation, "split": "val", "score": score}
-            | {"cost": 1.0, "turns": 1, "status": "done", "error": None, "router": router.label}
+            EpisodeRecord(
+                episode=key,
+                benchmark="scienceworld",
+                task=task,
+                variation=variation,
+                split="val",
+                repeat=repeat,
+                score=score,
+                cost=1.0,
+                turns=1,
+                router=router.label,
+            )
         )
     store.close()
 

@@ -86,12 +86,15 @@ def test_a_store_names_its_engine_and_refuses_an_unwritable_directory(tmp_path):
         StoredPrefixCache.open(blocker / "cache", "scienceworld")
 
 
-def _records(run: Path) -> tuple[list[EpisodeRecord], dict[str, str]]:
+def _records(run: Path) -> tuple[list[EpisodeRecord], dict[str, list[dict]]]:
     episodes = sorted(
         (dataclasses.replace(r, duration_s=None) for r in RunStore(run).episodes()),
         key=lambda r: r.episode,
     )
-    turns = {p.name: p.read_text() for p in sorted((run / "turns").iterdir())}
+    turns = {  # without the wall-clock span times, as the records are without their durations
+        p.name: [{k: v for k, v in json.loads(x).items() if k != "times"} for x in p.read_text().splitlines()]
+        for p in sorted((run / "turns").iterdir())
+    }
     return episodes, turns
 
 

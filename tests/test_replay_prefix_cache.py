@@ -40,7 +40,13 @@ def play(
         result = run_episode(BENCHMARK, env, backends, chooser, task, seed, LIMITS, store)
         store.record_episode(result.record(router))
         records.append(dataclasses.replace(result.record(router), duration_s=None))
-    turns = {t.key: read_lines(out / "turns" / f"{t.key.replace('/', '__')}.jsonl") for t in TASKS}
+    turns = {  # without the wall-clock span times, as the records are without their durations
+        t.key: [
+            {k: v for k, v in line.items() if k != "times"}
+            for line in read_lines(out / "turns" / f"{t.key.replace('/', '__')}.jsonl")
+        ]
+        for t in TASKS
+    }
     return records, turns
 
 
