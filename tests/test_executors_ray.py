@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from harness.batch import Workers, execute
 from harness.cli import app
-from harness.config import Limits, RouterSpec, RunConfig
+from harness.config import Limits, RouterSpec, RunConfig, run_config
 from harness.errors import ConfigError
 from harness.executors import RayExecutor, open_executor
 from harness.procfs import alive, children, cmdline
@@ -154,8 +154,8 @@ def test_an_actor_killed_mid_episode_is_replaced_and_its_episode_played_again(
 
 
 def test_executor_choices_are_checked_before_any_work(tmp_path: Path):
-    with pytest.raises(ConfigError, match="executor must be one of local, ray, got 'dask'"):
-        config(ROUTERS[0], "dask")
+    with pytest.raises(ConfigError, match="executor: input should be 'local' or 'ray', got 'dask'"):
+        run_config(router="random", executor="dask")
     with pytest.raises(ConfigError, match="add --executor ray"):
         open_executor("local", 2, ray_address="127.0.0.1:6379")
     out = tmp_path / "run"
