@@ -250,7 +250,7 @@ def _an_episode(served: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict[
     trace = min((t for t in traces if len(t.data.spans) >= 7), key=lambda t: len(t.data.spans))
     split, name, episode = trace.info.trace_metadata["mlflow.trace.session"].split("/", 2)
     store = RunStore(ResultsLayout(served["root"]).run(split, name))
-    record = next(r for r in store.episodes() if r["episode"] == episode)
+    record = next(r for r in store.episodes() if r.episode == episode)
     return trace, record, store.turns(episode)
 
 
@@ -261,7 +261,7 @@ def test_an_episode_session_and_trace_show_the_episode_records_tokens_and_dollar
 
     trace, record, lines = _an_episode(served)
     session = trace.info.trace_metadata["mlflow.trace.session"]
-    tokens = sum(line["prompt_tokens"] + line["completion_tokens"] for line in lines)
+    tokens = sum(line.prompt_tokens + line.completion_tokens for line in lines)
     url = (
         f"{served['base']}/#/experiments/{served['experiment_id']}/chat-sessions/"
         + urllib.parse.quote(session, safe="")
@@ -287,11 +287,11 @@ def test_an_episode_session_and_trace_show_the_episode_records_tokens_and_dollar
     header = re.search(r"^([\d,]+) tokens\n\$(\d+\.\d+)$", drawer, flags=re.MULTILINE)
     assert header is not None, drawer[:2000]
     assert int(header.group(1).replace(",", "")) == tokens
-    assert float(header.group(2)) == pytest.approx(round(record["cost"], 2), abs=0.005)
+    assert float(header.group(2)) == pytest.approx(round(record.cost, 2), abs=0.005)
     # Each model call's cost as the span tree shows it (to 6 decimals): together the episode's dollars.
     rest = drawer[header.end() :]
     shown = [float(x) for x in re.findall(r"^\$(\d+\.\d+)$", rest, flags=re.MULTILINE)]
     # A cost per model call, and one per routing decision that billed anything (an embedding, say).
     assert len([x for x in shown if x > 0]) == calls, (calls, shown)
-    assert sum(shown) == pytest.approx(record["cost"], abs=len(shown) * 5e-7 + 1e-9)
+    assert sum(shown) == pytest.approx(record.cost, abs=len(shown) * 5e-7 + 1e-9)
     _shot(browser, shots, "trace.png")
