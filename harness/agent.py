@@ -13,7 +13,7 @@ by exception (:class:`EpisodeOver`), which carries why the episode ended.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,9 @@ class Episode:
         limits: Limits,
         store: RunStore | None = None,
         judge: ModelBackend | None = None,
+        constrained: bool = False,
     ):
+        self.constrained = constrained
         self.benchmark, self.env, self.backends, self.router = benchmark, env, backends, router
         self.format = benchmark.agent_format
         self.task, self.limits, self.store = task, limits.over(benchmark.limits), store
@@ -199,7 +201,10 @@ class Episode:
         backend = self.backends.get(decision.model)
         if backend is None:
             raise UnknownNameError(f"router chose unknown model {decision.model!r}")
-        completion = backend.complete(self.messages, self.context(), tools=list(self.format.tools) or None)
+        ctx = self.context()
+        if self.constrained:
+            ctx = replace(ctx, reply_schema=self.format.reply_schema(self.env))
+        completion = backend.complete(self.messages, ctx, tools=list(self.format.tools) or None)
         for overhead in decision.overhead:
             self.ledger.charge(self.turn, overhead)
         charge = self.ledger.bill_model(self.turn, decision.model, backend.card.price, completion)
@@ -240,7 +245,8 @@ class Episode:
                     "error": outcome.error,
                     "score": self.score,
                     "done": outcome.done,
-                },
+                }
+                | ({"latency_s": completion.latency_s} if completion.latency_s is not None else {}),
             )
         self.turn += 1
         if outcome.submitted is not None:

@@ -203,6 +203,7 @@ class Player:
             self.config.limits,
             self.store,
             self.judge,
+            constrained=self.config.constrained,
         )
 
     def play(self, task: TaskInstance) -> dict[str, Any]:

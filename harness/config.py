@@ -71,7 +71,9 @@ class RunConfig:
     variation that many times, each play with its own episode seed (:class:`TaskInstance`).
     ``executor`` says where the episodes are played (see :data:`EXECUTORS`); ``prefix_cache`` is a
     directory where the engine prefix cache lives (:mod:`harness.replay.prefix_store`), None: no
-    cache. Neither changes what is recorded, so both are left out of the run's config snapshot
+    cache. ``constrained`` turns on constrained decoding where the benchmark's format offers it (the
+    reply limited by a JSON schema sent as the request's ``response_format``; a real backend only).
+    Neither ``executor`` nor ``prefix_cache`` changes what is recorded, so both are left out of the run's config snapshot
     (:data:`UNRECORDED_FIELDS`): a run may be resumed on another executor, with or without the cache.
     """
 
@@ -90,6 +92,7 @@ class RunConfig:
     repeats: int = 1
     executor: str = "local"
     prefix_cache: str | None = None
+    constrained: bool = False
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -107,10 +110,13 @@ UNRECORDED_FIELDS = frozenset({"prefix_cache", "executor"})
 
 def recorded(config: RunConfig) -> dict[str, Any]:
     """The config as a run directory records it: every field that can change its episodes (``repeats``
-    only when above 1, so run directories written before repeats existed hold the same run)."""
+    only when above 1 and ``constrained`` only when on, so run directories written before they existed
+    hold the same run)."""
     run = {k: v for k, v in to_plain(config).items() if k not in UNRECORDED_FIELDS}
     if config.repeats == 1:
         del run["repeats"]
+    if not config.constrained:
+        del run["constrained"]
     return run
 
 
