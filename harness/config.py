@@ -103,6 +103,12 @@ class RunConfig:
             raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.backend not in ("simulated", "litellm"):
             raise ConfigError(f"backend must be 'simulated' or 'litellm', got {self.backend!r}")
+        if self.constrained and self.backend != "litellm":
+            raise ConfigError("constrained decoding needs a real backend (backend: litellm)")
+        if self.constrained and self.prefix_cache is not None:
+            raise ConfigError(
+                "constrained decoding reads the live engine's valid actions: turn off the prefix cache"
+            )
 
 
 UNRECORDED_FIELDS = frozenset({"prefix_cache", "executor"})

@@ -203,6 +203,8 @@ class BenchmarkDef:
     seed: int = 0
     workers: int = 2
     executor: str = RunConfig.executor  # local | ray; ``harness benchmark --executor`` overrides it
+    backend: str = RunConfig.backend  # simulated | litellm (real models: a pool's providers or local servers)
+    constrained: bool = RunConfig.constrained  # constrained decoding where the format offers it
     limits: Limits | None = None
     reference_point: dict | None = None
     description: str = ""
@@ -327,6 +329,8 @@ class BenchmarkRun:
             judge=self.d.judge,
             repeats=repeats,
             executor=self.executor,
+            backend=self.d.backend,
+            constrained=self.d.constrained,
             prefix_cache=str(self.prefix_cache) if self.prefix_cache is not None else None,
         )
 

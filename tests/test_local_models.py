@@ -174,6 +174,11 @@ def test_a_large_state_keeps_one_object_actions_and_patterns_the_pairs():
     assert pattern.match("move thing 3 to thing 14") and not pattern.match("move thing 3 to nowhere")
 
 
-def test_constrained_is_recorded_only_when_on():
+def test_constrained_is_recorded_only_when_on_and_needs_a_real_backend_and_the_live_engine():
     assert "constrained" not in recorded(RunConfig(router=RouterSpec("random")))
-    assert recorded(RunConfig(router=RouterSpec("random"), constrained=True))["constrained"] is True
+    on = RunConfig(router=RouterSpec("random"), backend="litellm", constrained=True)
+    assert recorded(on)["constrained"] is True
+    with pytest.raises(ConfigError, match="real backend"):
+        RunConfig(router=RouterSpec("random"), constrained=True)
+    with pytest.raises(ConfigError, match="prefix cache"):
+        RunConfig(router=RouterSpec("random"), backend="litellm", constrained=True, prefix_cache="/tmp/x")

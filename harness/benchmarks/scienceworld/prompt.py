@@ -139,8 +139,6 @@ class ScienceWorldFormat(AgentFormat):
 
     def reply_schema(self, env: Any) -> dict[str, Any] | None:
         """The valid commands of the current state as a JSON schema (see :func:`action_schema`)."""
-        if not hasattr(env, "valid_actions"):
-            return None
         return action_schema(env.valid_actions())
 
     def render(self, action: Action, thought: str) -> tuple[str, tuple[ToolCall, ...]]:
