@@ -161,7 +161,10 @@ def healthy(port: int, model: str) -> bool:
 
 
 def port_free(port: int) -> bool:
+    """Whether the server could listen on ``port``: as it does, with SO_REUSEADDR, so that connections of a
+    server stopped a moment ago (in TIME_WAIT) do not count as the port being taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:
