@@ -79,7 +79,9 @@ def config(**overrides) -> RunConfig:
 
 
 def play(tmp_path: Path, name: str, **overrides) -> tuple[dict, list[dict]]:
+    """The first episode of the selection only: a few real turns are what is checked, and they take seconds each."""
     batch = prepare(config(**overrides), tmp_path / name)
+    batch.tasks[:] = batch.tasks[:1]
     records = run_batch(batch)
     record = records[0]
     return record, batch.store.turns(record["episode"])
@@ -101,29 +103,31 @@ def test_a_short_scienceworld_episode_per_model_with_real_usage(tmp_path, model)
         assert (turn["error"] == "format") == (turn["action"] is None)
 
 
-def test_constrained_decoding_keeps_the_smallest_model_in_format(tmp_path):
+@pytest.mark.parametrize("model", [SMALL, MID])
+def test_constrained_decoding_keeps_small_models_in_format(tmp_path, model):
     record, turns = play(
-        tmp_path, "constrained", router=RouterSpec("single", {"model": SMALL}), task_filter="find-animal",
+        tmp_path, "constrained", router=RouterSpec("single", {"model": model}), task_filter="find-animal",
         limits=Limits(max_turns=4), constrained=True,
     )  # fmt: skip
-    assert record["turns"] == 4
-    assert all(t["error"] != "format" for t in turns), [t["output"] for t in turns]
+    assert record["error"] is None and record["status"] in ("max_turns", "submitted", "done")
+    for turn in turns:  # every reply is {"action": <a valid command or "task completed">}
+        assert turn["error"] != "format", turn["output"]
+        assert json.loads(turn["output"])["action"].lower() == turn["action"]
     assert json.loads((tmp_path / "constrained" / "config.json").read_text())["run"]["constrained"] is True
 
 
 def test_hle_episode_with_real_tool_calls_and_their_results_sent_back(tmp_path):
     record, turns = play(
-        tmp_path, "hle", benchmark="hle", router=RouterSpec("single", {"model": LARGE}), task_filter="^math$",
-        limits=Limits(max_turns=3), constrained=True,
+        tmp_path, "hle", benchmark="hle", router=RouterSpec("single", {"model": MID}), task_filter="^math$",
+        limits=Limits(max_turns=4),
     )  # fmt: skip
     assert record["error"] is None
     called = [t for t in turns if t["messages"][0].get("tool_calls")]
     assert called, [t["output"] for t in turns]
-    first = called[0]
-    results = [m for m in first["messages"][1:] if m["role"] == "tool"]
-    assert results and results[0]["tool_call_id"] == first["messages"][0]["tool_calls"][0]["id"]
-    # The model answered again after seeing the result (a multi-call episode, not a first call only).
-    assert record["status"] == "submitted" or len(turns) >= 2
+    for turn in called:  # each call got its result back, tied to its id
+        ids = [c["id"] for c in turn["messages"][0]["tool_calls"]]
+        assert [m["tool_call_id"] for m in turn["messages"][1:] if m["role"] == "tool"] == ids
+    assert record["status"] == "submitted" or len(turns) == 4
 
 
 def test_text_tool_calls_survive_several_rounds_on_a_real_server(pool):
@@ -133,13 +137,13 @@ def test_text_tool_calls_survive_several_rounds_on_a_real_server(pool):
     hle = get_benchmark("hle")
     backend = build_backends(load_pool(POOL), "litellm")[MID]
     messages = [
-        Message("system", "You solve arithmetic with the python tool. Call it once per step."),
-        Message("user", "Compute 17*23 with the python tool, then 391+9, then answer with the answer tool."),
+        Message("system", "You solve arithmetic with the python tool. Every reply is exactly one tool call."),
+        Message("user", "Compute 17*23 with the python tool, then 391+9 with it, then call the answer tool."),
     ]
     task = TaskInstance("hle", "math", 0, "test_id")
     calls = 0
     for turn in range(3):
-        ctx = CallContext(seed=0, turn=turn, task=task, reply_schema=hle.agent_format.reply_schema(None))
+        ctx = CallContext(seed=0, turn=turn, task=task)
         completion = backend.complete(messages, ctx, tools=list(hle.agent_format.tools))
         assert completion.tool_calls, completion.text
         calls += len(completion.tool_calls)
@@ -152,10 +156,10 @@ def test_text_tool_calls_survive_several_rounds_on_a_real_server(pool):
 def test_the_judge_is_a_real_model(tmp_path):
     record, _ = play(
         tmp_path, "judged", benchmark="hle", router=RouterSpec("single", {"model": MID}), task_filter="^math$",
-        limits=Limits(max_turns=2), constrained=True, judge=LARGE,
+        limits=Limits(max_turns=2), judge=MID,
     )  # fmt: skip
     assert record["error"] is None
-    assert record["score_details"]["judge"] == LARGE and record["judge_cost"] > 0
+    assert record["score_details"]["judge"] == MID and record["judge_cost"] > 0
 
 
 def test_a_learned_router_routes_between_two_real_models(tmp_path):
@@ -175,7 +179,14 @@ def test_a_learned_router_routes_between_two_real_models(tmp_path):
     records = run_batch(collect)
     assert all(r["error"] is None for r in records)
     checkpoint = tmp_path / "episode-task"
-    train_router("episode-task", [tmp_path / "collect"], checkpoint, pool=str(two), min_per_model=1)
+    train_router(
+        "episode-task",
+        [tmp_path / "collect"],
+        checkpoint,
+        pool=str(two),
+        embedder="minilm-static",
+        min_per_model=1,
+    )
     record, turns = play(
         tmp_path, "routed", pool=str(two), task_filter="find-animal", constrained=True, limits=Limits(max_turns=3),
         router=RouterSpec("episode-task", {"checkpoint": str(checkpoint), "lam": 0.0}),
