@@ -255,6 +255,7 @@ def test_a_taken_port_is_a_one_line_error(tmp_path):
     model = load_pool(POOL).model(SMALL)
     servers.stop_server(model.local.port)
     with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port may be in TIME_WAIT
         holder.bind(("127.0.0.1", model.local.port))
         holder.listen()
         with pytest.raises(ConfigError, match=f"port {model.local.port} .* already taken"):
