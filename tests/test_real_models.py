@@ -248,18 +248,18 @@ def test_kill_9_of_the_harness_leaves_no_server(tmp_path):
 
 
 def test_a_taken_port_is_a_one_line_error(tmp_path):
+    import dataclasses
     import socket
 
     from harness.errors import ConfigError
 
     model = load_pool(POOL).model(SMALL)
-    servers.stop_server(model.local.port)
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port may be in TIME_WAIT
-        holder.bind(("127.0.0.1", model.local.port))
+    with socket.socket() as holder:  # another program listening on the port the pool file names
+        holder.bind(("127.0.0.1", 0))
         holder.listen()
-        with pytest.raises(ConfigError, match=f"port {model.local.port} .* already taken"):
-            servers.ensure_server(model.name, model.local)
+        local = dataclasses.replace(model.local, port=holder.getsockname()[1])
+        with pytest.raises(ConfigError, match=f"port {local.port} .* already taken by another program"):
+            servers.ensure_server(model.name, local)
 
 
 def test_retries_reach_a_server_that_is_restarted(pool):
