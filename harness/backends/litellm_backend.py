@@ -25,6 +25,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -185,6 +186,8 @@ class LiteLLMBackend:
     (:mod:`harness.backends.text_tools`) instead of using the provider's tool-call API.
     A turn's ``reply_schema`` (constrained decoding, see :class:`CallContext`) is sent as the
     request's ``response_format`` in ``schema_style``; ``max_tokens`` None sends no cap.
+    ``ensure_up`` is called before each call: a local server that died is started again for the
+    next call (the call under way when it died fails after its retries, as with any provider).
     """
 
     def __init__(
@@ -200,6 +203,7 @@ class LiteLLMBackend:
         tool_calls: str = "native",
         max_tokens: int | None = None,
         schema_style: str = "json_schema",
+        ensure_up: Callable[[], Any] | None = None,
     ):
         if max_retries < 0:
             raise ConfigError(f"model {card.name!r}: max_retries must be >= 0, got {max_retries}")
@@ -214,6 +218,7 @@ class LiteLLMBackend:
         self.tool_calls = tool_calls
         self.max_tokens = max_tokens
         self.schema_style = schema_style
+        self.ensure_up = ensure_up
         self._warned_unpriced = False
         self._warned_no_usage = False
 
@@ -233,6 +238,8 @@ class LiteLLMBackend:
         litellm = load_litellm()
         import openai
 
+        if self.ensure_up is not None:
+            self.ensure_up()
         api_key = self._api_key()
         delays = retry_delays(
             self.max_retries, self.backoff_s, derive_seed(ctx.seed, ctx.task.key, ctx.turn, self.card.name)

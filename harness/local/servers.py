@@ -83,10 +83,14 @@ def servers_dir() -> Path:
 
 
 def ensure_server(model: str, server: LocalServer) -> str:
-    """The model's server's API base, starting the server unless a live one of the same weights is up."""
+    """The model's server's API base, starting the server unless a live one of the same weights is up.
+
+    A server known to be up is trusted while its process lives (a health request would wait behind
+    whatever the server is generating for another worker); only a new or adopted one is health-checked.
+    """
     with _lock:
         running = _running.get(server.port)
-        if running is not None and _alive(running.pid) and healthy(server.port, model):
+        if running is not None and _alive(running.pid):
             return server.api_base
         if importlib.util.find_spec("llama_cpp") is None:
             raise ConfigError(
@@ -96,9 +100,9 @@ def ensure_server(model: str, server: LocalServer) -> str:
         record = _read_record(server.port)
         if record is not None:
             if record["file"] == str(weights) and _alive(record["pid"]) and _alive(record["owner"]):
-                if healthy(server.port, model):
-                    _running[server.port] = _Running(None, record["pid"], server.port)
-                    return server.api_base
+                _wait_healthy(model, server.port, record["pid"], None)  # another process's: it may be loading
+                _running[server.port] = _Running(None, record["pid"], server.port)
+                return server.api_base
             _reap(record)
         if not port_free(server.port):
             raise ConfigError(
@@ -148,6 +152,19 @@ def _start(model: str, server: LocalServer, weights: Path) -> _Running:
     log.info("model %r served on port %d (pid %d) in %.1f s", model, server.port, process.pid,
              time.monotonic() - started)  # fmt: skip
     return _Running(process, process.pid, server.port)
+
+
+def _wait_healthy(model: str, port: int, pid: int, log_path: Path | None) -> None:
+    started = time.monotonic()
+    while not healthy(port, model):
+        if not _alive(pid):
+            why = f" ({_last_line(log_path)})" if log_path is not None else ""
+            raise ProviderError(f"model {model!r}: its llama.cpp server exited at start{why}")
+        if time.monotonic() - started > START_TIMEOUT_S:
+            raise ProviderError(
+                f"model {model!r}: its llama.cpp server did not come up in {START_TIMEOUT_S:.0f} s"
+            )
+        time.sleep(0.5)
 
 
 def healthy(port: int, model: str) -> bool:
