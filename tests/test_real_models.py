@@ -199,7 +199,7 @@ def test_killing_a_model_server_mid_episode_fails_it_as_infrastructure_and_a_rer
     out = tmp_path / "killed"
     command = [
         *HARNESS, "run", "--out", str(out), "--pool", POOL, "--backend", "litellm", "--router", "single",
-        "-p", f"model={SMALL}", "--split", "test_id", "--quick", "--tasks", "find-animal", "--max-turns", "30",
+        "-p", f"model={SMALL}", "--split", "test_id", "--quick", "--tasks", "find-animal", "--max-turns", "12",
     ]  # fmt: skip
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     servers.stop_server(load_pool(POOL).model(SMALL).local.port)  # the run starts its own

@@ -123,7 +123,11 @@ def _start(model: str, server: LocalServer, weights: Path) -> _Running:
     if server.chat_format is not None:
         command += ["--chat_format", server.chat_format]
     log_path = servers_dir() / f"{server.port}.log"
-    with open(log_path, "wb") as log_file:
+    with open(log_path, "ab") as log_file:  # appended: the log of a server that died is kept
+        log_file.write(
+            f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {model} (harness pid {os.getpid()})\n".encode()
+        )
+        log_file.flush()
         process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -178,15 +182,11 @@ def healthy(port: int, model: str) -> bool:
 
 
 def port_free(port: int) -> bool:
-    """Whether the server could listen on ``port``: as it does, with SO_REUSEADDR, so that connections of a
-    server stopped a moment ago (in TIME_WAIT) do not count as the port being taken."""
+    """Whether nothing listens on ``port``: a connection is refused. (A bind probe is not used: sockets of a
+    server stopped a moment ago linger in TIME_WAIT or FIN_WAIT2 and fail it, though the server can bind.)"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-    return True
+        probe.settimeout(2)
+        return probe.connect_ex((HOST, port)) != 0
 
 
 def stop_all() -> None:
