@@ -266,17 +266,27 @@ def test_a_taken_port_is_a_one_line_error(tmp_path):
 
 
 def test_retries_reach_a_server_that_is_restarted(pool):
+    import dataclasses
+    import socket
+
     model = pool.model(SMALL)
-    servers.ensure_server(model.name, model.local)
+    with socket.socket() as probe:  # a port of its own: no other test's server can answer on it
+        probe.bind(("127.0.0.1", 0))
+        local = dataclasses.replace(model.local, port=probe.getsockname()[1])
+    servers.ensure_server(model.name, local)
     backend = LiteLLMBackend(
-        model.card, api_base=model.local.api_base, keyless=True, max_tokens=16, max_retries=8, backoff_s=1.0
+        model.card, api_base=local.api_base, keyless=True, max_tokens=16, max_retries=8, backoff_s=1.0
     )
-    servers.stop_server(model.local.port)
-    restarter = threading.Timer(1.0, servers.ensure_server, args=(model.name, model.local))
+    servers.stop_server(local.port)
+    assert servers.port_free(local.port)
+    restarter = threading.Timer(1.0, servers.ensure_server, args=(model.name, local))
     restarter.start()
     ctx = CallContext(seed=0, turn=0, task=TaskInstance("scienceworld", "boil", 0, "test_id"))
+    started = time.monotonic()
     try:
         completion = backend.complete([Message("user", "Say hello.")], ctx)
     finally:
         restarter.join()
-    assert completion.completion_tokens > 0 and ctx.scratch[RETRIES_KEY] >= 1
+    waited = time.monotonic() - started
+    # The server was down for at least a second: the call was retried until the restarted server answered.
+    assert completion.completion_tokens > 0 and waited >= 1.0, (waited, ctx.scratch.get(RETRIES_KEY))

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 300.0  # loading 1 GB of weights on a busy 2-core machine
+PORT_GRACE_S = 5.0  # a server that just exited may accept connections for a moment longer
 INSTALL_HINT = "make real-setup (or pip install -e '.[local]')"
 
 
@@ -104,7 +105,7 @@ def ensure_server(model: str, server: LocalServer) -> str:
                 _running[server.port] = _Running(None, record["pid"], server.port)
                 return server.api_base
             _reap(record)
-        if not port_free(server.port):
+        if not _freed(server.port, PORT_GRACE_S):
             raise ConfigError(
                 f"model {model!r}: port {server.port} on {HOST} is already taken by another program"
             )
@@ -187,6 +188,15 @@ def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(2)
         return probe.connect_ex((HOST, port)) != 0
+
+
+def _freed(port: int, grace_s: float) -> bool:
+    deadline = time.monotonic() + grace_s
+    while not port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def stop_all() -> None:
