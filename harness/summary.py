@@ -23,6 +23,7 @@ class RunSummary:
     total_cost: float
     mean_turns: float
     switch_rate: float
+    mean_seconds: float = float("nan")  # wall time per episode (for real models, mostly the servers')
 
     @classmethod
     def of(cls, records: list[EpisodeRecord], run: str = "", split: str = "") -> RunSummary:
@@ -40,6 +41,9 @@ class RunSummary:
             total_cost=float(costs.sum()),
             mean_turns=float(np.mean([r.turns for r in ok])) if ok else float("nan"),
             switch_rate=float(np.mean([r.switch_rate or 0.0 for r in ok])) if ok else float("nan"),
+            mean_seconds=float(np.mean([r.duration_s if r.duration_s is not None else np.nan for r in ok]))
+            if ok
+            else float("nan"),
         )
 
 
@@ -63,6 +67,7 @@ def render_table(summaries: list[RunSummary], title: str = "Runs"):
         "$ total",
         "turns",
         "switch rate",
+        "s/episode",
     ):
         table.add_column(column, justify="left" if column in ("router", "split") else "right")
     for s in summaries:
@@ -76,5 +81,6 @@ def render_table(summaries: list[RunSummary], title: str = "Runs"):
             f"{s.total_cost:.3f}",
             f"{s.mean_turns:.1f}",
             f"{s.switch_rate:.2f}",
+            f"{s.mean_seconds:.1f}",
         )
     return table

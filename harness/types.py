@@ -132,6 +132,7 @@ class Completion:
     completion_tokens: int
     dollars: float
     tool_calls: tuple[ToolCall, ...] = ()
+    latency_s: float | None = None  # wall time of the call that answered, where a real server answered
 
     def message(self) -> Message:
         return Message("assistant", self.text, tool_calls=self.tool_calls)
@@ -265,3 +266,5 @@ class CallContext:
     oracle: Any = None
     agent_format: Any = None
     scratch: dict = field(default_factory=dict)
+    # Constrained decoding for this turn: the JSON schema the reply must satisfy, or None.
+    reply_schema: dict | None = None

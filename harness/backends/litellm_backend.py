@@ -25,10 +25,12 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from harness.backends.text_tools import parse_calls, text_messages
 from harness.errors import ConfigError, ProviderError
 from harness.seeding import derive_seed
 from harness.tokens import count_messages, count_reply
@@ -46,6 +48,7 @@ PROVIDER_DETAIL_CHARS = 300
 REDACTED = "***"
 RETRY_AFTER_CAP_S = 60.0  # a provider asking for longer is treated as unavailable for now
 RETRIES_KEY = "provider_retries"  # in CallContext.scratch: retries spent on this episode's calls
+KEYLESS_PLACEHOLDER = "no-key"  # sent to a server that takes no key: OpenAI clients refuse to send none
 
 
 @functools.cache
@@ -176,7 +179,16 @@ def tool_calls_of(message: Any) -> tuple[ToolCall, ...]:
 
 
 class LiteLLMBackend:
-    """One pool model answered by a real provider through ``litellm.completion``."""
+    """One pool model answered by a real provider through ``litellm.completion``.
+
+    ``keyless``: the server takes no key (a local llama.cpp server). ``tool_calls`` "text"
+    writes tools and calls into the messages and reads calls from the reply
+    (:mod:`harness.backends.text_tools`) instead of using the provider's tool-call API.
+    A turn's ``reply_schema`` (constrained decoding, see :class:`CallContext`) is sent as the
+    request's ``response_format`` in ``schema_style``; ``max_tokens`` None sends no cap.
+    ``ensure_up`` is called before each call: a local server that died is started again for the
+    next call (the call under way when it died fails after its retries, as with any provider).
+    """
 
     def __init__(
         self,
@@ -187,6 +199,11 @@ class LiteLLMBackend:
         max_retries: int = 4,
         backoff_s: float = 1.0,
         temperature: float = 0.0,
+        keyless: bool = False,
+        tool_calls: str = "native",
+        max_tokens: int | None = None,
+        schema_style: str = "json_schema",
+        ensure_up: Callable[[], Any] | None = None,
     ):
         if max_retries < 0:
             raise ConfigError(f"model {card.name!r}: max_retries must be >= 0, got {max_retries}")
@@ -197,6 +214,11 @@ class LiteLLMBackend:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.temperature = temperature
+        self.keyless = keyless
+        self.tool_calls = tool_calls
+        self.max_tokens = max_tokens
+        self.schema_style = schema_style
+        self.ensure_up = ensure_up
         self._warned_unpriced = False
         self._warned_no_usage = False
 
@@ -216,18 +238,29 @@ class LiteLLMBackend:
         litellm = load_litellm()
         import openai
 
+        if self.ensure_up is not None:
+            self.ensure_up()
         api_key = self._api_key()
         delays = retry_delays(
             self.max_retries, self.backoff_s, derive_seed(ctx.seed, ctx.task.key, ctx.turn, self.card.name)
         )
         attempts = 0
-        offered = {"tools": [tool.openai() for tool in tools]} if tools else {}
+        if self.tool_calls == "text":
+            sent, offered = text_messages(messages, tools), {}
+        else:
+            sent = [openai_message(m) for m in messages]
+            offered = {"tools": [tool.openai() for tool in tools]} if tools else {}
+        if ctx.reply_schema is not None:
+            offered["response_format"] = self._response_format(ctx.reply_schema)
+        if self.max_tokens is not None:
+            offered["max_tokens"] = self.max_tokens
         while True:
             attempts += 1
+            started = time.perf_counter()
             try:
                 response = litellm.completion(
                     model=self.provider_model,
-                    messages=[openai_message(m) for m in messages],
+                    messages=sent,
                     **offered,
                     api_base=self.api_base,
                     api_key=api_key,
@@ -240,7 +273,7 @@ class LiteLLMBackend:
             except openai.OpenAIError as exc:
                 failure = _classify(exc, api_key)
             else:
-                return self._completion_from(response, messages, tools)
+                return self._completion_from(response, messages, tools, time.perf_counter() - started)
             if not failure.retryable or attempts > self.max_retries:
                 break
             delay = delays[attempts - 1]
@@ -260,10 +293,16 @@ class LiteLLMBackend:
             f"{failure.status} ({failure.detail})"
         )
 
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A reply schema in the server's dialect: OpenAI's ``json_schema``, or llama.cpp's ``json_object``."""
+        if self.schema_style == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+
     def _api_key(self) -> str | None:
         """The key from the variable named by ``api_key_env``; None lets LiteLLM use its provider default."""
         if self.api_key_env is None:
-            return None
+            return KEYLESS_PLACEHOLDER if self.keyless else None
         key = os.environ.get(self.api_key_env, "")
         if not key:
             raise ConfigError(
@@ -272,11 +311,14 @@ class LiteLLMBackend:
         return key
 
     def _completion_from(
-        self, response: Any, messages: list[Message], tools: list[ToolSpec] | None
+        self, response: Any, messages: list[Message], tools: list[ToolSpec] | None, latency_s: float
     ) -> Completion:
         reply = response.choices[0].message
         text = reply.content or ""
-        tool_calls = tool_calls_of(reply)
+        if self.tool_calls == "text":
+            tool_calls = parse_calls(text) if tools else ()
+        else:
+            tool_calls = tool_calls_of(reply)
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -294,6 +336,7 @@ class LiteLLMBackend:
             completion_tokens=completion_tokens,
             dollars=self._dollars(prompt_tokens, completion_tokens),
             tool_calls=tool_calls,
+            latency_s=round(latency_s, 3),
         )
 
     def _dollars(self, prompt_tokens: int, completion_tokens: int) -> float:

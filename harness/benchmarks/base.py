@@ -69,6 +69,11 @@ class AgentFormat(abc.ABC):
     def render(self, action: Action, thought: str) -> tuple[str, tuple[ToolCall, ...]]:
         """A reply that asks for ``action``: what a simulated model writes."""
 
+    def reply_schema(self, env: Environment) -> dict[str, Any] | None:
+        """The JSON schema a reply is held to under constrained decoding,
+        from the environment's current state; None: this format offers none."""
+        return None
+
     def malformed(self, rng: np.random.Generator) -> tuple[str, tuple[ToolCall, ...]]:
         """A reply that does not parse."""
         return self.malformed_replies[int(rng.integers(len(self.malformed_replies)))], ()

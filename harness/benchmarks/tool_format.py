@@ -68,6 +68,20 @@ class ToolCallFormat(AgentFormat):
             tool=call.name, arguments=arguments, call_id=call.id, submit=call.name == self.answer_tool
         )
 
+    def reply_schema(self, env: object) -> dict:
+        """One call as ``{"name": ..., "arguments": {...}}``, the arguments held to that tool's parameters
+        (read back by a text tool-call path, :mod:`harness.backends.text_tools`)."""
+        return {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+                    "required": ["name", "arguments"],
+                }
+                for tool in self.tools
+            ]
+        }
+
     def observation_message(self, observation: str, score: float, call_id: str | None) -> Message:
         if call_id is None:
             return Message("user", observation)

@@ -9,7 +9,9 @@ benchmark's arguments are passed on as written).
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from harness.benchmarks.base import AgentFormat, FormatError
 from harness.types import Action, Completion, Message, ToolCall
@@ -33,7 +35,10 @@ _ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULT
 
 
 def parse_action(reply: str) -> str:
-    """The last ``Action:`` line of a reply, lower-cased and stripped."""
+    """The last ``Action:`` line of a reply (or a constrained reply's ``{"action": ...}``), lower-cased."""
+    constrained = _json_action(reply)
+    if constrained is not None:
+        return constrained
     matches = _ACTION_LINE.findall(reply)
     if not matches:
         raise FormatError(FORMAT_ERROR)
@@ -41,6 +46,58 @@ def parse_action(reply: str) -> str:
     if not action:
         raise FormatError(FORMAT_ERROR)
     return action
+
+
+def _json_action(reply: str) -> str | None:
+    text = reply.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    action = value.get("action") if isinstance(value, dict) else None
+    return action.strip().lower() or None if isinstance(action, str) else None
+
+
+ENUM_LIMIT = (
+    400  # more valid actions than this: the two-object ones go into a pattern (a grammar stays small)
+)
+_ONE_OBJECT = re.compile(
+    r"^(?:focus on|look at|look in|pick up|put down|disconnect|mix|eat|open|close|activate|deactivate|read|flush) (.+)$"
+)
+
+
+def action_schema(valid_actions: list[str]) -> dict[str, Any]:
+    """A JSON schema of ``{"action": <command>}`` that a valid command (or finishing) satisfies.
+
+    ScienceWorld lists thousands of valid commands in a room, almost all of them pairs of
+    objects (``connect A to B``); as one enum that is a grammar too large to sample with.
+    So when there are many, commands naming at most one object stay an enum, and the
+    two-object ones become a pattern: their templates (``move O to O``) over the objects
+    that the one-object commands name, which admits some combinations the engine will
+    reject as invalid (counted as invalid actions, as any other).
+    """
+    commands = sorted({*valid_actions, FINISH})
+    if len(commands) <= ENUM_LIMIT:
+        action: dict[str, Any] = {"type": "string", "enum": commands}
+    else:
+        names = sorted({m.group(1) for c in commands if (m := _ONE_OBJECT.match(c))}, key=len, reverse=True)
+        names = [n for n in names if re.fullmatch(r"[a-z0-9 '-]+", n)]
+        slot = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b")
+        singles, templates = [], set()
+        for command in commands:
+            template = slot.sub("\0", command)
+            if template.count("\0") >= 2:
+                templates.add(template)
+            else:
+                singles.append(command)
+        objects = "(" + "|".join(names) + ")"
+        pattern = "|".join(t.replace("\0", objects) for t in sorted(templates))
+        action = {
+            "anyOf": [{"type": "string", "enum": singles}, {"type": "string", "pattern": f"^({pattern})$"}]
+        }
+    return {"type": "object", "properties": {"action": action}, "required": ["action"]}
 
 
 def task_description_of(first_user_message: str) -> str | None:
@@ -79,6 +136,10 @@ class ScienceWorldFormat(AgentFormat):
 
     def observation_message(self, observation: str, score: float, call_id: str | None) -> Message:
         return observation_message(observation, score)
+
+    def reply_schema(self, env: Any) -> dict[str, Any] | None:
+        """The valid commands of the current state as a JSON schema (see :func:`action_schema`)."""
+        return action_schema(env.valid_actions())
 
     def render(self, action: Action, thought: str) -> tuple[str, tuple[ToolCall, ...]]:
         return f"Thought: {thought}\nAction: {action.text}", ()
