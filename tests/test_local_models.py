@@ -136,7 +136,7 @@ def test_calls_are_read_from_tags_fences_doubled_braces_and_bare_json(reply, exp
 
 def test_the_text_path_sends_no_tools_and_reads_calls_from_the_reply(openai_server):
     openai_server.reply = '<tool_call>\n{"name": "python", "arguments": {"code": "print(2)"}}\n</tool_call>'
-    card = ModelCard("local", PriceCard(1.0, 2.0), provider_model="openai/local")
+    card = ModelCard("local", PriceCard(1.0, 2.0, "test"), provider_model="openai/local")
     backend = LiteLLMBackend(
         card, api_base=openai_server.base_url, keyless=True, tool_calls="text", max_tokens=64,
         schema_style="json_object",
