@@ -27,6 +27,7 @@ from harness.config import Limits, RouterSpec, RunConfig
 from harness.local import servers
 from harness.pool import load_pool
 from harness.records import EpisodeRecord, TurnRecord
+from harness.trajectory import RunStore
 from harness.types import CallContext, Message, TaskInstance
 
 pytestmark = pytest.mark.real
@@ -164,7 +165,7 @@ def test_the_judge_is_a_real_model(tmp_path):
 
 
 def test_a_learned_router_routes_between_two_real_models(tmp_path):
-    from routers.learned.train import train_router
+    from routers.learned.train import TrainOptions, train_router
 
     two = tmp_path / "two.yaml"
     spec = load_pool(POOL)
@@ -180,14 +181,8 @@ def test_a_learned_router_routes_between_two_real_models(tmp_path):
     records = run_batch(collect)
     assert all(r.error is None for r in records)
     checkpoint = tmp_path / "episode-task"
-    train_router(
-        "episode-task",
-        [tmp_path / "collect"],
-        checkpoint,
-        pool=str(two),
-        embedder="minilm-static",
-        min_per_model=1,
-    )
+    options = TrainOptions.from_params("episode-task", {"embedder": "minilm-static", "min_per_model": 1})
+    train_router("episode-task", [tmp_path / "collect"], checkpoint, options, pool=load_pool(str(two)).cards)
     record, turns = play(
         tmp_path, "routed", pool=str(two), task_filter="find-animal", constrained=True, limits=Limits(max_turns=3),
         router=RouterSpec("episode-task", {"checkpoint": str(checkpoint), "lam": 0.0}),
@@ -219,14 +214,14 @@ def test_killing_a_model_server_mid_episode_fails_it_as_infrastructure_and_a_rer
         if harness.poll() is None:
             harness.kill()
     assert harness.returncode == 1, stderr
-    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    records = RunStore(out).episodes()
     failed = [r for r in records if r.error]
     assert len(failed) == 1 and "connection" in failed[0].error.lower()
     # Later episodes of the same run found the server started again.
     assert all(r.error is None for r in records if r.episode != failed[0].episode)
     rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    records = RunStore(out).episodes()
     replayed = [r for r in records if r.episode == failed[0].episode]
     assert replayed[-1].error is None and replayed[-1].turns > 0
 
