@@ -379,7 +379,8 @@ class RouterServer:
             if not stream:
                 response = await turn.call(params, stream=False)
                 turn.answered(
-                    completion_of(turn.backend, response, history, tools), reported_cached_tokens(response)
+                    completion_of(turn.backend, response, history, tools, turn.upstream_seconds()),
+                    reported_cached_tokens(response),
                 )
                 out = response.model_dump()
                 out["model"] = turn.decision.model
@@ -438,10 +439,14 @@ class Turn:
             self._abandon_overhead()
             raise
 
+    def upstream_seconds(self) -> float:
+        """Seconds since the chosen model was called."""
+        return time.perf_counter() - self.upstream_started
+
     def answered(self, completion: Any, reported_cached: int | None) -> None:
         """Bill the turn as the agent loop does (router overhead, then the model) and keep it pending."""
         session, model = self.session, self.decision.model
-        latency = time.perf_counter() - self.upstream_started
+        latency = self.upstream_seconds()
         for overhead in self.decision.overhead:
             session.ledger.charge(self.number, overhead)
         charge = session.ledger.bill_model(self.number, model, self.backend.card.price, completion)
@@ -513,7 +518,9 @@ class Turn:
                 message = f"model {self.decision.model!r} broke off its stream: {type(exc).__name__}"
                 yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
                 return
-            completion = streamed_completion(self.backend, received, self.history, self.tools)
+            completion = streamed_completion(
+                self.backend, received, self.history, self.tools, self.upstream_seconds()
+            )
             self.answered(completion, None)
             self.server.metrics.requests.labels("200").inc()
             yield "data: [DONE]\n\n"

@@ -166,13 +166,13 @@ async def _started(stream: Any) -> AsyncIterator[Any]:
 
 
 def completion_of(backend: LiteLLMBackend, response: Any, history: list[Message],
-                  tools: list[ToolSpec] | None) -> Completion:  # fmt: skip
+                  tools: list[ToolSpec] | None, latency_s: float) -> Completion:  # fmt: skip
     """A provider response as the harness's Completion, billed by the backend's own rule."""
-    return backend._completion_from(response, history, tools)
+    return backend._completion_from(response, history, tools, latency_s)
 
 
 def streamed_completion(backend: LiteLLMBackend, chunks: list[Any], history: list[Message],
-                        tools: list[ToolSpec] | None) -> Completion:  # fmt: skip
+                        tools: list[ToolSpec] | None, latency_s: float) -> Completion:  # fmt: skip
     """A finished stream's chunks put back together as the one reply they spell, then billed as a response is."""
     text: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
@@ -196,7 +196,7 @@ def streamed_completion(backend: LiteLLMBackend, chunks: list[Any], history: lis
     ]
     message = SimpleNamespace(content="".join(text), tool_calls=tool_calls)
     response = SimpleNamespace(choices=[SimpleNamespace(message=message)], usage=usage)
-    return completion_of(backend, response, history, tools)
+    return completion_of(backend, response, history, tools, latency_s)
 
 
 def cut_off_dollars(backend: LiteLLMBackend, history: list[Message], tools: list[ToolSpec] | None,
