@@ -72,7 +72,7 @@ def write_pool(path: Path, base_url: str) -> Path:
 def router_params(router: str, pool: Path, work: Path) -> list[str]:
     """CLI parameters of the router; a trainable one is first trained on a synthetic run of the pool."""
     from routers import router_class
-    from routers.learned.train import train_router
+    from routers.learned.train import TrainOptions, train_router
 
     if not router_class(router).trainable:
         return []
@@ -81,7 +81,8 @@ def router_params(router: str, pool: Path, work: Path) -> list[str]:
     run = write_synthetic_run(work / "synthetic", cards, {"boil": names[0], "grow-plant": names[1],
                                                           "measure-melting": names[5]}, episodes_per_task=10)  # fmt: skip
     started = time.perf_counter()
-    train_router(router, [run], work / "checkpoint", pool=cards, cache_dir=work / "cache", seed=0)
+    options = TrainOptions(cache_dir=str(work / "cache"), seed=0)
+    train_router(router, [run], work / "checkpoint", options, pool=cards)
     print(f"trained {router} on a synthetic run in {time.perf_counter() - started:.1f} s")
     return ["-p", f"checkpoint={work / 'checkpoint'}", "-p", f"cache_dir={work / 'cache'}"]
 
