@@ -18,10 +18,11 @@ a result.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from harness.records import EPISODE_FAILURE, EpisodeRecord, TurnRecord, count_switches, switch_rate
-from harness.types import Message
+from harness.records import EPISODE_FAILURE, EpisodeRecord, TurnRecord
+from harness.types import Message, TaskInstance
 
 if TYPE_CHECKING:
     from harness.serve.sessions import RoutedTurn, Session
@@ -64,33 +65,24 @@ def turn_line(session: Session, routed: RoutedTurn, follow_up: list[Message]) ->
 
 
 def episode_record(session: Session, status: str, score: float | None, router_label: str) -> EpisodeRecord:
-    """A closed session as an episode line: what ``EpisodeResult.record`` and ``Player.play`` write."""
-    ledger = session.ledger
+    """A closed session as an episode line, built as the agent loop builds one (:meth:`EpisodeRecord.of`)."""
     # nothing was answered (every attempt failed or was cut off): no result to read
     failed = session.turn == 0
-    return EpisodeRecord(
-        episode=session.key,
-        benchmark=session.benchmark,
-        task=session.task,
-        variation=session.variation,
-        split=session.split,
-        seed=session.seed,
-        router=router_label,
+    task = TaskInstance(session.benchmark, session.task, session.variation, session.split)
+    record = EpisodeRecord.of(
+        task,
+        session.seed,
+        router_label,
+        session.ledger,
+        models=session.models,
         score=None if failed else score,
-        cost=ledger.episode_total,
-        model_cost=ledger.model_total,
-        router_cost=ledger.router_total,
-        judge_cost=ledger.judge_total,
-        cost_by_model=ledger.by_model(),
         turns=session.turn,
-        switches=count_switches(session.models),
-        switch_rate=switch_rate(session.models),
         status="failed" if failed else status,
         error="no turn was answered" if failed else None,
         failure=EPISODE_FAILURE if failed else None,
         duration_s=round(session.duration_s, 3),
-        attempts=1,
         retries=session.retries,
         abandoned_cost=session.abandoned.total,
         extra={"session": session.id},
     )
+    return replace(record, episode=session.key)
