@@ -124,7 +124,8 @@ def _finished(records: list[EpisodeRecord]) -> list[EpisodeRecord]:
 def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """One operating point's summary; failed episodes are counted, not averaged."""
     store = RunStore(run_dir)
-    family, label, lam, params = _router_of(store.config())
+    config = store.config()
+    family, label, lam, params = _router_of(config)
     records = store.episodes()
     ok = _finished(records)
     row: dict[str, Any] = {
@@ -144,7 +145,7 @@ def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: i
     boot_seed = derive_seed(seed, split, point) % 2**32
     scores, costs = [r.score for r in ok], [r.cost for r in ok]
     clusters = [variation_of(r) for r in ok]
-    weights = run_split_weights(store.config(), split)
+    weights = run_split_weights(config, split)
     if weights is not None:  # a stratified split: each task type weighed by its share
         estimate = clustered_bootstrap_point(
             scores,
