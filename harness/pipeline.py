@@ -407,7 +407,10 @@ class BenchmarkRun:
                 by_type.setdefault(task_of(variation), []).append(rows)
             try:
                 components = variance_components(by_type)
-            except ValueError:  # too few val variations to tell (a quick run)
+            except ValueError as exc:  # too few val variations to tell (a quick run)
+                if self.d.verdict.power == "refuse":
+                    raise ConfigError(f"the verdict of {family} cannot be planned: {exc}") from None
+                log.warning("power: %s %s: no plan (%s)", self.d.name, family, exc)
                 continue
             for name in self.d.eval_splits:
                 quick = self.d.eval_quick.get(name, self.d.quick)

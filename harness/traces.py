@@ -445,7 +445,7 @@ def _score_assessment(trace_id: str, record: dict[str, Any]) -> Any:
     details = record.get("score_details")
     return Feedback(
         name="score",
-        value=float(record.get("score") or 0.0),
+        value=float(record["score"]),  # failed episodes (no score) are not traced
         source=source,
         trace_id=trace_id,
         metadata=metadata,

@@ -155,3 +155,10 @@ def probability_row(
             f"router {router!r} stated probabilities that are not a distribution: {dict(probabilities)}"
         )
     return row
+
+
+def kept_model(state: TurnState) -> str | None:
+    """The previous turn's model if a sticky policy may keep it (a later turn, still a candidate), else None."""
+    if state.turn == 0 or state.previous_model is None:
+        return None
+    return state.previous_model if any(c.name == state.previous_model for c in state.candidates) else None

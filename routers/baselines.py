@@ -8,7 +8,7 @@ import numpy as np
 
 from harness.errors import ConfigError, UnknownNameError
 from harness.types import Decision, ModelCard, TurnState
-from routers.base import Router, pool_names
+from routers.base import Router, kept_model, pool_names
 
 
 def _price(card: ModelCard) -> float:
@@ -144,14 +144,10 @@ class StickyRandomRouter(Router):
             raise ConfigError(f"router 'sticky-random': switch_prob must be in (0, 1], got {switch_prob}")
         self.switch_prob = switch_prob
 
-    def _kept(self, state: TurnState) -> str | None:
-        names = [c.name for c in state.candidates]
-        return state.previous_model if state.turn > 0 and state.previous_model in names else None
-
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         n = len(state.candidates)
         names = [c.name for c in state.candidates]
-        previous = self._kept(state)
+        previous = kept_model(state)
         if previous is None:
             return Decision(model=names[int(rng.integers(n))], propensity=1.0 / n)
         choice = names[int(rng.integers(n))] if rng.random() < self.switch_prob else previous
@@ -159,7 +155,7 @@ class StickyRandomRouter(Router):
 
     def probabilities(self, state: TurnState) -> Mapping[str, float]:
         n = len(state.candidates)
-        previous = self._kept(state)
+        previous = kept_model(state)
         if previous is None:
             return {card.name: 1.0 / n for card in state.candidates}
         return {

@@ -35,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 
 from harness.errors import ConfigError
 from harness.types import Decision, ModelCard, TurnState
+from routers.base import kept_model
 from routers.learned.dataset import TrainingSet
 from routers.learned.task_table import DEFAULT_WEIGHT, TaskTable, unit_rows
 from routers.learned.value_model import ValueModel, save_array_file
@@ -284,12 +285,8 @@ class EpisodeLevelRouter(ValueRouter):
 
     warm_startable = False
 
-    def _kept(self, state: TurnState) -> str | None:
-        names = [c.name for c in state.candidates]
-        return state.previous_model if state.turn > 0 and state.previous_model in names else None
-
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
-        kept = self._kept(state)
+        kept = kept_model(state)
         if kept is None:
             model, q = self.greedy(state)
             return Decision(model=model, propensity=1.0, scores=q)
@@ -297,7 +294,7 @@ class EpisodeLevelRouter(ValueRouter):
 
     def probability_table(self, states: Sequence[TurnState]) -> np.ndarray:
         """Turn-0 states decided in one batch, the others keep their previous model."""
-        kept = [self._kept(s) for s in states]
+        kept = [kept_model(s) for s in states]
         table = np.zeros((len(states), len(states[0].candidates) if states else 0))
         fresh = [i for i, k in enumerate(kept) if k is None]
         if fresh:

@@ -53,7 +53,6 @@ from harness.serve.sessions import (
     SessionMeta,
     Sessions,
     message_of,
-    propensity,
 )
 from harness.serve.upstream import (
     Clients,
@@ -416,7 +415,9 @@ class Turn:
         self.decision, self.routing_s = await loop.run_in_executor(server.router_thread, self._decide, state)
         if self.decision.model not in server.backends:
             raise RequestRefused(500, f"router {server.label!r} chose unknown model {self.decision.model!r}")
-        self.propensity = propensity(self.session.router, state, self.decision)
+        # the probability of the pick, as the router states it (the contract holds it equal to
+        # router.probabilities(state)[pick], which would route a second time)
+        self.propensity = self.decision.propensity
         self.backend = server.backends[self.decision.model]
         server.metrics.routing.observe(self.routing_s)
 

@@ -39,7 +39,7 @@ from harness.ledger import CostLedger
 from harness.records import EpisodeRecord
 from harness.seeding import derive_seed
 from harness.serve.records import episode_record, turn_line
-from harness.types import Completion, Decision, Message, ModelCard, ToolCall, TurnState
+from harness.types import Completion, Message, ModelCard, ToolCall, TurnState
 from routers.base import Router
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -52,16 +52,6 @@ class RequestRefused(Exception):
     def __init__(self, status: int, message: str, code: str | None = None):
         super().__init__(message)
         self.status, self.code = status, code
-
-
-def propensity(router: Router, state: TurnState, decision: Decision) -> float:
-    """The probability the router had of the model it picked: the propensity off-policy evaluation needs.
-
-    Read from the decision rather than from ``router.probabilities(state)``, which would route a second
-    time (a second forward pass for a learned router); the router contract holds the two equal
-    (tests/test_router_probabilities.py).
-    """
-    return decision.propensity
 
 
 def message_of(raw: Any, where: str) -> Message:
