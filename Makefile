@@ -65,6 +65,14 @@ $(SCALE_STAMP): pyproject.toml $(STAMP)
 test-scale: install $(SCALE_STAMP)
 	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q -m "scale or slow or not slow" $(SCALE_TESTS)
 
+# Slow tests outside the scale-out files: the static embedder's distillation, cached live batches, a seeded
+# benchmark with repeats.
+SLOW_TESTS := tests/test_encoders_embedders.py tests/test_prefix_store.py tests/test_verdict.py
+
+.PHONY: test-slow
+test-slow: install
+	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q -m slow $(SLOW_TESTS)
+
 # The MLflow UI in headless Chromium (Debian's chromium and chromium-driver), screenshots included.
 .PHONY: test-browser
 test-browser: install
