@@ -235,11 +235,13 @@ def test_kill_9_of_the_harness_leaves_no_server(tmp_path):
     servers.stop_server(load_pool(POOL).model(SMALL).local.port)
     owner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                              env=os.environ | {"PYTHONPATH": str(ROOT)})  # fmt: skip
-    assert owner.stdout.readline().strip() == "up"
-    children = [pid for pid, ppid in serve_processes().items() if ppid == owner.pid]
-    assert len(children) == 1
-    owner.kill()
-    owner.wait()
+    try:
+        assert owner.stdout.readline().strip() == "up"
+        children = [pid for pid, ppid in serve_processes().items() if ppid == owner.pid]
+        assert len(children) == 1
+    finally:  # the harness stand-in is killed whatever the asserts said
+        owner.kill()
+        owner.wait()
     deadline = time.monotonic() + 15
     while children[0] in serve_processes():
         assert time.monotonic() < deadline, "the server outlived its harness"
