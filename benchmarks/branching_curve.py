@@ -75,7 +75,7 @@ def spend_of(run_dir: Path, keys: set[str]) -> ExplorationSpend:
     total = ExplorationSpend()
     for record in store.episodes():
         if record.episode in keys:
-            total = total + episode_spend(record, store.turns(record.episode))
+            total = total + episode_spend(record, store.ordered_turns(record.episode))
     return total
 
 

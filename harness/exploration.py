@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.records import EpisodeRecord, TurnRecord
-from harness.trajectory import RunStore, episode_file_name
+from harness.trajectory import RunStore
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def actions_stepped(turn: TurnRecord, submitted: bool) -> int:
 
 
 def episode_spend(record: EpisodeRecord, turns: list[TurnRecord]) -> ExplorationSpend:
-    turns = sorted(turns, key=lambda line: line.turn)
+    """One episode's spend, from its line and its turn lines in order (:meth:`RunStore.ordered_turns`)."""
     calls, prompt, completion, dollars, steps = 0, 0, 0, 0.0, 0
     for line in turns:
         last = line.turn == turns[-1].turn
@@ -62,8 +62,7 @@ def episode_spend(record: EpisodeRecord, turns: list[TurnRecord]) -> Exploration
         calls += 1
         prompt += line.prompt_tokens
         completion += line.completion_tokens
-        router = sum(float(c["dollars"]) for c in line.charges if c.get("kind") == "router")
-        dollars += line.dollars + router
+        dollars += line.dollars + line.router_dollars
     dollars += record.judge_cost + record.abandoned_cost
     return ExplorationSpend(1, calls, prompt, completion, dollars, 1, steps)
 
@@ -75,7 +74,5 @@ def exploration_spend(run_dirs: Iterable[Path]) -> ExplorationSpend:
         store = RunStore(run_dir)
         store.config()  # raises if this is not a run directory
         for record in store.episodes():
-            path = store.turns_dir / episode_file_name(record.episode)
-            turns = store.turns(record.episode) if path.exists() else []
-            total = total + episode_spend(record, turns)
+            total = total + episode_spend(record, store.ordered_turns(record.episode))
     return total

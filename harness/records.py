@@ -294,6 +294,11 @@ class TurnRecord(_Line):
     times: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def router_dollars(self) -> float:
+        """What the router's own calls billed on this turn (its overhead charges), apart from ``dollars``."""
+        return sum(float(c["dollars"]) for c in self.charges if c.get("kind") == "router")
+
     @classmethod
     def from_line(cls, line: Any, version: int = FORMAT_VERSION, where: str = "turn line") -> TurnRecord:
         """Parse one line of a turn file written in format ``version``."""

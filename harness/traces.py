@@ -503,8 +503,7 @@ def trace_run(
 
 
 def _turn_lines(store: RunStore, episode: str) -> list[dict[str, Any]]:
-    path = store.turns_dir / episode_file_name(episode)
-    return [t.to_line() for t in sorted(store.turns(episode), key=lambda t: t.turn)] if path.exists() else []
+    return [t.to_line() for t in store.ordered_turns(episode)]
 
 
 __all__ = ["TraceSelection", "RunTraceContext", "TracedRun", "trace_run", "existing_trace_ids", "trace_id_of"]

@@ -329,6 +329,12 @@ class RunStore:
         version, where = self.format_version, str(path)
         return [TurnRecord.from_line(line, version, where) for line in read_lines(path)]
 
+    def ordered_turns(self, key: str) -> list[TurnRecord]:
+        """An episode's turn lines by turn index; none for an episode that never began a turn file."""
+        if not (self.turns_dir / episode_file_name(key)).exists():
+            return []
+        return sorted(self.turns(key), key=lambda line: line.turn)
+
     def begin_episode(self, key: str) -> Path:
         """A fresh turn file for ``key``; an interrupted attempt's file is kept aside."""
         path = self.turns_dir / episode_file_name(key)

@@ -243,8 +243,7 @@ def error_cost_to_go(sample: DecisionSample, expected_turns: float) -> float:
 
 def turn_dollars(record: TurnRecord) -> float:
     """The model call's dollars plus any router overhead charged on the same turn."""
-    router = sum(float(c["dollars"]) for c in record.charges if c.get("kind") == "router")
-    return float(record.dollars) + router
+    return float(record.dollars) + record.router_dollars
 
 
 def episode_samples(
