@@ -36,6 +36,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError, ProviderError
 from harness.local.weights import LocalWeights, cache_root, ensure_weights
+from harness.trajectory import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,9 @@ def _start(model: str, server: LocalServer, weights: Path) -> _Running:
             start_new_session=True,  # a Ctrl-C at the terminal is the harness's to handle, not the server's
             env=os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )
-    _write_record(
-        server.port, {"pid": process.pid, "owner": os.getpid(), "file": str(weights), "model": model}
+    write_json_atomic(
+        _record_path(server.port),
+        {"pid": process.pid, "owner": os.getpid(), "file": str(weights), "model": model},
     )
     started = time.monotonic()
     while not healthy(server.port, model):
@@ -276,13 +278,6 @@ def _read_record(port: int) -> dict | None:
         return json.loads(_record_path(port).read_text()) | {"port": port}
     except (OSError, ValueError):
         return None
-
-
-def _write_record(port: int, record: dict) -> None:
-    path = _record_path(port)
-    partial = path.with_suffix(f".{os.getpid()}.partial")
-    partial.write_text(json.dumps(record))
-    os.replace(partial, path)
 
 
 def _remove_record(port: int) -> None:
