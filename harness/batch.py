@@ -49,7 +49,7 @@ from harness.agent import Episode, episode_seed
 from harness.backends import build_backends
 from harness.backends.litellm_backend import RETRIES_KEY
 from harness.benchmarks import get_benchmark
-from harness.config import REPO_ROOT, RunConfig, recorded, resolve, to_plain
+from harness.config import REPO_ROOT, RunConfig, resolve, snapshot, to_plain
 from harness.errors import (
     BatchInterrupted,
     EnvironmentCrashed,
@@ -145,17 +145,7 @@ def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastruct
     """
     config, pool, split, tasks = prepare_check(config)
     store = RunStore(out)
-    store.open(
-        {
-            "run": recorded(config),
-            "pool_sha256": pool.sha256,
-            "price_cards": {m.name: to_plain(m.price) for m in pool.spec.models},
-            "split_version": split.version,
-            "engine": get_benchmark(config.benchmark).fingerprint(),
-        },
-        wait_s=wait_s,
-        retry_infrastructure=retry_infrastructure,
-    )
+    store.open(snapshot(config, pool, split), wait_s=wait_s, retry_infrastructure=retry_infrastructure)
     return Batch(config=config, pool=pool, tasks=tasks, store=store)
 
 

@@ -57,10 +57,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.agent import Episode
+from harness.agent import Episode, episode_seed
 from harness.backends import build_backends
 from harness.benchmarks import get_benchmark
-from harness.config import BranchDesign, Limits, RunConfig, from_dict, recorded, to_plain
+from harness.config import BranchDesign, RunConfig, from_dict, resolve, snapshot, to_plain
 from harness.errors import ConfigError, HarnessError
 from harness.pool import Pool, load_pool
 from harness.protocols import Environment, ModelBackend
@@ -149,8 +149,9 @@ class BranchRouter(Router):
     def route(self, state: TurnState, rng: np.random.Generator) -> Decision:
         branched = len(self.prefix)
         if state.turn < branched:
+            # This router always replays the logged model; the line keeps the parent's propensity (BranchTurns).
             logged = self.prefix[state.turn]
-            return Decision(logged.model, float(logged.propensity or 1.0), logged.router_scores)
+            return Decision(logged.model, 1.0, logged.router_scores)
         if state.turn == branched:
             return Decision(self.model, self.propensity)
         return self.continuation.route(state, continuation_rng(self.seed, state.turn))
@@ -211,31 +212,35 @@ class BranchTurns:
                     f"{self.where}: replaying turn {turn} gave a different {differing[0]!r} than logged; "
                     "the environment is not deterministic for this task"
                 )
-            record = replace(record, extra={**record.extra, "replayed": self.mode})
+            # the parent's propensity, None where it logged none: a replayed turn is the parent's decision
+            record = replace(
+                record, propensity=logged.propensity, extra={**record.extra, "replayed": self.mode}
+            )
         self.store.record_turn(path, record)
 
 
 @dataclass
 class Source:
-    """The parent run: its config, pool and finished episodes with their turn lines."""
+    """The parent run: its config (limits resolved), pool and finished episodes with their turn lines."""
 
     path: Path
     config: RunConfig
     pool: Pool
     episodes: dict[str, EpisodeRecord]
     store: RunStore
+    read_turns: tuple[str, list[TurnRecord]] | None = None  # the last episode's turn lines read
 
     @classmethod
     def read(cls, path: Path) -> Source:
         store = RunStore(path)
-        snapshot = store.config()
-        if "branch" in snapshot:
+        parent_config = store.config()
+        if "branch" in parent_config:
             raise ConfigError(
-                f"{path} holds branches; branch the run they came from ({snapshot['branch']['source']})"
+                f"{path} holds branches; branch the run they came from ({parent_config['branch']['source']})"
             )
-        run = dict(snapshot.get("run") or {})
+        run = dict(parent_config.get("run") or {})
         try:
-            config = from_dict(RunConfig, run, f"{path}/config.json run")
+            config = resolve(from_dict(RunConfig, run, f"{path}/config.json run"))
         except ConfigError as exc:
             raise ConfigError(f"cannot branch from {path}: {exc}") from None
         episodes = {
@@ -244,25 +249,24 @@ class Source:
         return cls(Path(path), config, load_pool(config.pool), episodes, store)
 
     def turns(self, key: str) -> list[TurnRecord]:
-        return sorted(self.store.turns(key), key=lambda line: line.turn)
+        """An episode's turn lines in order, read once for all the siblings of its branch points."""
+        if self.read_turns is None or self.read_turns[0] != key:
+            self.read_turns = (key, self.store.ordered_turns(key))
+        return self.read_turns[1]
 
 
-def snapshot(source: Source, design: BranchDesign) -> dict[str, Any]:
+def branch_snapshot(source: Source, design: BranchDesign) -> dict[str, Any]:
     """The branch run's config.json: the parent's run, and the design.
 
     No router is named: no one router logged the branches (the parent's on the prefix, the design at
     the branch, the continuation after it), so readers take each turn's logged propensity, and a
     mixture-of-loggers estimate is refused by name rather than computed with the wrong policy.
     """
-    benchmark = get_benchmark(source.config.benchmark)
-    return {
-        "run": {**recorded(source.config), "router": None},
-        "branch": {"source": str(source.path.resolve()), **to_plain(design)},
-        "pool_sha256": source.pool.sha256,
-        "price_cards": {m.name: to_plain(m.price) for m in source.pool.spec.models},
-        "split_version": benchmark.load_split(source.config.split_file).version,
-        "engine": benchmark.fingerprint(),
-    }
+    split = get_benchmark(source.config.benchmark).load_split(source.config.split_file)
+    written = snapshot(source.config, source.pool, split,
+                       branch={"source": str(source.path.resolve()), **to_plain(design)})  # fmt: skip
+    written["run"]["router"] = None
+    return written
 
 
 def play_branch(
@@ -288,24 +292,27 @@ def play_branch(
     n = len(source.pool.names)
     if continuation is None:
         continuation = make_router(design.continuation.name, design.continuation.params, source.pool.cards)
-    assert parent.seed is not None, "a played episode records its seed"
-    seed = parent.seed
+    # The parent's seed: every model draw is the parent's and every sibling's.
+    seed = episode_seed(source.config.seed, task)
+    if seed != parent.seed:
+        raise ConfigError(
+            f"{where}: recorded seed {parent.seed} is not the one its run's seed gives ({seed})"
+        )
     router = BranchRouter(prefix, model, 1.0 / n, continuation, seed)
     wrapped = {name: PrefixBackend(b, prefix, design.prefix, where) for name, b in backends.items()}
     sink = BranchTurns(store, point.key(model), prefix, design.prefix, where)
-    limits = source.config.limits or Limits()
+    assert source.config.limits is not None, "Source.read resolves them"
     episode = Episode(
         get_benchmark(task.benchmark),
         env,
         wrapped,
         router,
         task,
-        0,
-        limits,
+        source.config.seed,
+        source.config.limits,
         sink,
         judge,  # type: ignore[arg-type]
     )
-    episode.seed = seed  # the parent's: every model draw is the parent's and every sibling's
     result = episode.run()
     record = result.record(f"branch:{design.continuation.label}")
     prefix_dollars = sum(t.dollars for t in prefix)
@@ -363,7 +370,7 @@ def collect_branches(
     chosen = [(key, e.turns) for key, e in sorted(source.episodes.items()) if wanted is None or key in wanted]
     points = branch_points(chosen, source.pool.names, design)
     store = RunStore(out)
-    store.open(snapshot(source, design))
+    store.open(branch_snapshot(source, design))
     opened: Environment | None = None
     try:
         done = store.finished_keys()

@@ -24,12 +24,16 @@ import types
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
 import yaml
 
 from harness.errors import ConfigError, UnknownNameError
+
+if TYPE_CHECKING:
+    from harness.pool import Pool
+    from harness.splits import Split
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
@@ -151,6 +155,24 @@ def recorded(config: RunConfig) -> dict[str, Any]:
     if not config.constrained:
         del run["constrained"]
     return run
+
+
+def snapshot(config: RunConfig, pool: Pool, split: Split | None = None, **more: Any) -> dict[str, Any]:
+    """A run directory's ``config.json``: the recorded config, the pool's hash and price cards and, for a
+    run played on a split, the split's version and the engine's fingerprint; ``more`` adds what only some
+    runs have (a branch design, ``served``). What a run directory records is written here only, so a
+    batch, a branch collection and a server record one run alike."""
+    from harness.benchmarks import get_benchmark  # the plug-ins import this module
+
+    written: dict[str, Any] = {
+        "run": recorded(config),
+        "pool_sha256": pool.sha256,
+        "price_cards": {m.name: to_plain(m.price) for m in pool.spec.models},
+    }
+    if split is not None:
+        written["split_version"] = split.version
+        written["engine"] = get_benchmark(config.benchmark).fingerprint()
+    return written | more
 
 
 def resolve(config: RunConfig) -> RunConfig:

@@ -31,12 +31,13 @@ from harness.branching import (
     play_branch,
 )
 from harness.config import BENCHMARKS_DIR, Limits, RouterSpec, RunConfig, recorded
-from harness.errors import ConfigError
+from harness.errors import ConfigError, TrajectoryError
 from harness.exploration import exploration_spend
 from harness.pool import load_pool
 from harness.records import EpisodeRecord, TurnRecord
 from harness.replay.evaluate import load_logs, logging_episodes
 from harness.replay.importers import read_run_dir
+from harness.replay.ope import evaluate_policy
 from harness.trajectory import RunStore
 from harness.types import Decision, Message, TurnState
 from routers import make_router
@@ -140,6 +141,33 @@ def test_a_prefix_the_engine_does_not_give_back_is_refused(env, parent_run, tmp_
     assert branch_points([(TASK.key, LIMITS.max_turns)], POOL.names, design)[0].turn > 0  # turn 0 is replayed
     with pytest.raises(BranchDivergence, match="different 'observation'"):
         collect_branches(forged, tmp_path / "b", design, cache=False, env=env)
+
+
+def test_a_prefix_turn_without_a_logged_propensity_stays_unknown(env, parent_run, tmp_path):
+    """A parent that logged no propensity (an imported log) gives branches whose prefix propensities are
+    unknown, not 1: importance weights over them are refused by name, and training says which turn."""
+    unlogged = tmp_path / "unlogged"
+    shutil.copytree(parent_run, unlogged)
+    (turn_file,) = (unlogged / "turns").iterdir()
+    lines = [json.loads(line) for line in turn_file.read_text().splitlines()]
+    for line in lines:
+        line["propensity"] = None
+    turn_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    design = BranchDesign(models=2, seed=1)
+    t = branch_points([(TASK.key, LIMITS.max_turns)], POOL.names, design)[0].turn
+    assert t > 0  # a prefix to replay
+    records = collect_branches(unlogged, tmp_path / "b", design, cache=False, env=env)
+    store = RunStore(tmp_path / "b")
+    for record in records:
+        turns = store.turns(record.episode)
+        assert [line.propensity for line in turns[:t]] == [None] * t
+        assert turns[t].propensity == pytest.approx(1 / len(POOL.names))
+    episodes, _, _ = read_run_dir(tmp_path / "b")
+    uniform = lambda episode, turn: np.full(len(POOL.names), 1 / len(POOL.names))  # noqa: E731
+    with pytest.raises(ConfigError, match=rf"need logged propensities; {2 * t} turn\(s\) have none"):
+        evaluate_policy(episodes, POOL.names, uniform, ["pdis"])
+    with pytest.raises(TrajectoryError, match="turn 0 has no propensity"):
+        load_samples([tmp_path / "b"])
 
 
 class DrawLogger(Router):

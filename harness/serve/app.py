@@ -40,8 +40,7 @@ from prometheus_client import (
 
 from harness.backends import build_backends
 from harness.benchmarks import available as benchmarks_available
-from harness.benchmarks import get_benchmark
-from harness.config import Limits, RouterSpec, RunConfig, recorded, to_plain
+from harness.config import Limits, RouterSpec, RunConfig, resolve, snapshot
 from harness.errors import ConfigError
 from harness.pool import load_pool
 from harness.records import EpisodeRecord
@@ -173,8 +172,9 @@ class RouterServer:
 
     def __init__(self, config: ServeConfig):
         self.config = config
-        benchmark = get_benchmark(config.benchmark)
-        self.limits = config.limits.over(benchmark.limits)
+        run_config = resolve(config.run_config())
+        assert run_config.limits is not None
+        self.limits = run_config.limits
         self.pool = load_pool(config.pool)
         self.cards = self.pool.cards
         self.router = make_router(config.router.name, config.router.params, self.cards)
@@ -190,16 +190,7 @@ class RouterServer:
                 f"${config.client_key_env or DEFAULT_KEY_ENV} first"
             )
         self.store = RunStore(config.out)
-        run_config = config.run_config()
-        self.store.open(
-            {
-                "run": recorded(run_config) | {"limits": to_plain(self.limits)},
-                "pool_sha256": self.pool.sha256,
-                "price_cards": {m.name: to_plain(m.price) for m in self.pool.spec.models},
-                "served": True,
-            },
-            retry_infrastructure=False,
-        )
+        self.store.open(snapshot(run_config, self.pool, served=True), retry_infrastructure=False)
         self.sessions = Sessions(self.store, self.router, self.label, config.seed, self.limits,
                                  self.store.finished_keys())  # fmt: skip
         self.metrics = Metrics()
