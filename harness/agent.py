@@ -27,7 +27,7 @@ from harness.protocols import Environment, ModelBackend
 from harness.records import EpisodeRecord, TurnRecord, count_switches
 from harness.seeding import derive_seed
 from harness.trajectory import RunStore
-from harness.types import Action, CallContext, Completion, Message, TaskInstance, TurnState
+from harness.types import Action, CallContext, Completion, Message, ModelCard, TaskInstance, TurnState
 from routers.base import Router
 
 
@@ -90,7 +90,46 @@ class TurnOutcome:
     step_times: list[list[float]] = field(default_factory=list)  # [start, end] (epoch s) per observation
 
 
-class Episode:
+class Progress:
+    """An episode under way as its limits and its router see it: the turns played, the dollars spent and
+    the models chosen so far. The agent loop and a served session (:mod:`harness.serve.sessions`) share it,
+    so both stop at their limits, and show their router its state, alike."""
+
+    limits: Limits  # resolved: no field unset
+    turn: int
+    ledger: CostLedger
+    models: list[str]
+
+    def limit_reached(self) -> str | None:
+        """The check before each turn: the turn limit, then the dollar budget (the status it ends with)."""
+        assert self.limits.max_turns is not None and self.limits.budget_dollars is not None
+        if self.turn >= self.limits.max_turns:
+            return "max_turns"
+        if self.ledger.episode_total >= self.limits.budget_dollars:
+            return "budget"
+        return None
+
+    def turn_state(self, task: TaskInstance, description: str, history: list[Message],
+                   candidates: list[ModelCard], **more: Any) -> TurnState:  # fmt: skip
+        """What the router sees before this turn; ``more`` are the fields only the agent loop knows."""
+        assert self.limits.max_turns is not None and self.limits.budget_dollars is not None
+        return TurnState(
+            benchmark=task.benchmark,
+            task=task.task,
+            variation=task.variation,
+            task_description=description,
+            history=history,
+            turn=self.turn,
+            dollars_spent=self.ledger.episode_total,
+            budget_dollars=self.limits.budget_dollars,
+            max_turns=self.limits.max_turns,
+            candidates=candidates,
+            previous_model=self.models[-1] if self.models else None,
+            **more,
+        )
+
+
+class Episode(Progress):
     """One episode's state and loop; subclass and override a step to change one behaviour."""
 
     def __init__(
@@ -156,10 +195,9 @@ class Episode:
         )
 
     def check_limits(self) -> None:
-        if self.turn >= self.limits.max_turns:
-            raise EpisodeOver("max_turns")
-        if self.ledger.episode_total >= self.limits.budget_dollars:
-            raise EpisodeOver("budget")
+        status = self.limit_reached()
+        if status is not None:
+            raise EpisodeOver(status)
 
     def context(self) -> CallContext:
         return CallContext(
@@ -172,21 +210,8 @@ class Episode:
         )
 
     def state(self) -> TurnState:
-        return TurnState(
-            benchmark=self.task.benchmark,
-            task=self.task.task,
-            variation=self.task.variation,
-            task_description=self.description,
-            history=list(self.messages),
-            turn=self.turn,
-            dollars_spent=self.ledger.episode_total,
-            budget_dollars=self.limits.budget_dollars,
-            max_turns=self.limits.max_turns,
-            candidates=self.candidates,
-            last_action_valid=self.valid,
-            consecutive_errors=self.consecutive_errors,
-            previous_model=self.models[-1] if self.models else None,
-        )
+        return self.turn_state(self.task, self.description, list(self.messages), self.candidates,
+                               last_action_valid=self.valid, consecutive_errors=self.consecutive_errors)  # fmt: skip
 
     def play_turn(self) -> None:
         route_start = time.time()

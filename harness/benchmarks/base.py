@@ -10,7 +10,7 @@ three small interfaces below.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -41,6 +41,11 @@ class FormatError(ValueError):
         self.call_id = call_id
 
 
+def first_user_message(messages: Sequence[Message]) -> str:
+    """The text of the first user message ("" if none): the task text where nothing wraps it."""
+    return next((m.content for m in messages if m.role == "user"), "")
+
+
 class AgentFormat(abc.ABC):
     """How a benchmark talks to the agent: opening messages, replies into actions, results back.
 
@@ -68,6 +73,12 @@ class AgentFormat(abc.ABC):
     @abc.abstractmethod
     def render(self, action: Action, thought: str) -> tuple[str, tuple[ToolCall, ...]]:
         """A reply that asks for ``action``: what a simulated model writes."""
+
+    def task_description(self, initial: Sequence[Message]) -> str:
+        """The task text of opening messages, for a reader that has only the messages (a served
+        conversation, a log that did not record the text): here the first user message whole; a format
+        whose ``initial_messages`` wrap the text reads it back out."""
+        return first_user_message(initial)
 
     def reply_schema(self, env: Environment) -> dict[str, Any] | None:
         """The JSON schema a reply is held to under constrained decoding,

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import TrajectoryError
+from harness.errors import TrajectoryError, UnknownNameError
 from harness.types import Message
 
 
@@ -102,12 +102,19 @@ def link_histories(initial: Sequence[Message], turns: Sequence[LoggedTurn]) -> t
 
 
 def task_description(episode: LoggedEpisode) -> str:
-    """The task text: logged on turn 0 (format 2 on), else read from the first user message (format 1 runs
-    were all ScienceWorld, whose prompt module knows its own layout), else that whole message."""
-    from harness.benchmarks.scienceworld.prompt import task_description_of
+    """The task text: logged on turn 0 (format 2 on), else read back from the opening messages by the
+    episode's benchmark's format (format 1 runs, all ScienceWorld), else the first user message whole
+    (a log of a benchmark this process cannot play: unregistered, or a plug-in that only imports)."""
+    from harness.benchmarks import get_benchmark
+    from harness.benchmarks.base import first_user_message
 
     logged = episode.turns[0].extra.get("task_description") if episode.turns else None
     if logged:
         return logged
-    first_user = next((m.content for m in episode.initial_messages if m.role == "user"), "")
-    return task_description_of(first_user) or first_user
+    try:
+        agent_format = getattr(get_benchmark(episode.benchmark), "agent_format", None)
+    except UnknownNameError:
+        agent_format = None
+    if agent_format is None:
+        return first_user_message(episode.initial_messages)
+    return agent_format.task_description(episode.initial_messages)

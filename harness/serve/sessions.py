@@ -33,13 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from harness.benchmarks.scienceworld.prompt import task_description_of
+from harness.agent import Progress
+from harness.benchmarks import get_benchmark
 from harness.config import Limits
 from harness.ledger import CostLedger
 from harness.records import EpisodeRecord
 from harness.seeding import derive_seed
 from harness.serve.records import episode_record, turn_line
-from harness.types import Completion, Message, ModelCard, ToolCall, TurnState
+from harness.types import Completion, Message, ModelCard, TaskInstance, ToolCall, TurnState
 from routers.base import Router
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -108,7 +109,7 @@ class SessionMeta:
     task: str = "served"
     variation: int = 0
     split: str = "served"
-    task_description: str | None = None  # None: read from the first user message, as replay reads it
+    task_description: str | None = None  # None: read from the opening messages, as replay reads it
 
 
 @dataclass
@@ -131,7 +132,7 @@ class RoutedTurn:
     ledger_before: CostLedger = field(repr=False)
 
 
-class Session:
+class Session(Progress):
     """One conversation: its router copy, generator, ledger and the turn waiting for its line."""
 
     def __init__(self, sid: str, key: str, meta: SessionMeta, router: Router, seed: int, history: list[Message],
@@ -139,10 +140,11 @@ class Session:
         self.id, self.key = sid, key
         self.benchmark, self.task = meta.benchmark, meta.task
         self.variation, self.split = meta.variation, meta.split
-        self.task_description = meta.task_description
-        if self.task_description is None:
-            first_user = next((m.content for m in history if m.role == "user"), "")
-            self.task_description = task_description_of(first_user) or first_user
+        self.task_description = (
+            meta.task_description
+            if meta.task_description is not None
+            else get_benchmark(meta.benchmark).agent_format.task_description(history)
+        )
         self.router = copy.copy(router)
         self.seed = derive_seed(seed, key)
         self.rng = np.random.default_rng(self.seed)
@@ -165,31 +167,10 @@ class Session:
     def duration_s(self) -> float:
         return time.monotonic() - self.started
 
-    def limit_reached(self) -> str | None:
-        """The harness's check before a turn: the turn limit, then the dollar budget."""
-        assert self.limits.max_turns is not None and self.limits.budget_dollars is not None
-        if self.turn >= self.limits.max_turns:
-            return "max_turns"
-        if self.ledger.episode_total >= self.limits.budget_dollars:
-            return "budget"
-        return None
-
     def state(self, history: list[Message], candidates: list[ModelCard]) -> TurnState:
         """What the router sees, built as the agent loop builds it (no environment: every action valid)."""
-        assert self.limits.max_turns is not None and self.limits.budget_dollars is not None
-        return TurnState(
-            benchmark=self.benchmark,
-            task=self.task,
-            variation=self.variation,
-            task_description=self.task_description,
-            history=history,
-            turn=self.turn,
-            dollars_spent=self.ledger.episode_total,
-            budget_dollars=self.limits.budget_dollars,
-            max_turns=self.limits.max_turns,
-            candidates=candidates,
-            previous_model=self.models[-1] if self.models else None,
-        )
+        task = TaskInstance(self.benchmark, self.task, self.variation, self.split)
+        return self.turn_state(task, self.task_description, history, candidates)
 
     def undo_pending(self) -> None:
         """The client asked the last turn again: it is routed anew, its dollars kept as abandoned."""

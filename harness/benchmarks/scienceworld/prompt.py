@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from harness.benchmarks.base import AgentFormat, FormatError
@@ -100,13 +101,6 @@ def action_schema(valid_actions: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": {"action": action}, "required": ["action"]}
 
 
-def task_description_of(first_user_message: str) -> str | None:
-    """The task text of a first user message written by :meth:`ScienceWorldFormat.initial_messages`, or None."""
-    if first_user_message.startswith(TASK_PREFIX) and OBSERVATION_SEPARATOR in first_user_message:
-        return first_user_message[len(TASK_PREFIX) :].split(OBSERVATION_SEPARATOR, 1)[0]
-    return None
-
-
 def observation_message(observation: str, score: float) -> Message:
     return Message("user", f"Observation: {observation}\nScore: {score:g}")
 
@@ -126,6 +120,14 @@ class ScienceWorldFormat(AgentFormat):
             Message("system", SYSTEM_PROMPT),
             Message("user", f"{TASK_PREFIX}{task_description}{OBSERVATION_SEPARATOR}{observation}"),
         ]
+
+    def task_description(self, initial: Sequence[Message]) -> str:
+        """The task text between the prefix and the observation :meth:`initial_messages` put around it;
+        a first user message written otherwise is taken whole."""
+        first_user = super().task_description(initial)
+        if first_user.startswith(TASK_PREFIX) and OBSERVATION_SEPARATOR in first_user:
+            return first_user[len(TASK_PREFIX) :].split(OBSERVATION_SEPARATOR, 1)[0]
+        return first_user
 
     def parse(self, completion: Completion) -> list[Action | FormatError]:
         try:
