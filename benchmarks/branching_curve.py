@@ -43,19 +43,12 @@ from harness.config import Limits, RouterSpec, RunConfig  # noqa: E402
 from harness.exploration import ExplorationSpend, episode_spend, exploration_spend  # noqa: E402
 from harness.protocols import Environment  # noqa: E402
 from harness.trajectory import RunStore  # noqa: E402
-from routers.learned.dataset import (  # noqa: E402
-    TargetOptions,
-    TargetStats,
-    build_training_set,
-    encode_histories,
-    load_samples,
-    split_episodes,
-)
+from routers.learned.dataset import TargetOptions, load_samples  # noqa: E402
 from routers.learned.diagnostics import diagnose_model  # noqa: E402
-from routers.learned.encoder_spec import encoder_config  # noqa: E402
-from routers.learned.fitting import fit_value_model  # noqa: E402
 from routers.learned.train import default_encoder, pool_cards  # noqa: E402
-from routers.learned.value_model import model_class  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_curves import EncodedSamples, fit_point, num  # noqa: E402
 
 
 def play_run(env: Environment, config: RunConfig, out: Path) -> list[dict[str, Any]]:
@@ -185,15 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder = default_encoder("incremental", args.cache_dir, args.embedder)
         samples = {"sticky": load_samples([out / "sticky"]), "held-out": load_samples([held_out])}
         samples["branches"] = load_samples([branches]) if parent_sizes else []
-        everything = [s for part in samples.values() for s in part]
-        vectors = encode_histories(everything, encoder)
-        row_of = {id(s): i for i, s in enumerate(everything)}
-        config = encoder_config(encoder)
-
-        def encoded(part, stats, options):
-            return build_training_set(
-                part, vectors[[row_of[id(s)] for s in part]], cards, stats, options, config
-            )
+        encoded = EncodedSamples([s for part in samples.values() for s in part], encoder, cards)
 
         points: list[tuple[str, int, list, ExplorationSpend, str]] = []
         for n in sticky_sizes:
@@ -216,16 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         for arm, n, part, spend, target in points:
             started = time.perf_counter()
             options = TargetOptions(target=target, policy_lam=args.lam)
-            fit_part, stop_part = split_episodes(part, 0.2, args.seed)
-            stats = TargetStats.fit(fit_part)
-            fit, stop = encoded(fit_part, stats, options), encoded(stop_part, stats, options)
-            cls = model_class(args.family)
-            model = fit_value_model(
-                lambda seed, cls=cls: cls(seed=seed), fit, stop if len(stop) else None, args.seed
-            )
-            ranking = diagnose_model(
-                model, samples["held-out"], encoded(samples["held-out"], stats, options), args.lam
-            ).ranking
+            point = fit_point(encoded, part, args.family, options, args.seed)
+            model = point.model
+            held_out_set = encoded.training_set(samples["held-out"], point.stats, options)
+            ranking = diagnose_model(model, samples["held-out"], held_out_set, args.lam).ranking
             checkpoint = out / "checkpoints" / f"{arm}-{n}"
             model.save(checkpoint)
             router = RouterSpec(
@@ -254,14 +233,10 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": time.perf_counter() - started,
             }
             rows.append(row)
-
-            def num(value, digits=3):
-                return "n/a" if value is None else f"{value:.{digits}f}"
-
             print(
                 f"{arm:<7} {n:>4} {row['decisions']:>9} {spend.model_calls:>6} {spend.tokens:>8} "
-                f"{spend.dollars:>8.4f} {spend.engine_steps:>6} {num(ranking.accuracy):>8} "
-                f"{num(ranking.single_best_accuracy):>6} {num(ranking.chance):>6} "
+                f"{spend.dollars:>8.4f} {spend.engine_steps:>6} {num(ranking.accuracy, 3):>8} "
+                f"{num(ranking.single_best_accuracy, 3):>6} {num(ranking.chance, 3):>6} "
                 f"{num(row['val_score'], 1):>9} {num(row['val_cost'], 4):>7}",
                 flush=True,
             )

@@ -19,15 +19,19 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from routers.learned.dataset import (  # noqa: E402
+    DecisionSample,
     TargetOptions,
     TargetStats,
+    TrainingSet,
     build_training_set,
     encode_histories,
     load_samples,
@@ -47,6 +51,61 @@ from routers.learned.value_model import model_class  # noqa: E402
 
 def episode_subset(samples, keys: set[tuple[str, str]]):
     return [s for s in samples if (s.run, s.episode) in keys]
+
+
+class EncodedSamples:
+    """Decisions whose histories are encoded once, and the training set of any part of them: a learning
+    curve fits many subsets of one collection (also :mod:`branching_curve`)."""
+
+    def __init__(self, samples: list[DecisionSample], encoder: Any, cards: list):
+        self.vectors = encode_histories(samples, encoder)
+        self.row_of = {id(s): i for i, s in enumerate(samples)}
+        self.cards, self.config = cards, encoder_config(encoder)
+
+    def training_set(
+        self, part: list[DecisionSample], stats: TargetStats, options: TargetOptions
+    ) -> TrainingSet:
+        rows = self.vectors[[self.row_of[id(s)] for s in part]]
+        return build_training_set(part, rows, self.cards, stats, options, self.config)
+
+
+@dataclass
+class PointFit:
+    """One curve point's fitted model, with what it was fit on (for evaluating it the same way)."""
+
+    model: Any
+    stats: TargetStats
+    fit_samples: list[DecisionSample]
+    fit: TrainingSet
+    stop: TrainingSet
+    seconds: float  # the fit's alone
+
+
+def fit_point(
+    encoded: EncodedSamples, part: list[DecisionSample], family: str, options: TargetOptions, seed: int,
+    ensemble: int = 1,
+) -> PointFit:  # fmt: skip
+    """``family`` fit on ``part``'s decisions; 20% of its episodes are its own early-stopping split."""
+    fit_samples, stop_samples = split_episodes(part, 0.2, seed)
+    stats = TargetStats.fit(fit_samples)
+    fit, stop = (
+        encoded.training_set(fit_samples, stats, options),
+        encoded.training_set(stop_samples, stats, options),
+    )
+    cls = model_class(family)
+    started = time.perf_counter()
+    model = fit_value_model(
+        lambda seed, cls=cls: cls(seed=seed),
+        fit,
+        stop if len(stop) else None,
+        seed,
+        EnsembleOptions(ensemble),
+    )
+    return PointFit(model, stats, fit_samples, fit, stop, time.perf_counter() - started)
+
+
+def num(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     encoder = default_encoder("incremental", args.cache_dir, args.embedder)
     train_all, val_samples = load_samples(args.train), load_samples(args.val)
     started = time.perf_counter()
-    vectors = encode_histories(train_all + val_samples, encoder)
-    print(f"encoded {len(vectors)} decisions in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    row_of = {id(s): i for i, s in enumerate(train_all + val_samples)}
-    config = encoder_config(encoder)
+    encoded = EncodedSamples(train_all + val_samples, encoder, cards)
+    print(
+        f"encoded {len(encoded.vectors)} decisions in {time.perf_counter() - started:.1f} s", file=sys.stderr
+    )
 
     keys = sorted({(s.run, s.episode) for s in train_all})
     order = [keys[i] for i in np.random.default_rng(args.seed).permutation(len(keys))]
@@ -90,31 +149,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{family:<10} {n:>8}  (only {len(order)} training episodes)")
                 continue
             subset = episode_subset(train_all, set(order[:n]))
-            fit_samples, stop_samples = split_episodes(subset, 0.2, args.seed)
-            stats = TargetStats.fit(fit_samples)
             options = TargetOptions(target=args.target, policy_lam=args.lam)
-
-            fit, stop, val = (
-                build_training_set(
-                    part, vectors[[row_of[id(s)] for s in part]], cards, stats, options, config
-                )
-                for part in (fit_samples, stop_samples, val_samples)
-            )
-            cls = model_class(family)
-            started = time.perf_counter()
-            model = fit_value_model(
-                lambda seed, cls=cls: cls(seed=seed),
-                fit,
-                stop if len(stop) else None,
-                args.seed,
-                EnsembleOptions(args.ensemble),
-            )
-            seconds = time.perf_counter() - started
+            point = fit_point(encoded, subset, family, options, args.seed, args.ensemble)
+            model, fit, seconds = point.model, point.fit, point.seconds
+            val = encoded.training_set(val_samples, point.stats, options)
             report = evaluate(
                 model,
                 family,
                 Path("-"),
-                fit_samples,
+                point.fit_samples,
                 val_samples,
                 fit,
                 val,
@@ -128,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 "target": args.target,
                 "ensemble": args.ensemble,
                 "episodes": n,
-                "decisions": len(fit) + len(stop),
+                "decisions": len(fit) + len(point.stop),
                 "val_mse_score": report.val_mse_score,
                 "baseline_mse_score": report.baseline_mse_score,
                 "val_mse_cost": report.val_mse_cost,
@@ -142,10 +185,6 @@ def main(argv: list[str] | None = None) -> int:
                 "fit_seconds": seconds,
             }
             rows.append(row)
-
-            def num(value, digits=4):
-                return "n/a" if value is None else f"{value:.{digits}f}"
-
             print(
                 f"{family:<10} {n:>8} {row['decisions']:>9} {num(row['val_mse_score']):>9} "
                 f"{num(row['baseline_mse_score']):>7} {num(row['val_mse_cost']):>9} "
