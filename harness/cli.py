@@ -29,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.config import BenchmarkOptions, RouterSpec, RunConfig
+from harness.config import BenchmarkOptions, RouterSpec, RunConfig, ServeConfig
 from harness.errors import BatchInterrupted, ConfigError, HarnessError
 
 if TYPE_CHECKING:
@@ -143,7 +143,8 @@ def default(obj: Any, name: str) -> str:
     """The default a library dataclass field or function parameter has, as ``--help`` shows it: the CLI
     has no defaults of its own, it passes on only the options given."""
     if dataclasses.is_dataclass(obj):
-        value = getattr(obj(), name)
+        found = next(f for f in dataclasses.fields(obj) if f.name == name)
+        value = found.default if found.default_factory is dataclasses.MISSING else found.default_factory()
     else:
         value = inspect.signature(obj).parameters[name].default
     if isinstance(value, RouterSpec):
@@ -307,32 +308,57 @@ def serve(
     out: Annotated[Path, typer.Option(help="Run directory for the served turns (rerunning appends)")],
     router: Annotated[str, typer.Option(help="Router name (see `harness routers`)")],
     param: Annotated[list[str], typer.Option("--param", "-p", help="Router parameter key=value")] = [],  # noqa: B006
-    pool: Annotated[str | None, typer.Option(help="Pool name under benchmarks/pools or a YAML path")] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Pool name under benchmarks/pools or a YAML path", show_default=default(ServeConfig, "pool")
+        ),
+    ] = None,
     benchmark: Annotated[
-        str | None, typer.Option(help="What the traffic is, for routers and records")
+        str | None,
+        typer.Option(
+            help="What the traffic is, for routers and records",
+            show_default=default(ServeConfig, "benchmark"),
+        ),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seeds each session's generator with its episode key")
+        int | None,
+        typer.Option(
+            help="Seeds each session's generator with its episode key",
+            show_default=default(ServeConfig, "seed"),
+        ),
     ] = None,
     max_turns: Annotated[
-        int | None, typer.Option(help="Turns per session (default: the benchmark's)")
+        int | None, typer.Option(help="Turns per session", show_default="the benchmark's")
     ] = None,
-    budget: Annotated[float | None, typer.Option(help="Dollar budget per session")] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Dollar budget per session", show_default="the benchmark's")
+    ] = None,
     host: Annotated[
-        str | None, typer.Option(help="Address to bind (default 127.0.0.1; wider needs a key)")
+        str | None,
+        typer.Option(
+            help="Address to bind (wider than loopback needs a key)",
+            show_default=default(ServeConfig, "host"),
+        ),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port", show_default=default(ServeConfig, "port"))] = None,
     client_key_env: Annotated[
         str | None,
-        typer.Option(help="Variable holding the key clients must send (default HARNESS_SERVE_API_KEY)"),
+        typer.Option(
+            help="Variable holding the key clients must send",
+            show_default=default(ServeConfig, "client_key_env"),
+        ),
     ] = None,
     idle_timeout: Annotated[
-        float | None, typer.Option(help="Idle seconds before a session is an episode")
+        float | None,
+        typer.Option(
+            help="Idle seconds before a session is an episode",
+            show_default=default(ServeConfig, "idle_timeout_s"),
+        ),
     ] = None,
 ) -> None:
     """Serve a router behind an OpenAI-compatible chat endpoint, logging every routed turn for replay."""
     from harness.config import Limits
-    from harness.serve import ServeConfig
     from harness.serve import serve as run_server
 
     given = {"pool": pool, "benchmark": benchmark, "seed": seed, "host": host, "port": port,

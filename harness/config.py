@@ -248,6 +248,37 @@ class BranchDesign:
             raise RuleError(f"branch: prefix must be one of log, calls, got {self.prefix!r}")
 
 
+DEFAULT_KEY_ENV = "HARNESS_SERVE_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``harness serve`` runs: a router over a pool, its run directory, and how it listens.
+
+    ``limits`` left unset take the benchmark's, as in ``harness run``; ``benchmark`` is what the
+    router and the recorded episodes are told the traffic is (a request's ``metadata`` may say
+    otherwise per session). ``client_key_env`` names the variable holding the key clients must send;
+    unset or empty, no key is asked, which only a loopback host allows.
+    """
+
+    router: RouterSpec
+    out: Path
+    pool: str = RunConfig.pool
+    benchmark: str = RunConfig.benchmark
+    seed: int = 0
+    limits: Limits = field(default_factory=Limits)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    client_key_env: str = DEFAULT_KEY_ENV
+    idle_timeout_s: float = 600.0
+    drain_s: float = 30.0
+
+    def run_config(self) -> RunConfig:
+        """The run directory's config as ``harness run`` would record it (split "served", backend litellm)."""
+        return RunConfig(router=self.router, pool=self.pool, benchmark=self.benchmark, split="served",
+                         seed=self.seed, limits=self.limits, backend="litellm")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CollectStage:
     """Exploration data for training (Stage A): ``router`` over ``split``, one batch per seed.

@@ -267,6 +267,35 @@ def test_every_default_benchmark_help_shows_is_the_one_used(tmp_path, monkeypatc
     assert help_defaults("benchmark") == checks
 
 
+def test_every_default_serve_help_shows_is_the_one_used(tmp_path, monkeypatch):
+    import harness.serve
+
+    used = {}
+
+    def serve(config, announce=print):
+        used["config"] = config
+        raise Captured("captured")
+
+    monkeypatch.setattr(harness.serve, "serve", serve)
+    out = tmp_path / "served"
+    assert CliRunner().invoke(app, ["serve", "--out", str(out), "--router", "random"]).exit_code == 2
+    config = used["config"]
+    limits = resolve(config.run_config()).limits  # as the server resolves them
+    plugin = get_benchmark(config.benchmark)
+    checks = {
+        "pool": config.pool,
+        "benchmark": config.benchmark,
+        "seed": str(config.seed),
+        "max-turns": "the benchmark's" if limits.max_turns == plugin.limits.max_turns else None,
+        "budget": "the benchmark's" if limits.budget_dollars == plugin.limits.budget_dollars else None,
+        "host": config.host,
+        "port": str(config.port),
+        "client-key-env": config.client_key_env,
+        "idle-timeout": str(config.idle_timeout_s),
+    }
+    assert help_defaults("serve") == checks
+
+
 # -- the published JSON Schemas ----------------------------------------------------------------------
 
 

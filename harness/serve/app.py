@@ -22,8 +22,6 @@ import os
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -40,7 +38,7 @@ from prometheus_client import (
 
 from harness.backends import build_backends
 from harness.benchmarks import available as benchmarks_available
-from harness.config import Limits, RouterSpec, RunConfig, resolve, snapshot
+from harness.config import DEFAULT_KEY_ENV, ServeConfig, resolve, snapshot
 from harness.errors import ConfigError
 from harness.pool import load_pool
 from harness.records import EpisodeRecord
@@ -68,7 +66,6 @@ from routers import make_router
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KEY_ENV = "HARNESS_SERVE_API_KEY"
 SESSION_HEADER = "x-session-id"
 # The OpenAI chat parameters passed on to the chosen model; the rest of a request is the server's
 # (model, messages, stream, stream_options, n, metadata) or ignored.
@@ -85,34 +82,6 @@ OUTCOME_FIELDS = (
     "turns",
     "cost",
 )  # the recorded episode an outcome post returns
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """What ``harness serve`` runs: a router over a pool, its run directory, and how it listens.
-
-    ``limits`` left unset take the benchmark's, as in ``harness run``; ``benchmark`` is what the
-    router and the recorded episodes are told the traffic is (a request's ``metadata`` may say
-    otherwise per session). ``client_key_env`` names the variable holding the key clients must send;
-    unset or empty, no key is asked, which only a loopback host allows.
-    """
-
-    router: RouterSpec
-    out: Path
-    pool: str = RunConfig.pool
-    benchmark: str = RunConfig.benchmark
-    seed: int = 0
-    limits: Limits = field(default_factory=Limits)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    client_key_env: str = DEFAULT_KEY_ENV
-    idle_timeout_s: float = 600.0
-    drain_s: float = 30.0
-
-    def run_config(self) -> RunConfig:
-        """The run directory's config as ``harness run`` would record it (split "served", backend litellm)."""
-        return RunConfig(router=self.router, pool=self.pool, benchmark=self.benchmark, split="served",
-                         seed=self.seed, limits=self.limits, backend="litellm")  # fmt: skip
 
 
 def is_loopback(host: str) -> bool:
