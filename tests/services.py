@@ -4,7 +4,7 @@ PostgreSQL comes from ``HARNESS_TEST_POSTGRES_URL`` when set (``.ci/services.sh`
 starts one and prints it), else from a private server started here on a free
 loopback port from the installed binaries and discarded at the end of the session.
 Without binaries the tests that need them skip, naming the install step; under CI
-(``CI`` set) they fail instead, since a skipped scale test would pass CI silently.
+(``CI`` set, as ``.ci/run`` sets it) they fail instead, since a skipped scale test would pass CI silently.
 """
 
 from __future__ import annotations
