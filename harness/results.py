@@ -504,15 +504,18 @@ def run_split_weights(config: dict[str, Any], split: str) -> dict[str, float] | 
 def split_weights(benchmark: str, split_file: str | None, split: str) -> dict[str, float] | None:
     """The task-type weights of ``split`` in a benchmark's split file (None: its shipped one), read once.
 
-    A benchmark this process has not registered (a test's own plug-in) reads as unweighted: only
-    shipped split files are stratified.
+    The split file is the one record of the weights (``config.json`` pins its version), so reading a
+    run's results needs its benchmark's plug-in: without it they are refused by name, never scored
+    unweighted (a stratified split's unweighted mean is another number).
     """
     from harness.benchmarks import get_benchmark
 
     try:
         plugin = get_benchmark(benchmark)
-    except UnknownNameError:
-        return None
+    except UnknownNameError as exc:
+        raise UnknownNameError(
+            f"the results of benchmark {benchmark!r} are weighed by its split file: {exc}"
+        ) from None
     return plugin.load_split(split_file).weights(split)
 
 

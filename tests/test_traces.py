@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent / "plugins"))
 from tool_benchmark import LookupBenchmark  # noqa: E402
 
 from harness.agent import run_episode  # noqa: E402
+from harness.benchmarks import REGISTRY  # noqa: E402
 from harness.errors import ConfigError  # noqa: E402
 from harness.layout import ResultsLayout  # noqa: E402
 from harness.records import EpisodeRecord  # noqa: E402
@@ -85,6 +87,14 @@ def play(store: RunStore, variation: int) -> EpisodeRecord:
     record = result.record(POINT)
     store.record_episode(record)
     return record
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lookup_registered() -> Iterator[None]:
+    """The tool-call benchmark registered as a plug-in would be: reading a run's results needs its split."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(REGISTRY.builtin, LookupBenchmark.name, "tool_benchmark:LookupBenchmark")
+        yield
 
 
 @pytest.fixture(scope="module")

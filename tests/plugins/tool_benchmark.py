@@ -69,7 +69,7 @@ class LookupBenchmark(Benchmark):
     name = "lookup"
     score_range = (0.0, 1.0)
     limits = Limits(max_turns=4, budget_dollars=1.0)
-    split_file = Path(__file__).with_name("counter_split.json")
+    split_file = Path(__file__).with_name("lookup_split.json")
     agent_format = ToolCallFormat("Use the tools.", TOOLS, answer_tool="answer", max_actions_per_turn=3)
 
     def make_environment(self):
