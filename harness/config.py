@@ -177,9 +177,15 @@ def snapshot(config: RunConfig, pool: Pool, split: Split | None = None, **more: 
 
 def resolve(config: RunConfig) -> RunConfig:
     """The config with the benchmark plug-in's limits in every limit left unset: what a batch plays."""
+    return replace(config, limits=resolved_limits(config.limits, config.benchmark))
+
+
+def resolved_limits(limits: Limits | None, benchmark: str) -> Limits:
+    """``limits`` (None: none set) with every unset field taken from ``benchmark``'s plug-in: what an
+    episode of it is played, served or replayed under."""
     from harness.benchmarks import get_benchmark  # the plug-ins import this module
 
-    return replace(config, limits=(config.limits or Limits()).over(get_benchmark(config.benchmark).limits))
+    return (limits or Limits()).over(get_benchmark(benchmark).limits)
 
 
 def run_config(file: Path | None = None, **options: Any) -> RunConfig:

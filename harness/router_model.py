@@ -28,8 +28,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
 
-from harness.benchmarks import get_benchmark
-from harness.config import Limits
+from harness.config import Limits, resolved_limits
 from harness.errors import UnknownNameError
 from harness.seeding import derive_seed
 from harness.types import Message, ModelCard, PriceCard, TurnState
@@ -87,7 +86,7 @@ class RouterModel(mlflow.pyfunc.PythonModel):
         self.lam: float = float(spec["lam"])
         self.params: dict[str, Any] = spec["params"]
         self.benchmark: str = spec["benchmark"]
-        self.limits = Limits(**spec["limits"]).over(get_benchmark(self.benchmark).limits)
+        self.limits = resolved_limits(Limits(**spec["limits"]), self.benchmark)
         self.cards = [card_from_plain(c) for c in spec["cards"]]
         self.checkpoint = context.artifacts[CHECKPOINT_ARTIFACT]
         self._routers: dict[float, Any] = {}

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.benchmarks import get_benchmark
-from harness.config import Limits
+from harness.config import Limits, resolved_limits
 from harness.errors import ConfigError
 from harness.replay.logged import LoggedEpisode, task_description
 from harness.types import Message, ModelCard, TurnState
@@ -70,7 +69,7 @@ class EpisodeStates:
 
     def __init__(self, episode: LoggedEpisode, defaults: StateDefaults = StateDefaults()):
         self.episode = episode
-        self.limits = (defaults.limits or Limits()).over(get_benchmark(episode.benchmark).limits)
+        self.limits = resolved_limits(defaults.limits, episode.benchmark)
         self.description = task_description(episode)
         messages = list(episode.initial_messages)
         for turn in episode.turns:

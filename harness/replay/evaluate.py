@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.benchmarks import get_benchmark
-from harness.config import Limits, RouterSpec
+from harness.config import Limits, RouterSpec, resolved_limits
 from harness.errors import ConfigError
 from harness.replay.importers import FileReport, read_run_dir
 from harness.replay.logged import LoggedEpisode
@@ -201,7 +201,7 @@ def state_features(
     cache: dict[tuple[str, str], np.ndarray] = {}
 
     def episode_rows(episode: LoggedEpisode) -> np.ndarray:
-        bound = (limits.get(episode.source) or Limits()).over(get_benchmark(episode.benchmark).limits)
+        bound = resolved_limits(limits.get(episode.source), episode.benchmark)
         assert bound.max_turns is not None and bound.budget_dollars is not None
         rows = np.zeros((len(episode.turns), 5 + len(pool) + 1))
         score_before, spent, errors = 0.0, 0.0, 0
