@@ -43,6 +43,7 @@ from harness.seeding import derive_seed
 
 HEADLINE_SPLITS = (("test_id", "test_id"), ("test_powered", "test_powered"), ("test_ood", "OOD"))
 MISSING = "—"
+UNREACHED = "not reached"  # a family whose points never score as high as the best single model
 
 
 def _file_name(text: str) -> str:
@@ -271,8 +272,11 @@ def frontier_section(
     summary = family_summaries(points, split, (ref_score, ref_cost), single)
     if summary.empty:
         return lines + ["", "No single-model run on this split to compare against."]
+    # AIQ over a shared range compares families swept over two points or more; with fewer than two such
+    # families it compares nothing, and the column goes.
+    compared = summary["aiq_shared"].notna().sum() >= 2
     shared = next((r for r in summary["aiq_shared_range"] if r is not None), None)
-    if shared is not None:
+    if shared is not None and compared:
         lines.append(f"Shared AIQ range: ${_dollars(shared[0])} to ${_dollars(shared[1])} per episode.")
     header = [
         "family",
@@ -292,9 +296,9 @@ def frontier_section(
             str(r.points),
             f"{r.hypervolume:.4g}",
             _num(r.aiq, score_digits),
-            _num(r.aiq_shared, score_digits),
-            _dollars(r.cost_at_best_single_score),
-            _num(r.cost_ratio_vs_best_single, 2),
+            _num(r.aiq_shared, score_digits) if compared else MISSING,
+            UNREACHED if pd.isna(r.cost_at_best_single_score) else _dollars(r.cost_at_best_single_score),
+            UNREACHED if pd.isna(r.cost_at_best_single_score) else _num(r.cost_ratio_vs_best_single, 2),
             _num(r.score_at_best_single_cost, score_digits),
             MISSING
             if r.score_gain_vs_best_single is None

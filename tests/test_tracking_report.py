@@ -405,6 +405,23 @@ def test_report_opening_compares_only_the_val_selected_lambda(tmp_path: Path, la
     assert f"toy@lam={1 - lam:g}" not in first and "Left out" not in first
 
 
+def test_frontier_columns_say_what_one_point_families_cannot_reach(tmp_path: Path):
+    """As in a benchmark played at each family's selected λ only: one point per family but the singles."""
+    import shutil
+
+    bench = build_bench(tmp_path, selected={"toy": {"lam": 1.0}})
+    for point in ("toy@lam=0", "toy@lam=5"):
+        shutil.rmtree(bench / "runs" / "test_id" / point)
+    text = write_report(bench, tmp_path / "reports", n_boot=300).read_text()
+    section = text.split("### test_id")[1].split("### test_ood")[0]
+    header = next(line for line in section.splitlines() if line.startswith("| family"))
+    assert "AIQ (shared range)" not in header and "Shared AIQ range" not in section  # only singles sweep
+    rows = {r[0]: r for r in _table_rows(section, "| family")}
+    column = header.strip("|").split("|").index(" $ to match best single's score ")
+    # toy@lam=1 scores strong's 75 at $0.30; random never scores 75.
+    assert rows["toy"][column] == "0.300" and rows["random"][column] == "not reached"
+
+
 def test_pareto_labels_never_overlap_even_for_points_on_top_of_each_other(bench: Path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
