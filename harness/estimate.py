@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.layout import ResultsLayout
 from harness.trajectory import CONFIG_FILE, RunStore
 
 
@@ -95,14 +96,14 @@ def measured_seconds_per_episode(
     long together.
     """
     durations: list[float] = []
-    for config in Path(results_root).rglob(CONFIG_FILE):
+    for run_dir in _run_dirs(Path(results_root)):
         try:
-            run = json.loads(config.read_text()).get("run", {})
+            run = json.loads((run_dir / CONFIG_FILE).read_text()).get("run", {})
         except (OSError, ValueError):
             continue
         if not isinstance(run, dict) or run.get("benchmark") != benchmark:
             continue
-        durations += [e.duration_s for e in RunStore(config.parent).episodes() if e.duration_s is not None]
+        durations += [e.duration_s for e in RunStore(run_dir).episodes() if e.duration_s is not None]
     if not durations:
         return None, f"no {benchmark} episode recorded under {results_root}"
     per_worker = sum(durations) / len(durations)
@@ -110,6 +111,17 @@ def measured_seconds_per_episode(
     return per_worker / workers, (
         f"mean of {len(durations)} recorded {benchmark} episodes, {per_worker:.2f} s each on {workers} worker(s)"
     )
+
+
+def _run_dirs(results_root: Path) -> list[Path]:
+    """Every run directory of every benchmark (and seed replicate) under a results root."""
+    layouts = (
+        [ResultsLayout(p) for p in sorted(results_root.iterdir()) if p.is_dir()]
+        if results_root.is_dir()
+        else []
+    )
+    layouts += [r for layout in layouts for r in layout.replicates()]
+    return [run for layout in layouts for run in layout.all_runs()]
 
 
 def duration_text(seconds: float) -> str:
