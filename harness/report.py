@@ -155,7 +155,8 @@ def headline_comparisons(
     if anchor.empty:
         return []
     reference = anchor.iloc[0].run_dir
-    verdicts = {r["family"]: r for r in verdict_rows(bench_dir, margin, n_boot=n_boot) if r["split"] == split}
+    # The verdict's own rows (its resamples and seed), so the opening and the Verdict section agree.
+    verdicts = {r["family"]: r for r in verdict_rows(bench_dir, margin) if r["split"] == split}
     selected = definition.get("selected") or {}
     rows = points[(points["split"] == split) & (points["n"] > 0) & (points["family"] != "single")]
     out = []
