@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,15 +25,19 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from harness.config import BenchmarkOptions, RouterSpec, RunConfig, ServeConfig
 from harness.errors import BatchInterrupted, ConfigError, HarnessError
+from harness.estimate import duration_text
 
 if TYPE_CHECKING:
+    from harness.estimate import TimeEstimate
     from harness.records import EpisodeRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -86,44 +91,94 @@ def parse_params(pairs: list[str]) -> dict:
     return params
 
 
+class RemainingColumn(TimeRemainingColumn):
+    """Rich's remaining time, or the benchmark's own where a row carries one (``seconds_left``)."""
+
+    def render(self, task):
+        seconds = task.fields.get("seconds_left")
+        if "seconds_left" not in task.fields:
+            return super().render(task)
+        left = "left ?" if seconds is None else f"left ~{duration_text(seconds)}"
+        return Text(left, style="progress.remaining")
+
+
 class ProgressBar:
-    """A rich progress bar per batch: episodes done, mean score and dollars so far."""
+    """A rich progress bar per batch (episodes done, mean score and dollars so far, time left) and, under
+    ``harness benchmark``, one for the whole benchmark whose remaining time is its episodes left times
+    the wall seconds per episode (:mod:`harness.estimate`: measured in this run once episodes are played,
+    before that the estimate's)."""
 
     def __init__(self) -> None:
         self._progress: Progress | None = None
+        self._whole: TaskID | None = None
+        self._estimate: TimeEstimate | None = None
+
+    def _open(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                RemainingColumn(),
+                console=console,
+            )
+            self._progress.start()
+        return self._progress
+
+    def plan(self, estimate: TimeEstimate) -> None:
+        self._estimate, self._played, self._began = estimate, 0, time.monotonic()
+        self._whole = self._open().add_task(
+            "benchmark",
+            total=max(estimate.planned, 1),
+            completed=estimate.recorded,
+            info="all stages",
+            seconds_left=estimate.seconds,
+        )
 
     def start(self, label: str, total: int, finished: list[EpisodeRecord]) -> None:
         scored = [e for e in finished if e.score is not None]
         self.scores = [e.score for e in scored]
         self.dollars = sum(e.cost for e in scored)
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("score {task.fields[score]:.1f}  ${task.fields[dollars]:.3f}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self._progress.start()
-        self._bar = self._progress.add_task(
-            label, total=total, completed=len(finished), score=self._mean(), dollars=self.dollars
-        )
+        self._bar = self._open().add_task(label, total=total, completed=len(finished), info=self._info())
 
-    def _mean(self) -> float:
-        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+    def _info(self) -> str:
+        mean = sum(self.scores) / len(self.scores) if self.scores else 0.0
+        return f"score {mean:.1f}  ${self.dollars:.3f}"
 
     def episode(self, record: EpisodeRecord) -> None:
         if record.score is not None:
             self.scores.append(record.score)
             self.dollars += record.cost
         assert self._progress is not None
-        self._progress.update(self._bar, advance=1, score=self._mean(), dollars=self.dollars)
+        self._progress.update(self._bar, advance=1, info=self._info())
+        if self._whole is not None and self._estimate is not None:
+            self._played += 1
+            whole = self._progress.tasks[self._progress.task_ids.index(self._whole)]
+            left = max(whole.total - whole.completed - 1, 0)
+            measured = (time.monotonic() - self._began) / self._played
+            self._progress.update(self._whole, advance=1, seconds_left=left * measured)
 
     def stop(self) -> None:
-        if self._progress is not None:
+        if self._progress is None:
+            return
+        if self._whole is None:
             self._progress.stop()
             self._progress = None
+            return
+        # Under a benchmark the batch's last state goes above the bars and its row makes way for the next.
+        row = self._progress.tasks[self._progress.task_ids.index(self._bar)]
+        self._progress.console.print(
+            f"{row.description}: {row.completed:.0f}/{row.total:.0f}  {row.fields['info']}  "
+            f"{duration_text(row.elapsed or 0.0)}"
+        )
+        self._progress.remove_task(self._bar)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        self._progress, self._whole, self._estimate = None, None, None
 
 
 def show_stage_messages() -> None:

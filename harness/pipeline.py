@@ -7,8 +7,9 @@ finished episodes, trained checkpoints are reused while their training inputs ar
 unchanged, and the Optuna study lives in SQLite beside the runs. Tuning only ever
 evaluates on ``val``; test splits are only evaluated, never selected on.
 
-This is a library: progress goes to a :class:`harness.batch.BatchProgress` the
-caller passes (the CLI passes a progress bar) and stage messages to logging.
+This is a library: progress goes to a :class:`BenchmarkProgress` the caller passes
+(the CLI passes a progress bar), told the time estimate of :mod:`harness.estimate`
+before the first episode, and stage messages to logging.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from harness.batch import BatchProgress, execute, prepare_check
 from harness.benchmarks import get_benchmark
@@ -41,14 +42,24 @@ from harness.errors import ConfigError
 from harness.exploration import exploration_spend
 from harness.layout import SEEDS_DIR, ResultsLayout
 from harness.records import EpisodeRecord
-from harness.trajectory import CONFIG_FILE, write_json_atomic
+from harness.trajectory import CONFIG_FILE, RunStore, write_json_atomic
 from routers import router_class
 
 if TYPE_CHECKING:
+    from harness.estimate import PlannedBatch, TimeEstimate
     from harness.executors import Executor
     from harness.summary import RunSummary
 
 log = logging.getLogger(__name__)
+
+
+class BenchmarkProgress(BatchProgress, Protocol):
+    """A batch progress that also follows the whole benchmark: told its plan and time estimate before
+    the first episode (:mod:`harness.estimate`), and when the benchmark is over."""
+
+    def plan(self, estimate: TimeEstimate) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 def replicate(definition: BenchmarkDef, seed: int) -> BenchmarkDef:
@@ -88,7 +99,7 @@ class BenchmarkRun:
         self,
         definition: BenchmarkDef,
         results: Path,
-        progress: BatchProgress | None = None,
+        progress: BenchmarkProgress | None = None,
         embeddings: Path | None = None,
         prefix_cache: Path | None = None,
         *,
@@ -182,6 +193,86 @@ class BenchmarkRun:
             checks.append(self.config(d.collect.router, d.select.split, d.select.quick))
         for config in checks:
             prepare_check(config)
+
+    def planned_batches(self) -> list[PlannedBatch]:
+        """Every batch the stages will play, with its episodes and those already recorded (for the estimate).
+
+        Mirrors the stages below. A batch whose run directory is not known before it runs (an Optuna
+        trial's, the val-best single's, a selected lambda's before selection) is counted at its planned
+        size; selected lambdas already in benchmark.json are used. Branch collections are not counted.
+        """
+        from harness.estimate import PlannedBatch
+
+        if self.d.seeds:
+            return [b for run in self.replicates() for b in run.planned_batches()]
+        d, split = self.d, self.plugin.load_split(self.d.split_file)
+
+        def batch(stage: str, name: str, quick: bool, *dirs: Path, repeats: int = 1, times: int = 1):
+            episodes = len(split.tasks(name, quick=quick, repeats=repeats)) * times
+            recorded = sum(len(RunStore(p).finished_keys()) for p in dirs if (p / CONFIG_FILE).exists())
+            return PlannedBatch(stage, episodes, min(recorded, episodes))
+
+        c = d.collect
+        batches = [batch("collect", c.split, c.quick, self.collect_dirs(seed)[0]) for seed in c.seeds]
+        if d.stage_b is not None and d.learned:
+            b = d.stage_b
+            batches += [
+                batch("stage B", b.split, b.quick, self.layout.data(f"stage-b-{b.family}-{b.split}-s{seed}"))
+                for seed in b.seeds
+            ]
+        if d.tune is not None:
+            t = d.tune
+            for learned in d.learned:
+                trials = [p for p in self.layout.runs(t.split).glob(f"{learned.name}@lam=*") if p.is_dir()]
+                batches.append(
+                    batch("tune", t.split, t.quick, *trials, repeats=self.repeats(t.split), times=t.trials)
+                )
+        s = d.select
+        if s is not None:
+            for spec in d.fixed_routers:
+                if spec.name == "single":
+                    where = self.layout.run(s.split, spec.label)
+                    batches.append(batch("select", s.split, s.quick, where, repeats=self.repeats(s.split)))
+            for learned in d.learned:
+                for lam in learned.lambdas:
+                    where = self.layout.run(s.split, point_label(learned.name, lam))
+                    batches.append(batch("select", s.split, s.quick, where, repeats=self.repeats(s.split)))
+        selected = {}
+        if self.layout.manifest.exists():
+            selected = json.loads(self.layout.manifest.read_text()).get("selected") or {}
+        for name in d.eval_splits:
+            quick, repeats = d.eval_quick.get(name, d.quick), self.repeats(name)
+            fixed = [spec.label for spec in d.fixed_routers if d.eval_fixed == "all" or spec.name != "single"]
+            if d.eval_fixed != "all":  # the val-best single, one of them
+                best = {choice.get("best_single") for choice in selected.values()} - {None}
+                fixed += sorted(best) or [
+                    next(spec.label for spec in d.fixed_routers if spec.name == "single")
+                ]
+            points = [*fixed]
+            rules = [a for a in (s.also if s is not None else []) if a.splits is None or name in a.splits]
+            for learned in d.learned:
+                choice = selected.get(learned.name)
+                if choice is not None:
+                    chosen = {c["lam"] for c in [choice, *choice.get("also", {}).values()] if "lam" in c}
+                    lams = sorted((set(learned.lambdas) if d.eval_grid else set()) | chosen)
+                    points += [point_label(learned.name, lam) for lam in lams]
+                else:
+                    lams = set(learned.lambdas) if d.eval_grid else set()
+                    points += [point_label(learned.name, lam) for lam in sorted(lams)]
+                    unknown = 1 + len(rules) if d.tune is not None or s is not None else 0
+                    batches += [batch("evaluate", name, quick, repeats=repeats) for _ in range(unknown)]
+            batches += [
+                batch("evaluate", name, quick, self.layout.run(name, point), repeats=repeats)
+                for point in points
+            ]
+        return batches
+
+    def estimate(self) -> TimeEstimate:
+        """The benchmark's time estimate (:mod:`harness.estimate`) from its plan and the recorded episodes."""
+        from harness.estimate import TimeEstimate, measured_seconds_per_episode
+
+        seconds, basis = measured_seconds_per_episode(self.dir.parent, self.d.benchmark, self.d.workers)
+        return TimeEstimate(tuple(self.planned_batches()), seconds, basis)
 
     # Stage 1 -----------------------------------------------------------------
     def collect(self) -> list[Path]:
@@ -482,7 +573,6 @@ class BenchmarkRun:
     def problems(self) -> list[str]:
         """What went wrong in each run directory under the results (see :func:`harness.batch.batch_problem`)."""
         from harness.batch import batch_problem
-        from harness.trajectory import RunStore
 
         problems = []
         for run_dir in sorted(self.layout.all_runs()):
@@ -535,9 +625,17 @@ class BenchmarkRun:
         from harness.executors import open_executor
 
         self.validate()
+        estimate = self.estimate()
+        log.info("%s", estimate.line())
+        if self.progress is not None:
+            self.progress.plan(estimate)
         self.commit = git_commit() if track else None
-        with open_executor(self.executor, self.d.workers, self.ray_address) as self.workers:
-            return self._execute(track, report_dir)
+        try:
+            with open_executor(self.executor, self.d.workers, self.ray_address) as self.workers:
+                return self._execute(track, report_dir)
+        finally:
+            if self.progress is not None:
+                self.progress.finish()
 
     def replicates(self) -> list[BenchmarkRun]:
         return [
@@ -647,7 +745,7 @@ class BenchmarkOutcome:
     problems: list[str]
 
 
-def run_benchmark(options: BenchmarkOptions, progress: BatchProgress | None = None) -> BenchmarkOutcome:
+def run_benchmark(options: BenchmarkOptions, progress: BenchmarkProgress | None = None) -> BenchmarkOutcome:
     """``harness benchmark``: load the definition, run every stage (resuming what is done), summarise."""
     definition = load_benchmark(options.definition)
     bench = BenchmarkRun(
@@ -668,8 +766,6 @@ def run_benchmark(options: BenchmarkOptions, progress: BatchProgress | None = No
 
 def training_fingerprint(learned: LearnedRouter, data: list[Path], init: Path | None = None) -> str:
     """Changes when the training hyperparameters, the warm start or the training episodes change."""
-    from harness.trajectory import RunStore
-
     h = hashlib.sha256(json.dumps(to_plain(learned.params), sort_keys=True).encode())
     h.update(f"{learned.name}|{init}".encode())
     for d in data:
@@ -682,4 +778,11 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-__all__ = ["BenchmarkOutcome", "BenchmarkRun", "point_label", "replicate", "run_benchmark"]
+__all__ = [
+    "BenchmarkOutcome",
+    "BenchmarkProgress",
+    "BenchmarkRun",
+    "point_label",
+    "replicate",
+    "run_benchmark",
+]

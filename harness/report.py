@@ -28,7 +28,7 @@ from harness.results import (
     is_learned,
     load_points,
     oracle_choices,
-    paired_variations,
+    paired_variation_groups,
     provenance,
     reference_point,
     replicate_dirs,
@@ -36,10 +36,14 @@ from harness.results import (
     seed_rows,
     selected_points,
     split_sort_key,
+    split_weights_of,
+    task_of,
 )
+from harness.seeding import derive_seed
 
-HEADLINE_SPLITS = (("test_id", "test_id"), ("test_ood", "OOD"))
+HEADLINE_SPLITS = (("test_id", "test_id"), ("test_powered", "test_powered"), ("test_ood", "OOD"))
 MISSING = "—"
+UNREACHED = "not reached"  # a family whose points never score as high as the best single model
 
 
 def _file_name(text: str) -> str:
@@ -129,70 +133,132 @@ def _interval(low: float, high: float, digits: int) -> str:
     return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def summary_sentences(
+def headline_comparisons(
+    bench_dir: Path,
     points: pd.DataFrame,
-    shown: pd.DataFrame,
+    definition: dict,
+    single: str,
+    split: str,
+    margin: float,
+    n_boot: int = 2000,
+) -> list[dict]:
+    """Each router chosen without looking at ``split`` against the best single model on its episodes.
+
+    The routers are the fixed ones (nothing to choose) and each learned family at the λ chosen on val
+    (benchmark.json ``selected``); a family without one is left out, since picking one of its λ on this
+    split would be selecting on test. A family with a verdict row on the split is that row; the others
+    get the verdict's own test (:func:`harness.verdict.verdict`, stratified where the split is).
+    """
+    from harness.verdict import verdict, verdict_rows
+
+    anchor = points[(points["point"] == single) & (points["split"] == split)]
+    if anchor.empty:
+        return []
+    reference = anchor.iloc[0].run_dir
+    # The verdict's own rows (its resamples and seed), so the opening and the Verdict section agree.
+    verdicts = {r["family"]: r for r in verdict_rows(bench_dir, margin) if r["split"] == split}
+    selected = definition.get("selected") or {}
+    rows = points[(points["split"] == split) & (points["n"] > 0) & (points["family"] != "single")]
+    out = []
+    for row in rows.itertuples():
+        learned = not math.isnan(row.lam)
+        if learned:
+            lam = (selected.get(row.family) or {}).get("lam")
+            if lam is None or not math.isclose(row.lam, float(lam), rel_tol=1e-9, abs_tol=1e-12):
+                continue
+        if learned and row.family in verdicts:
+            test = verdicts[row.family]
+        else:
+            groups = paired_variation_groups(row.run_dir, reference)
+            if not groups:
+                continue
+            weights = split_weights_of(row.run_dir, split)
+            test = verdict(
+                [list(groups.values())],
+                margin,
+                n_boot=n_boot,
+                seed=derive_seed("summary", row.point, split) % 2**32,
+                strata=[[task_of(v) for v in groups]] if weights is not None else None,
+                weights=weights,
+            )
+        out.append({"point": row.point, "learned": learned, **test})
+    return out
+
+
+def summary_sentences(
+    bench_dir: Path,
+    points: pd.DataFrame,
+    definition: dict,
     single: str | None,
+    single_split: str,
     score_digits: int,
     n_boot: int = 2000,
-    split: str = "test_id",
 ) -> list[str]:
-    """Who won on ``split``, in two or three sentences computed from the runs: the best single model; whether
-    a router beats it (a paired 95% interval of the score difference above zero) or else the cheapest that
-    matches it (an interval containing zero); and the best router at half its cost or less."""
-    rows = shown[(shown["split"] == split) & (shown["n"] > 0)]
+    """Who won, in two or three sentences computed from the runs, on the first headline split played.
+
+    The best single model (chosen on val where a selection ran); whether a router beats it (its paired
+    95% interval of the score difference above zero); the cheapest router that matches it (non-inferior
+    at the verdict's margin) and the best at half its cost or less. Only routers chosen without the
+    test split take part (:func:`headline_comparisons`), so the headline is never a test-selected point.
+    """
+    from harness.verdict import verdict_margin
+
+    played = [s for s, _ in HEADLINE_SPLITS if not points[(points["split"] == s) & (points["n"] > 0)].empty]
+    if not played:
+        return ["No test split has finished episodes yet."]
+    split = played[0]
     base = points[(points["point"] == single) & (points["split"] == split) & (points["n"] > 0)]
     if single is None or base.empty:
         return [f"No single model finished episodes on {split}, so there is nothing to compare routers with."]
     best = base.iloc[0]
     fmt = lambda x: _num(x, score_digits)  # noqa: E731
+    chosen = "the val-best single model" if single_split != split else "the best single model"
     sentences = [
-        f"On {split} the best single model is `{single}`: score {fmt(best.mean_score)}"
+        f"On {split} {chosen} is `{single}`: score {fmt(best.mean_score)}"
         f" [{fmt(best.score_lo)}, {fmt(best.score_hi)}] at ${_dollars(best.mean_cost)} per episode."
     ]
-    routers = rows[rows["family"] != "single"]
-    if routers.empty:
-        return sentences
-    tests = {}
-    for row in routers.itertuples():
-        pairs = paired_variations(row.run_dir, best.run_dir)
-        if pairs:
-            tests[row.point] = (row, hierarchical_paired_bootstrap([pairs], n_boot=n_boot))
+    margin = verdict_margin(definition)
+    selected = definition.get("selected") or {}
+    left_out = sorted(
+        set(points.loc[is_learned(points) & (points["split"] == split), "family"]) - set(selected)
+    )
+    if left_out:
+        names = ", ".join(f"`{f}`" for f in left_out)
+        note = f"Left out: {names}, with no λ chosen on val (choosing one on {split} would flatter it)."
+    rows = headline_comparisons(bench_dir, points, definition, single, split, margin, n_boot)
+    if not rows:
+        sentences.append(f"No router chosen without {split} shares episodes with it there.")
+        return sentences + ([note] if left_out else [])
 
-    def share(row) -> str:
-        return f"{100 * row.mean_cost / best.mean_cost:.0f}% of its cost" if best.mean_cost > 0 else "no cost"
-
-    def delta(test) -> str:
-        low, high = test.score_diff_ci
-        return f"Δscore {test.score_diff:+.{score_digits}f} {_interval(low, high, score_digits)}"
-
-    winners = sorted((t for t in tests.values() if t[1].score_diff_ci[0] > 0), key=lambda t: -t[1].score_diff)
-    matched = sorted((t for t in tests.values() if t[1].score_diff_ci[0] <= 0 <= t[1].score_diff_ci[1]),
-                     key=lambda t: t[0].mean_cost)  # fmt: skip
-    if winners:
-        row, test = winners[0]
-        sentences.append(f"`{row.point}` beats it: {delta(test)} (95% paired interval) at {share(row)}.")
-    elif matched:
-        row, test = matched[0]
-        sentences.append(
-            f"No router beats it; the cheapest not shown worse (its 95% paired interval of the score difference"
-            f" contains zero) is `{row.point}`: {delta(test)} at {share(row)}."
+    def said(r: dict) -> str:
+        low, high = r["score_diff_ci"]
+        where = " at its val-selected λ" if r["learned"] else ""
+        return (
+            f"`{r['point']}`{where}: Δscore {r['score_diff']:+.{score_digits}f}"
+            f" {_interval(low, high, score_digits)} at {100 * r['cost_ratio']:.0f}% of its cost"
         )
-    elif tests:
-        sentences.append(
-            "No router beats or matches it: every router's 95% paired score interval is below it."
-        )
-    cheap = routers[routers["mean_cost"] <= best.mean_cost / 2].sort_values("mean_score", ascending=False)
-    if cheap.empty:
-        sentences.append("No router costs half as much or less.")
+
+    better = sorted((r for r in rows if r["better"]), key=lambda r: -r["score_diff"])
+    if better:
+        verb = "beats" if len(better) == 1 else "beat"
+        sentences.append(f"{' and '.join(map(said, better))} {verb} it (95% paired interval above zero).")
     else:
-        row = cheap.iloc[0]
-        test = tests.get(row.point)
-        versus = f", {delta(test[1])}" if test else ""
+        sentences.append("No router is shown better than it (no 95% paired interval above zero).")
+    matched = min((r for r in rows if r["non_inferior"]), key=lambda r: r["cost_ratio"], default=None)
+    half = max((r for r in rows if r["cost_ratio"] <= 0.5), key=lambda r: r["score_diff"], default=None)
+    said_matched = matched is not None and matched not in better
+    if said_matched:
+        also = ", also the best at half its cost or less" if half is matched else ""
         sentences.append(
-            f"At half its cost or less the best router is `{row.point}`: score {fmt(row.mean_score)}"
-            f" [{fmt(row.score_lo)}, {fmt(row.score_hi)}] at ${_dollars(row.mean_cost)} ({share(row)}){versus}."
+            f"The cheapest that matches it (non-inferior at margin {margin:g}) is {said(matched)}{also}."
         )
+    if half is None:
+        sentences.append("No router costs half as much or less.")
+    elif not (said_matched and half is matched):
+        verdict = "non-inferior" if half["non_inferior"] else f"not shown non-inferior at margin {margin:g}"
+        sentences.append(f"At half its cost or less the best is {said(half)}, {verdict}.")
+    if left_out:
+        sentences.append(note)
     return sentences
 
 
@@ -207,8 +273,11 @@ def frontier_section(
     summary = family_summaries(points, split, (ref_score, ref_cost), single)
     if summary.empty:
         return lines + ["", "No single-model run on this split to compare against."]
+    # AIQ over a shared range compares families swept over two points or more; with fewer than two such
+    # families it compares nothing, and the column goes.
+    compared = summary["aiq_shared"].notna().sum() >= 2
     shared = next((r for r in summary["aiq_shared_range"] if r is not None), None)
-    if shared is not None:
+    if shared is not None and compared:
         lines.append(f"Shared AIQ range: ${_dollars(shared[0])} to ${_dollars(shared[1])} per episode.")
     header = [
         "family",
@@ -228,9 +297,9 @@ def frontier_section(
             str(r.points),
             f"{r.hypervolume:.4g}",
             _num(r.aiq, score_digits),
-            _num(r.aiq_shared, score_digits),
-            _dollars(r.cost_at_best_single_score),
-            _num(r.cost_ratio_vs_best_single, 2),
+            _num(r.aiq_shared, score_digits) if compared else MISSING,
+            UNREACHED if pd.isna(r.cost_at_best_single_score) else _dollars(r.cost_at_best_single_score),
+            UNREACHED if pd.isna(r.cost_at_best_single_score) else _num(r.cost_ratio_vs_best_single, 2),
             _num(r.score_at_best_single_cost, score_digits),
             MISSING
             if r.score_gain_vs_best_single is None
@@ -399,7 +468,12 @@ def _single_seed_lines(
     origin = provenance(bench_dir)
 
     lines = [f"# {name}: routing benchmark report", ""]
-    lines += [" ".join(summary_sentences(points, shown, single, score_digits, n_boot)), ""]
+    lines += [
+        " ".join(
+            summary_sentences(bench_dir, points, definition, single, single_split, score_digits, n_boot)
+        ),
+        "",
+    ]
     lines.append(
         f"Regenerate with `harness report {bench_dir}`; every number comes from the run directories in `runs/`."
     )
@@ -577,8 +651,18 @@ def seed_section(bench_dir: Path, score_digits: int = 1, n_boot: int = 4000) -> 
     order = {split: i for i, (split, _) in enumerate(HEADLINE_SPLITS)}
     grouped = rows.groupby(["router", "split"], sort=False)
     for (router, split), group in sorted(grouped, key=lambda kv: (order.get(kv[0][1], 9), kv[0][0])):
-        pairs = [p for p in group["pairs"] if len(p)]
-        test = hierarchical_paired_bootstrap(pairs, n_boot=n_boot) if pairs else None
+        kept = group[group["pairs"].map(len) > 0]
+        weights = next((w for w in kept["weights"] if w is not None), None)
+        test = (
+            hierarchical_paired_bootstrap(
+                list(kept["pairs"]),
+                n_boot=n_boot,
+                strata=list(kept["strata"]) if weights is not None else None,
+                weights=weights,
+            )
+            if not kept.empty
+            else None
+        )
         sd = group["score"].std(ddof=1) if len(group) > 1 else math.nan
         cost_sd = group["cost"].std(ddof=1) if len(group) > 1 else math.nan
         lams = ", ".join(MISSING if math.isnan(x) else f"{x:g}" for x in group["lam"])

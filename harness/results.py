@@ -32,8 +32,10 @@ from harness.records import EpisodeRecord
 from harness.seeding import derive_seed
 from harness.trajectory import RunStore
 
+# The test splits a benchmark may evaluate on, headline first; the report and the verdict read them in this order.
+TEST_SPLITS = ("test_id", "test_powered", "test_ood")
 # Report order: the headline splits first, tuning and training data after.
-SPLIT_ORDER = ("test_id", "test_powered", "test_ood", "val", "train")
+SPLIT_ORDER = (*TEST_SPLITS, "val", "train")
 
 POINT_COLUMNS = [
     "split",
@@ -500,6 +502,11 @@ def run_split_weights(config: dict[str, Any], split: str) -> dict[str, float] | 
     return split_weights(run.get("benchmark") or RunConfig.benchmark, run.get("split_file"), split)
 
 
+def split_weights_of(run_dir: str | Path, split: str) -> dict[str, float] | None:
+    """:func:`run_split_weights` of the run in ``run_dir``."""
+    return run_split_weights(RunStore(Path(run_dir)).config(), split)
+
+
 @functools.lru_cache(maxsize=32)
 def split_weights(benchmark: str, split_file: str | None, split: str) -> dict[str, float] | None:
     """The task-type weights of ``split`` in a benchmark's split file (None: its shipped one), read once.
@@ -524,11 +531,13 @@ def task_of(variation: str) -> str:
     return variation.rsplit("/", 1)[0]
 
 
-def seed_rows(bench_dir: Path, splits: tuple[str, ...] = ("test_id", "test_ood")) -> pd.DataFrame:
+def seed_rows(bench_dir: Path, splits: tuple[str, ...] = TEST_SPLITS) -> pd.DataFrame:
     """One row per (router, split, seed) of a seeded benchmark, learned families at their val-selected point.
 
     ``pairs`` holds the router's and that seed's best single model's episodes, paired and
-    grouped by variation (:func:`paired_variations`: what the hierarchical bootstrap resamples).
+    grouped by variation (:func:`paired_variations`: what the hierarchical bootstrap resamples);
+    ``strata`` each group's task type and ``weights`` the split's task-type weights (None:
+    unstratified), so the bootstrap weighs a stratified split as :func:`point_row` does.
     """
     definition = benchmark_definition(bench_dir)
     rows = []
@@ -542,6 +551,11 @@ def seed_rows(bench_dir: Path, splits: tuple[str, ...] = ("test_id", "test_ood")
             anchor = points[(points["point"] == single) & (points["split"] == split)]
             for row in here.itertuples():
                 learned = not math.isnan(row.lam)
+                groups = (
+                    paired_variation_groups(row.run_dir, anchor.iloc[0]["run_dir"])
+                    if not anchor.empty
+                    else {}
+                )
                 rows.append(
                     {
                         "router": f"{row.family} (val-selected)" if learned else row.point,
@@ -555,9 +569,9 @@ def seed_rows(bench_dir: Path, splits: tuple[str, ...] = ("test_id", "test_ood")
                         "best_single_cost": float(anchor.iloc[0]["mean_cost"])
                         if not anchor.empty
                         else math.nan,
-                        "pairs": paired_variations(row.run_dir, anchor.iloc[0]["run_dir"])
-                        if not anchor.empty
-                        else [],
+                        "pairs": list(groups.values()),
+                        "strata": [task_of(v) for v in groups],
+                        "weights": split_weights_of(row.run_dir, split),
                     }
                 )
     return pd.DataFrame(rows)

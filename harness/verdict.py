@@ -24,6 +24,7 @@ import numpy as np
 from harness.frontier import hierarchical_paired_bootstrap
 from harness.layout import ResultsLayout
 from harness.results import (
+    TEST_SPLITS,
     benchmark_definition,
     paired_variation_groups,
     paired_variations,
@@ -36,7 +37,7 @@ from harness.seeding import derive_seed
 from harness.splits import Split
 from harness.trajectory import RunStore
 
-VERDICT_SPLITS = ("test_id", "test_powered", "test_ood")
+VERDICT_SPLITS = TEST_SPLITS
 DEFAULT_MARGIN = 5.0  # score points; the definition's ``verdict.margin`` overrides it
 
 

@@ -9,12 +9,15 @@ A second invocation resumes: nothing is collected, trained or played again.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.config import load_benchmark
+from harness.pipeline import BenchmarkRun
 from harness.trajectory import RunStore
 
 DEFINITION = {
@@ -42,6 +45,12 @@ def test_benchmark_command_runs_every_stage_prints_the_table_and_resumes(tmp_pat
     ]
     first = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
     assert first.exit_code == 0, first.output
+    # The time estimate comes before the first episode: nothing of scienceworld is recorded yet to time it by.
+    assert first.output.index("estimate: 65 of 65 planned episodes to play") < first.output.index(
+        "collect train s0:"
+    )
+    assert "no time per episode measured yet" in first.output
+    assert "benchmark" in first.output and "left ~" in first.output  # the whole benchmark's bar
     bench = tmp_path / "results" / "tiny"
     for label in ("single:gpt-oss-120b", "random", "ridge@lam=0"):
         assert label in first.output
@@ -55,8 +64,43 @@ def test_benchmark_command_runs_every_stage_prints_the_table_and_resumes(tmp_pat
     assert set(stages) == {"collect", "train", "stage_b", "tune", "select", "evaluate", "track", "report"}
     assert all(seconds >= 0 for seconds in stages.values()) and stages["evaluate"] > 0
 
+    # Another definition beside it is timed by the episodes this one recorded.
+    other = BenchmarkRun(replace(load_benchmark(path), name="tiny2"), tmp_path / "results").estimate()
+    assert other.to_play == 65 and other.seconds_per_episode is not None and other.seconds_per_episode > 0
+    assert "recorded scienceworld episodes" in other.line() and "= about" in other.line()
+
     turns_before = sorted(p.stat().st_mtime_ns for p in bench.rglob("turns/*.jsonl"))
     second = CliRunner().invoke(app, [*argv, "--no-track"], env={"COLUMNS": "200"})
     assert second.exit_code == 0, second.output
     assert "checkpoint up to date" in second.output
+    assert "estimate: 0 of 65 planned episodes to play; every planned episode is recorded" in second.output
     assert sorted(p.stat().st_mtime_ns for p in bench.rglob("turns/*.jsonl")) == turns_before
+
+
+def test_the_benchmark_bar_shows_the_whole_benchmarks_remaining_time(monkeypatch):
+    """Before an episode: the estimate's; after: episodes left times the seconds per episode measured."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from harness import cli
+    from harness.estimate import PlannedBatch, TimeEstimate
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=200, force_terminal=False))
+    clock = iter([100.0, 130.0])  # plan at t=100; the first episode ends 30 s later
+    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))
+    estimate = TimeEstimate((PlannedBatch("collect", 6, 2), PlannedBatch("evaluate", 4)), 3.0, "measured")
+    bar = cli.ProgressBar()
+    bar.plan(estimate)
+    whole = bar._progress.tasks[0]
+    assert whole.completed == 2 and whole.total == 10 and whole.fields["seconds_left"] == 24.0
+    assert "left ~24 s" in str(cli.RemainingColumn().render(whole))
+    bar.start("collect train s0", 6, [])
+    bar.episode(SimpleNamespace(score=50.0, cost=0.01))  # what the bar reads of an episode record
+    assert whole.completed == 3 and whole.fields["seconds_left"] == 7 * 30.0
+    assert "left ~4 min" in str(cli.RemainingColumn().render(whole))
+    bar.stop()
+    bar.finish()
+    assert "collect train s0: 1/6" in out.getvalue()

@@ -8,6 +8,7 @@ recomputed here from the decisions, independently of the report.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,25 @@ def test_bad_input_is_one_line(tmp_path):
         diagnose(tmp_path, [], 0.0)
     with pytest.raises(ConfigError, match="not a router checkpoint"):
         diagnose(tmp_path, [tmp_path], 0.0)
+
+
+def test_the_fit_report_says_why_no_ranking_was_measured():
+    """A quick collection rarely logs every model in one task and turn bucket: no ratio of nothing."""
+    from routers.learned.train import FitReport, RankingScore
+
+    empty = RankingScore(None, None, 0.0, covered=0, decisions=412, groups=0, models=6, min_per_model=2)
+    report = FitReport("ridge", "ckpt", 0.05, 20, 6, 900, 412, 1.0, 1.0, 1.2, 1.2, empty, 1 / 6, 0.1, 0.2)
+    text = report.summary()
+    assert "n/a" not in text and "of 0 comparable" not in text
+    assert (
+        "ranking   not measured: none of the 412 val decisions is in a group (same task and turn bucket)"
+        in text
+    )
+    assert "where each of the 6 models was logged at least 2 times" in text
+    measured = dataclasses.replace(
+        empty, accuracy=0.5, single_best_accuracy=0.25, coverage=0.1, covered=40, groups=3
+    )
+    assert (
+        "best observed in 0.500 of 40 comparable val decisions"
+        in dataclasses.replace(report, ranking=measured).summary()
+    )

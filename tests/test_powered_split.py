@@ -267,3 +267,49 @@ def test_the_powered_definition_names_what_is_judged_before_testing(tmp_path: Pa
     assert POWERED_SPLIT in d.eval_splits
     with pytest.raises(ConfigError, match="verdict.judged names 'nonesuch'"):
         replace(d, verdict=VerdictSpec(judged=["nonesuch"]))
+
+
+def test_the_across_seed_table_weighs_a_stratified_split_like_the_verdict(tmp_path: Path):
+    """One boil variation 10 points up, three find-animal variations level: unweighted the mean difference
+    is 2.5; the split gives the two types equal weight, so it is 5, as the verdict's estimate is."""
+    from harness.report import seed_section
+    from harness.results import seed_rows
+
+    boil, animal = (POWERED.assignments[POWERED_SPLIT][t] for t in ("boil", "find-animal"))
+    cells = [("boil", boil[0], 10.0)] + [("find-animal", v, 0.0) for v in animal[:3]]
+    single = RouterSpec("single", {"model": "b"})
+    learned = RouterSpec("mtrouter", {"lam": 0.1, "label": "mtrouter@lam=0.1"})
+    child = tmp_path / "seeds" / "s0"
+    for router, gain in ((single, False), (learned, True)):
+        store = RunStore(child / "runs" / POWERED_SPLIT / router.label)
+        config = RunConfig(router=router, split=POWERED_SPLIT, split_file=str(POWERED_SPLIT_PATH))
+        store.open({"run": to_plain(config), "engine": "fake"})
+        for task, variation, up in cells:
+            key = f"scienceworld/{task}/{variation}"
+            store.record_episode(
+                EpisodeRecord(
+                    episode=key,
+                    benchmark="scienceworld",
+                    task=task,
+                    variation=variation,
+                    split=POWERED_SPLIT,
+                    score=50.0 + (up if gain else 0.0),
+                    cost=1.0,
+                    turns=1,
+                    router=router.label,
+                )
+            )
+        store.close()
+    selected = {"mtrouter": {"lam": 0.1, "best_single": single.label}}
+    (child / "benchmark.json").write_text(json.dumps({"name": "s0", "selected": selected}))
+    (tmp_path / "benchmark.json").write_text(json.dumps({"name": "b", "replicates": {"0": "seeds/s0"}}))
+    rows = seed_rows(tmp_path)
+    mine = rows[rows["router"] == "mtrouter (val-selected)"].iloc[0]
+    assert mine["weights"] == POWERED.weights(POWERED_SPLIT) and sorted(mine["strata"]) == [
+        "boil",
+        "find-animal",
+        "find-animal",
+        "find-animal",
+    ]
+    line = next(r for r in seed_section(tmp_path) if r.startswith("| mtrouter (val-selected) | test_powered"))
+    assert "| +5.0 [+5.0, +5.0] |" in line

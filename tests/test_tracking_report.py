@@ -364,13 +364,15 @@ def test_report_without_selection_lists_every_lambda(bench: Path, tmp_path: Path
 def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp_path: Path):
     text = write_report(bench, tmp_path / "reports", n_boot=300).read_text()
     first = text.split("\n\n")[1]
-    # strong: 75 at $1.30; toy@lam=0 scores 10 more on every paired episode at $1.00, toy@lam=1 the same at $0.30.
+    # No λ of toy was chosen on val, so none of its test points may headline; random scores 40 less on
+    # every paired episode at $0.40 against strong's $1.30.
     ci = r"\[\d+\.\d, \d+\.\d\]"  # a bootstrap interval over the four episodes
     assert re.fullmatch(
         rf"On test_id the best single model is `single:strong`: score 75\.0 {ci} at \$1\.30 per episode\."
-        r" `toy@lam=0` beats it: Δscore \+10\.0 \[\+10\.0, \+10\.0\] \(95% paired interval\) at 77% of its cost\."
-        rf" At half its cost or less the best router is `toy@lam=1`: score 75\.0 {ci} at \$0\.300"
-        r" \(23% of its cost\), Δscore \+0\.0 \[\+0\.0, \+0\.0\]\.",
+        r" No router is shown better than it \(no 95% paired interval above zero\)\."
+        r" At half its cost or less the best is `random`: Δscore -40\.0 \[-40\.0, -40\.0\] at 31% of its cost,"
+        r" not shown non-inferior at margin 5\."
+        r" Left out: `toy`, with no λ chosen on val \(choosing one on test_id would flatter it\)\.",
         first,
     ), first
     lines = text.splitlines()
@@ -381,6 +383,43 @@ def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp
             table = table[: next((i for i, r in enumerate(table) if not r), len(table))]
             for column in range(len(table[0])):
                 assert any(row[column] != "—" for row in table), (line, column)
+
+
+@pytest.mark.parametrize(
+    ("lam", "expected"),
+    [
+        # toy@lam=0 scores 10 more than strong on every paired episode at $1.00: better.
+        (0.0, r" `toy@lam=0` at its val-selected λ: Δscore \+10\.0 \[\+10\.0, \+10\.0\] at 77% of its cost beats it"
+         r" \(95% paired interval above zero\)\. At half its cost or less the best is `random`"),
+        # toy@lam=1 ties strong on every episode at $0.30: the cheapest match, and at under half the cost.
+        (1.0, r" No router is shown better than it \(no 95% paired interval above zero\)\. The cheapest that"
+         r" matches it \(non-inferior at margin 5\) is `toy@lam=1` at its val-selected λ: Δscore \+0\.0"
+         r" \[\+0\.0, \+0\.0\] at 23% of its cost, also the best at half its cost or less\.$"),
+    ],
+)  # fmt: skip
+def test_report_opening_compares_only_the_val_selected_lambda(tmp_path: Path, lam: float, expected: str):
+    """toy@lam=0 beats strong on test; it may headline only when val chose it."""
+    bench = build_bench(tmp_path, selected={"toy": {"lam": lam}})
+    first = write_report(bench, tmp_path / "reports", n_boot=300).read_text().split("\n\n")[1]
+    assert re.search(expected, first), first
+    assert f"toy@lam={1 - lam:g}" not in first and "Left out" not in first
+
+
+def test_frontier_columns_say_what_one_point_families_cannot_reach(tmp_path: Path):
+    """As in a benchmark played at each family's selected λ only: one point per family but the singles."""
+    import shutil
+
+    bench = build_bench(tmp_path, selected={"toy": {"lam": 1.0}})
+    for point in ("toy@lam=0", "toy@lam=5"):
+        shutil.rmtree(bench / "runs" / "test_id" / point)
+    text = write_report(bench, tmp_path / "reports", n_boot=300).read_text()
+    section = text.split("### test_id")[1].split("### test_ood")[0]
+    header = next(line for line in section.splitlines() if line.startswith("| family"))
+    assert "AIQ (shared range)" not in header and "Shared AIQ range" not in section  # only singles sweep
+    rows = {r[0]: r for r in _table_rows(section, "| family")}
+    column = header.strip("|").split("|").index(" $ to match best single's score ")
+    # toy@lam=1 scores strong's 75 at $0.30; random never scores 75.
+    assert rows["toy"][column] == "0.300" and rows["random"][column] == "not reached"
 
 
 def test_pareto_labels_never_overlap_even_for_points_on_top_of_each_other(bench: Path):

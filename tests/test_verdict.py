@@ -395,6 +395,22 @@ def test_the_report_opens_with_the_verdict(tmp_path: Path):
     assert "## Verdict" in child.split("## Comparison")[0] and "| mtrouter | test_id | 0.1 |" in child
 
 
+def test_the_reports_opening_quotes_the_verdict_where_there_is_one(tmp_path: Path):
+    bench = verdict_bench(tmp_path / "verdictbench", seeds=(0,))
+    write_report(bench, tmp_path / "reports")
+    child = (tmp_path / "reports" / "verdictbench" / "s0.md").read_text()
+    opening = child.split("\n\n")[1]
+    row = next(r for r in verdict_rows(bench / "seeds" / "s0", 5.0) if r["split"] == "test_id")
+    low, high = row["score_diff_ci"]
+    # 2 to 4 points below the val-best single model at a quarter of its cost: non-inferior at margin 5.
+    assert opening.startswith("On test_id the val-best single model is `single:b`")
+    assert (
+        f"The cheapest that matches it (non-inferior at margin 5) is `mtrouter@lam=0.1` at its val-selected λ:"
+        f" Δscore {row['score_diff']:+.1f} [{low:+.1f}, {high:+.1f}] at 25% of its cost" in opening
+    )
+    assert "mtrouter@lam=0`" not in opening  # evaluated, but chosen only by the further rule
+
+
 def test_companion_verdicts_follow_the_headline_one(tmp_path: Path):
     bench = verdict_bench(tmp_path / "verdictbench")
     other = verdict_bench(tmp_path / "other-pool", seeds=(0,))

@@ -60,6 +60,8 @@ class RankingScore:
     covered: int
     decisions: int
     groups: int
+    models: int = 0  # the pool's models, each of which a comparable group must have logged ...
+    min_per_model: int = 0  # ... at least this many times
 
 
 @dataclass
@@ -94,7 +96,13 @@ class FitReport:
             f"  val MSE   score {number(self.val_mse_score)} (mean baseline {number(self.baseline_mse_score)})"
             f"   cost {number(self.val_mse_cost)} (mean baseline {number(self.baseline_mse_cost)})",
         ]
-        if self.ranking is not None:
+        if self.ranking is not None and not self.ranking.covered:
+            r = self.ranking
+            lines.append(
+                f"  ranking   not measured: none of the {r.decisions} val decisions is in a group (same task and"
+                f" turn bucket) where each of the {r.models} models was logged at least {r.min_per_model} times"
+            )
+        elif self.ranking is not None:
             r = self.ranking
             lines.append(
                 f"  ranking   top model = best observed in {number(r.accuracy, 3)} of {r.covered} comparable val "
@@ -151,6 +159,8 @@ def ranking_accuracy(
         covered=covered,
         decisions=len(samples),
         groups=estimable,
+        models=n_models,
+        min_per_model=min_per_model,
     )
 
 
