@@ -93,20 +93,31 @@ def _row_order(rows: pd.DataFrame) -> list[str]:
     return list(rank.sort_values(["group", "family", "lam", "cost", "point"])["point"])
 
 
+def played_headline_splits(points: pd.DataFrame) -> list[tuple[str, str]]:
+    """The headline splits (and their titles) on which some router finished an episode: a table never
+    carries a split's columns empty in every row."""
+    return [
+        (split, title)
+        for split, title in HEADLINE_SPLITS
+        if not points[(points["split"] == split) & (points["n"] > 0)].empty
+    ]
+
+
 def comparison_section(
     points: pd.DataFrame, shown: pd.DataFrame, single: str | None, score_digits: int
 ) -> list[str]:
     """The paper's table: score and $ with intervals on both test splits, deltas vs the best single model."""
     base = points[(points["point"] == single) & (points["split"] == "test_id")]
     best = base.iloc[0] if not base.empty else None
+    splits = played_headline_splits(points)
     header = ["router"]
-    for _, title in HEADLINE_SPLITS:
+    for _, title in splits:
         header += [f"{title} score [95% CI]", f"{title} $/episode [95% CI]"]
     header += ["Δscore vs best single", "Δcost% vs best single"]
     body = []
     for point in _row_order(shown):
         cells = [f"**{point}** (best single)" if point == single else point]
-        for split, _ in HEADLINE_SPLITS:
+        for split, _ in splits:
             match = shown[(shown["point"] == point) & (shown["split"] == split)]
             if match.empty:
                 cells += [MISSING, MISSING]
@@ -203,7 +214,7 @@ def summary_sentences(
     """
     from harness.verdict import verdict_margin
 
-    played = [s for s, _ in HEADLINE_SPLITS if not points[(points["split"] == s) & (points["n"] > 0)].empty]
+    played = [s for s, _ in played_headline_splits(points)]
     if not played:
         return ["No test split has finished episodes yet."]
     split = played[0]
@@ -312,19 +323,26 @@ def frontier_section(
 
 
 def switching_section(shown: pd.DataFrame) -> list[str]:
+    """Switch rate, steps, wall seconds per turn (routing, model call, engine step) and episode counts."""
+    splits = played_headline_splits(shown)
+    timed = shown["seconds_per_turn"].notna().any()  # imported runs carry no times
     header = ["router"]
-    for _, title in HEADLINE_SPLITS:
-        header += [f"{title} switch rate", f"{title} steps", f"{title} episodes (failed)"]
+    for _, title in splits:
+        header += [f"{title} switch rate", f"{title} steps"]
+        header += [f"{title} s/turn"] if timed else []
+        header += [f"{title} episodes (failed)"]
     body = []
     for point in _row_order(shown):
         cells = [point]
-        for split, _ in HEADLINE_SPLITS:
+        for split, _ in splits:
             match = shown[(shown["point"] == point) & (shown["split"] == split)]
             if match.empty:
-                cells += [MISSING] * 3
+                cells += [MISSING] * (4 if timed else 3)
                 continue
             r = match.iloc[0]
-            cells += [_num(r.switch_rate, 2), _num(r.mean_turns, 1), f"{r.n} ({r.failed})"]
+            cells += [_num(r.switch_rate, 2), _num(r.mean_turns, 1)]
+            cells += [_num(r.seconds_per_turn, 2)] if timed else []
+            cells.append(f"{r.n} ({r.failed})")
         body.append(cells)
     return _table(header, body)
 
@@ -549,7 +567,12 @@ def _single_seed_lines(
             plot = usage_heatmap(bench_dir, row.point, figures / f"usage_{_file_name(row.point)}.png")
             lines += [f"![Model usage of {row.point}]({figures.name}/{plot.name})", ""]
 
-    lines += ["## Switching", "", "Switch rate: share of consecutive turns answered by different models.", ""]
+    lines += ["## Switching and time", ""]
+    lines.append(
+        "Switch rate: share of consecutive turns answered by different models. s/turn: wall seconds per turn"
+        " (routing, model call, engine step or tool calls), as measured on the machine that played it."
+    )
+    lines.append("")
     lines += [*switching_section(shown), ""]
     return lines
 

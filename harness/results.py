@@ -54,6 +54,7 @@ POINT_COLUMNS = [
     "total_cost",
     "mean_turns",
     "switch_rate",
+    "seconds_per_turn",
     "params",
     "run_dir",
 ]
@@ -69,6 +70,7 @@ ESTIMATE_COLUMNS = (
     "cost_hi",
     "mean_turns",
     "switch_rate",
+    "seconds_per_turn",
 )
 
 
@@ -176,7 +178,17 @@ def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: i
         "total_cost": float(sum(r.cost for r in ok)),
         "mean_turns": float(np.mean([r.turns for r in ok])),
         "switch_rate": float(np.mean([r.switch_rate or 0.0 for r in ok])),
+        "seconds_per_turn": _seconds_per_turn(ok),
     }
+
+
+def _seconds_per_turn(records: list[EpisodeRecord]) -> float:
+    """Wall seconds per turn (routing, model call, engine step or tool calls) over the episodes that timed
+    themselves; NaN where none did (imports)."""
+    timed = [r for r in records if r.duration_s is not None and r.turns]
+    if not timed:
+        return math.nan
+    return float(sum(r.duration_s for r in timed) / sum(r.turns for r in timed))
 
 
 def load_points(bench_dir: Path, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

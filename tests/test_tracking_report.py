@@ -237,6 +237,7 @@ def build_bench(root: Path, selected: dict | None = None) -> Path:
                         turns=turns,
                         switches=round(switch_rate * (turns - 1)),
                         switch_rate=switch_rate,
+                        duration_s=turns * (0.5 if point == "random" else 0.25),
                     )
                 )
                 if point == "toy@lam=1" and split == "test_id":
@@ -357,8 +358,9 @@ def test_report_without_selection_lists_every_lambda(bench: Path, tmp_path: Path
     # 0.25*45 + 0.7*75 + 1.0*85 = 11.25 + 52.5 + 85 = 148.75
     assert toy[2] == "148.8"
     switching = _table_rows(text, "| router | test_id switch rate")
-    assert next(r for r in switching if r[0] == "random")[1:4] == ["0.75", "10.0", "4 (0)"]
-    assert next(r for r in switching if r[0] == "single:strong")[6] == "3 (1)"
+    assert next(r for r in switching if r[0] == "random")[1:5] == ["0.75", "10.0", "0.50", "4 (0)"]
+    strong = next(r for r in switching if r[0] == "single:strong")
+    assert strong[3] == "0.25" and strong[8] == "3 (1)"  # OOD: three finished, one failed
 
 
 def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp_path: Path):
