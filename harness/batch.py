@@ -62,7 +62,7 @@ from harness.pool import Pool, load_pool
 from harness.protocols import Environment
 from harness.records import EPISODE_FAILURE, FAILED, INFRASTRUCTURE_FAILURE, EpisodeRecord, TurnRecord
 from harness.splits import Split
-from harness.trajectory import RunStore, episode_file_name, write_json_atomic
+from harness.trajectory import RunStore, episode_file_name, relative_paths, write_json_atomic
 from harness.types import Charge, TaskInstance
 from routers import make_router
 
@@ -136,16 +136,36 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     return config, pool, split, tasks
 
 
-def prepare(config: RunConfig, out: Path, wait_s: float = 0.0, retry_infrastructure: bool = True) -> Batch:
+def prepare(
+    config: RunConfig,
+    out: Path,
+    wait_s: float = 0.0,
+    retry_infrastructure: bool = True,
+    root: Path | None = None,
+) -> Batch:
     """Check every input, then own and open (or check) the run directory, before any work starts.
 
     The batch holds the directory's writer lock until ``batch.store.close()`` or the process ends;
     ``wait_s`` is how long to wait for another writer, ``retry_infrastructure`` False keeps
-    recorded infrastructure failures as results instead of playing them again.
+    recorded infrastructure failures as results instead of playing them again. ``root`` is the results
+    directory ``out`` belongs to, if any: the router's paths inside it (checkpoints, caches) are recorded
+    relative to ``out`` (:func:`harness.trajectory.relative_paths`), so that directory can move.
     """
     config, pool, split, tasks = prepare_check(config)
     store = RunStore(out)
-    store.open(snapshot(config, pool, split), wait_s=wait_s, retry_infrastructure=retry_infrastructure)
+    written = snapshot(config, pool, split)
+    run = written["run"]
+    if root is not None:
+        run = {
+            **run,
+            "router": {**run["router"], "params": relative_paths(run["router"]["params"], out, root)},
+        }
+    store.open(
+        {**written, "run": run},
+        wait_s=wait_s,
+        retry_infrastructure=retry_infrastructure,
+        earlier=(written,),
+    )
     return Batch(config=config, pool=pool, tasks=tasks, store=store)
 
 
@@ -671,15 +691,16 @@ def execute(
     progress: BatchProgress | None = None,
     wait_s: float = 0.0,
     retry_infrastructure: bool = True,
+    root: Path | None = None,
 ) -> list[EpisodeRecord]:
     """Validate, then play every pending episode of a run; returns all episode records of the run directory.
 
-    ``workers`` lets a caller keep an executor (its processes and JVMs) across batches; ``wait_s`` and
-    ``retry_infrastructure`` are :func:`prepare`'s. An interrupt (SIGINT, or SIGTERM
+    ``workers`` lets a caller keep an executor (its processes and JVMs) across batches; ``wait_s``,
+    ``retry_infrastructure`` and ``root`` are :func:`prepare`'s. An interrupt (SIGINT, or SIGTERM
     under :func:`stop_on_signals`) is re-raised as :class:`BatchInterrupted`, whose
     message says how much is recorded and how to resume.
     """
-    batch = prepare(config, out, wait_s=wait_s, retry_infrastructure=retry_infrastructure)
+    batch = prepare(config, out, wait_s=wait_s, retry_infrastructure=retry_infrastructure, root=root)
     try:
         if progress is not None:
             progress.start(label or config.router.label, len(batch.tasks), batch.store.episodes())

@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.text import Text
 
 from harness.config import BenchmarkOptions, RouterSpec, RunConfig, ServeConfig
-from harness.errors import BatchInterrupted, ConfigError, HarnessError
+from harness.errors import BatchInterrupted, ConfigError, HarnessError, InfrastructureError
 from harness.estimate import duration_text
 
 if TYPE_CHECKING:
@@ -44,25 +44,55 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 
 
-EXIT_FAILED = 1  # the batch ran but did not do what was asked (see harness.batch.batch_problem)
+EXIT_FAILED = 1  # the batch ran but did not do what was asked (see harness.batch.batch_problem), or the
+# infrastructure failed under it (a full disk: harness.storage)
 EXIT_USAGE = 2  # bad input, refused before any work
 EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM; rerunning resumes
+debug = False  # --debug: a failure shows its traceback instead of one line
+
+
+@app.callback()
+def options(
+    show_traceback: Annotated[
+        bool, typer.Option("--debug", help="Show a failure's traceback instead of one line")
+    ] = False,
+) -> None:
+    global debug
+    debug = show_traceback
 
 
 def one_line_errors(fn):
-    """Turn user-facing errors into one line on stderr and exit code 2; an interrupt into one line and 130."""
+    """Turn user-facing errors into one line on stderr and exit code 2 (1 for a failure of the infrastructure,
+    a storage fault included, wherever it was met); an interrupt into one line and 130. ``--debug`` lets
+    the traceback through instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except InfrastructureError as exc:
+            if debug:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(EXIT_FAILED) from None
         except HarnessError as exc:
+            if debug:
+                raise
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt as exc:
             message = str(exc) if isinstance(exc, BatchInterrupted) else "interrupted"
             print(message, file=sys.stderr)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            from harness.storage import fault_of, storage_error
+
+            what = fault_of(exc)
+            if what is None or debug:
+                raise
+            where = getattr(exc, "filename", None) or "the output"
+            print(f"error: {storage_error(what, where)}", file=sys.stderr)
+            raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper
 

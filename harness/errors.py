@@ -49,6 +49,11 @@ class WorkerDied(InfrastructureError):
     """The worker process playing an episode died (killed, out of memory) too many times."""
 
 
+class StorageError(InfrastructureError):
+    """A write failed for want of storage (full disk, quota, read-only or failing device); see
+    :mod:`harness.storage`. The episode it interrupted is played again on rerun, in a roomier place."""
+
+
 class MissingDependencyError(HarnessError):
     """A system dependency (e.g. Java) is missing; the message says how to install it."""
 

@@ -107,14 +107,17 @@ class BenchmarkRun:
         ray_address: str | None = None,
         tracking_uri: str | None = None,
         tuning_storage: str | None = None,
+        root: Path | None = None,
     ):
         """``prefix_cache``: the cache directory, overriding the definition's ``prefix_cache`` (seed
-        replicates share their parent's)."""
+        replicates share their parent's); ``root``: the whole results directory this one is part of (a
+        seed replicate's is its parent's), inside which every run records paths relatively."""
         self.d = definition
         self.stage_seconds: dict[str, float] = {}
         self.tuning_storage = tuning_storage
         self.layout = ResultsLayout.of(results, definition.name, tracking_uri)
         self.dir = self.layout.root
+        self.root = root or self.dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.plugin = get_benchmark(definition.benchmark)
@@ -160,7 +163,9 @@ class BenchmarkRun:
         return resolve(run)
 
     def run(self, config: RunConfig, out: Path, label: str) -> list[EpisodeRecord]:
-        records = execute(config, out, label=label, workers=self.workers, progress=self.progress)
+        records = execute(
+            config, out, label=label, workers=self.workers, progress=self.progress, root=self.root
+        )
         if self.commit is not None:
             # Live progress: the point's MLflow run and its traces appear as its batch finishes (idempotent).
             from harness.tracking import log_run
@@ -315,7 +320,7 @@ class BenchmarkRun:
         for learned in self.d.learned:
             out = self.layout.model(learned.name if stage == "a" else f"{learned.name}-{stage}")
             init = (warm or {}).get(learned.name) if router_class(learned.name).warm_startable else None
-            fingerprint = training_fingerprint(learned, data, init)
+            fingerprint = training_fingerprint(learned, data, init and init.relative_to(self.dir))
             stamp = out / "trained-from.json"
             if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
                 log.info("train %s (%s): checkpoint up to date", learned.name, stage)
@@ -648,6 +653,7 @@ class BenchmarkRun:
                 executor=self.executor,
                 tracking_uri=self.layout.tracking_server,
                 tuning_storage=self.tuning_storage,
+                root=self.root,
             )
             for seed in self.d.seeds or ()
         ]
@@ -765,7 +771,10 @@ def run_benchmark(options: BenchmarkOptions, progress: BenchmarkProgress | None 
 
 
 def training_fingerprint(learned: LearnedRouter, data: list[Path], init: Path | None = None) -> str:
-    """Changes when the training hyperparameters, the warm start or the training episodes change."""
+    """Changes when the training hyperparameters, the warm start or the training episodes change.
+
+    ``init`` is the warm start's checkpoint relative to the results directory, so that a moved one still
+    finds its checkpoints up to date."""
     h = hashlib.sha256(json.dumps(to_plain(learned.params), sort_keys=True).encode())
     h.update(f"{learned.name}|{init}".encode())
     for d in data:

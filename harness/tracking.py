@@ -4,8 +4,11 @@ The store is ``sqlite:///<bench_dir>/mlflow.db`` with artifacts under
 ``<bench_dir>/mlartifacts``, always given explicitly: MLflow's own defaults
 (``./mlflow.db``, ``./mlruns``) depend on the working directory, which would
 scatter one benchmark's records over wherever the command happened to run.
-Artifact locations are absolute paths, so a moved results directory is refused
-rather than silently written to the old place. Given a tracking server's URI
+Artifact locations are absolute paths (MLflow's); a moved or copied results
+directory has them rewritten to its own before anything is logged, so it never
+writes into the old place. The store is created whole or not at all
+(:func:`harness.storage.create_atomically`), and a full disk while logging is one
+line (:func:`harness.storage.guarded`). Given a tracking server's URI
 (``tracking_uri``), the same runs, traces and artifacts go to that server instead,
 and the server keeps the artifacts; credentials in the URI are handed to MLflow
 through its own environment variables, so no MLflow message or log line carries them.
@@ -49,7 +52,7 @@ import pandas as pd
 
 from harness.config import to_plain
 from harness.errors import ConfigError, HarnessError
-from harness.layout import MODELS_DIR, SEEDS_DIR, ResultsLayout
+from harness.layout import ARTIFACTS_DIR, MLFLOW_DB, MODELS_DIR, SEEDS_DIR, ResultsLayout
 from harness.plots import pareto_figure, usage_figure
 from harness.results import (
     benchmark_definition,
@@ -64,6 +67,7 @@ from harness.results import (
     reference_point,
     split_sort_key,
 )
+from harness.storage import create_atomically, guarded
 from harness.traces import RunTraceContext, TracedRun, TraceSelection, trace_run
 from harness.trajectory import RunStore
 from harness.types import ModelCard
@@ -119,6 +123,81 @@ def shown_uri(layout: ResultsLayout) -> str:
     return split_credentials(layout.tracking_uri)[0]
 
 
+def _open_store(layout: ResultsLayout) -> None:
+    """Make the results directory's own store ready to log to: created whole (once), in its own place."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    def create(tmp: Path) -> None:
+        # Creating the store ourselves gives its Default experiment a root inside the benchmark.
+        uri = f"sqlite:///{tmp.resolve()}"
+        try:
+            SqlAlchemyStore(uri, layout.artifact_root)
+        finally:  # MLflow keeps an engine per URI; this one's file is gone once the store is in place
+            engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+            if engine is not None:
+                engine.dispose()
+
+    _set_aside_incomplete(layout)
+    create_atomically(layout.mlflow_db, create)
+    _rebase_artifacts(layout)
+
+
+def _set_aside_incomplete(layout: ResultsLayout) -> None:
+    """Move a store whose creation never finished (an older harness's, on a full disk) to
+    ``mlflow.db.incomplete-N``, so that a fresh one is created in its place."""
+    if not layout.mlflow_db.exists():
+        return
+    import sqlalchemy
+    from mlflow.store.db.utils import _all_tables_exist
+
+    engine = sqlalchemy.create_engine(layout.tracking_uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        complete = _all_tables_exist(engine)
+    finally:
+        engine.dispose()
+    if not complete:
+        n = 1
+        while (aside := layout.mlflow_db.with_name(f"{MLFLOW_DB}.incomplete-{n}")).exists():
+            n += 1
+        os.replace(layout.mlflow_db, aside)
+        log.warning(
+            "the MLflow store %s was never completed; kept as %s, creating a new one", layout.mlflow_db, aside
+        )
+
+
+def _rebase_artifacts(layout: ResultsLayout) -> None:
+    """Point the store's artifact locations into this results directory if it was moved or copied.
+
+    MLflow records artifact locations as absolute paths; a store that names another directory's
+    ``mlartifacts`` (where this results directory was before) has every such location rewritten, so
+    a moved or copied results directory logs into its own artifacts, never into the old place.
+    """
+    import sqlite3
+
+    new = layout.artifact_root
+    suffix = f"/{ARTIFACTS_DIR}"
+    with contextlib.closing(sqlite3.connect(layout.mlflow_db)) as db:
+        found = [
+            str(row[0]).removeprefix("file://")
+            for row in db.execute("SELECT artifact_location FROM experiments")
+        ]
+        old = {loc[: loc.rindex(suffix) + len(suffix)] for loc in found if suffix in loc} - {new}
+        if not old:
+            return
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        with db:
+            for previous in old:
+                for table in tables:
+                    columns = [row[1] for row in db.execute(f"PRAGMA table_info('{table}')")]
+                    for column in columns:
+                        db.execute(
+                            f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                            f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                            (previous, new, previous),
+                        )
+    log.info("the MLflow store %s was moved: its artifact locations now point into %s", layout.mlflow_db, new)
+
+
 @contextlib.contextmanager
 def _scope(layout: ResultsLayout) -> Iterator[Any]:
     """A client on the benchmark's store (or its tracking server), with MLflow's global URI pointed
@@ -129,11 +208,9 @@ def _scope(layout: ResultsLayout) -> Iterator[Any]:
     and environment variables touched here.
     """
     import mlflow
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     from harness.tracking_server import check_answers
 
-    bench_dir = layout.root.resolve()
     saved_env = {key: os.environ.get(key) for key in (*QUIET_ENV, *CREDENTIAL_ENV)}
     saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
     logger = logging.getLogger("mlflow")
@@ -147,14 +224,15 @@ def _scope(layout: ResultsLayout) -> Iterator[Any]:
                 uri, credentials = split_credentials(layout.tracking_server)
                 os.environ.update(credentials)
                 check_answers(uri)
+                faults: Any = contextlib.nullcontext()  # the server's disk is the server's business
             else:
                 uri = layout.tracking_uri
-                if not layout.mlflow_db.exists():
-                    bench_dir.mkdir(parents=True, exist_ok=True)
-                    # Creating the store ourselves gives its Default experiment a root inside the benchmark.
-                    SqlAlchemyStore(uri, layout.artifact_root)
-            mlflow.set_tracking_uri(uri)
-            yield mlflow.MlflowClient(tracking_uri=uri)
+                faults = guarded(layout.mlflow_db)
+            with faults:
+                if layout.tracking_server is None:
+                    _open_store(layout)
+                mlflow.set_tracking_uri(uri)
+                yield mlflow.MlflowClient(tracking_uri=uri)
     finally:
         mlflow.set_tracking_uri(saved_uri)
         logger.setLevel(saved_level)

@@ -2,7 +2,8 @@
 
 Layout (readable with ``pandas.read_json(path, lines=True)``)::
 
-    RUN/config.json            the run's config snapshot (no secrets), written once
+    RUN/config.json            the run's config snapshot (no secrets), written once; paths inside the
+                               results directory are relative to RUN (:func:`relative_paths`)
     RUN/episodes.jsonl         one line per finished episode
     RUN/turns/<episode>.jsonl  one line per turn, appended as the turn happens
 
@@ -14,9 +15,10 @@ What a line holds is :mod:`harness.records`' business: the store appends
 :class:`~harness.records.EpisodeRecord` and :class:`~harness.records.TurnRecord` lines
 and parses them back in the run's format version.
 
-Each line is written with a single ``write`` on an ``O_APPEND`` descriptor, so a
-killed process leaves at worst one torn final line, which readers drop with a
-warning and the next writer cuts off (into a side file) before appending. One
+Each line is appended on an ``O_APPEND`` descriptor (a storage fault part-way through
+cuts it back off; see :mod:`harness.storage`), so a killed process leaves at worst one
+torn final line, which readers drop with a warning and the next writer cuts off (into
+a side file) before appending. One
 process writes a run at a time: :meth:`RunStore.open` takes an exclusive
 ``flock`` on ``RUN/.lock`` that the OS releases however the process ends. An
 episode counts as finished only once its line is in ``episodes.jsonl``;
@@ -29,6 +31,8 @@ plays the episode again, so every episode has exactly one line.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -37,8 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError, RunLockedError, TrajectoryError
+from harness.errors import ConfigError, RunLockedError, StorageError, TrajectoryError
 from harness.records import FORMAT_VERSION, READABLE_VERSIONS, EpisodeRecord, TurnRecord
+from harness.storage import fault_of, guarded
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +53,48 @@ TURNS_DIR = "turns"
 LOCK_FILE = ".lock"
 RETRIED_FILE = "episodes.retried.jsonl"
 LOCK_POLL_S = 0.2
+# A config snapshot's value {"relative_path": "../../../models/ridge"}: a path inside the results directory,
+# relative to the run directory, so the results directory can be moved or copied and resumed.
+RELATIVE_PATH = "relative_path"
+MISSING = object()
 
 
 def append_line(path: Path, record: dict[str, Any], sync: bool = False) -> None:
+    """Append one line; a write the storage refuses part-way is cut back off, so the file never holds a torn
+    line that a later append would bury, and raises :class:`~harness.errors.StorageError`."""
     data = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write to {path}")
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    with guarded(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                rest = memoryview(data)
+                while rest:  # a short write is retried: the next one says why it fell short
+                    written = os.write(fd, rest)
+                    if written == 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                    rest = rest[written:]
+                if sync:
+                    os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace ``path`` whole or not at all; a storage fault leaves the old file and no temporary behind."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    with guarded(path):
+        try:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
 
 _warned_torn: set[tuple[str, int]] = set()
@@ -159,6 +187,64 @@ def check_format_version(root: Path, config: dict[str, Any], writing: bool = Fal
     )
 
 
+def _inside(text: str, root: Path) -> Path | None:
+    """The absolute path ``text`` names if it is an existing file or directory inside ``root``, else None."""
+    try:
+        path = Path(text).absolute()
+        if not path.exists():
+            return None
+    except (OSError, ValueError):  # not a path at all (a NUL, a name too long)
+        return None
+    return path if path.is_relative_to(Path(root).absolute()) else None
+
+
+def relative_paths(value: Any, run_dir: Path, root: Path) -> Any:
+    """``value`` (part of a config snapshot) with every string that names an existing path inside the
+    results directory ``root`` recorded as ``{"relative_path": ...}``, relative to ``run_dir``.
+
+    A checkpoint or cache of the results directory then stays the same run wherever the directory is
+    moved or copied (:meth:`RunStore.config` resolves it back). A path outside ``root`` (a checkpoint or
+    a cache the user named elsewhere) is recorded as given: it is part of what the run is, and moving
+    the results directory does not move it.
+    """
+    if isinstance(value, dict):
+        return {k: relative_paths(v, run_dir, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, run_dir, root) for v in value]
+    if isinstance(value, str) and (path := _inside(value, root)) is not None:
+        return {RELATIVE_PATH: os.path.relpath(path, Path(run_dir).absolute())}
+    return value
+
+
+def absolute_paths(value: Any, run_dir: Path) -> Any:
+    """``value`` with every ``{"relative_path": ...}`` resolved against ``run_dir``: what a reader uses."""
+    if isinstance(value, dict):
+        if set(value) == {RELATIVE_PATH}:
+            return os.path.normpath(Path(run_dir) / value[RELATIVE_PATH])
+        return {k: absolute_paths(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [absolute_paths(v, run_dir) for v in value]
+    return value
+
+
+def first_difference(recorded: Any, given: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """The dotted path of the first field where two snapshots differ, with both values; None if equal."""
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        for key in sorted(set(recorded) | set(given), key=str):
+            found = first_difference(
+                recorded.get(key, MISSING), given.get(key, MISSING), f"{where}.{key}" if where else str(key)
+            )
+            if found is not None:
+                return found
+        return None
+    return None if recorded == given else (where, recorded, given)
+
+
+def _shown(value: Any, limit: int = 120) -> str:
+    text = "absent" if value is MISSING else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def episode_file_name(key: str) -> str:
     return key.replace("/", "__") + ".jsonl"
 
@@ -179,28 +265,60 @@ class RunStore:
     def turns_dir(self) -> Path:
         return self.root / TURNS_DIR
 
-    def open(self, config: dict[str, Any], wait_s: float = 0.0, retry_infrastructure: bool = True) -> None:
+    def open(
+        self,
+        config: dict[str, Any],
+        wait_s: float = 0.0,
+        retry_infrastructure: bool = True,
+        earlier: tuple[dict[str, Any], ...] = (),
+    ) -> None:
         """Become the run directory's one writer, then create it or check that it holds the same run.
 
+        ``earlier`` are other snapshots of the same run, as an earlier harness recorded it (paths as
+        given rather than relative); a run directory holding one is brought up to ``config``.
+
         A torn last episode line is cut off, and (unless ``retry_infrastructure`` is
-        False) infrastructure failures are taken out so the batch plays them again.
+        False) infrastructure failures are taken out so the batch plays them again. A run
+        that could not be created (a full disk) leaves nothing of it behind, so a rerun starts clean.
         """
+        created = [p for p in (self.root, self.turns_dir) if not p.exists()]
         try:
-            self.turns_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"output directory {self.root} is not writable: {exc.strerror}") from None
-        self.lock(wait_s)
-        try:
-            self._check_config(config)
-            repair_torn_tail(self.episodes_path)
-            if retry_infrastructure:
-                self.retire_infrastructure_failures()
+            with guarded(self.root):
+                try:
+                    self.turns_dir.mkdir(parents=True, exist_ok=True)
+                    probe = self.root / f".write-probe-{os.getpid()}"
+                    probe.write_text("")
+                    probe.unlink()
+                except OSError as exc:
+                    if fault_of(exc) is not None:
+                        raise
+                    raise ConfigError(
+                        f"output directory {self.root} is not writable: {exc.strerror}"
+                    ) from None
+                self.lock(wait_s)
+                self._check_config(config, earlier)
+                repair_torn_tail(self.episodes_path)
+                if retry_infrastructure:
+                    self.retire_infrastructure_failures()
+        except StorageError:
+            if not (self.root / CONFIG_FILE).exists():
+                # the lock file is this open's if it holds it, or if the directory is this open's
+                self._remove_unused(created, held=self._lock_fd is not None or self.root in created)
+            self.close()
+            raise
         except BaseException:
             self.close()
             raise
+
+    def _remove_unused(self, created: list[Path], held: bool) -> None:
+        """Take away what an :meth:`open` that created no run left: the lock file it ``held``, and the
+        directories it made."""
+        if held:
+            with contextlib.suppress(OSError):
+                (self.root / LOCK_FILE).unlink()
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if empty: nothing but what this open made is removed
 
     def lock(self, wait_s: float = 0.0) -> None:
         """Take the run's writer lock, waiting up to ``wait_s`` seconds (negative: forever) for its holder.
@@ -231,8 +349,12 @@ class RunStore:
                         "wait for it to finish, or pass --wait SECONDS"
                     ) from None
                 time.sleep(LOCK_POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:  # a full disk: the lock is given up with the error
+            os.close(fd)
+            raise
         _held_locks[path] = [fd, 1]
         self._lock_fd = fd
 
@@ -256,24 +378,32 @@ class RunStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check_config(self, config: dict[str, Any]) -> None:
-        snapshot = {"format_version": FORMAT_VERSION, **config}
+    def _check_config(self, config: dict[str, Any], earlier: tuple[dict[str, Any], ...] = ()) -> None:
+        snapshot = self._plain({"format_version": FORMAT_VERSION, **config})
         path = self.root / CONFIG_FILE
         if path.exists():
             existing = json.loads(path.read_text())
             check_format_version(self.root, existing, writing=True)
-            differing = sorted(k for k in set(existing) | set(snapshot) if existing.get(k) != snapshot.get(k))
-            if differing:
+            if any(existing == self._plain({"format_version": FORMAT_VERSION, **e}) for e in earlier):
+                write_json_atomic(path, snapshot)  # the same run, now recorded so that it can move
+            elif existing != snapshot:
+                where, recorded, given = first_difference(existing, snapshot) or ("?", None, None)
                 raise ConfigError(
-                    f"{self.root} holds a run with a different config (field {differing[0]!r} differs); "
-                    "use another output directory"
+                    f"{self.root} holds a run with a different config ({where} is {_shown(recorded)} there, "
+                    f"{_shown(given)} now); use another output directory"
                 )
         else:
-            write_json_atomic(path, json.loads(json.dumps(snapshot, default=str)))
+            write_json_atomic(path, snapshot)
         self._version = FORMAT_VERSION
 
+    @staticmethod
+    def _plain(snapshot: dict[str, Any]) -> dict[str, Any]:
+        """The snapshot as ``config.json`` holds it (JSON types only)."""
+        return json.loads(json.dumps(snapshot, default=str))
+
     def config(self) -> dict[str, Any]:
-        """The run's config snapshot; a directory in another trajectory format is refused by name."""
+        """The run's config snapshot, its relative paths resolved; a directory in another trajectory format
+        is refused by name."""
         path = self.root / CONFIG_FILE
         if not path.exists():
             raise TrajectoryError(f"{self.root} is not a run directory (no {CONFIG_FILE})")
@@ -282,7 +412,7 @@ class RunStore:
         except json.JSONDecodeError:
             raise TrajectoryError(f"corrupt run config {path}") from None
         self._version = check_format_version(self.root, config)
-        return config
+        return absolute_paths(config, self.root)
 
     @property
     def format_version(self) -> int:

@@ -64,6 +64,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from harness.config import DEFAULT_LAM_RANGE
 from harness.errors import ConfigError, HarnessError, MissingDependencyError
 from harness.seeding import derive_seed
+from harness.storage import create_atomically, guarded
 
 BUDGET_CONSTRAINT = "budget"
 SPACE_KINDS = ("float", "int", "categorical")
@@ -107,6 +108,18 @@ class Heartbeat:
 
 def storage_uri(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
+
+
+def local_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage URL keeps the studies in; None for a database server (or
+    SQLite in memory)."""
+    scheme = storage_scheme(url)
+    if scheme == "sqlite":
+        path = url.removeprefix("sqlite:///")
+        return Path(path) if path and path != url and path != ":memory:" else None
+    if scheme == "journal":
+        return Path(url.removeprefix("journal://"))
+    return None
 
 
 def redact_url(url: str) -> str:
@@ -218,6 +231,11 @@ def open_storage(url: str, heartbeat: Heartbeat = Heartbeat()) -> BaseStorage:
 
 def _open_storage(url: str, scheme: str, heartbeat: Heartbeat) -> BaseStorage:
     if scheme == "sqlite":
+        path = local_file(url)
+        if path is not None:  # created whole or not at all: a rerun after a failed creation starts afresh
+            create_atomically(
+                path, lambda tmp: _rdb_storage(f"sqlite:///{tmp.resolve()}", url).engine.dispose()
+            )
         return _rdb_storage(url, url)
     if scheme == "postgresql":
         # Name the driver this project installs; SQLAlchemy's default driver differs between its versions.
@@ -468,7 +486,8 @@ def tune(
             f"tuning storage {redact_url(storage)!r} serves one process; "
             "parallel workers need postgresql:// or journal://"
         )
-    with _quiet_optuna():
+    where = local_file(storage)
+    with _quiet_optuna(), guarded(where) if where is not None else contextlib.nullcontext():
         backend = open_storage(storage, heartbeat)
         existing = _trial_count(backend, study_name)
         sampler = _PlaceSeededSampler(seed, study_name, worker, constant_liar=shared)
