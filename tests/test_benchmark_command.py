@@ -3,12 +3,14 @@
 Collects sticky-random exploration on the quick train subset, trains ridge,
 evaluates it with a single-model and the random router on quick test_id, and
 prints one table per evaluation split with score, total cost and switch rate.
-A second invocation resumes: nothing is collected, trained or played again.
+A second invocation resumes: nothing is collected, trained or played again; nor in a copy of the results.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +34,7 @@ DEFINITION = {
 }
 
 
-def test_benchmark_command_runs_every_stage_prints_the_table_and_resumes(tmp_path: Path):
+def test_benchmark_command_runs_every_stage_prints_the_table_and_resumes_in_place_or_copied(tmp_path: Path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(DEFINITION))
     argv = [
@@ -75,6 +77,22 @@ def test_benchmark_command_runs_every_stage_prints_the_table_and_resumes(tmp_pat
     assert "checkpoint up to date" in second.output
     assert "estimate: 0 of 65 planned episodes to play; every planned episode is recorded" in second.output
     assert sorted(p.stat().st_mtime_ns for p in bench.rglob("turns/*.jsonl")) == turns_before
+
+    # Every path the results directory records of itself is relative: a copy (or a move) resumes where it
+    # is, its checkpoints up to date, nothing played again, its MLflow store logging into its own artifacts.
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "results", copy, symlinks=True)  # keeps modification times
+    moved = copy / "tiny"
+    written = {str(p.relative_to(moved)): p.stat().st_mtime_ns for p in moved.rglob("*.jsonl")}
+    again = [*argv[:2], "--results", str(copy), "--reports", str(tmp_path / "copy-reports")]
+    third = CliRunner().invoke(app, again, env={"COLUMNS": "200"})
+    assert third.exit_code == 0, third.output
+    assert "checkpoint up to date" in third.output
+    assert {str(p.relative_to(moved)): p.stat().st_mtime_ns for p in moved.rglob("*.jsonl")} == written
+    ridge = json.loads((moved / "runs" / "test_id" / "ridge@lam=0" / "config.json").read_text())["run"]
+    assert ridge["router"]["params"]["checkpoint"] == {"relative_path": "../../../models/ridge"}
+    experiments = sqlite3.connect(moved / "mlflow.db").execute("SELECT artifact_location FROM experiments")
+    assert {location for (location,) in experiments} == {f"{moved}/mlartifacts", f"{moved}/mlartifacts/0"}
 
 
 def test_the_benchmark_bar_shows_the_whole_benchmarks_remaining_time(monkeypatch):

@@ -1,6 +1,7 @@
 """The trajectory store's guarantees: atomic lines, torn-line tolerance, corrupt-file errors, resume."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -55,3 +56,33 @@ def test_unwritable_output_directory_is_one_line_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(ConfigError, match="not writable"):
         RunStore(blocker / "run").open({})
+
+
+def test_a_run_with_another_config_is_refused_naming_the_field_and_both_values(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open({"run": {"router": {"name": "ridge", "params": {"lam": 0.0}}}})
+    store.close()
+    with pytest.raises(ConfigError) as refused:
+        RunStore(tmp_path / "run").open({"run": {"router": {"name": "ridge", "params": {"lam": 0.5}}}})
+    assert "run.router.params.lam is 0.0 there, 0.5 now" in str(refused.value)
+
+
+def test_paths_inside_the_results_directory_are_recorded_relative_to_the_run(tmp_path):
+    from harness.trajectory import relative_paths
+
+    root = tmp_path / "results"
+    (root / "models" / "ridge").mkdir(parents=True)
+    run = root / "runs" / "val" / "ridge"
+    params = {"checkpoint": str(root / "models" / "ridge"), "outside": str(tmp_path), "label": "ridge"}
+    recorded = relative_paths(params, run, root)
+    assert recorded == {
+        "checkpoint": {"relative_path": "../../../models/ridge"},
+        "outside": str(tmp_path),  # not the results directory's: kept as given
+        "label": "ridge",
+    }
+    store = RunStore(run)
+    store.open({"run": {"router": {"params": recorded}}})
+    store.close()
+    shutil.copytree(root, tmp_path / "copy")
+    copied = RunStore(tmp_path / "copy" / "runs" / "val" / "ridge").config()["run"]["router"]["params"]
+    assert copied["checkpoint"] == str(tmp_path / "copy" / "models" / "ridge")  # resolved where it now is
