@@ -42,6 +42,7 @@ from harness.errors import ConfigError
 from harness.exploration import exploration_spend
 from harness.layout import SEEDS_DIR, ResultsLayout
 from harness.records import EpisodeRecord
+from harness.storage import guarded
 from harness.trajectory import CONFIG_FILE, RunStore, write_json_atomic
 from routers import router_class
 
@@ -334,9 +335,10 @@ class BenchmarkRun:
                         "init_from": None if init is None else str(init),
                     },
                 )
-                report = train_router(learned.name, data, out, options)
+                with guarded(out):  # a full disk while the checkpoint is saved is one line
+                    report = train_router(learned.name, data, out, options)
+                    write_json_atomic(stamp, {"fingerprint": fingerprint})
                 log.info("%s", report)
-                write_json_atomic(stamp, {"fingerprint": fingerprint})
             checkpoints[learned.name] = out
         return checkpoints
 

@@ -201,6 +201,9 @@ def test_a_disk_full_before_the_first_episode_leaves_no_run_behind_and_a_rerun_w
     assert full.returncode == 1, full.stderr
     assert FULL.match(one_error_line(full)), full.stderr
     assert not out.exists(), sorted(p.name for p in out.iterdir())  # no .lock, no turns/ left behind
+    debug = harness("--debug", "run", *args, "--max-turns", "3")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "StorageError" in debug.stderr
+    assert not out.exists()
 
     filler.unlink()
     rerun = harness("run", *args, "--max-turns", "3")
