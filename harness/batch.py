@@ -62,6 +62,7 @@ from harness.pool import Pool, load_pool
 from harness.protocols import Environment
 from harness.records import EPISODE_FAILURE, FAILED, INFRASTRUCTURE_FAILURE, EpisodeRecord, TurnRecord
 from harness.splits import Split
+from harness.storage import fault_of
 from harness.trajectory import RunStore, episode_file_name, relative_paths, write_json_atomic
 from harness.types import Charge, TaskInstance
 from routers import make_router
@@ -321,7 +322,11 @@ class Worker:
 
 
 def failure_kind(error: BaseException) -> str:
-    return INFRASTRUCTURE_FAILURE if isinstance(error, InfrastructureError) else EPISODE_FAILURE
+    """Whose failure ``error`` is: the infrastructure's (a storage fault too, wherever it was met, such as
+    a learned router's embedding cache on a full disk) or the episode's."""
+    if isinstance(error, InfrastructureError) or fault_of(error) is not None:
+        return INFRASTRUCTURE_FAILURE
+    return EPISODE_FAILURE
 
 
 def failed_record(

@@ -18,9 +18,8 @@ and parses them back in the run's format version.
 Each line is appended on an ``O_APPEND`` descriptor (a storage fault part-way through
 cuts it back off; see :mod:`harness.storage`), so a killed process leaves at worst one
 torn final line, which readers drop with a warning and the next writer cuts off (into
-a side file) before appending. One
-process writes a run at a time: :meth:`RunStore.open` takes an exclusive
-``flock`` on ``RUN/.lock`` that the OS releases however the process ends. An
+a side file) before appending. One process writes a run at a time: :meth:`RunStore.open`
+takes an exclusive ``flock`` on ``RUN/.lock`` that the OS releases however the process ends. An
 episode counts as finished only once its line is in ``episodes.jsonl``;
 rerunning a run skips those and restarts the others, keeping the turns of an
 interrupted attempt beside the new ones as ``*.interrupted-N.jsonl``. A
@@ -56,7 +55,7 @@ LOCK_POLL_S = 0.2
 # A config snapshot's value {"relative_path": "../../../models/ridge"}: a path inside the results directory,
 # relative to the run directory, so the results directory can be moved or copied and resumed.
 RELATIVE_PATH = "relative_path"
-MISSING = object()
+_MISSING = object()  # a field one snapshot has and the other lacks
 
 
 def append_line(path: Path, record: dict[str, Any], sync: bool = False) -> None:
@@ -232,7 +231,7 @@ def first_difference(recorded: Any, given: Any, where: str = "") -> tuple[str, A
     if isinstance(recorded, dict) and isinstance(given, dict):
         for key in sorted(set(recorded) | set(given), key=str):
             found = first_difference(
-                recorded.get(key, MISSING), given.get(key, MISSING), f"{where}.{key}" if where else str(key)
+                recorded.get(key, _MISSING), given.get(key, _MISSING), f"{where}.{key}" if where else str(key)
             )
             if found is not None:
                 return found
@@ -241,7 +240,7 @@ def first_difference(recorded: Any, given: Any, where: str = "") -> tuple[str, A
 
 
 def _shown(value: Any, limit: int = 120) -> str:
-    text = "absent" if value is MISSING else json.dumps(value, sort_keys=True, default=str)
+    text = "absent" if value is _MISSING else json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -384,14 +383,14 @@ class RunStore:
         if path.exists():
             existing = json.loads(path.read_text())
             check_format_version(self.root, existing, writing=True)
-            if any(existing == self._plain({"format_version": FORMAT_VERSION, **e}) for e in earlier):
+            if existing != snapshot:
+                if not any(existing == self._plain({"format_version": FORMAT_VERSION, **e}) for e in earlier):
+                    where, recorded, given = first_difference(existing, snapshot) or ("?", None, None)
+                    raise ConfigError(
+                        f"{self.root} holds a run with a different config ({where} is {_shown(recorded)} "
+                        f"there, {_shown(given)} now); use another output directory"
+                    )
                 write_json_atomic(path, snapshot)  # the same run, now recorded so that it can move
-            elif existing != snapshot:
-                where, recorded, given = first_difference(existing, snapshot) or ("?", None, None)
-                raise ConfigError(
-                    f"{self.root} holds a run with a different config ({where} is {_shown(recorded)} there, "
-                    f"{_shown(given)} now); use another output directory"
-                )
         else:
             write_json_atomic(path, snapshot)
         self._version = FORMAT_VERSION
