@@ -73,6 +73,7 @@ from harness.trajectory import (
     EPISODES_FILE,
     TURNS_DIR,
     RunStore,
+    absolute_paths,
     episode_file_name,
     write_json_atomic,
 )
@@ -282,7 +283,7 @@ def read_run_dir(run_dir: Path) -> tuple[list[LoggedEpisode], list[FileReport], 
     if not path.exists():
         raise TrajectoryError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
     try:
-        config = json.loads(path.read_text())
+        config = absolute_paths(json.loads(path.read_text()), run_dir)  # as RunStore.config() gives it
     except json.JSONDecodeError:
         raise TrajectoryError(f"corrupt run config {path}") from None
     version = config.get("format_version", 1)
