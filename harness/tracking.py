@@ -833,11 +833,14 @@ def _log_table(client: Any, run_id: str, table: pd.DataFrame, path: str) -> None
     client.log_table(run_id, table.astype(object).where(table.notna(), None), path)
 
 
-def _checkpoint_identity(checkpoint: Path, lam: float) -> str:
-    """Changes when the checkpoint is retrained (its training stamp) or the headline lambda changes."""
+def _checkpoint_identity(checkpoint: Path, lam: float, root: Path | None = None) -> str:
+    """Changes when the checkpoint is retrained (its training stamp) or the headline lambda changes; not
+    when the results directory ``root`` it is named relative to moves (None: named by its absolute path,
+    as before results directories could move)."""
     stamp = checkpoint / "trained-from.json"
     trained = stamp.read_text() if stamp.exists() else str(stamp.parent.stat().st_mtime_ns)
-    return hashlib.sha256(f"{checkpoint.resolve()}|{trained}|{lam}".encode()).hexdigest()[:16]
+    where = checkpoint.resolve() if root is None else os.path.relpath(checkpoint.resolve(), root.resolve())
+    return hashlib.sha256(f"{where}|{trained}|{lam}".encode()).hexdigest()[:16]
 
 
 def _log_family_model(
@@ -858,11 +861,15 @@ def _log_family_model(
     if not checkpoint or not Path(checkpoint).is_dir():
         log.warning("router family %s: checkpoint %s not found; its model is not logged", family, checkpoint)
         return
-    identity = _checkpoint_identity(Path(checkpoint), float(row.lam))
-    if client.get_run(run_id).data.tags.get(MODEL_TAG) == identity:
+    identity = _checkpoint_identity(Path(checkpoint), float(row.lam), layout.root)
+    logged = client.get_run(run_id).data.tags.get(MODEL_TAG)
+    if logged in (identity, _checkpoint_identity(Path(checkpoint), float(row.lam))):
         return
     cards, config = _pool_cards(row.run_dir)
-    extra = {k: v for k, v in row.params.items() if k not in ("checkpoint", "lam", "label")}
+    # A logged model runs anywhere: it keeps no cache directory of this machine (a cache never changes
+    # what a router does).
+    dropped = ("checkpoint", "lam", "label", "cache_dir")
+    extra = {k: v for k, v in row.params.items() if k not in dropped}
     log_router_model(
         Path(checkpoint),
         family,
