@@ -66,8 +66,9 @@ test-scale: install $(SCALE_STAMP)
 	eval "$$(bash .ci/services.sh)" && $(BIN)/pytest -q -m "scale or slow or not slow" $(SCALE_TESTS)
 
 # Slow tests outside the scale-out files: the static embedder's distillation, cached live batches, a seeded
-# benchmark with repeats.
-SLOW_TESTS := tests/test_encoders_embedders.py tests/test_prefix_store.py tests/test_verdict.py
+# benchmark with repeats, one cycle of the fault-injection soak.
+SLOW_TESTS := tests/test_encoders_embedders.py tests/test_prefix_store.py tests/test_verdict.py \
+	tests/test_fault_injection.py
 
 .PHONY: test-slow
 test-slow: install

@@ -163,10 +163,11 @@ class Episode(Progress):
 
     def run(self) -> EpisodeResult:
         started = time.perf_counter()
+        # The attempt's turn file first, so that an attempt killed even while the engine resets counts.
+        self.turns_path: Path | None = self.store.begin_episode(self.task.key) if self.store else None
         self.description, observation = self.env.reset(self.task)
         self.messages = self.format.initial_messages(self.description, observation)
         self.initial_count = len(self.messages)
-        self.turns_path: Path | None = self.store.begin_episode(self.task.key) if self.store else None
         try:
             while True:
                 self.check_limits()

@@ -213,11 +213,13 @@ class Player:
     def play(self, task: TaskInstance) -> EpisodeRecord:
         """Run one episode; a crashed engine is restarted and the episode retried once.
 
-        Whatever the outcome the record carries what the episode spent: a failed
-        attempt's ledger is kept, and an abandoned (crashed) attempt's spend is
-        reported as ``abandoned_cost`` (its turns are kept as ``*.interrupted-N``).
+        Whatever the outcome the record carries what this attempt spent (a failed attempt's
+        ledger is kept). A crashed attempt's turns are kept as ``*.interrupted-N`` by the
+        retry; the charges of the turn the crash cut short, which no line holds, go into
+        ``unrecorded_charges`` marked ``abandoned``, and the run's writer settles the
+        attempts and their cost (:meth:`harness.trajectory.RunStore.with_earlier_attempts`).
         """
-        abandoned = CostLedger()
+        abandoned: list[dict[str, Any]] = []
         retries = 0
         for attempt in range(1, 3):
             episode = self.episode(task)
@@ -235,7 +237,7 @@ class Player:
                     error = EnvironmentCrashed(f"{exc}; the restart failed too ({restart_error})")
                     break
                 if attempt == 1:
-                    abandoned.entries.extend(episode.ledger.entries)
+                    abandoned += [{**c, "abandoned": True} for c in episode.ledger.turn_charges(episode.turn)]
                     continue
                 break
             except Exception as exc:  # noqa: BLE001 - any failure of one episode is recorded, not fatal
@@ -244,15 +246,12 @@ class Player:
                 break
             else:
                 retries += episode.scratch.get(RETRIES_KEY, 0)
-                return result.record(
-                    self.config.router.label,
-                    attempts=attempt,
-                    retries=retries,
-                    abandoned_cost=abandoned.total,
-                )
-        return failed_record(
-            task, self.config, error, episode.ledger, episode.turn, attempt, retries, abandoned.total
-        )
+                record = result.record(self.config.router.label, retries=retries)
+                record.unrecorded_charges += abandoned
+                return record
+        record = failed_record(task, self.config, error, episode.ledger, episode.turn, retries=retries)
+        record.unrecorded_charges += abandoned
+        return record
 
 
 class Worker:
@@ -335,9 +334,7 @@ def failed_record(
     error: BaseException,
     ledger: CostLedger | None = None,
     turns: int = 0,
-    attempts: int = 1,
     retries: int = 0,
-    abandoned_cost: float = 0.0,
 ) -> EpisodeRecord:
     """The record of an episode that did not finish, with every dollar its attempt was charged.
 
@@ -355,9 +352,7 @@ def failed_record(
         status=FAILED,
         failure=failure_kind(error),
         error=f"{type(error).__name__}: {' '.join(str(error).split())}",
-        attempts=attempts,
         retries=retries,
-        abandoned_cost=abandoned_cost,
     )
 
 
@@ -372,7 +367,7 @@ def worker_died_record(task: TaskInstance, config: RunConfig, store: RunStore, d
             for charge in line.charges:
                 ledger.charge(line.turn, Charge(**charge))
     error = WorkerDied(f"the worker process playing it died {deaths} times (killed or out of memory)")
-    return failed_record(task, config, error, ledger, turns, attempts=deaths)
+    return failed_record(task, config, error, ledger, turns)
 
 
 def _not_py4j(record: logging.LogRecord) -> bool:
@@ -617,6 +612,7 @@ def run_batch(
 
     def finish(record: EpisodeRecord) -> None:
         counts = record.extra.pop(CACHE_COUNTS_KEY, None)
+        record = batch.store.with_earlier_attempts(record)
         batch.store.record_episode(record)
         if counts is not None:
             add_cache_counts(batch.store.root, batch.config.prefix_cache, counts)

@@ -389,6 +389,7 @@ def collect_branches(
         written = []
         for point, model in todo:
             record = play_branch(source, point, model, design, engine, backends, store, judge)
+            record = store.with_earlier_attempts(record)  # a resumed collection's killed attempts
             store.record_episode(record)
             written.append(record)
             if progress is not None:

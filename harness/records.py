@@ -154,8 +154,10 @@ class EpisodeRecord(_Line):
     whose failure it was and ``error`` what happened). ``cost`` is the routed cost: model
     calls plus router overhead; the judge's verdict is billed apart in ``judge_cost``.
     ``unrecorded_charges`` are the charges no turn
-    line holds (the turn a failure interrupted). ``abandoned_cost`` is what a crashed
-    first attempt spent before the episode was played again. The switch counts and the
+    line holds (the turn a failure interrupted); those of earlier attempts are marked
+    ``abandoned``. ``attempts`` counts the times the episode was begun and ``abandoned_cost``
+    is what the earlier attempts spent, however they ended (both settled by
+    :meth:`harness.trajectory.RunStore.with_earlier_attempts`). The switch counts and the
     duration are None where they are not known (failures, imports).
     """
 

@@ -31,6 +31,7 @@ plays the episode again, so every episode has exactly one line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -255,6 +256,7 @@ class RunStore:
         self.root = Path(root)
         self._lock_fd: int | None = None
         self._version: int | None = None
+        self._retired: dict[str, EpisodeRecord] | None = None  # episode -> its last retired record
 
     @property
     def episodes_path(self) -> Path:
@@ -439,6 +441,7 @@ class RunStore:
             return []
         for record in retired:
             append_line(self.root / RETRIED_FILE, record.to_line(), sync=True)
+        self._retired = None
         kept = "".join(
             json.dumps(e.to_line(), sort_keys=True, default=str) + "\n"
             for e in episodes
@@ -464,15 +467,71 @@ class RunStore:
             return []
         return sorted(self.turns(key), key=lambda line: line.turn)
 
-    def begin_episode(self, key: str) -> Path:
-        """A fresh turn file for ``key``; an interrupted attempt's file is kept aside."""
+    def interrupted_files(self, key: str) -> list[Path]:
+        """The turn files of ``key``'s earlier attempts kept aside by :meth:`begin_episode`, oldest first."""
         path = self.turns_dir / episode_file_name(key)
-        if path.exists():
-            n = 1
-            while (aside := path.with_name(f"{path.stem}.interrupted-{n}.jsonl")).exists():
-                n += 1
-            os.replace(path, aside)
+        files = []
+        while (aside := path.with_name(f"{path.stem}.interrupted-{len(files) + 1}.jsonl")).exists():
+            files.append(aside)
+        return files
+
+    def begin_episode(self, key: str) -> Path:
+        """A fresh, empty turn file for ``key``; an earlier attempt's file is kept aside.
+
+        The file is created at once, before the attempt's first turn, so that every attempt
+        that began leaves a file however it ends: :meth:`with_earlier_attempts` counts them.
+        """
+        path = self.turns_dir / episode_file_name(key)
+        with guarded(path):
+            if path.exists():
+                n = len(self.interrupted_files(key)) + 1
+                os.replace(path, path.with_name(f"{path.stem}.interrupted-{n}.jsonl"))
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
         return path
+
+    def _last_retired(self, key: str) -> EpisodeRecord | None:
+        """The latest record of ``key`` that a rerun took out of ``episodes.jsonl`` to play it again."""
+        if self._retired is None:
+            path = self.root / RETRIED_FILE
+            version, where = self.format_version, str(path)
+            lines = read_lines(path) if path.exists() else []
+            self._retired = {
+                r.episode: r for r in (EpisodeRecord.from_line(x, version, where) for x in lines)
+            }
+        return self._retired.get(key)
+
+    def with_earlier_attempts(self, record: EpisodeRecord) -> EpisodeRecord:
+        """``record`` charged with every earlier attempt of its episode, however each one ended.
+
+        The one place where ``attempts`` and ``abandoned_cost`` are settled, by the run's writer
+        just before the record is appended. Every attempt began with :meth:`begin_episode`, so the
+        earlier ones are the episode's ``*.interrupted-N`` files (a worker, JVM or parent killed, an
+        engine crash retried in-process, an infrastructure failure played again): ``attempts`` is
+        their number plus one, and ``abandoned_cost`` every charge on their turn lines plus the
+        charges no line holds that are known, marked ``abandoned`` in ``unrecorded_charges`` (the
+        turn an engine crash cut short, and what a retired failure's record carried, whose own
+        charges are carried over here). Charges of a process killed before it wrote them are lost
+        with it: nothing was written.
+        """
+        unrecorded = list(record.unrecorded_charges)
+        retired = self._last_retired(record.episode)
+        if retired is not None:
+            unrecorded += [{**c, "abandoned": True} for c in retired.unrecorded_charges]
+        earlier = self.interrupted_files(record.episode)
+        version = self.format_version
+        on_lines = sum(
+            float(c["dollars"])
+            for path in earlier
+            for line in read_lines(path)
+            for c in TurnRecord.from_line(line, version, str(path)).charges
+        )
+        marked = sum(float(c["dollars"]) for c in unrecorded if c.get("abandoned"))
+        return dataclasses.replace(
+            record,
+            attempts=len(earlier) + 1,
+            abandoned_cost=on_lines + marked,
+            unrecorded_charges=unrecorded,
+        )
 
     def record_turn(self, path: Path, record: TurnRecord) -> None:
         append_line(path, record.to_line())

@@ -11,7 +11,7 @@ from harness.batch import Worker
 from harness.benchmarks import get_benchmark
 from harness.config import Limits, RouterSpec, RunConfig
 from harness.pool import SimulatedProfile, load_pool
-from harness.trajectory import RunStore
+from harness.trajectory import RunStore, read_lines
 from harness.types import Decision, TaskInstance
 from routers import make_router
 from routers.base import Router
@@ -179,20 +179,27 @@ class KillJvmOnce(Router):
 def test_crashed_jvm_is_restarted_and_retried_once(tmp_path, kills, status):
     config = RunConfig(router=RouterSpec("single", {"model": "gpt-oss-120b"}), seed=0)
     worker = Worker()
-    RunStore(tmp_path).open({})
+    store = RunStore(tmp_path)
+    store.open({})
     player = worker.player(config, tmp_path)
     player.router = KillJvmOnce()
     KillJvmOnce.env = player.env
     KillJvmOnce.kills_left = kills
     try:
-        record = player.play(TaskInstance("scienceworld", "power-component", 0, "test_id"))
+        record = store.with_earlier_attempts(
+            player.play(TaskInstance("scienceworld", "power-component", 0, "test_id"))
+        )
     finally:
         worker.close()
     if status == "failed":
         assert record.status == "failed" and "JVM" in record.error
     else:
         assert record.attempts == 2 and record.status != "failed"
-        assert list(RunStore(tmp_path).turns_dir.glob("*.interrupted-1.jsonl"))
+        (aside,) = store.interrupted_files(record.episode)
+        on_lines = sum(c["dollars"] for t in read_lines(aside) for c in t["charges"])
+        cut_short = sum(c["dollars"] for c in record.unrecorded_charges if c["abandoned"])
+        assert on_lines > 0 and cut_short > 0  # the crash came at turn 2, after that turn's model call
+        assert record.abandoned_cost == pytest.approx(on_lines + cut_short)
 
 
 def test_sticky_random_logs_exact_propensities(env, backends, pool, tmp_path):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from accounting import assert_every_dollar_accounted
 
 from harness.trajectory import RunStore
 
@@ -64,6 +65,9 @@ def test_batch_resumes_after_kill_without_rerunning_or_losing_episodes(tmp_path)
     # Every finished episode has its complete turn file.
     for e in after:
         assert len(RunStore(out).turns(e.episode)) == e.turns
+    # The episodes the kill cut short carry their first attempt's charges as abandoned.
+    attempts = assert_every_dollar_accounted(out)
+    assert max(attempts.values()) >= 2, attempts
 
 
 def test_two_workers_give_the_same_results_as_one(tmp_path):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from accounting import assert_every_dollar_accounted
 from services import unavailable
 from typer.testing import CliRunner
 
@@ -146,7 +147,13 @@ def test_an_actor_killed_mid_episode_is_replaced_and_its_episode_played_again(
     name = str(victim["episode"]).replace("/", "__")
     aside = out / "turns" / f"{name}.interrupted-1.jsonl"
     assert len(aside.read_text().splitlines()) >= 3
-    assert records(out) == records(local_runs / ROUTERS[0].label)
+    # The same records as the local pool's, but for the killed attempt the replay's record carries.
+    replayed, local = records(out), records(local_runs / ROUTERS[0].label)
+    killed = replayed[victim["episode"]]
+    assert killed.attempts == 2 and killed.abandoned_cost > 0
+    assert_every_dollar_accounted(out)
+    replayed[victim["episode"]] = dataclasses.replace(killed, attempts=1, abandoned_cost=0.0)
+    assert replayed == local
     deadline = time.monotonic() + 15
     while any(alive(j) for j in victim["jvms"]) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from accounting import assert_every_dollar_accounted
 
 from harness.procfs import alive, children, cmdline
 from harness.trajectory import RunStore
@@ -74,6 +75,9 @@ def test_a_killed_worker_is_replaced_and_its_episodes_played_again_in_the_same_b
     assert cli.returncode == 0, err
     assert "worker process died" in err
     assert_complete(out, 4)
+    # The replayed episodes' records carry the earlier attempts and what the dead worker's turns charged.
+    attempts = assert_every_dollar_accounted(out)
+    assert max(attempts.values()) >= 2, attempts
     for jvm in [j for jvms in tree.values() for j in jvms]:
         assert not alive(jvm), "the old pool's JVMs were closed"
 
@@ -183,6 +187,7 @@ def test_a_recovered_jvm_crash_prints_no_py4j_traceback(tmp_path):
     assert "restarting the engine" in err
     assert "Traceback" not in err, err
     assert_complete(out, 4)
+    assert max(assert_every_dollar_accounted(out).values()) == 2
 
 
 def test_ctrl_c_with_one_worker_stops_even_though_the_jvm_dies_of_it_too(tmp_path):

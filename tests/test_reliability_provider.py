@@ -15,6 +15,7 @@ import time
 
 import pytest
 import yaml
+from accounting import assert_every_dollar_accounted
 
 import harness.backends.litellm_backend as litellm_backend
 from harness.backends.litellm_backend import LiteLLMBackend
@@ -87,6 +88,25 @@ def test_provider_outage_is_an_infrastructure_failure_played_again_on_rerun(
 
     kept = execute(config(pool), out, retry_infrastructure=False)
     assert kept == second
+
+
+def test_a_replayed_provider_failure_carries_the_failed_attempts_charges(
+    tmp_path, openai_server, fast_retries
+):
+    pool = write_pool(tmp_path / "local.yaml", openai_server.base_url)
+    out = tmp_path / "run"
+    openai_server.fail_after(2, status=500, times=1000)  # two turns answered, then the provider is down
+    first = execute(config(pool, max_turns=5), out)
+    assert [r.failure for r in first] == ["infrastructure"] * 2
+    paid = sum(r.cost for r in first)
+    assert paid > 0
+
+    openai_server.recover()
+    second = execute(config(pool, max_turns=5), out)
+    assert [r.status for r in second] == ["max_turns"] * 2
+    assert all(r.attempts == 2 for r in second)
+    assert sum(r.abandoned_cost for r in second) == pytest.approx(paid)  # the failed attempts' dollars
+    assert_every_dollar_accounted(out)
 
 
 def test_an_episode_that_fails_after_model_calls_records_what_it_spent(tmp_path, openai_server, fast_retries):

@@ -133,6 +133,7 @@ def test_a_checkpoint_refuses_a_pool_whose_price_cards_changed_before_any_work(t
         (["--router", "ridge", "-p", "checkpoint=x", "-p", "lam=abc"], ["'ridge'", "'lam'", "float"]),
         (["--router", "ridge", "-p", "checkpoint=x", "-p", "lam=nan"], ["'ridge'", "'lam'", "nan"]),
         (["--router", "heuristic", "-p", "late_fraction=[1]"], ["'heuristic'", "'late_fraction'", "float"]),
+        (["--router", "ridge"], ["router 'ridge' needs parameter 'checkpoint'", "harness train ridge"]),
     ],
 )
 def test_router_parameters_are_typed_with_errors_naming_router_parameter_and_type(tmp_path, args, needles):
@@ -140,7 +141,7 @@ def test_router_parameters_are_typed_with_errors_naming_router_parameter_and_typ
     line = one_error_line(harness("run", "--out", str(out), "--tasks", "boil", *args))
     for needle in needles:
         assert needle in line, line
-    assert "not supported between" not in line
+    assert "not supported between" not in line and "__init__" not in line
 
 
 def test_a_pool_profile_of_the_wrong_type_names_the_field(tmp_path):

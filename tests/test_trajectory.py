@@ -46,9 +46,14 @@ def test_interrupted_attempt_is_kept_aside(tmp_path):
     first = store.begin_episode("scienceworld/boil/3")
     store.record_turn(first, TurnRecord("scienceworld/boil/3", 0, "gpt-5", 0.01, []))
     second = store.begin_episode("scienceworld/boil/3")
-    assert second == first and not second.exists()
+    assert second == first and second.read_text() == ""  # each attempt's file exists from its start
     kept = list(store.turns_dir.glob("*.interrupted-1.jsonl"))
     assert len(kept) == 1 and json.loads(kept[0].read_text())["turn"] == 0
+    store.begin_episode("scienceworld/boil/3")  # an attempt killed before its first turn counts too
+    assert [p.name for p in store.interrupted_files("scienceworld/boil/3")] == [
+        "scienceworld__boil__3.interrupted-1.jsonl",
+        "scienceworld__boil__3.interrupted-2.jsonl",
+    ]
 
 
 def test_unwritable_output_directory_is_one_line_error(tmp_path):
