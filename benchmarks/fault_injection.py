@@ -57,6 +57,7 @@ from pathlib import Path
 import yaml
 
 from harness.benchmarks import get_benchmark
+from harness.layout import runs_under
 from harness.procfs import alive, children, cmdline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,9 +207,9 @@ def tear_candidates(root: Path, since: float) -> list[Path]:
     """Files a process killed after ``since`` (when it started) was writing: the episode lists it
     appended to and the turn files of episodes it left unfinished."""
     found = []
-    for episodes in root.rglob("episodes.jsonl"):
-        run_dir = episodes.parent
-        if episodes.stat().st_mtime >= since:
+    for run_dir in runs_under(root):
+        episodes = run_dir / "episodes.jsonl"
+        if episodes.exists() and episodes.stat().st_mtime >= since:
             found.append(episodes)
         done = finished_keys(run_dir)
         for turns in (run_dir / "turns").glob("*.jsonl") if (run_dir / "turns").exists() else []:
@@ -405,8 +406,7 @@ def complete_lines(path: Path) -> list[dict]:
 
 def run_dirs(root: Path) -> dict[str, Path]:
     """The run directories under ``root`` by their relative path."""
-    found = (p.parent for p in sorted(root.rglob("config.json")) if (p.parent / "turns").is_dir())
-    return {str(d.relative_to(root)): d for d in found}
+    return {str(d.relative_to(root)): d for d in runs_under(root) if (d / "turns").is_dir()}
 
 
 def check_run(soak: Soak, run_dir: Path, reference: Path, name: str) -> tuple[int, float]:

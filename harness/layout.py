@@ -12,7 +12,7 @@ RESULTS/<bench>/seeds/s<seed>/           a seed replicate: a whole results direc
 
 A run directory is one that holds a ``config.json`` (:data:`harness.trajectory.CONFIG_FILE`); the listings
 below (:meth:`ResultsLayout.point_runs`, :meth:`~ResultsLayout.data_runs`,
-:meth:`~ResultsLayout.replicates`, :func:`matching_runs`) are the only code that looks for them, so a change of
+:meth:`~ResultsLayout.replicates`, :func:`matching_runs`, :func:`runs_under`) are the only code that looks for them, so a change of
 layout is made here.
 
 The MLflow store is the one in the results directory unless a tracking server is
@@ -52,6 +52,11 @@ class PointRun:
 def matching_runs(pattern: str) -> list[Path]:
     """The run directories a glob pattern names (a replay definition's ``data`` entries), by path."""
     return sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / CONFIG_FILE).is_file())
+
+
+def runs_under(root: Path) -> list[Path]:
+    """Every run directory at any depth under ``root`` (batches, benchmarks, seed replicates), by path."""
+    return sorted(p.parent for p in Path(root).rglob(CONFIG_FILE) if p.is_file())
 
 
 def _run_dirs(parent: Path) -> list[Path]:
