@@ -259,8 +259,10 @@ class Soak:
     started: float = 0.0  # when the command under fire started
 
     def problem(self, kind: str, example: str) -> None:
+        """Count a mismatch and print it at once: a long soak's evidence may be cleaned away by its end."""
         self.problems[kind] += 1
         self.examples.setdefault(kind, example)
+        print(f"mismatch {kind}: {example}", flush=True)
 
     def kinds_enabled(self, job: str | None = None) -> list[str]:
         """The fault kinds to draw from (for ``job``: those that apply to it)."""

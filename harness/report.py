@@ -486,6 +486,9 @@ def _single_seed_lines(
     origin = provenance(bench_dir)
 
     lines = [f"# {name}: routing benchmark report", ""]
+    description = (definition.get("definition") or {}).get("description")
+    if description:  # what was played, in the definition's own words (real models, a stand-in bank, ...)
+        lines += [f"*{description}*", ""]
     lines += [
         " ".join(
             summary_sentences(bench_dir, points, definition, single, single_split, score_digits, n_boot)
