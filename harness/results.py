@@ -178,13 +178,16 @@ def point_row(split: str, point: str, run_dir: Path, n_boot: int = 2000, seed: i
         "total_cost": float(sum(r.cost for r in ok)),
         "mean_turns": float(np.mean([r.turns for r in ok])),
         "switch_rate": float(np.mean([r.switch_rate or 0.0 for r in ok])),
-        "seconds_per_turn": _seconds_per_turn(ok),
+        "seconds_per_turn": _seconds_per_turn(ok, config["run"].get("backend")),
     }
 
 
-def _seconds_per_turn(records: list[EpisodeRecord]) -> float:
-    """Wall seconds per turn (routing, model call, engine step or tool calls) over the episodes that timed
-    themselves; NaN where none did (imports)."""
+def _seconds_per_turn(records: list[EpisodeRecord], backend: str | None) -> float:
+    """Wall seconds per turn (routing, model call, engine step or tool calls) of a real backend's episodes
+    that timed themselves; NaN for imports and for the simulated backend, whose time is the simulator's
+    rather than a model's (leaving it out keeps a simulated benchmark's report reproducible byte for byte)."""
+    if backend == "simulated":
+        return math.nan
     timed = [r for r in records if r.duration_s is not None and r.turns]
     if not timed:
         return math.nan

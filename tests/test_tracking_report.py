@@ -208,7 +208,11 @@ def build_bench(root: Path, selected: dict | None = None) -> Path:
             params["checkpoint"] = str(checkpoint)
         for split, eps in splits.items():
             store = RunStore(bench / "runs" / split / point)
-            config = RunConfig(router=RouterSpec(name=family, params=params), pool="toy-pool", split=split)
+            # The fixed routers' runs as if played by real models: only those report wall seconds per turn.
+            backend = "litellm" if family in ("single", "random") else "simulated"
+            config = RunConfig(
+                router=RouterSpec(name=family, params=params), pool="toy-pool", split=split, backend=backend
+            )
             store.open(
                 {
                     "run": to_plain(config),
@@ -361,6 +365,7 @@ def test_report_without_selection_lists_every_lambda(bench: Path, tmp_path: Path
     assert next(r for r in switching if r[0] == "random")[1:5] == ["0.75", "10.0", "0.50", "4 (0)"]
     strong = next(r for r in switching if r[0] == "single:strong")
     assert strong[3] == "0.25" and strong[8] == "3 (1)"  # OOD: three finished, one failed
+    assert next(r for r in switching if r[0] == "toy@lam=1")[3] == "—"  # simulated: the simulator's time
 
 
 def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp_path: Path):
