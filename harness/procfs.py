@@ -1,7 +1,8 @@
 """Processes as Linux's /proc shows them: whether one lives and whose children they are.
 
 The fault-injection script and the process tests check through it that no worker or JVM outlives
-its parent; reading /proc needs no extra dependency and sees zombies for what they are.
+its parent, and the stores and local model servers whether a recorded owner still lives; reading /proc
+needs no extra dependency and sees zombies for what they are.
 """
 
 from __future__ import annotations

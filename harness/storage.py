@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import StorageError
+from harness.procfs import alive
 
 # errno -> what the one line calls it
 STORAGE_ERRNOS = {
@@ -118,16 +119,6 @@ SQLITE_SIDE_FILES = ("", "-journal", "-wal", "-shm")  # a database file and what
 CREATING = ".creating-"  # the infix of a file being created: ``.<name>.creating-<pid>-<attempt>``
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove(path: Path) -> None:
     for side in SQLITE_SIDE_FILES:
         with contextlib.suppress(FileNotFoundError):
@@ -149,7 +140,7 @@ def create_atomically(path: Path, create: Callable[[Path], None]) -> None:
     prefix = f".{path.name}{CREATING}"
     for stale in path.parent.glob(f"{prefix}*"):
         pid, _, rest = stale.name.removeprefix(prefix).partition("-")
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             _remove(path.parent / f"{prefix}{pid}-{rest.split('-')[0]}")
     # A fresh name per attempt: a library may keep a connection to an earlier attempt's file open.
     tmp = path.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"

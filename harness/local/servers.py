@@ -36,6 +36,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError, ProviderError
 from harness.local.weights import LocalWeights, cache_root, ensure_weights
+from harness.procfs import alive
 from harness.trajectory import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def ensure_server(model: str, server: LocalServer) -> str:
     """
     with _lock:
         running = _running.get(server.port)
-        if running is not None and _alive(running.pid):
+        if running is not None and alive(running.pid):
             return server.api_base
         if importlib.util.find_spec("llama_cpp") is None:
             raise ConfigError(
@@ -101,7 +102,7 @@ def ensure_server(model: str, server: LocalServer) -> str:
         weights = ensure_weights(server.weights, model)
         record = _read_record(server.port)
         if record is not None:
-            if record["file"] == str(weights) and _alive(record["pid"]) and _alive(record["owner"]):
+            if record["file"] == str(weights) and alive(record["pid"]) and alive(record["owner"]):
                 _wait_healthy(model, server.port, record["pid"], None)  # another process's: it may be loading
                 _running[server.port] = _Running(None, record["pid"], server.port)
                 return server.api_base
@@ -164,7 +165,7 @@ def _start(model: str, server: LocalServer, weights: Path) -> _Running:
 def _wait_healthy(model: str, port: int, pid: int, log_path: Path | None) -> None:
     started = time.monotonic()
     while not healthy(port, model):
-        if not _alive(pid):
+        if not alive(pid):
             why = f" ({_last_line(log_path)})" if log_path is not None else ""
             raise ProviderError(f"model {model!r}: its llama.cpp server exited at start{why}")
         if time.monotonic() - started > START_TIMEOUT_S:
@@ -238,20 +239,6 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _reap(record: dict) -> None:
     """Kill a recorded server whose owner is gone (or whose weights changed), if it is still ours."""
     pid = record["pid"]
@@ -263,7 +250,7 @@ def _reap(record: dict) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         for _ in range(100):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.05)
     _remove_record(int(record["port"]))
