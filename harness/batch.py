@@ -553,8 +553,19 @@ class Workers:
         deaths: Counter[str],
     ) -> list[TaskInstance]:
         """Submit ``todo`` to the pool; returns the episodes to play again because their worker died."""
-        executor = self._executor()
-        futures = {executor.submit(_play, batch.config, batch.store.root, task): task for task in todo}
+        for restarted in (False, True):
+            executor = self._executor()
+            try:
+                futures = {
+                    executor.submit(_play, batch.config, batch.store.root, task): task for task in todo
+                }
+                break
+            except BrokenProcessPool:  # a worker died while the pool sat idle between batches
+                if restarted:
+                    raise
+                log.warning("a worker process died between batches; restarting the workers")
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
         remaining: set[Future] = set(futures)
         running: set[Future] = set()
         lost: list[Future] = []

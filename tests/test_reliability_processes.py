@@ -82,6 +82,33 @@ def test_a_killed_worker_is_replaced_and_its_episodes_played_again_in_the_same_b
         assert not alive(jvm), "the old pool's JVMs were closed"
 
 
+def test_a_worker_killed_between_batches_is_replaced_before_the_next_one(tmp_path):
+    from harness.batch import Workers, execute
+    from harness.config import Limits, RouterSpec, RunConfig
+
+    config = RunConfig(
+        router=RouterSpec("random"),
+        split="train",
+        quick=True,
+        task_filter="find-animal",
+        workers=2,
+        limits=Limits(max_turns=3),
+    )
+    with Workers(2) as workers:
+        execute(config, tmp_path / "first", workers=workers)
+        pool = workers._pool
+        assert pool is not None
+        victim = next(iter(pool._processes))
+        os.kill(victim, signal.SIGKILL)  # the pool is idle: the next submit finds it broken
+        deadline = time.monotonic() + 30
+        while alive(victim) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        execute(config, tmp_path / "second", workers=workers)
+    first = [json.loads(line) for line in (tmp_path / "first" / "episodes.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (tmp_path / "second" / "episodes.jsonl").read_text().splitlines()]
+    assert len(second) == len(first) > 0 and all(r["failure"] is None for r in second)
+
+
 PARENT = textwrap.dedent(
     """
     import sys
