@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -774,7 +775,6 @@ def ui(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
 ) -> None:
     """Serve the MLflow UI (and its REST API) on a benchmark's store."""
-    import os
 
     from harness.errors import UnknownNameError
     from harness.layout import ResultsLayout
@@ -948,7 +948,14 @@ def replay_benchmark(
         print(f"mlflow_uri: {ResultsLayout.of(results, result.definition.name).tracking_uri}")
 
 
+# multiprocessing's resource tracker cleans up the semaphores of a killed worker pool at exit, and says so in a
+# warning of its own printed after the command's one-line error; the cleanup stays, the noise goes.
+QUIET_RESOURCE_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
 def main() -> None:
+    inherited = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [inherited, QUIET_RESOURCE_TRACKER]))
     app()
 
 
