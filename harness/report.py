@@ -313,7 +313,7 @@ def frontier_section(
             UNREACHED if pd.isna(r.cost_at_best_single_score) else _num(r.cost_ratio_vs_best_single, 2),
             _num(r.score_at_best_single_cost, score_digits),
             MISSING
-            if r.score_gain_vs_best_single is None
+            if pd.isna(r.score_gain_vs_best_single)
             else f"{r.score_gain_vs_best_single:+.{score_digits}f}",
             r.front,
         ]

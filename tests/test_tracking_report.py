@@ -370,6 +370,7 @@ def test_report_without_selection_lists_every_lambda(bench: Path, tmp_path: Path
 
 def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp_path: Path):
     text = write_report(bench, tmp_path / "reports", n_boot=300).read_text()
+    assert "nan" not in text.lower()  # an undefined number is a dash, never a spelled-out NaN
     first = text.split("\n\n")[1]
     # No λ of toy was chosen on val, so none of its test points may headline; random scores 40 less on
     # every paired episode at $0.40 against strong's $1.30.
