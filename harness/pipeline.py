@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from harness.batch import BatchProgress, execute, prepare_check
+from harness.batch import BatchProgress, batch_problem, execute, prepare_check
 from harness.benchmarks import get_benchmark
 from harness.branching import collect_branches
 from harness.config import (
@@ -38,7 +38,7 @@ from harness.config import (
     resolve,
     to_plain,
 )
-from harness.errors import ConfigError
+from harness.errors import ConfigError, InfrastructureError
 from harness.exploration import exploration_spend
 from harness.layout import SEEDS_DIR, ResultsLayout
 from harness.records import EpisodeRecord
@@ -389,7 +389,12 @@ class BenchmarkRun:
                 spec = self.learned_spec(family, checkpoint, lam)
                 out = self.layout.run(t.split, spec.label)
                 config = self.config(spec, t.split, t.quick, repeats=self.repeats(t.split))
-                records = [r for r in self.run(config, out, f"tune {spec.label}") if not r.failed]
+                records = self.run(config, out, f"tune {spec.label}")
+                if any(r.infrastructure_failure for r in records):
+                    # Not a result: the trial fails, so the rerun queues this λ again and its batch plays
+                    # those episodes again, as if the fault had not happened.
+                    raise InfrastructureError(batch_problem(records, str(out)))
+                records = [r for r in records if not r.failed]
                 return mean(r.score for r in records), mean(r.cost for r in records)
 
             study = tune(

@@ -122,3 +122,45 @@ def test_the_benchmark_bar_shows_the_whole_benchmarks_remaining_time(monkeypatch
     bar.stop()
     bar.finish()
     assert "collect train s0: 1/6" in out.getvalue()
+
+
+def test_a_tuning_trial_with_an_infrastructure_failure_is_played_again_on_the_rerun(
+    tmp_path: Path, monkeypatch
+):
+    """A val batch a fault cut short (a full disk, a dead engine) is no trial result: the benchmark stops in one
+    line, and its rerun plays the same λ's episodes again and tunes as if nothing had happened."""
+    definition = {
+        **DEFINITION,
+        "name": "tuned",
+        "fixed_routers": [{"name": "random"}],
+        "tune": {"trials": 2, "lam_range": [0.0, 0.5], "split": "val", "quick": True},
+    }
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    argv = ["benchmark", str(path), "--results", str(tmp_path / "results"), "--no-track"]
+    argv += ["--reports", str(tmp_path / "reports")]
+    real_run = BenchmarkRun.run
+
+    def run_with_a_fault(self, config, out, label):
+        records = real_run(self, config, out, label)
+        if label.startswith("tune "):  # the fault strikes the first tuning batch's last episode
+            store = RunStore(out)
+            hit = replace(
+                records[-1], status="failed", failure="infrastructure", error="StorageError: disk full"
+            )
+            lines = [json.dumps(r.to_line()) for r in [*records[:-1], hit]]
+            store.episodes_path.write_text("".join(line + "\n" for line in lines))
+            records = [*records[:-1], hit]
+        return records
+
+    monkeypatch.setattr(BenchmarkRun, "run", run_with_a_fault)
+    first = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    assert first.exit_code == 1, first.output
+    assert "failed for infrastructure reasons" in first.output and "Traceback" not in first.output
+    monkeypatch.setattr(BenchmarkRun, "run", real_run)
+    second = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    assert second.exit_code == 0, second.output
+    manifest = json.loads((tmp_path / "results" / "tuned" / "benchmark.json").read_text())
+    assert len(manifest["selected"]["ridge"]["trials"]) == 2  # both trials complete, none counted twice
+    for run in (tmp_path / "results" / "tuned" / "runs" / "val").iterdir():
+        assert not [r for r in RunStore(run).episodes() if r.failed]
