@@ -325,7 +325,8 @@ def frontier_section(
 def switching_section(shown: pd.DataFrame) -> list[str]:
     """Switch rate, steps, wall seconds per turn (routing, model call, engine step) and episode counts."""
     splits = played_headline_splits(shown)
-    timed = shown["seconds_per_turn"].notna().any()  # imported runs carry no times
+    # Imported runs, replay estimates and simulated backends carry no measured time per turn.
+    timed = "seconds_per_turn" in shown and shown["seconds_per_turn"].notna().any()
     header = ["router"]
     for _, title in splits:
         header += [f"{title} switch rate", f"{title} steps"]

@@ -276,7 +276,8 @@ def frontier_table(points: pd.DataFrame, split: str) -> pd.DataFrame:
     """A split's operating points, cheapest first, flagged when on the overall Pareto front."""
     rows = points[(points["split"] == split) & (points["n"] > 0)].sort_values(["mean_cost", "point"])
     on_front = {p.label for p in pareto_front(operating_points(rows))} if not rows.empty else set()
-    table = rows[[c for c in POINT_COLUMNS if c not in ("split", "params", "run_dir")]].copy()
+    # reindex: replay estimates carry no measured time per turn (NaN there)
+    table = rows.reindex(columns=[c for c in POINT_COLUMNS if c not in ("split", "params", "run_dir")])
     table["on_front"] = table["point"].isin(on_front)
     return table.reset_index(drop=True)
 
