@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from services import unavailable
 
 from harness.errors import HarnessError
 from harness.layout import ResultsLayout
@@ -132,7 +133,7 @@ def small_disk(tmp_path):
             text=True,
         )
         if done.returncode != 0:
-            pytest.skip(f"a full disk is a small tmpfs, and mounting one needs root: {done.stderr.strip()}")
+            unavailable(f"a full disk is a small tmpfs, and mounting one needs root: {done.stderr.strip()}")
         mounted.append(where)
         return where
 
