@@ -25,13 +25,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, InfrastructureError
 from harness.tracking import MAX_PARAM_CHARS, PARENT_TAG, SECRET_KEY
 from harness.tuning import redact_url
 
 KEY_TAG = "harness.key"
 RUN_NAME_TAG = "mlflow.runName"
 HEALTH_TIMEOUT_S = 5.0
+OUTAGE_WAIT_S = 60.0
+_answered: set[str] = set()  # servers that answered in this process
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -46,17 +48,36 @@ def key_digest(key: str) -> str:
 
 
 def check_answers(uri: str) -> None:
-    """Fail at once, in one line, when an HTTP server is not there (MLflow's client would retry for minutes)."""
+    """Fail at once, in one line, when an HTTP server is not there (MLflow's client would retry for minutes).
+
+    A server that answered earlier in this process and stops answering mid-benchmark (restarted, say) is
+    waited for up to ``OUTAGE_WAIT_S``; if it stays away that is a failure of the infrastructure (exit 1,
+    the results are kept and a rerun logs them), not a wrong address."""
     if not uri.startswith(("http://", "https://")):
         return
+    deadline = time.monotonic() + (OUTAGE_WAIT_S if uri in _answered else 0.0)
+    while True:
+        reason = _health(uri)
+        if reason is None:
+            _answered.add(uri)
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    if uri in _answered:
+        raise InfrastructureError(
+            f"tracking server {redact_url(uri)!r}: stopped answering for {OUTAGE_WAIT_S:.0f} s: {reason}"
+        )
+    raise HarnessError(f"tracking server {redact_url(uri)!r}: not answering: {reason}")
+
+
+def _health(uri: str) -> str | None:
+    """Why the server at ``uri`` is not healthy, or None when it is."""
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S) as response:
-            if response.status == 200:
-                return
-            reason = f"HTTP {response.status}"
+            return None if response.status == 200 else f"HTTP {response.status}"
     except (urllib.error.URLError, OSError) as exc:
-        reason = str(getattr(exc, "reason", exc))
-    raise HarnessError(f"tracking server {redact_url(uri)!r}: not answering: {reason}")
+        return str(getattr(exc, "reason", exc))
 
 
 class ServerTracker:

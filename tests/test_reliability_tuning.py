@@ -99,7 +99,7 @@ def test_ctrl_c_mid_trial_prints_one_line_and_the_resume_runs_that_trial_once(tm
     log = tmp_path / "interrupted.log"
     process, params = _hang(storage, log, marker, 2)
     os.kill(process.pid, signal.SIGINT)
-    assert process.wait(timeout=30) == 130
+    assert process.wait(timeout=90) == 130
     assert log.read_text() == "interrupted\n"
     _finish(storage, tmp_path / "resumed.log")
     complete = [p for p, _ in _complete(_trials(storage))]

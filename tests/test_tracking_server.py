@@ -7,14 +7,18 @@ independent client, then logs everything again and checks nothing was duplicated
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from harness.errors import ConfigError, HarnessError
-from harness.tracking_server import KEY_TAG, ServerTracker, key_digest
+import harness.tracking_server
+from harness.errors import ConfigError, HarnessError, InfrastructureError
+from harness.tracking_server import KEY_TAG, ServerTracker, check_answers, key_digest
 
 # The fixtures, until the tests' conftest registers them for every module.
 pytest_plugins = ("services",)
@@ -93,3 +97,48 @@ def test_a_missing_or_silent_server_is_a_one_line_error(monkeypatch: pytest.Monk
         with pytest.raises(HarnessError, match=r"'http://me:\*\*\*@127.0.0.1:\d+': not answering") as error:
             ServerTracker("x", tracking_uri=silent)
     assert "hunter2" not in str(error.value)
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve_health(port: int) -> http.server.HTTPServer:
+    server = http.server.HTTPServer(("127.0.0.1", port), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_server_that_answered_is_waited_for_through_a_restart_then_is_an_infrastructure_failure(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A tracking server restarted mid-benchmark is not a wrong address: the benchmark waits for it, and
+    if it stays away it fails as infrastructure (exit 1), not as bad input (exit 2)."""
+    server = _serve_health(0)
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}"
+    check_answers(url)
+    server.shutdown()
+    server.server_close()
+    monkeypatch.setattr(harness.tracking_server, "OUTAGE_WAIT_S", 1.5)
+    started = time.monotonic()
+    with pytest.raises(InfrastructureError, match=r"stopped answering for 2 s"):
+        check_answers(url)
+    assert time.monotonic() - started >= 1.5
+    monkeypatch.setattr(harness.tracking_server, "OUTAGE_WAIT_S", 30.0)
+    restarted: list[http.server.HTTPServer] = []
+    timer = threading.Timer(1.0, lambda: restarted.append(_serve_health(port)))
+    timer.start()
+    try:
+        check_answers(url)  # back within the wait: no error
+        assert restarted
+    finally:
+        timer.join()
+        for again in restarted:
+            again.shutdown()
+            again.server_close()
