@@ -114,9 +114,11 @@ class BenchmarkRun:
         replicates share their parent's); ``root``: the whole results directory this one is part of (a
         seed replicate's is its parent's), inside which every run records paths relatively."""
         self.d = definition
-        self.stage_seconds: dict[str, float] = {}
         self.tuning_storage = tuning_storage
         self.layout = ResultsLayout.of(results, definition.name, tracking_uri)
+        # Wall seconds per stage over every attempt: a resumed benchmark adds to what its earlier ones spent.
+        earlier = json.loads(self.layout.manifest.read_text()) if self.layout.manifest.exists() else {}
+        self.stage_seconds: dict[str, float] = dict(earlier.get("stage_seconds") or {})
         self.dir = self.layout.root
         self.root = root or self.dir
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,10 @@ def test_benchmark_command_runs_every_stage_prints_the_table_and_resumes_in_plac
     assert "checkpoint up to date" in second.output
     assert "estimate: 0 of 65 planned episodes to play; every planned episode is recorded" in second.output
     assert sorted(p.stat().st_mtime_ns for p in bench.rglob("turns/*.jsonl")) == turns_before
+    # The stage profile counts every attempt: the rerun adds its seconds to the first run's.
+    resumed = json.loads((bench / "benchmark.json").read_text())["stage_seconds"]
+    assert all(resumed[stage] >= seconds for stage, seconds in stages.items())
+    assert resumed["evaluate"] > 0 and sum(resumed.values()) > sum(stages.values())
 
     # Every path the results directory records of itself is relative: a copy (or a move) resumes where it
     # is, its checkpoints up to date, nothing played again, its MLflow store logging into its own artifacts.
