@@ -250,13 +250,21 @@ def summary_sentences(
         )
 
     better = sorted((r for r in rows if r["better"]), key=lambda r: -r["score_diff"])
+    matched = min((r for r in rows if r["non_inferior"]), key=lambda r: r["cost_ratio"], default=None)
+    half = max((r for r in rows if r["cost_ratio"] <= 0.5), key=lambda r: r["score_diff"], default=None)
+    said_half = False
     if better:
         verb = "beats" if len(better) == 1 else "beat"
         sentences.append(f"{' and '.join(map(said, better))} {verb} it (95% paired interval above zero).")
     else:
-        sentences.append("No router is shown better than it (no 95% paired interval above zero).")
-    matched = min((r for r in rows if r["non_inferior"]), key=lambda r: r["cost_ratio"], default=None)
-    half = max((r for r in rows if r["cost_ratio"] <= 0.5), key=lambda r: r["score_diff"], default=None)
+        closest = max(rows, key=lambda r: r["score_diff"])
+        text = "No router is shown better than it (no 95% paired interval above zero)"
+        if closest is not matched:  # the cheapest match is said below, with its interval
+            said_half = closest is half
+            text += f"; the closest is {said(closest)}" + (
+                ", also the best at half its cost or less" * said_half
+            )
+        sentences.append(text + ".")
     said_matched = matched is not None and matched not in better
     if said_matched:
         also = ", also the best at half its cost or less" if half is matched else ""
@@ -265,7 +273,7 @@ def summary_sentences(
         )
     if half is None:
         sentences.append("No router costs half as much or less.")
-    elif not (said_matched and half is matched):
+    elif not (said_matched and half is matched) and not said_half:
         verdict = "non-inferior" if half["non_inferior"] else f"not shown non-inferior at margin {margin:g}"
         sentences.append(f"At half its cost or less the best is {said(half)}, {verdict}.")
     if left_out:
@@ -322,11 +330,16 @@ def frontier_section(
     return [*lines, "", *_table(header, body)]
 
 
+def _timed(shown: pd.DataFrame) -> bool:
+    """Whether any row has a measured time per turn (imported runs, replay estimates and simulated
+    backends carry none)."""
+    return "seconds_per_turn" in shown and bool(shown["seconds_per_turn"].notna().any())
+
+
 def switching_section(shown: pd.DataFrame) -> list[str]:
     """Switch rate, steps, wall seconds per turn (routing, model call, engine step) and episode counts."""
     splits = played_headline_splits(shown)
-    # Imported runs, replay estimates and simulated backends carry no measured time per turn.
-    timed = "seconds_per_turn" in shown and shown["seconds_per_turn"].notna().any()
+    timed = _timed(shown)
     header = ["router"]
     for _, title in splits:
         header += [f"{title} switch rate", f"{title} steps"]
@@ -572,9 +585,10 @@ def _single_seed_lines(
             lines += [f"![Model usage of {row.point}]({figures.name}/{plot.name})", ""]
 
     lines += ["## Switching and time", ""]
+    timed = " s/turn: wall seconds per turn (routing, model call, engine step or tool calls), as measured on"
     lines.append(
-        "Switch rate: share of consecutive turns answered by different models. s/turn: wall seconds per turn"
-        " (routing, model call, engine step or tool calls), as measured on the machine that played it."
+        "Switch rate: share of consecutive turns answered by different models."
+        + (f"{timed} the machine that played it." if _timed(shown) else "")
     )
     lines.append("")
     lines += [*switching_section(shown), ""]

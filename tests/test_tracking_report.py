@@ -366,6 +366,7 @@ def test_report_without_selection_lists_every_lambda(bench: Path, tmp_path: Path
     strong = next(r for r in switching if r[0] == "single:strong")
     assert strong[3] == "0.25" and strong[8] == "3 (1)"  # OOD: three finished, one failed
     assert next(r for r in switching if r[0] == "toy@lam=1")[3] == "—"  # simulated: the simulator's time
+    assert "s/turn: wall seconds per turn" in text
 
 
 def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp_path: Path):
@@ -377,9 +378,8 @@ def test_report_opens_by_saying_who_won_and_has_no_empty_column(bench: Path, tmp
     ci = r"\[\d+\.\d, \d+\.\d\]"  # a bootstrap interval over the four episodes
     assert re.fullmatch(
         rf"On test_id the best single model is `single:strong`: score 75\.0 {ci} at \$1\.30 per episode\."
-        r" No router is shown better than it \(no 95% paired interval above zero\)\."
-        r" At half its cost or less the best is `random`: Δscore -40\.0 \[-40\.0, -40\.0\] at 31% of its cost,"
-        r" not shown non-inferior at margin 5\."
+        r" No router is shown better than it \(no 95% paired interval above zero\); the closest is `random`:"
+        r" Δscore -40\.0 \[-40\.0, -40\.0\] at 31% of its cost, also the best at half its cost or less\."
         r" Left out: `toy`, with no λ chosen on val \(choosing one on test_id would flatter it\)\.",
         first,
     ), first
