@@ -404,11 +404,11 @@ class VerdictSpec:
     Is the family's val-selected point at most ``margin`` score points worse than the best
     single model (best by its val score) on each test split? It is non-inferior when the
     95% interval of the paired score difference has its lower bound above ``-margin``.
-    Points are the benchmark's score units (ScienceWorld: -100..100; HLE accuracy 0..1
-    needs a margin such as 0.05).
+    Points are the benchmark's score units; unset, the benchmark's default margin (5 on
+    ScienceWorld's -100..100, 0.05 on HLE's accuracy).
     """
 
-    margin: float = 5.0
+    margin: float | None = None
     # warn | refuse: what the benchmark does when, before any test episode, the power plan says a
     # router as good as the best single model would not be shown non-inferior with probability 0.8
     power: Literal["warn", "refuse"] = "warn"
@@ -417,7 +417,7 @@ class VerdictSpec:
     judged: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.margin < 0:
+        if self.margin is not None and self.margin < 0:
             raise RuleError(f"verdict.margin must be >= 0, got {self.margin}")
 
 

@@ -133,6 +133,11 @@ class BenchmarkRun:
         self._embeddings = embeddings  # seed replicates share their parent's cache
         self.prefix_cache = prefix_cache or (self.layout.prefix_cache if definition.prefix_cache else None)
 
+    @property
+    def margin(self) -> float:
+        """The verdict's margin in score units: the definition's, else its benchmark's default."""
+        return self.plugin.default_margin if self.d.verdict.margin is None else self.d.verdict.margin
+
     def repeats(self, split: str) -> int:
         """Plays of each variation of ``split``: the eval repeats on eval splits, the selection's
         on its split (tuning there too, since its trials are selection candidates), else one."""
@@ -520,7 +525,7 @@ class BenchmarkRun:
             for name in self.d.eval_splits:
                 quick = self.d.eval_quick.get(name, self.d.quick)
                 design = split_design(split, name, quick, self.repeats(name))
-                plan = power_plan(components, design, self.d.verdict.margin, seeds=self.planned_seeds)
+                plan = power_plan(components, design, self.margin, seeds=self.planned_seeds)
                 plans.setdefault(family, {})[name] = plan
                 (log.info if plan["powered"] else log.warning)(
                     "power: %s %s on %s: %s", self.d.name, family, name, power_text(plan)
@@ -625,7 +630,7 @@ class BenchmarkRun:
         from harness.verdict import verdict_rows
 
         manifest = json.loads(self.layout.manifest.read_text())
-        margin = self.d.verdict.margin
+        margin = self.margin
         manifest["verdict"] = {"margin": margin, "rows": verdict_rows(self.dir, margin)}
         also = self.d.select.also if self.d.select is not None else []
         if also:

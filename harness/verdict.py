@@ -38,13 +38,17 @@ from harness.splits import Split
 from harness.trajectory import RunStore
 
 VERDICT_SPLITS = TEST_SPLITS
-DEFAULT_MARGIN = 5.0  # score points; the definition's ``verdict.margin`` overrides it
 
 
 def verdict_margin(definition: dict[str, Any]) -> float:
-    """The margin a benchmark's definition states (its ``verdict.margin``), else the default."""
+    """The margin a benchmark's definition states (its ``verdict.margin``), else its benchmark's default
+    (:attr:`harness.benchmarks.base.Benchmark.default_margin`), in the benchmark's score units."""
+    from harness.benchmarks import get_benchmark
+
     stated = ((definition.get("definition") or {}).get("verdict") or {}).get("margin")
-    return DEFAULT_MARGIN if stated is None else float(stated)
+    if stated is not None:
+        return float(stated)
+    return get_benchmark(definition.get("benchmark") or "scienceworld").default_margin
 
 
 def _learned_run(bench_dir: Path, split: str, family: str, lam: float) -> Path | None:

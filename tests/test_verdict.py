@@ -33,7 +33,7 @@ from harness.records import EpisodeRecord, TurnRecord
 from harness.report import write_report
 from harness.results import load_points, select_point
 from harness.trajectory import RunStore
-from harness.verdict import paired_lower_bound, verdict_rows
+from harness.verdict import paired_lower_bound, verdict_margin, verdict_rows
 
 
 # --- the non-inferiority rule on hand-made val/test tables ----------------------
@@ -80,6 +80,18 @@ def test_the_margin_belongs_to_the_noninferiority_rule_only():
         SelectStage(repeats=0)
     with pytest.raises(ConfigError, match="verdict.margin"):
         VerdictSpec(margin=-1.0)
+
+
+def test_an_unstated_margin_is_five_points_of_the_benchmarks_own_score(tmp_path: Path):
+    """5 ScienceWorld points, but 0.05 of HLE's accuracy: a margin of 5 on a 0-1 score would call anything
+    non-inferior."""
+    from harness.config import load_benchmark
+
+    assert verdict_margin({"benchmark": "scienceworld", "definition": {"verdict": {}}}) == 5.0
+    assert verdict_margin({"benchmark": "hle", "definition": {"verdict": {"margin": None}}}) == 0.05
+    assert verdict_margin({"benchmark": "hle", "definition": {"verdict": {"margin": 0.1}}}) == 0.1
+    assert BenchmarkRun(load_benchmark("hle-quick"), tmp_path).margin == 0.05
+    assert BenchmarkRun(load_benchmark("quick"), tmp_path / "sw").margin == 5.0
 
 
 def test_the_bound_rule_takes_the_cheapest_point_that_would_pass_the_verdict_on_val():

@@ -218,5 +218,11 @@ class Benchmark(abc.ABC):
         return []
 
     @property
+    def default_margin(self) -> float:
+        """What "as good as" means when a definition states no verdict margin: 5 points on a score whose
+        top is 100 (ScienceWorld), 0.05 on an accuracy (HLE)."""
+        return 0.05 * self.score_range[1]
+
+    @property
     def reference_point(self) -> dict[str, float]:
         return {"score": float(self.score_range[0]), "cost": self.reference_cost}
