@@ -529,7 +529,8 @@ def score_cost_view(splits: list[str]) -> dict[str, Any]:
         "runsHiddenMode": "SHOW_ALL",
         "compareRunCharts": charts,
         "compareRunSections": [
-            {"uuid": section, "name": "Score vs cost", "display": True, "isReordered": False}
+            # Two charts to a row, the scatter and the Pareto figure of one split: wide enough to read.
+            {"uuid": section, "name": "Score vs cost", "display": True, "isReordered": False, "columns": 2}
         ],
         "isAccordionReordered": False,
         "hideEmptyCharts": True,
