@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import MissingDependencyError
 from harness.tracking import SAVED_VIEW_PREFIX, SCORE_COST_QUERY, SCORE_COST_VIEW
-from harness.ui_server import APP_NAME, CHART_REDIRECT, create_app, index_page
+from harness.ui_server import APP_NAME, CHART_REDIRECT, create_app, index_page, require_registered
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,14 @@ def mlflow_app():
 def test_the_app_is_registered_where_mlflow_server_looks_for_it():
     (entry,) = [e for e in entry_points(group="mlflow.app") if e.name == APP_NAME]
     assert entry.load() is create_app
+
+
+def test_an_install_older_than_the_app_is_one_line_before_the_server_starts(monkeypatch):
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
+    with pytest.raises(MissingDependencyError, match="'routing-harness' is not registered; reinstall"):
+        require_registered()
 
 
 def test_the_page_is_mlflows_with_the_redirect_and_is_never_served_stale(mlflow_app, monkeypatch):
