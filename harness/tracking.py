@@ -89,6 +89,9 @@ TRIALS_TABLE = "optuna_trials.json"  # a family run's Optuna trials
 # in the URL (``viewStateShareKey``), and lists it under "Saved views".
 SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
 SCORE_COST_VIEW = "score-cost"
+# The runs page's address query that opens the saved view as charts (MLflow 3 opens on its GenAI pages
+# unless the address asks for the model-training ones).
+SCORE_COST_QUERY = f"compareRunsMode=CHART&viewStateShareKey={SCORE_COST_VIEW}&workflowType=machine_learning"
 # Quiet, offline MLflow for the duration of a call: no progress bars, no usage telemetry.
 QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
 # Where MLflow's HTTP client reads basic-auth credentials; a server URI's user and password go here.
@@ -526,7 +529,8 @@ def score_cost_view(splits: list[str]) -> dict[str, Any]:
         "runsHiddenMode": "SHOW_ALL",
         "compareRunCharts": charts,
         "compareRunSections": [
-            {"uuid": section, "name": "Score vs cost", "display": True, "isReordered": False}
+            # Two charts to a row, the scatter and the Pareto figure of one split: wide enough to read.
+            {"uuid": section, "name": "Score vs cost", "display": True, "isReordered": False, "columns": 2}
         ],
         "isAccordionReordered": False,
         "hideEmptyCharts": True,
@@ -554,8 +558,7 @@ def score_cost_url(bench_dir: Path, base_url: str) -> str | None:
         experiment = client.get_experiment_by_name(experiment_name(layout, benchmark_definition(layout.root)))
         if experiment is None or f"{SAVED_VIEW_PREFIX}{SCORE_COST_VIEW}" not in experiment.tags:
             return None
-        query = f"compareRunsMode=CHART&viewStateShareKey={SCORE_COST_VIEW}&workflowType=machine_learning"
-        return f"{base_url}/#/experiments/{experiment.experiment_id}/runs?{query}"
+        return f"{base_url}/#/experiments/{experiment.experiment_id}/runs?{SCORE_COST_QUERY}"
 
 
 def _log_chart_image(client: Any, run_id: str, figure: Any, key: str) -> None:
@@ -958,18 +961,22 @@ def log_router_model(
 
 
 def server_command(bench_dir: Path, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict[str, str]]:
-    """argv and environment for ``mlflow server`` on the benchmark's store (the MLflow UI and REST API).
+    """argv and environment for ``mlflow server`` on the benchmark's store (the MLflow UI and REST API),
+    as the harness's MLflow app (:mod:`harness.ui_server`: an experiment opens on its score-cost chart).
 
     The environment halves start-up offline: no background job executor, and no
     attempt by litellm (imported by MLflow's gateway) to download its price map.
     """
     import sys
 
+    from harness.ui_server import APP_NAME, require_registered
+
+    require_registered()
     argv = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", tracking_uri(bench_dir),
         "--default-artifact-root", artifact_root(bench_dir),
-        "--host", host, "--port", str(port), "--workers", "1",
+        "--host", host, "--port", str(port), "--workers", "1", "--app-name", APP_NAME,
     ]  # fmt: skip
     env = {
         **os.environ,

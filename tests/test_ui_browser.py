@@ -195,29 +195,70 @@ def _point_runs(served: dict[str, Any]) -> list[Any]:
     return served["client"].search_runs([served["experiment_id"]], "tags.kind = 'point'", max_results=1000)
 
 
-def test_the_printed_link_opens_on_a_score_cost_scatter_of_every_operating_point(served, browser, shots):
+def _shows_every_operating_point(browser: Any, served: dict[str, Any]) -> None:
+    """Wait for the score-cost charts: MLflow's plotly scatter with one marker per operating point with a
+    test_id score, and the Pareto figure with the frontier beside it, loaded."""
     from selenium.webdriver.common.by import By
 
-    assert served["link"] is not None, served["printed"]
     points = _point_runs(served)
     assert len(points) >= 5
-    _open(browser, served["link"], "Score vs cost", "Group: point")
+    on_test = [r for r in points if "test_id/score" in r.data.metrics]
 
-    # MLflow draws the scatter with plotly: one marker per run that has both metrics.
     def markers(driver: Any) -> list[Any]:
         return driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path.point")
 
-    on_test = [r for r in points if "test_id/score" in r.data.metrics]
     _wait(browser, f"{len(on_test)} scatter markers", lambda d: len(markers(d)) == len(on_test))
 
-    # The Pareto figure with the frontier beside it, loaded (a thumbnail of the logged image).
-    def pareto(driver: Any) -> bool:
+    def pareto(driver: Any) -> bool:  # a thumbnail of the logged image
         images = driver.find_elements(By.CSS_SELECTOR, "img[src*='pareto_test_id']")
         return any((i.get_property("naturalWidth") or 0) > 100 for i in images)
 
     _wait(browser, "the Pareto figure", pareto)
-    time.sleep(1.0)
+
+
+def test_clicking_the_experiment_on_the_home_page_opens_its_score_cost_scatter(served, browser, shots):
+    """The home page as MLflow opens it (its GenAI workflow), one click on the benchmark's experiment,
+    and the runs page shows the score-cost charts, not the runs table (harness.ui_server)."""
+    from selenium.webdriver.common.by import By
+
+    experiment_id = served["experiment_id"]
+    name = served["client"].get_experiment(experiment_id).name
+    browser.get(served["base"] + "/")
+
+    def link(driver: Any) -> Any:
+        found = driver.find_elements(By.CSS_SELECTOR, f"a[href$='#/experiments/{experiment_id}']")
+        return next((a for a in found if a.text.strip() == name), None)
+
+    _wait(browser, f"a link to experiment {name}", link).click()
+    _shows_every_operating_point(browser, served)
+    assert "compareRunsMode=CHART" in browser.current_url
+    time.sleep(1.0)  # let images and charts settle before a screenshot
     _shot(browser, shots, "runs.png")
+
+
+def test_the_table_is_one_click_away_and_other_experiments_open_as_mlflow_opens_them(served, browser):
+    from selenium.webdriver.common.by import By
+
+    base, experiment_id = served["base"], served["experiment_id"]
+    browser.get(f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    _wait(browser, "the score-cost view", lambda d: "viewStateShareKey=score-cost" in d.current_url)
+    table = "input[type='radio'][value='TABLE']"
+    _wait(browser, "the table's toggle", lambda d: d.find_elements(By.CSS_SELECTOR, table))
+    browser.find_element(By.CSS_SELECTOR, table).find_element(By.XPATH, "./ancestor::label").click()
+    _wait(browser, "the runs table", lambda d: "compareRunsMode=TABLE" in d.current_url)
+    time.sleep(3.0)  # no redirect comes after the choice
+    assert "compareRunsMode=TABLE" in browser.current_url
+    # MLflow's Default experiment carries no score-cost view: MLflow's own landing page.
+    browser.get(f"{base}/#/experiments/0")
+    _wait(browser, "the Default experiment", lambda d: "Default" in d.find_element(By.TAG_NAME, "body").text)
+    time.sleep(3.0)
+    assert "compareRunsMode" not in browser.current_url
+
+
+def test_the_printed_link_opens_on_a_score_cost_scatter_of_every_operating_point(served, browser):
+    assert served["link"] is not None, served["printed"]
+    _open(browser, served["link"], "Score vs cost", "Group: point")
+    _shows_every_operating_point(browser, served)
 
 
 def test_the_parent_run_shows_the_pareto_figure(served, browser, shots):
