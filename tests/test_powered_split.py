@@ -42,6 +42,7 @@ from harness.verdict import (
     minimum_detectable_difference,
     planned_standard_error,
     power_plan,
+    power_text,
     split_design,
     variance_components,
     verdict_text,
@@ -255,6 +256,11 @@ def test_a_verdict_row_says_whether_it_was_judged_and_powered():
         verdict_text(row)
         == "non-inferior at margin 5; not powered (planned minimum detectable difference 7.2)"
     )
+    # On HLE's accuracy (margin 0.05) the plan is told to three decimals, not rounded to 0.1.
+    row |= {"margin": 0.05, "planned_mdd": 0.0808}
+    assert verdict_text(row).endswith("not powered (planned minimum detectable difference 0.081)")
+    plan = power_plan(VarianceComponents(between=0.0, within=0.3), {"math": (1.0, 358, 1)}, margin=0.05)
+    assert "planned interval +-0.057, minimum detectable difference 0.081 at margin 0.05" in power_text(plan)
 
 
 def test_the_powered_definition_names_what_is_judged_before_testing(tmp_path: Path):
