@@ -237,6 +237,12 @@ def verdict_rows(
     return rows
 
 
+def _places(margin: float) -> int:
+    """Decimals that show a planned difference beside ``margin``: one past its leading digit (5 -> 1, 0.05 -> 3),
+    so a plan on a 0-1 accuracy does not print as 0.1 or 0.0."""
+    return max(1, 1 - math.floor(math.log10(margin))) if margin > 0 else 1
+
+
 def verdict_text(row: dict[str, Any]) -> str:
     """One row's verdict in words, with its margin and, where it was planned, its power."""
     m = f"{row['margin']:g}"
@@ -251,7 +257,8 @@ def verdict_text(row: dict[str, Any]) -> str:
     if row.get("powered") is None:
         return text
     power = "powered" if row["powered"] else "not powered"
-    return f"{text}; {power} (planned minimum detectable difference {row['planned_mdd']:.1f})"
+    mdd = f"{row['planned_mdd']:.{_places(row['margin'])}f}"
+    return f"{text}; {power} (planned minimum detectable difference {mdd})"
 
 
 # Power ------------------------------------------------------------------------
@@ -362,8 +369,9 @@ def split_design(
 def power_text(plan: dict[str, Any]) -> str:
     """One plan in words, for the console and the report."""
     state = "powered" if plan["powered"] else "NOT powered"
+    places = _places(plan["margin"])
     return (
         f"{state}: {plan['episodes']} episodes ({plan['variations']} variations, {plan['seeds']} seeds), "
-        f"planned interval +-{plan['halfwidth']:.1f}, minimum detectable difference {plan['mdd']:.1f} "
+        f"planned interval +-{plan['halfwidth']:.{places}f}, minimum detectable difference {plan['mdd']:.{places}f} "
         f"at margin {plan['margin']:g}, P(non-inferior | equal) = {plan['power_at_equal']:.2f}"
     )

@@ -42,6 +42,7 @@ from harness.verdict import (
     minimum_detectable_difference,
     planned_standard_error,
     power_plan,
+    power_text,
     split_design,
     variance_components,
     verdict_text,
@@ -255,6 +256,11 @@ def test_a_verdict_row_says_whether_it_was_judged_and_powered():
         verdict_text(row)
         == "non-inferior at margin 5; not powered (planned minimum detectable difference 7.2)"
     )
+    # On HLE's accuracy (margin 0.05) the plan is told to three decimals, not rounded to 0.1.
+    row |= {"margin": 0.05, "planned_mdd": 0.0808}
+    assert verdict_text(row).endswith("not powered (planned minimum detectable difference 0.081)")
+    plan = power_plan(VarianceComponents(between=0.0, within=0.3), {"math": (1.0, 358, 1)}, margin=0.05)
+    assert "planned interval +-0.057, minimum detectable difference 0.081 at margin 0.05" in power_text(plan)
 
 
 def test_the_powered_definition_names_what_is_judged_before_testing(tmp_path: Path):
@@ -313,3 +319,74 @@ def test_the_across_seed_table_weighs_a_stratified_split_like_the_verdict(tmp_pa
     ]
     line = next(r for r in seed_section(tmp_path) if r.startswith("| mtrouter (val-selected) | test_powered"))
     assert "| +5.0 [+5.0, +5.0] |" in line
+
+
+# --- the sizing script, on any benchmark -------------------------------------------
+def _plan_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "powered_split_plan.py"
+    spec = importlib.util.spec_from_file_location("powered_split_plan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _hle_val_run(path: Path, model: str, scores: dict[tuple[str, int], float]) -> None:
+    router = RouterSpec("single", {"model": model})
+    store = RunStore(path)
+    store.open({"run": to_plain(RunConfig(benchmark="hle", router=router, split="val")), "engine": "fake"})
+    for (task, variation), score in sorted(scores.items()):
+        store.record_episode(
+            EpisodeRecord(
+                episode=f"hle/{task}/{variation}",
+                benchmark="hle",
+                task=task,
+                variation=variation,
+                split="val",
+                score=score,
+                cost=0.01,
+                turns=1,
+                router=router.label,
+            )
+        )
+    store.close()
+
+
+def test_the_sizing_script_plans_hle_in_accuracy_units_at_its_own_margin(tmp_path: Path, monkeypatch, capsys):
+    """Two seeds of a right-or-wrong model against one always wrong: math's questions differ (both right,
+    both wrong), physics's are coin flips. Within-question variance (0 + 0 + 0.5 + 0.5) / 4 = 0.25; between
+    (math's means 1 and 0: 0.5; physics's: 0) / 2 - 0.25 / 2 = 0.125. On test_id's 358 questions played once
+    the standard error is sqrt(0.375 / 358), whatever their category mix."""
+    script = _plan_script()
+    a = {0: {("math", 0): 1.0, ("math", 1): 0.0, ("physics", 0): 1.0, ("physics", 1): 0.0},
+         1: {("math", 0): 1.0, ("math", 1): 0.0, ("physics", 0): 0.0, ("physics", 1): 1.0}}  # fmt: skip
+    for seed in (0, 1):
+        _hle_val_run(tmp_path / f"a{seed}", "gpt-5", a[seed])
+        _hle_val_run(tmp_path / f"b{seed}", "deepseek-v3.2", dict.fromkeys(a[seed], 0.0))
+    a_runs, b_runs = ([str(tmp_path / f"{r}{s}") for s in (0, 1)] for r in "ab")
+    runs = ["--a", *a_runs, "--b", *b_runs]
+    monkeypatch.setattr("sys.argv", ["plan", *runs, "--designs", "1x1", "3x3"])
+    script.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "8 paired val episodes of hle (margin 0.05): between-variation variance 0.1250, "
+        "within-variation (repeat) variance 0.2500"
+    )
+    assert [line.split()[0] for line in lines[2:]] == ["test_id", "test_id"]  # HLE has no powered split file
+    once = 1.959964 * math.sqrt(0.375 / 358)
+    nine = 1.959964 * math.sqrt((0.125 / 358 + 0.25 / (358 * 3)) / 3)
+    assert lines[2].split()[1:5] == ["1", "1", "358", f"{once:.4f}"] and lines[2].endswith("False")
+    assert lines[3].split()[1:5] == ["3", "3", "3222", f"{nine:.4f}"] and lines[3].endswith("True")
+    monkeypatch.setattr("sys.argv", ["plan", *runs, "--benchmark", "scienceworld"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "the runs were played on hle" in capsys.readouterr().err
+
+
+def test_the_sizing_script_finds_each_benchmarks_powered_split_files():
+    from harness.benchmarks import get_benchmark
+
+    script = _plan_script()
+    assert list(script.planned_splits(get_benchmark("scienceworld"))) == ["test_id", POWERED_SPLIT]
+    assert list(script.planned_splits(get_benchmark("hle"))) == ["test_id"]
