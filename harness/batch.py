@@ -114,6 +114,8 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     benchmark = get_benchmark(config.benchmark)
     config = resolve(config)
     pool = load_pool(config.pool)
+    if config.backend == "simulated":
+        pool.check_simulates(config.benchmark)
     make_router(config.router.name, config.router.params, pool.cards)
     if config.judge is not None:
         pool.model(config.judge)

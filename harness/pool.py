@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import BENCHMARKS_DIR, RuleError, from_dict, load_yaml
+from harness.config import BENCHMARKS_DIR, RuleError, RunConfig, from_dict, load_yaml
 from harness.errors import ConfigError, UnknownNameError
 from harness.local.servers import LocalServer
 from harness.types import ModelCard, PriceCard
@@ -155,6 +155,25 @@ class Pool:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def check_simulates(self, benchmark: str) -> None:
+        """Refuse a pool whose simulated profiles were calibrated on another benchmark: their skills would
+        stand in for ``benchmark``'s by their defaults, and its scores would mean nothing."""
+        if not self.spec.calibration or not any(m.simulated is not None for m in self.spec.models):
+            return
+        calibrated = self.spec.calibration.get("benchmark", RunConfig.benchmark)
+        if calibrated != benchmark:
+            shipped = sorted(
+                path.stem
+                for path in (BENCHMARKS_DIR / "pools").glob("*.yaml")
+                if (load_yaml(path).get("calibration") or {}).get("benchmark", RunConfig.benchmark)
+                == benchmark
+            )
+            hint = f", e.g. {', '.join(shipped)}" if shipped else ""
+            raise ConfigError(
+                f"pool {self.name!r} simulates {calibrated}, not {benchmark}: name a pool calibrated on"
+                f" {benchmark} (--pool{hint})"
+            )
 
     @property
     def cards(self) -> list[ModelCard]:

@@ -214,3 +214,17 @@ def test_cards_compare_in_full(checkpoint):
     ]
     with pytest.raises(ConfigError, match="different price card"):
         model.check_pool(cards)
+
+
+def test_a_simulated_pool_calibrated_on_another_benchmark_is_refused_naming_one_that_fits(tmp_path):
+    """paper6's profiles play HLE through their default skills (gpt-5 about 0.9 accurate): a score that
+    means nothing, so the run is refused and nothing is written."""
+    out = tmp_path / "run"
+    line = one_error_line(
+        harness("run", "--benchmark", "hle", "--split", "val", "--quick", "--out", str(out))
+    )
+    assert line == (
+        "error: pool 'paper6' simulates scienceworld, not hle: name a pool calibrated on hle (--pool, e.g. paper6-hle)"
+    )
+    assert not out.exists()
+    prepare_check(RunConfig(benchmark="hle", pool="paper6-hle", split="val", quick=True))
