@@ -208,6 +208,14 @@ def _id(text: str, bits: int) -> int:
     return value or 1
 
 
+def _attribute_json(value: Any) -> str:
+    """A span attribute as MLflow stores it, JSON text, but without the spaces after separators
+    (MLflow reads it back the same; a store holds millions of them)."""
+    from mlflow.tracing.utils import TraceJSONEncoder
+
+    return json.dumps(value, cls=TraceJSONEncoder, ensure_ascii=False, separators=(",", ":"))
+
+
 class _TraceBuilder:
     """The spans of one trace, as finished OpenTelemetry spans with MLflow's attribute conventions.
 
@@ -235,7 +243,6 @@ class _TraceBuilder:
         """Add a span (a root without ``parent``) and return its span id."""
         from mlflow.entities import Span
         from mlflow.tracing.constant import SpanAttributeKey
-        from mlflow.tracing.utils import dump_span_attribute_value
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
@@ -254,7 +261,7 @@ class _TraceBuilder:
         encoded = {
             key: value
             if key.startswith(TAG_ATTRIBUTE) or key == SESSION_ATTRIBUTE
-            else dump_span_attribute_value(value)
+            else _attribute_json(value)
             for key, value in values.items()
             if value is not None
         }
@@ -360,15 +367,16 @@ def _add_turn(
             outputs["scores"] = {m: _rounded(v) for m, v in line["router_scores"].items()}
         trace.add(f"turn {turn} route", "ROUTER", route_time, None, outputs, route_attributes, parent=root)
         propensity = 1.0
+    # OpenAI's request and reply shapes, which MLflow's chat view reads first without a
+    # ``mlflow.message.format`` hint; only the fields it reads (no index, no finish reason).
     trace.add(
         f"turn {turn} chat {model}",
         SpanType.CHAT_MODEL,
         model_time,
         {"messages": [_chat_message(m) for m in _new_messages(lines, index)]},
-        {"choices": [{"index": 0, "message": _chat_message(reply), "finish_reason": "stop"}]},
+        {"choices": [{"message": _chat_message(reply)}]},
         {
             SpanAttributeKey.MODEL: model,
-            SpanAttributeKey.MESSAGE_FORMAT: "openai",
             SpanAttributeKey.CHAT_USAGE: _usage(prompt, completion, cached),
             SpanAttributeKey.LLM_COST: _cost(dollars, completion, prices.get(model) or {}),
             PROPENSITY_ATTRIBUTE: propensity if propensity < 1.0 else None,
