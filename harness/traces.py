@@ -359,14 +359,14 @@ def _add_turn(
         )
         route_attributes[SpanAttributeKey.LLM_COST] = _cost(router_dollars, 0, {})
     # A decision with neither scores nor a bill (a fixed or a random choice) gets no span: the model
-    # call's span says what was chosen, and its ``propensity`` attribute how likely that was.
+    # call's span says what was chosen, and its ``routing.propensity`` attribute how likely that was.
     propensity = _rounded(line.get("propensity") or 1.0)
-    if line.get("router_scores") or overhead:
+    routed = bool(line.get("router_scores") or overhead)
+    if routed:
         outputs: dict[str, Any] = {"chosen": model, "propensity": propensity}
         if line.get("router_scores"):
             outputs["scores"] = {m: _rounded(v) for m, v in line["router_scores"].items()}
         trace.add(f"turn {turn} route", "ROUTER", route_time, None, outputs, route_attributes, parent=root)
-        propensity = 1.0
     # OpenAI's request and reply shapes, which MLflow's chat view reads first without a
     # ``mlflow.message.format`` hint; only the fields it reads (no index, no finish reason).
     trace.add(
@@ -379,7 +379,7 @@ def _add_turn(
             SpanAttributeKey.MODEL: model,
             SpanAttributeKey.CHAT_USAGE: _usage(prompt, completion, cached),
             SpanAttributeKey.LLM_COST: _cost(dollars, completion, prices.get(model) or {}),
-            PROPENSITY_ATTRIBUTE: propensity if propensity < 1.0 else None,
+            PROPENSITY_ATTRIBUTE: None if routed or propensity >= 1.0 else propensity,
         },
         parent=root,
     )
