@@ -8,27 +8,33 @@ charts all add up to the episode: MLflow's session header shows the usage of a
 session's last trace, which is only the episode's when the episode is one trace.
 The trace's spans, in MLflow's vocabulary:
 
-* ``episode`` (AGENT, the root): the task in, status, score and routed cost out;
+* ``episode`` (AGENT, the root): the task in, status, score and routed cost out, and
+  each tool call or environment step as an event (``turn <k> tool <name>``, ``turn <k>
+  env step``) at its measured start with its measured ``duration_ms``; the call itself
+  (action, arguments) is in the reply, and its result in the next model call's inputs,
+  so an event holds only the last turn's results, which no model saw;
   under it, turn after turn, as MLflow's agent integrations lay out a loop:
 * ``turn <k> route`` (ROUTER): the chosen model, its propensity and the router's
-  score per candidate; the router's own calls (e.g. an embedding) as its usage and cost
-  (none for a fixed choice: one model, no scores, nothing billed);
+  score per candidate (to 4 significant digits); the router's own calls (e.g. an
+  embedding) as its usage and cost. A choice with neither scores nor a bill (a fixed or
+  a random one) has no span: its model call carries ``routing.propensity`` when below 1;
 * ``turn <k> chat <model>`` (CHAT_MODEL): the messages new to the conversation since
   the previous call as inputs (each message is stored once per episode: the earlier
   ones are in the earlier calls' spans), the reply as outputs, and MLflow's
   ``mlflow.chat.tokenUsage`` (input tokens including cache reads, which are also
   given as ``cache_read_input_tokens``) and ``mlflow.llm.cost`` (input and output
-  dollars apart, summing to the turn's billed dollars);
-* ``turn <k> tool <name>`` or ``turn <k> env step`` (TOOL): each tool call or
-  environment step; its result is stored once, as the next model call's input.
+  dollars apart, summing to the turn's billed dollars).
 
-No span wraps a turn: spans are most of a store's size, and the names keep the turns
-apart.
+Why steps are events and some decisions have no span: a span costs the store about a
+kilobyte whatever it holds (MLflow's envelope, columns and six indexes), most of a
+store's size; one span per model call plus one per scored or billed decision is about
+a third of what a trace per turn with a span per step took (benchmarks/perf_tracing.py
+measures it). No span wraps a turn, for the same reason; the names keep turns apart.
 
 The episode's score is an assessment on the trace; a judge's verdict is one from an
 LLM judge with the judge's dollars as MLflow's judge cost, outside the routed cost,
 as in the episode record. Span times are the measured wall-clock times of the turn
-line's ``times`` (routing decision, model call, each action); a turn line written
+line's ``times`` (routing decision, model call, each step); a turn line written
 before they were recorded gets reconstructed times (its episode ends when its turn
 file was last written and lasted ``duration_s``, shared evenly by its turns).
 
@@ -56,9 +62,13 @@ MAX_LINKS = 100  # MLflow links at most this many traces to a run per call
 # How MLflow's store reads a session and trace tags off a root span (its OpenTelemetry ingestion path).
 SESSION_ATTRIBUTE = "session.id"
 TAG_ATTRIBUTE = "mlflow.traceTag."
+# A model call's chance of being chosen, where no routing span holds it.
+PROPENSITY_ATTRIBUTE = "routing.propensity"
 # Text fields longer than this are cut in span inputs and outputs: an observation can be long, and
 # a trace is for reading, while the run directory keeps everything.
 MAX_TEXT_CHARS = 4000
+DOLLAR_DIGITS = 12  # decimals of a span's dollars
+SCORE_DIGITS = 4  # significant digits of a router's scores and propensity
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,14 @@ def _id(text: str, bits: int) -> int:
     return value or 1
 
 
+def _attribute_json(value: Any) -> str:
+    """A span attribute as MLflow stores it, JSON text, but without the spaces after separators
+    (MLflow reads it back the same; a store holds millions of them)."""
+    from mlflow.tracing.utils import TraceJSONEncoder
+
+    return json.dumps(value, cls=TraceJSONEncoder, ensure_ascii=False, separators=(",", ":"))
+
+
 class _TraceBuilder:
     """The spans of one trace, as finished OpenTelemetry spans with MLflow's attribute conventions.
 
@@ -220,11 +238,11 @@ class _TraceBuilder:
         attributes: dict[str, Any] | None = None,
         parent: int | None = None,
         span_id: int | None = None,
+        events: list[Any] = (),
     ) -> int:
         """Add a span (a root without ``parent``) and return its span id."""
         from mlflow.entities import Span
         from mlflow.tracing.constant import SpanAttributeKey
-        from mlflow.tracing.utils import dump_span_attribute_value
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
@@ -243,7 +261,7 @@ class _TraceBuilder:
         encoded = {
             key: value
             if key.startswith(TAG_ATTRIBUTE) or key == SESSION_ATTRIBUTE
-            else dump_span_attribute_value(value)
+            else _attribute_json(value)
             for key, value in values.items()
             if value is not None
         }
@@ -256,6 +274,7 @@ class _TraceBuilder:
                     start_time=start_end[0],
                     end_time=start_end[1],
                     attributes=encoded,
+                    events=events,
                     status=Status(StatusCode.OK),
                     resource=Resource.get_empty(),
                 )
@@ -286,9 +305,19 @@ def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
 
 def _cost(dollars: float, completion: int, price: dict[str, Any]) -> dict[str, float]:
     """MLflow's cost, split as it defines it: output dollars at the card's output price, the rest input
-    (cached and uncached); without a card every dollar counts as input."""
+    (cached and uncached); without a card every dollar counts as input. Rounded to 1e-12 dollars
+    (float noise is most of a cost's digits)."""
     output = min(dollars, completion * float(price.get("output_per_mtok", 0.0)) / 1e6)
-    return {"input_cost": dollars - output, "output_cost": output, "total_cost": dollars}
+    return {
+        "input_cost": round(dollars - output, DOLLAR_DIGITS),
+        "output_cost": round(output, DOLLAR_DIGITS),
+        "total_cost": round(dollars, DOLLAR_DIGITS),
+    }
+
+
+def _rounded(value: float) -> float:
+    """A router's score or propensity to :data:`SCORE_DIGITS` significant digits."""
+    return float(f"{float(value):.{SCORE_DIGITS}g}")
 
 
 def _new_messages(lines: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:
@@ -305,7 +334,8 @@ def _add_turn(
     index: int,
     prices: dict[str, Any],
     clock: _Clock,
-) -> tuple[int, int]:
+) -> tuple[tuple[int, int], list[Any]]:
+    """Add a turn's routing and model-call spans; return the turn's (start, end) and its step events."""
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey
 
@@ -328,48 +358,56 @@ def _add_turn(
             sum(int(c["prompt_tokens"]) for c in overhead), sum(int(c["completion_tokens"]) for c in overhead)
         )
         route_attributes[SpanAttributeKey.LLM_COST] = _cost(router_dollars, 0, {})
-    # A fixed choice (one model, no scores, nothing billed) gets no span: it holds no decision.
-    if line.get("router_scores") or overhead or (line.get("propensity") or 1.0) < 1.0:
-        trace.add(
-            f"turn {turn} route",
-            "ROUTER",
-            route_time,
-            {"history_len": line.get("history_len")},
-            {"chosen": model, "propensity": line.get("propensity"), "scores": line.get("router_scores")},
-            route_attributes,
-            parent=root,
-        )
+    # A decision with neither scores nor a bill (a fixed or a random choice) gets no span: the model
+    # call's span says what was chosen, and its ``routing.propensity`` attribute how likely that was.
+    propensity = _rounded(line.get("propensity") or 1.0)
+    routed = bool(line.get("router_scores") or overhead)
+    if routed:
+        outputs: dict[str, Any] = {"chosen": model, "propensity": propensity}
+        if line.get("router_scores"):
+            outputs["scores"] = {m: _rounded(v) for m, v in line["router_scores"].items()}
+        trace.add(f"turn {turn} route", "ROUTER", route_time, None, outputs, route_attributes, parent=root)
+    # OpenAI's request and reply shapes, which MLflow's chat view reads first without a
+    # ``mlflow.message.format`` hint; only the fields it reads (no index, no finish reason).
     trace.add(
         f"turn {turn} chat {model}",
         SpanType.CHAT_MODEL,
         model_time,
         {"messages": [_chat_message(m) for m in _new_messages(lines, index)]},
-        {"choices": [{"index": 0, "message": _chat_message(reply), "finish_reason": "stop"}]},
+        {"choices": [{"message": _chat_message(reply)}]},
         {
             SpanAttributeKey.MODEL: model,
-            SpanAttributeKey.MESSAGE_FORMAT: "openai",
             SpanAttributeKey.CHAT_USAGE: _usage(prompt, completion, cached),
             SpanAttributeKey.LLM_COST: _cost(dollars, completion, prices.get(model) or {}),
+            PROPENSITY_ATTRIBUTE: None if routed or propensity >= 1.0 else propensity,
         },
         parent=root,
     )
-    for (name, inputs, outputs), times in zip(steps, step_times, strict=True):
-        trace.add(f"turn {turn} {name}", SpanType.TOOL, times, inputs, outputs, parent=root)
-    return turn_time
+    events = [
+        _step_event(f"turn {turn} {name}", times, attributes)
+        for (name, attributes), times in zip(steps, step_times, strict=True)
+    ]
+    return turn_time, events
+
+
+def _step_event(name: str, times: tuple[int, int], attributes: dict[str, Any]) -> Any:
+    """A step as an event at its measured start, with its measured duration."""
+    from opentelemetry.sdk.trace import Event
+
+    start, end = times
+    values = {**attributes, "duration_ms": round((end - start) / 1e6, 3)}
+    return Event(name, {k: v for k, v in values.items() if v is not None}, start)
 
 
 def _steps(
     line: dict[str, Any], reply: dict[str, Any], results: list[dict[str, Any]], last: bool
-) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(span name, inputs, outputs) per tool call or environment step of a turn.
+) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, attributes) per tool call or environment step of a turn.
 
-    A result the next model call gets is stored once, in that call's inputs; only the
-    last turn's results, which no model saw, are in the step's outputs.
+    The call (the arguments, the action) is in the reply, and a result the next model
+    call gets is in that call's inputs; only the last turn's results, which no model
+    saw, are in the step's attributes.
     """
-
-    def result(text: str | None) -> str | None:
-        return _cut(text) if last else f"the input of turn {int(line['turn']) + 1}'s model call"
-
     calls = {c["id"]: c for c in reply.get("tool_calls") or []}
     tool_results = [m for m in results if m["role"] == "tool"]
     if tool_results:
@@ -377,22 +415,13 @@ def _steps(
         for message in tool_results:
             call = calls.get(message.get("tool_call_id") or "", {})
             name = call.get("name") or message.get("name") or "tool"
-            steps.append(
-                (
-                    f"tool {name}",
-                    {"arguments": call.get("arguments")},
-                    {"content": result(message["content"])},
-                )
-            )
+            steps.append((f"tool {name}", {"content": _cut(message["content"]) if last else None}))
         return steps
     if line.get("action") is None and not line.get("observation"):
         return []
+    observation = _cut(line.get("observation")) if last else None
     return [
-        (
-            "env step",
-            {"action": line.get("action")},
-            {"observation": result(line.get("observation")), "score": line.get("score")},
-        )
+        ("env step", {"action": line.get("action"), "score": line.get("score"), "observation": observation})
     ]
 
 
@@ -408,7 +437,8 @@ def _episode_trace(
     episode = record["episode"]
     trace = _TraceBuilder(context.experiment_id, context.session(episode))
     root = _id(f"{trace.trace_id}|root", 64)
-    times = [_add_turn(trace, root, lines, i, prices, clock) for i in range(len(lines))]
+    turns = [_add_turn(trace, root, lines, i, prices, clock) for i in range(len(lines))]
+    times = [t for t, _ in turns]
     start = min((t[0] for t in times), default=clock.start_ns)
     end = max((t[1] for t in times), default=start + 1)
     description = next((line["task_description"] for line in lines if line.get("task_description")), None)
@@ -426,6 +456,7 @@ def _episode_trace(
         },
         _root_attributes(context, episode),
         span_id=root,
+        events=[event for _, events in turns for event in events],
     )
     return trace
 

@@ -55,11 +55,18 @@ class ScoringRouter:
         return Decision(model="agent", propensity=1.0, scores={"agent": 0.75})
 
 
+class DrawingRouter:
+    """The agent, drawn with probability one half and no scores, as a random router logs it."""
+
+    def route(self, state, rng):
+        return Decision(model="agent", propensity=0.5)
+
+
 def calls(*pairs: tuple[str, str]) -> Completion:
     return Completion("", 0, 0, 0.0, tuple(ToolCall(f"c{i}", n, a) for i, (n, a) in enumerate(pairs)))
 
 
-def play(store: RunStore, variation: int) -> EpisodeRecord:
+def play(store: RunStore, variation: int, router: Any = None) -> EpisodeRecord:
     """One three-turn episode (two lookups, an addition, the answer), recorded like a batch does."""
     benchmark = LookupBenchmark()
     task = TaskInstance("lookup", "count", variation, "test_id")
@@ -72,12 +79,11 @@ def play(store: RunStore, variation: int) -> EpisodeRecord:
         ],
     )
     judge = ScriptedBackend(JUDGE, [Completion("correct: yes", 0, 0, 0.0)])
-    router = ScoringRouter()
     result = run_episode(
         benchmark,
         benchmark.make_environment(),
         {"agent": agent},
-        router,
+        router or ScoringRouter(),
         task,
         0,
         benchmark.limits,
@@ -158,12 +164,19 @@ def test_each_episode_is_one_trace_and_session_of_its_run(bench):
     assert root.name == "episode" and root.outputs["score"] == 1.0
     assert all(s.parent_id == root.span_id for s in spans if s is not root)
     assert [s.name for s in spans if s is not root] == [
-        "turn 0 route", "turn 0 chat agent", "turn 0 tool lookup", "turn 0 tool lookup",
-        "turn 1 route", "turn 1 chat agent", "turn 1 tool add",
-        "turn 2 route", "turn 2 chat agent", "turn 2 tool answer",
+        "turn 0 route", "turn 0 chat agent", "turn 1 route", "turn 1 chat agent", "turn 2 route", "turn 2 chat agent",
     ]  # fmt: skip
-    # Span times are the turn lines' measured times.
+    # Each tool call is an event of the episode's span, at its measured start with its measured duration.
+    assert [e.name for e in root.events] == [
+        "turn 0 tool lookup", "turn 0 tool lookup", "turn 1 tool add", "turn 2 tool answer",
+    ]  # fmt: skip
+    # Span and event times are the turn lines' measured times.
     lines = bench["store"].turns("lookup/count/0")
+    steps = [step for line in lines for step in line.times["steps"]]
+    assert [e.timestamp for e in root.events] == [int(t[0] * 1e9) for t in steps]
+    assert [e.attributes["duration_ms"] for e in root.events] == [
+        pytest.approx((int(t[1] * 1e9) - int(t[0] * 1e9)) / 1e6, abs=1e-3) for t in steps
+    ]
     for line in lines:
         k = line.turn
         mine = {s.name.removeprefix(f"turn {k} "): s for s in spans if s.name.startswith(f"turn {k} ")}
@@ -171,12 +184,12 @@ def test_each_episode_is_one_trace_and_session_of_its_run(bench):
         assert (mine["route"].start_time_ns, mine["route"].end_time_ns) == tuple(
             int(t * 1e9) for t in times["route"]
         )
-        assert mine["chat agent"].start_time_ns == int(times["model"][0] * 1e9)
-        steps = [s for s in spans if s.name.startswith(f"turn {k} tool")]
-        assert [s.start_time_ns for s in steps] == [int(t[0] * 1e9) for t in times["steps"]]
+        assert (mine["chat agent"].start_time_ns, mine["chat agent"].end_time_ns) == tuple(
+            int(t * 1e9) for t in times["model"]
+        )
         assert times["route"][0] <= times["model"][0] <= times["model"][1] <= times["steps"][0][0]
     assert root.start_time_ns == spans[1].start_time_ns
-    assert root.end_time_ns == max(s.end_time_ns for s in spans)
+    assert root.end_time_ns == int(lines[-1].times["steps"][-1][1] * 1e9)
 
     route = next(s for s in spans if s.name == "turn 0 route")
     assert route.span_type == "ROUTER"
@@ -198,14 +211,9 @@ def test_each_episode_is_one_trace_and_session_of_its_run(bench):
     }
     cost = chats[0].get_attribute("mlflow.llm.cost")
     assert cost == pytest.approx({"input_cost": 100e-6, "output_cost": 20e-6, "total_cost": 120e-6})
-    tools = [s for s in spans if s.name == "turn 0 tool lookup"]
-    # A result the next call got is stored there (above); the last turn's, which no model saw, here.
-    assert [(s.inputs["arguments"], s.outputs["content"]) for s in tools] == [
-        ('{"key": "a"}', "the input of turn 1's model call"),
-        ('{"key": "b"}', "the input of turn 1's model call"),
-    ]
-    (answer,) = [s for s in spans if s.name == "turn 2 tool answer"]
-    assert answer.inputs["arguments"] == '{"value": 42}' and answer.outputs["content"]
+    # A result the next call got is stored there (above); the last turn's, which no model saw, in its event.
+    assert ["content" in e.attributes for e in root.events] == [False, False, False, True]
+    assert root.events[-1].attributes["content"]
     # The trace's and the session's totals, as MLflow sums them, are the episode's.
     record = bench["record"]
     tokens, dollars = _session_totals(client, experiment.experiment_id, session)
@@ -224,6 +232,32 @@ def test_each_episode_is_one_trace_and_session_of_its_run(bench):
     (score,) = [a for a in trace.info.assessments if a.name == "score"]
     assert score.value == 1.0 and score.source.source_type == "LLM_JUDGE"
     assert float(score.metadata["mlflow.assessment.judgeCost"]) == pytest.approx(record.judge_cost)
+
+
+def test_each_message_of_an_episode_is_stored_once(bench):
+    """The model calls' inputs and replies, in order, are the episode's history once over; the last turn's
+    results, which no model saw, are in its step events. Nothing else in the trace repeats them."""
+    (trace,) = _traces(bench["client"], bench["experiment"].experiment_id, bench["run_id"])
+    lines = bench["store"].turns("lookup/count/0")
+    history = [*lines[0].initial_messages, *(m for line in lines for m in line.messages)]
+    last_results = [m for m in lines[-1].messages if m.role != "assistant"]
+    chats = sorted(
+        (s for s in trace.data.spans if s.span_type == "CHAT_MODEL"), key=lambda s: s.start_time_ns
+    )
+    stored = [m for chat in chats for m in (*chat.inputs["messages"], chat.outputs["choices"][0]["message"])]
+    assert [(m["role"], m["content"]) for m in stored] == [
+        (m.role, m.content) for m in history[: len(history) - len(last_results)]
+    ]
+    root = next(s for s in trace.data.spans if s.parent_id is None)
+    assert [e.attributes["content"] for e in root.events if "content" in e.attributes] == [
+        m.content for m in last_results
+    ]
+    # No span but the model calls holds a message's text.
+    texts = {m.content for m in history if len(m.content) > 8}
+    for span in trace.data.spans:
+        if span.span_type != "CHAT_MODEL":
+            dumped = json.dumps([span.inputs, span.outputs])
+            assert not any(json.dumps(t)[1:-1] in dumped for t in texts if t != lines[0].task_description)
 
 
 def test_cached_prompt_tokens_are_mlflow_cache_reads(tmp_path):
@@ -255,6 +289,22 @@ def test_cached_prompt_tokens_are_mlflow_cache_reads(tmp_path):
     cost = json.loads(trace.info.trace_metadata["mlflow.trace.cost"])
     assert cost["total_cost"] == pytest.approx(sum(x["dollars"] for x in lines))
     assert cost["output_cost"] == pytest.approx(30 * 2.0 / 1e6)
+
+
+def test_a_choice_without_scores_or_a_bill_has_no_routing_span(tmp_path):
+    """A random choice holds no scores: its model call's span carries its propensity, and no routing span
+    is stored for it."""
+    root = tmp_path / "drawbench"
+    run_dir = ResultsLayout(root).run("test_id", "random")
+    store = RunStore(run_dir)
+    store.open({"run": {"router": {"name": "random", "params": {}}}, "price_cards": {}})
+    play(store, 0, DrawingRouter())
+    log_run(root, run_dir)
+    client = mlflow.MlflowClient(tracking_uri(root))
+    (trace,) = _traces(client, client.get_experiment_by_name("drawbench").experiment_id)
+    assert not [s for s in trace.data.spans if s.span_type == "ROUTER"]
+    chats = [s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]
+    assert len(chats) == 3 and all(s.get_attribute("routing.propensity") == 0.5 for s in chats)
 
 
 def test_the_point_run_is_nested_named_described_and_has_split_metrics(bench):
