@@ -196,18 +196,32 @@ def _point_runs(served: dict[str, Any]) -> list[Any]:
 
 
 def _shows_every_operating_point(browser: Any, served: dict[str, Any]) -> None:
-    """Wait for the score-cost charts: MLflow's plotly scatter with one marker per operating point with a
-    test_id score, and the Pareto figure with the frontier beside it, loaded."""
+    """Wait for the score-cost charts: one MLflow plotly scatter per test split (its x axis that split's
+    cost), each with one marker per operating point scored on that split, and the Pareto figure with the
+    frontier beside them, loaded."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
     points = _point_runs(served)
     assert len(points) >= 5
-    on_test = [r for r in points if "test_id/score" in r.data.metrics]
+    splits = {m.split("/")[0] for r in points for m in r.data.metrics if m.startswith("test_")}
+    wanted = {s: sum(f"{s}/score" in r.data.metrics for r in points) for s in splits if s.startswith("test_")}
+    assert wanted.get("test_id", 0) >= 5, wanted
 
-    def markers(driver: Any) -> list[Any]:
-        return driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path.point")
+    def markers(driver: Any) -> dict[str, int]:
+        """Markers per split, read off each scatter's x-axis title ("<split>/cost")."""
+        shown = {}
+        try:
+            for plot in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"):
+                axis = plot.find_elements(By.CSS_SELECTOR, ".xtitle")
+                if axis and axis[0].text.endswith("/cost"):
+                    split = axis[0].text.split("/")[0]
+                    shown[split] = len(plot.find_elements(By.CSS_SELECTOR, ".scatterlayer path.point"))
+        except WebDriverException:  # a chart redrawn while it was read
+            return {}
+        return shown
 
-    _wait(browser, f"{len(on_test)} scatter markers", lambda d: len(markers(d)) == len(on_test))
+    _wait(browser, f"scatter markers per split {wanted}", lambda d: markers(d) == wanted)
 
     def pareto(driver: Any) -> bool:  # a thumbnail of the logged image
         images = driver.find_elements(By.CSS_SELECTOR, "img[src*='pareto_test_id']")
@@ -278,17 +292,20 @@ def test_the_parent_run_shows_the_pareto_figure(served, browser, shots):
 
 
 def _an_episode(served: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
-    """A traced test_id episode of a learned router (its routing spans carry scores), short enough that
-    its whole span tree fits the page: trace, episode record, turn lines."""
+    """A traced episode on the first page of MLflow's trace list (its 25 most recent: the trace header reads
+    the list's row, so a trace off that page opens without it), of a learned router (its routing spans carry
+    scores) where there is one, short enough that its whole span tree fits the page: trace, record, turns."""
     client, experiment_id = served["client"], served["experiment_id"]
-    point = next(
-        r for r in _point_runs(served) if r.data.tags.get("family") not in ("single", "random", "heuristic")
+    learned = {
+        r.info.run_id
+        for r in _point_runs(served)
+        if r.data.tags.get("family") not in ("single", "random", "heuristic")
+    }
+    recent = client.search_traces(locations=[experiment_id], max_results=25, order_by=["timestamp_ms DESC"])
+    trace = min(
+        (t for t in recent if len(t.data.spans) >= 5),
+        key=lambda t: (t.info.tags.get("run_id") not in learned, len(t.data.spans)),
     )
-    traces = client.search_traces(
-        locations=[experiment_id], filter_string=f"tag.run_id = '{point.info.run_id}'", max_results=200
-    )
-    traces = [t for t in traces if t.info.trace_metadata["mlflow.trace.session"].startswith("test_id/")]
-    trace = min((t for t in traces if len(t.data.spans) >= 7), key=lambda t: len(t.data.spans))
     split, name, episode = trace.info.trace_metadata["mlflow.trace.session"].split("/", 2)
     store = RunStore(ResultsLayout(served["root"]).run(split, name))
     record = next(r for r in store.episodes() if r.episode == episode)
