@@ -285,6 +285,10 @@ class BenchmarkRun:
         from harness.estimate import TimeEstimate, measured_seconds_per_episode
 
         seconds, basis = measured_seconds_per_episode(self.dir.parent, self.d.benchmark, self.d.workers)
+        reference = self.plugin.reference_episode_seconds
+        if seconds is None and reference is not None and self.d.backend == "simulated":
+            seconds = reference / max(self.d.workers, 1)
+            basis = f"{basis}; {reference:g} s per episode on one worker of a 2-core reference machine"
         return TimeEstimate(tuple(self.planned_batches()), seconds, basis)
 
     # Stage 1 -----------------------------------------------------------------

@@ -47,11 +47,17 @@ def test_benchmark_command_runs_every_stage_prints_the_table_and_resumes_in_plac
     ]
     first = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
     assert first.exit_code == 0, first.output
-    # The time estimate comes before the first episode: nothing of scienceworld is recorded yet to time it by.
+    # The time estimate comes before the first episode: nothing of scienceworld is recorded yet to time it by,
+    # so the reference machine's time per simulated episode stands in.
     assert first.output.index("estimate: 65 of 65 planned episodes to play") < first.output.index(
         "collect train s0:"
     )
-    assert "no time per episode measured yet" in first.output
+    assert "0.27 s per episode on one worker of a 2-core reference machine) = about" in " ".join(
+        first.output.split()
+    )
+    # Real models' time is nobody's reference: it says it has none.
+    real = replace(load_benchmark(path), name="tiny-real", backend="litellm")
+    assert BenchmarkRun(real, tmp_path / "fresh").estimate().seconds is None
     assert "benchmark" in first.output and "left ~" in first.output  # the whole benchmark's bar
     bench = tmp_path / "results" / "tiny"
     for label in ("single:gpt-oss-120b", "random", "ridge@lam=0"):

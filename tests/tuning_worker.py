@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,9 @@ def main(
 
 
 if __name__ == "__main__":
+    # Stand for a terminal's job even when the suite runs in the background, whose children inherit
+    # SIGINT ignored (and then Python installs no KeyboardInterrupt for it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main(*sys.argv[1:])
     except KeyboardInterrupt:

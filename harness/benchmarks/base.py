@@ -166,6 +166,9 @@ class Benchmark(abc.ABC):
     split_file: ClassVar[Path]
     # Cost of the hypervolume reference point in dollars per episode; its score is the range's bottom.
     reference_cost: ClassVar[float] = 0.5
+    # Seconds one simulated episode takes on one worker of a 2-core machine (the quick benchmark's mean):
+    # a benchmark's time estimate before it has recorded any episode of its own. None: no estimate.
+    reference_episode_seconds: ClassVar[float | None] = None
 
     agent_format: AgentFormat
 

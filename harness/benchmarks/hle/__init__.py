@@ -71,6 +71,7 @@ def split_content(questions, version: str, procedure: str, **extra: Any) -> dict
 class HLE(Benchmark):
     name = "hle"
     score_range = (0.0, 1.0)
+    reference_episode_seconds = 0.02  # `make benchmark`'s hle-quick episodes, 2026-12-06
     limits = Limits(max_turns=30, budget_dollars=5.0)
     split_file = STAND_IN_SPLIT
     reference_cost = 0.5

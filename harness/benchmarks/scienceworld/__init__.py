@@ -34,6 +34,7 @@ ERROR_RULES: tuple[re.Pattern[str], ...] = (
 class ScienceWorld(Benchmark):
     name = "scienceworld"
     score_range = (-100.0, 100.0)
+    reference_episode_seconds = 0.27  # `make benchmark`'s quick episodes, 2026-12-06
     limits = Limits(max_turns=50, budget_dollars=2.0)  # the reference's
     split_file = BENCHMARKS_DIR / "splits" / "scienceworld-v1.json"
 
