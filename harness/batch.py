@@ -132,6 +132,8 @@ def prepare_check(config: RunConfig) -> tuple[RunConfig, Pool, Split, list[TaskI
     if not tasks:
         which = "" if config.variation is None else f" and variation {config.variation}"
         raise HarnessError(f"no tasks in split {config.split!r} match filter {config.task_filter!r}{which}")
+    if config.backend == "simulated":
+        benchmark.check_simulated(tasks)
     if config.executor == "ray":
         from harness.executors import require_ray  # harness.executors imports this module
 

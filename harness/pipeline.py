@@ -594,11 +594,13 @@ class BenchmarkRun:
         return tables
 
     def problems(self) -> list[str]:
-        """What went wrong in each run directory under the results (see :func:`harness.batch.batch_problem`)."""
+        """What went wrong in each run directory under the results, the seed replicates' included (see
+        :func:`harness.batch.batch_problem`)."""
         from harness.batch import batch_problem
 
         problems = []
-        for run_dir in sorted(self.layout.all_runs()):
+        layouts = [self.layout, *self.layout.replicates()]
+        for run_dir in sorted(run for layout in layouts for run in layout.all_runs()):
             problem = batch_problem(RunStore(run_dir).episodes(), str(run_dir))
             if problem:
                 problems.append(problem)

@@ -98,6 +98,7 @@ def paired_table(
                 groups = paired_variation_groups(mine, reference)
                 if not groups:
                     continue
+                failed = sum(r.failed for run in (mine, reference) for r in RunStore(run).episodes())
                 entry = table.setdefault(
                     (family, split),
                     {
@@ -108,8 +109,10 @@ def paired_table(
                         "best_single": [],
                         "weights": None,
                         "power": [],
+                        "failed": 0,
                     },
                 )
+                entry["failed"] += failed
                 entry["power"].append(((child.get("power") or {}).get(family) or {}).get(split))
                 entry["pairs"].append(list(groups.values()))
                 entry["strata"].append([task_of(v) for v in groups])
@@ -213,27 +216,30 @@ def verdict_rows(
     ):
         boot_seed = derive_seed("verdict", family, split) % 2**32
         plans = [plan for plan in entry["power"] if plan]
-        rows.append(
-            {
-                "family": family,
-                "split": split,
-                "judged": judged is None or family in judged,
-                "seeds": entry["seeds"],
-                "lam": entry["lam"],
-                "best_single": entry["best_single"],
-                # planned before the test was played; None: no plan (no selection stage, or a quick one)
-                "powered": all(plan["powered"] for plan in plans) if plans else None,
-                "planned_mdd": float(np.mean([plan["mdd"] for plan in plans])) if plans else None,
-                **verdict(
-                    entry["pairs"],
-                    margin,
-                    n_boot=n_boot,
-                    seed=boot_seed,
-                    strata=entry["strata"],
-                    weights=entry["weights"],
-                ),
-            }
-        )
+        row = {
+            "family": family,
+            "split": split,
+            "judged": judged is None or family in judged,
+            "seeds": entry["seeds"],
+            "lam": entry["lam"],
+            "best_single": entry["best_single"],
+            # planned before the test was played; None: no plan (no selection stage, or a quick one)
+            "powered": all(plan["powered"] for plan in plans) if plans else None,
+            "planned_mdd": float(np.mean([plan["mdd"] for plan in plans])) if plans else None,
+            # episodes either router failed: the pairs left are not the split, so nothing is decided
+            "failed_episodes": entry["failed"],
+            **verdict(
+                entry["pairs"],
+                margin,
+                n_boot=n_boot,
+                seed=boot_seed,
+                strata=entry["strata"],
+                weights=entry["weights"],
+            ),
+        }
+        if row["failed_episodes"]:
+            row["non_inferior"] = row["better"] = False
+        rows.append(row)
     return rows
 
 
@@ -246,6 +252,8 @@ def _places(margin: float) -> int:
 def verdict_text(row: dict[str, Any]) -> str:
     """One row's verdict in words, with its margin and, where it was planned, its power."""
     m = f"{row['margin']:g}"
+    if row.get("failed_episodes"):
+        return f"undecided: {row['failed_episodes']} failed episodes leave pairs that are not the split"
     if row["better"]:
         text = f"better (non-inferior at margin {m})"
     elif row["non_inferior"]:

@@ -228,3 +228,24 @@ def test_a_simulated_pool_calibrated_on_another_benchmark_is_refused_naming_one_
     )
     assert not out.exists()
     prepare_check(RunConfig(benchmark="hle", pool="paper6-hle", split="val", quick=True))
+
+
+def test_a_variation_without_a_gold_path_is_refused_before_any_episode(tmp_path):
+    """Simulated models step along gold paths, which the shipped cache holds for the shipped splits only: a
+    split file naming another variation is refused in one line, instead of episodes failing one by one."""
+    import json
+
+    from harness.benchmarks import get_benchmark
+    from harness.benchmarks.scienceworld import gold_paths
+
+    plugin = get_benchmark("scienceworld")
+    split = json.loads(plugin.split_file.read_text())
+    cached = {v for task, v in gold_paths() if task == "find-animal"}
+    spare = next(v for v in range(269, 0, -1) if v not in cached)  # find-animal has 270 variations
+    split["splits"]["test_id"] = {"find-animal": [0, spare]}
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(split))
+    out = tmp_path / "run"
+    line = one_error_line(harness("run", "--split-file", str(path), "--split", "test_id", "--out", str(out)))
+    assert line.startswith("error: simulated models need a gold path per variation; 1 variation(s)")
+    assert f"(first: find-animal/{spare})" in line and not out.exists()

@@ -33,7 +33,7 @@ from harness.records import EpisodeRecord, TurnRecord
 from harness.report import write_report
 from harness.results import load_points, select_point
 from harness.trajectory import RunStore
-from harness.verdict import paired_lower_bound, verdict_margin, verdict_rows
+from harness.verdict import paired_lower_bound, verdict_margin, verdict_rows, verdict_text
 
 
 # --- the non-inferiority rule on hand-made val/test tables ----------------------
@@ -354,6 +354,41 @@ def test_verdict_flips_with_the_margin_on_a_known_answer(tmp_path: Path):
         assert (
             at1[split]["score_diff_ci"] == row["score_diff_ci"]
         )  # the margin moves the bar, not the interval
+
+
+def test_failed_episodes_leave_the_verdict_undecided_whatever_the_pairs_left_say(tmp_path: Path):
+    """The pairs that survive failures are not the split (failures cluster by task): the verdict of the
+    known non-inferior answer above becomes undecided once the single model failed two episodes."""
+    from harness.records import EPISODE_FAILURE
+
+    bench = verdict_bench(tmp_path / "verdictbench")
+    run = bench / "seeds" / "s1" / "runs" / "test_id" / "single:b" / "episodes.jsonl"
+    lines = run.read_text().splitlines()
+    for i in (0, 1):
+        record = json.loads(lines[i]) | {"status": "failed", "failure": EPISODE_FAILURE, "score": None}
+        lines[i] = json.dumps(record | {"error": "ConfigError: no gold path"})
+    run.write_text("\n".join(lines) + "\n")
+    rows = {row["split"]: row for row in verdict_rows(bench, margin=5.0)}
+    assert rows["test_id"]["failed_episodes"] == 2 and rows["test_ood"]["failed_episodes"] == 0
+    assert (rows["test_id"]["non_inferior"], rows["test_id"]["better"]) == (False, False)
+    assert rows["test_ood"]["non_inferior"] is True
+    assert verdict_text(rows["test_id"]) == "undecided: 2 failed episodes leave pairs that are not the split"
+
+
+def test_a_seed_replicates_failed_run_is_a_problem_of_the_benchmark(tmp_path: Path):
+    """The exit code of ``harness benchmark`` reads these: a replicate's runs count like the parent's."""
+    from harness.config import load_benchmark
+    from harness.records import INFRASTRUCTURE_FAILURE
+
+    bench = verdict_bench(tmp_path / "verdict")
+    run = BenchmarkRun(load_benchmark("verdict"), tmp_path)
+    assert run.problems() == []
+    path = bench / "seeds" / "s1" / "runs" / "test_ood" / "single:b" / "episodes.jsonl"
+    lines = path.read_text().splitlines()
+    lines[0] = json.dumps(json.loads(lines[0]) | {"status": "failed", "failure": INFRASTRUCTURE_FAILURE})
+    path.write_text("\n".join(lines) + "\n")
+    (problem,) = run.problems()
+    assert "1 of 24 episodes of" in problem and "seeds/s1/runs/test_ood/single:b" in problem
 
 
 def test_a_further_rule_gets_its_own_verdict_on_the_same_episodes(tmp_path: Path):

@@ -178,6 +178,11 @@ class Benchmark(abc.ABC):
     def load_split(self, path: str | Path | None = None) -> Split:
         return load_split(Path(path) if path is not None else self.split_file, self.name)
 
+    def check_simulated(self, tasks: list[TaskInstance]) -> None:
+        """Refuse, before any episode, tasks a simulated model cannot play here (ConfigError, one line);
+        by default every task can be."""
+        return
+
     def fingerprint(self) -> dict[str, Any]:
         """What a result must record to be reproducible (engine versions, flags)."""
         return {}

@@ -16,7 +16,7 @@ from typing import Any
 from harness.benchmarks.base import Benchmark
 from harness.benchmarks.scienceworld.prompt import ScienceWorldFormat
 from harness.config import BENCHMARKS_DIR, Limits
-from harness.errors import TrajectoryError
+from harness.errors import ConfigError, TrajectoryError
 from harness.records import TurnRecord
 from harness.types import TaskInstance
 
@@ -51,6 +51,18 @@ class ScienceWorld(Benchmark):
         from harness.benchmarks.scienceworld.engine import engine_fingerprint
 
         return engine_fingerprint()
+
+    def check_simulated(self, tasks: list[TaskInstance]) -> None:
+        """Simulated models step along a variation's gold path, which the shipped cache holds only for the
+        variations its splits use: a split file with others needs their paths generated first."""
+        missing = sorted({(t.task, t.variation) for t in tasks} - set(gold_paths()))
+        if missing:
+            task, variation = missing[0]
+            raise ConfigError(
+                f"simulated models need a gold path per variation; {len(missing)} variation(s) of these tasks"
+                f" have none in {GOLD_PATHS.name} (first: {task}/{variation}): generate them with"
+                " `python -m harness.benchmarks.scienceworld.gold SPLIT_FILE`"
+            )
 
     def reference_item(self, info: Mapping[str, Any]) -> tuple[str, int] | None:
         """The reference logs a ScienceWorld episode's task type and variation as ``task_name``/``variation_idx``."""

@@ -204,12 +204,18 @@ def _write_entries(path: Path, entries: dict[tuple[str, int], dict]) -> None:
 
 
 def main() -> None:
-    """Generate the shipped cache for every variation of the reference split."""
+    """Add to the shipped cache every variation of a split file's splits (default: the reference split's):
+    ``python -m harness.benchmarks.scienceworld.gold [SPLIT_FILE ...]``."""
+    import sys
+
     from harness.benchmarks import get_benchmark
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    split = get_benchmark("scienceworld").load_split()
-    keys = [(t.task, t.variation) for name in split.split_names for t in split.tasks(name)]
+    plugin = get_benchmark("scienceworld")
+    splits = [plugin.load_split(path) for path in sys.argv[1:]] or [plugin.load_split()]
+    keys = [
+        (t.task, t.variation) for split in splits for name in split.split_names for t in split.tasks(name)
+    ]
     generate_gold_paths(keys, workers=2, out=DEFAULT_GOLD_PATH)
 
 
