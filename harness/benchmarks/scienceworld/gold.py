@@ -7,7 +7,8 @@ in a separate deterministic :class:`ScienceWorldEnv` (recording whether the
 replay really reaches 100), and are written to a gzip JSONL cache that
 simulated models read through the environment's oracle.
 
-Of the 694 shipped paths, 686 replay to 100. Six fall short because the gold
+Of the 1,272 shipped paths (every variation of scienceworld-v1's and scienceworld-powered-v1's
+splits), 1,264 replay to 100. Six fall short because the gold
 agent itself does (it ends there too: freeze/11 and /19 at 87 and 82, four
 mendelian-genetics paths at -100); grow-fruit/6 and /8 reach 100 for the gold
 agent but 46 and 50 here, because the gold agent draws from the engine's RNG
