@@ -86,6 +86,17 @@ def test_a_store_names_its_engine_and_refuses_an_unwritable_directory(tmp_path):
         StoredPrefixCache.open(blocker / "cache", "scienceworld")
 
 
+def test_new_gold_paths_get_a_tree_of_their_own(tmp_path, monkeypatch):
+    """A tree records whether each task had an oracle: served to a newer gold cache, a variation that has a
+    path now would still be played without one (every simulated episode on it failing)."""
+    import harness.benchmarks.scienceworld as scienceworld
+
+    before = store_path(tmp_path, "scienceworld")
+    assert store_path(tmp_path, "scienceworld") == before
+    monkeypatch.setattr(scienceworld, "_gold_digest", lambda: "another-gold-cache")
+    assert store_path(tmp_path, "scienceworld") != before
+
+
 def _records(run: Path) -> tuple[list[EpisodeRecord], dict[str, list[dict]]]:
     episodes = sorted(
         (dataclasses.replace(r, duration_s=None) for r in RunStore(run).episodes()),

@@ -178,6 +178,11 @@ class Benchmark(abc.ABC):
     def load_split(self, path: str | Path | None = None) -> Split:
         return load_split(Path(path) if path is not None else self.split_file, self.name)
 
+    def oracle_fingerprint(self) -> dict[str, Any]:
+        """What identifies the privileged oracle simulated models read (none by default): caches of
+        engine states that record it are kept apart per oracle."""
+        return {}
+
     def check_simulated(self, tasks: list[TaskInstance]) -> None:
         """Refuse, before any episode, tasks a simulated model cannot play here (ConfigError, one line);
         by default every task can be."""

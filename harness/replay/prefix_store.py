@@ -47,7 +47,11 @@ CREATE TABLE IF NOT EXISTS nondeterministic (task TEXT PRIMARY KEY, found TEXT N
 
 
 def store_path(directory: Path, benchmark: str) -> Path:
-    fingerprint = json.dumps(get_benchmark(benchmark).fingerprint(), sort_keys=True, default=str)
+    """The cache file of ``benchmark``'s engine as it is now: its fingerprint and its oracle's (a tree
+    records whether each task had an oracle, so new gold paths must not be served an old tree)."""
+    plugin = get_benchmark(benchmark)
+    identity = {**plugin.fingerprint(), **plugin.oracle_fingerprint()}
+    fingerprint = json.dumps(identity, sort_keys=True, default=str)
     return Path(directory) / f"{benchmark}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}.sqlite"
 
 

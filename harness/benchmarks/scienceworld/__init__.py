@@ -52,6 +52,10 @@ class ScienceWorld(Benchmark):
 
         return engine_fingerprint()
 
+    def oracle_fingerprint(self) -> dict[str, Any]:
+        """The shipped gold-path cache's digest: which variations have an oracle, and which path."""
+        return {"gold_sha256": _gold_digest()}
+
     def check_simulated(self, tasks: list[TaskInstance]) -> None:
         """Simulated models step along a variation's gold path, which the shipped cache holds only for the
         variations its splits use: a split file with others needs their paths generated first."""
@@ -95,6 +99,13 @@ class ScienceWorld(Benchmark):
             if record.action:
                 oracle.observe(record.action)
         return frozenset(critical)
+
+
+@functools.cache
+def _gold_digest() -> str | None:
+    import hashlib
+
+    return hashlib.sha256(GOLD_PATHS.read_bytes()).hexdigest()[:16] if GOLD_PATHS.exists() else None
 
 
 @functools.cache
