@@ -71,13 +71,11 @@ def _where_bytes_go(db: Path) -> None:
         )
         spans: Counter[str] = Counter()
         counts: Counter[str] = Counter()
+        events = 0
         for span_type, content in conn.execute("SELECT type, content FROM spans"):
             spans[span_type] += len(content)
             counts[span_type] += 1
-        events = sum(
-            len(json.dumps(json.loads(content)["events"]))
-            for (content,) in conn.execute("SELECT content FROM spans")
-        )
+            events += len(json.dumps(json.loads(content)["events"]))
     if tables:
         print(
             "largest tables and indexes: "

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.benchmarks import get_benchmark  # noqa: E402
-from harness.config import BENCHMARKS_DIR  # noqa: E402
+from harness.config import BENCHMARKS_DIR, RunConfig  # noqa: E402
 from harness.results import paired_variation_groups, task_of  # noqa: E402
 from harness.splits import Split, load_split  # noqa: E402
 from harness.trajectory import RunStore  # noqa: E402
@@ -49,7 +49,7 @@ def planned_splits(benchmark) -> dict[str, Split]:
 
 
 def runs_benchmark(paths: list[Path]) -> str:
-    names = {(RunStore(p).config().get("run") or {}).get("benchmark") or "scienceworld" for p in paths}
+    names = {(RunStore(p).config().get("run") or {}).get("benchmark") or RunConfig.benchmark for p in paths}
     if len(names) != 1:
         raise SystemExit(
             f"the run directories were played on different benchmarks: {', '.join(sorted(names))}"

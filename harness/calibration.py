@@ -95,7 +95,7 @@ def calibration(pool_name: str) -> Calibration:
         for router, per_split in (block.get("unfitted") or {}).items()
     }
     return Calibration(
-        block.get("benchmark", RunConfig.benchmark), float(block.get("score_scale", 1.0)), parsed, unfitted
+        load_pool(pool_name).spec.calibrated_on, float(block.get("score_scale", 1.0)), parsed, unfitted
     )
 
 

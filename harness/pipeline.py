@@ -596,8 +596,6 @@ class BenchmarkRun:
     def problems(self) -> list[str]:
         """What went wrong in each run directory under the results, the seed replicates' included (see
         :func:`harness.batch.batch_problem`)."""
-        from harness.batch import batch_problem
-
         problems = []
         layouts = [self.layout, *self.layout.replicates()]
         for run_dir in sorted(run for layout in layouts for run in layout.all_runs()):

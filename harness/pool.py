@@ -133,6 +133,11 @@ class PoolFile:
     specialization: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def calibrated_on(self) -> str:
+        """The benchmark the calibration targets (and so the simulated profiles) are for."""
+        return self.calibration.get("benchmark", RunConfig.benchmark)
+
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if not names:
@@ -161,13 +166,12 @@ class Pool:
         stand in for ``benchmark``'s by their defaults, and its scores would mean nothing."""
         if not self.spec.calibration or not any(m.simulated is not None for m in self.spec.models):
             return
-        calibrated = self.spec.calibration.get("benchmark", RunConfig.benchmark)
+        calibrated = self.spec.calibrated_on
         if calibrated != benchmark:
             shipped = sorted(
                 path.stem
-                for path in (BENCHMARKS_DIR / "pools").glob("*.yaml")
-                if (load_yaml(path).get("calibration") or {}).get("benchmark", RunConfig.benchmark)
-                == benchmark
+                for path in POOLS_DIR.glob("*.yaml")
+                if load_pool(str(path)).spec.calibrated_on == benchmark
             )
             hint = f", e.g. {', '.join(shipped)}" if shipped else ""
             raise ConfigError(

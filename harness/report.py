@@ -261,9 +261,8 @@ def summary_sentences(
         text = "No router is shown better than it (no 95% paired interval above zero)"
         if closest is not matched:  # the cheapest match is said below, with its interval
             said_half = closest is half
-            text += f"; the closest is {said(closest)}" + (
-                ", also the best at half its cost or less" * said_half
-            )
+            also = ", also the best at half its cost or less" if said_half else ""
+            text += f"; the closest is {said(closest)}{also}"
         sentences.append(text + ".")
     said_matched = matched is not None and matched not in better
     if said_matched:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.config import RunConfig
 from harness.frontier import hierarchical_paired_bootstrap
 from harness.layout import ResultsLayout
 from harness.results import (
@@ -48,7 +49,7 @@ def verdict_margin(definition: dict[str, Any]) -> float:
     stated = ((definition.get("definition") or {}).get("verdict") or {}).get("margin")
     if stated is not None:
         return float(stated)
-    return get_benchmark(definition.get("benchmark") or "scienceworld").default_margin
+    return get_benchmark(definition.get("benchmark") or RunConfig.benchmark).default_margin
 
 
 def _learned_run(bench_dir: Path, split: str, family: str, lam: float) -> Path | None:
