@@ -412,15 +412,17 @@ def _requeue_unfinished(study: optuna.Study) -> None:
         # Optuna's own retry (a WAITING trial with the params, its retry history in system attrs).
         retry = RetryHeartbeatStaleTrialCallback(max_retry=None)
     for trial in trials:
+        # A queued trial killed before its evaluation asked for its params has them as fixed params only.
+        params = _queued_params(trial)
         if (
             trial.state == TrialState.FAIL
-            and trial.params
+            and params
             and trial.number not in retried
-            and trial.params not in settled
+            and params not in settled
             and not trial.user_attrs.get(NON_FINITE_ATTR)
         ):
             retry(study, trial)
-            settled.append(trial.params)
+            settled.append(params)
 
 
 def tune(

@@ -145,3 +145,17 @@ def test_a_trial_with_non_finite_values_is_a_result_and_not_run_again(tmp_path: 
     tune("toy", evaluate, storage, "study", n_trials=3)
     tune("toy", evaluate, storage, "study", n_trials=4)
     assert calls.count(5.0) == 1 and len(calls) == 5
+
+
+def test_a_queued_trial_killed_before_it_asked_for_its_params_is_queued_again(tmp_path: Path):
+    """Found by the soak: the tuner killed between a queued trial's start and its first suggest left a trial
+    with fixed params only; the rerun sampled a new lambda instead of playing that one."""
+    from harness.tuning import _requeue_unfinished
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="study", storage=storage, directions=["maximize", "minimize"])
+    study.enqueue_trial({"lam": 0.0})
+    study.ask()  # started, then the process died: RUNNING, no params yet
+    _requeue_unfinished(study)
+    states = [(t.state, t.system_attrs.get("fixed_params")) for t in study.get_trials(deepcopy=False)]
+    assert states == [(TrialState.FAIL, {"lam": 0.0}), (TrialState.WAITING, {"lam": 0.0})]
