@@ -415,10 +415,16 @@ class VerdictSpec:
     # the families whose verdict is the benchmark's claim, named before any test episode is played;
     # every other family's row is exploratory. None: every learned family is judged
     judged: list[str] | None = None
+    # the least spread (sd, score units) of a family's selected point between training seeds that the
+    # power plan assumes, e.g. measured by an earlier benchmark; the plan takes the larger of it and the
+    # spread the replicates' val runs show, which a small val split can hide. None: the val estimate only
+    seed_sd: float | None = None
 
     def __post_init__(self) -> None:
         if self.margin is not None and self.margin < 0:
             raise RuleError(f"verdict.margin must be >= 0, got {self.margin}")
+        if self.seed_sd is not None and self.seed_sd < 0:
+            raise RuleError(f"verdict.seed_sd must be >= 0, got {self.seed_sd}")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -129,6 +129,9 @@ class BenchmarkRun:
         self.workers: Executor | None = None  # while execute() runs
         self.planned_seeds = 1  # the seed replicates the verdict pools (its parent's count, for a replicate)
         self.power: dict[str, dict[str, dict]] = {}  # family -> eval split -> power plan
+        self.val_differences: dict[
+            str, tuple[float, float]
+        ] = {}  # family -> (val mean difference, its variance)
         self.commit: str | None = None  # the git commit runs are logged under; None: no MLflow logging
         self._embeddings = embeddings  # seed replicates share their parent's cache
         self.prefix_cache = prefix_cache or (self.layout.prefix_cache if definition.prefix_cache else None)
@@ -212,7 +215,8 @@ class BenchmarkRun:
 
         Mirrors the stages below. A batch whose run directory is not known before it runs (an Optuna
         trial's, the val-best single's, a selected lambda's before selection) is counted at its planned
-        size; selected lambdas already in benchmark.json are used. Branch collections are not counted.
+        size; selected lambdas already in benchmark.json are used. A branch collection counts one episode
+        per branch its design asks for (parents x states x models), each as long as an episode.
         """
         from harness.estimate import PlannedBatch
 
@@ -227,6 +231,16 @@ class BenchmarkRun:
 
         c = d.collect
         batches = [batch("collect", c.split, c.quick, self.collect_dirs(seed)[0]) for seed in c.seeds]
+        if c.branch is not None:
+            from harness.pool import load_pool
+
+            parents = len(split.tasks(c.split, quick=c.quick))
+            models = c.branch.models or len(load_pool(d.pool).names)
+            planned = min(c.branch.episodes or parents, parents) * c.branch.states_per_episode * models
+            for seed in c.seeds:
+                branches = self.collect_dirs(seed)[1]
+                done = len(RunStore(branches).finished_keys()) if (branches / CONFIG_FILE).exists() else 0
+                batches.append(PlannedBatch("collect", planned, min(done, planned)))
         if d.stage_b is not None and d.learned:
             b = d.stage_b
             batches += [
@@ -493,16 +507,31 @@ class BenchmarkRun:
             }
         return selected
 
-    def plan_power(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> dict[str, dict]:
+    def plan_power(
+        self,
+        checkpoints: dict[str, Path],
+        selected: dict[str, dict],
+        seed_variances: Mapping[str, float] | None = None,
+    ) -> dict[str, dict]:
         """Before any test episode: what each family's verdict can decide on each eval split.
 
         The variance of the paired difference to the val-best single model is read off the
         selected point's val episodes (between variations and between repeats of one); the
         eval split's design (its task-type weights, variations and plays) and the seeds give
         the planned standard error and the minimum detectable difference at the margin.
+        ``seed_variances`` (family -> variance between training seeds, :meth:`plan_seed_power`)
+        adds how far apart the seeds' selected points land; the val mean difference and its
+        sampling variance it is estimated from are kept in ``val_differences``.
         """
         from harness.results import paired_variation_groups, task_of
-        from harness.verdict import power_plan, power_text, split_design, variance_components
+        from harness.verdict import (
+            planned_standard_error,
+            power_plan,
+            power_text,
+            split_design,
+            stratified_difference,
+            variance_components,
+        )
 
         s = self.d.select
         if s is None:
@@ -526,10 +555,16 @@ class BenchmarkRun:
                     raise ConfigError(f"the verdict of {family} cannot be planned: {exc}") from None
                 log.warning("power: %s %s: no plan (%s)", self.d.name, family, exc)
                 continue
+            val_design = split_design(split, s.split, s.quick, s.repeats)
+            self.val_differences[family] = (
+                stratified_difference(by_type, val_design),
+                planned_standard_error(components, val_design) ** 2,
+            )
+            spread = (seed_variances or {}).get(family, 0.0)
             for name in self.d.eval_splits:
                 quick = self.d.eval_quick.get(name, self.d.quick)
                 design = split_design(split, name, quick, self.repeats(name))
-                plan = power_plan(components, design, self.margin, seeds=self.planned_seeds)
+                plan = power_plan(components, design, self.margin, self.planned_seeds, seed_variance=spread)
                 plans.setdefault(family, {})[name] = plan
                 (log.info if plan["powered"] else log.warning)(
                     "power: %s %s on %s: %s", self.d.name, family, name, power_text(plan)
@@ -542,6 +577,31 @@ class BenchmarkRun:
                 "add test variations, repeats or seeds, or set verdict.power: warn"
             )
         return plans
+
+    def plan_seed_power(
+        self, runs: list[BenchmarkRun], prepared: list[tuple[dict[str, Path], dict[str, dict]]]
+    ) -> None:
+        """Replan every replicate's verdict with the variance between training seeds, before any test episode.
+
+        A replicate's own plan counts only the luck of its episodes; the verdict resamples training
+        seeds too, and seeds of a learned family can land far apart. That spread is estimated from
+        the replicates' val mean differences (their variance less what val's own sampling adds,
+        :func:`harness.verdict.seed_variance`), at least ``verdict.seed_sd`` squared, and added to each
+        plan; ``verdict.power: refuse`` then refuses an unpowered verdict here.
+        """
+        from harness.verdict import seed_variance
+
+        families = sorted({family for run in runs for family in run.val_differences})
+        stated = (self.d.verdict.seed_sd or 0.0) ** 2
+        spreads = {}
+        for family in families:
+            differences = [run.val_differences[family] for run in runs if family in run.val_differences]
+            if len(differences) >= 2:
+                spreads[family] = max(seed_variance(differences), stated)
+        if not spreads:
+            return
+        for run, (checkpoints, selected) in zip(runs, prepared, strict=True):
+            run.power = run.plan_power(checkpoints, selected, spreads)
 
     # Stage 4 -----------------------------------------------------------------
     def evaluated_fixed(self, selected: dict[str, dict]) -> list[RouterSpec]:
@@ -676,6 +736,48 @@ class BenchmarkRun:
             for seed in self.d.seeds or ()
         ]
 
+    def prepare(self) -> tuple[dict[str, Path], dict[str, dict]]:
+        """Everything before the first test episode: collect, train, tune, select on val, plan the power."""
+        self.write_manifest({})
+        with self.timed("collect"):
+            data = self.collect()
+        checkpoints = {}
+        if self.d.learned:
+            with self.timed("train"):
+                trained = self.train(data)
+            with self.timed("stage_b"):
+                checkpoints = self.stage_b(data, trained)
+        with self.timed("tune"):
+            tuned = self.tune(checkpoints)
+        with self.timed("select"):
+            selected = self.select(checkpoints, tuned)
+        self.power = self.plan_power(checkpoints, selected)
+        self.write_manifest(selected)
+        return checkpoints, selected
+
+    def finish(self, track: bool, checkpoints: dict[str, Path], selected: dict[str, dict]) -> dict:
+        """The test episodes, the verdict and the MLflow record of a prepared run; returns what it logged."""
+        outputs: dict = {}
+        self.write_manifest(selected)  # with the power plan as it stands before testing
+        with self.timed("evaluate"):
+            self.evaluate(checkpoints, selected)
+        if self.prefix_cache is not None:
+            self.write_manifest(selected)  # with the evaluation batches' cache counters
+        self.write_verdict()
+        if track:
+            from harness.batch import git_commit
+            from harness.tracking import log_benchmark, shown_uri
+
+            with self.timed("track"):
+                outputs["mlflow_run"] = log_benchmark(
+                    self.dir,
+                    self.commit or git_commit(),
+                    tracking_uri=self.layout.tracking_server,
+                    tuning_storage=self.tuning_storage,
+                )
+            outputs["mlflow_uri"] = shown_uri(self.layout)
+        return outputs
+
     def _execute(self, track: bool, report_dir: Path | None) -> dict:
         outputs: dict = {"results": str(self.dir)}
         if self.d.seeds:
@@ -695,41 +797,16 @@ class BenchmarkRun:
             for run in runs:
                 run.workers, run.commit = self.workers, self.commit
                 run.planned_seeds = len(runs)
-                run._execute(track, None)
+            # Every replicate is trained and selected before any is tested, so the verdict's plan can
+            # count how far apart training seeds land (plan_seed_power) before a test episode is played.
+            prepared = [run.prepare() for run in runs]
+            self.plan_seed_power(runs, prepared)
+            for run, (checkpoints, selected) in zip(runs, prepared, strict=True):
+                run.finish(track, checkpoints, selected)
             self.write_verdict()
         else:
-            self.write_manifest({})
-            with self.timed("collect"):
-                data = self.collect()
-            checkpoints = {}
-            if self.d.learned:
-                with self.timed("train"):
-                    trained = self.train(data)
-                with self.timed("stage_b"):
-                    checkpoints = self.stage_b(data, trained)
-            with self.timed("tune"):
-                tuned = self.tune(checkpoints)
-            with self.timed("select"):
-                selected = self.select(checkpoints, tuned)
-            self.power = self.plan_power(checkpoints, selected)
-            self.write_manifest(selected)
-            with self.timed("evaluate"):
-                self.evaluate(checkpoints, selected)
-            if self.prefix_cache is not None:
-                self.write_manifest(selected)  # with the evaluation batches' cache counters
-            self.write_verdict()
-            if track:
-                from harness.batch import git_commit
-                from harness.tracking import log_benchmark, shown_uri
-
-                with self.timed("track"):
-                    outputs["mlflow_run"] = log_benchmark(
-                        self.dir,
-                        self.commit or git_commit(),
-                        tracking_uri=self.layout.tracking_server,
-                        tuning_storage=self.tuning_storage,
-                    )
-                outputs["mlflow_uri"] = shown_uri(self.layout)
+            checkpoints, selected = self.prepare()
+            outputs.update(self.finish(track, checkpoints, selected))
         if report_dir is not None:
             from harness.report import write_report
 

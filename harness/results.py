@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.config import RouterSpec, RunConfig
+from harness.config import BENCHMARKS_DIR, RouterSpec, RunConfig
 from harness.errors import TrajectoryError, UnknownNameError
 from harness.frontier import (
     OperatingPoint,
@@ -529,9 +529,15 @@ def split_weights(benchmark: str, split_file: str | None, split: str) -> dict[st
 
     The split file is the one record of the weights (``config.json`` pins its version), so reading a
     run's results needs its benchmark's plug-in: without it they are refused by name, never scored
-    unweighted (a stratified split's unweighted mean is another number).
+    unweighted (a stratified split's unweighted mean is another number). A relative path that is not
+    there from the working directory is the repository's (definitions name split files from its root),
+    so results read the same from anywhere.
     """
     from harness.benchmarks import get_benchmark
+
+    if split_file is not None and not Path(split_file).is_absolute() and not Path(split_file).exists():
+        shipped = BENCHMARKS_DIR.parent / split_file
+        split_file = str(shipped) if shipped.exists() else split_file
 
     try:
         plugin = get_benchmark(benchmark)

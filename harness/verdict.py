@@ -312,16 +312,49 @@ def variance_components(groups_by_type: Mapping[str, Sequence[np.ndarray]]) -> V
     return VarianceComponents(between=max(between, 0.0), within=within)
 
 
-def planned_standard_error(
-    components: VarianceComponents, design: Mapping[str, tuple[float, int, int]], seeds: int = 1
+def stratified_difference(
+    groups_by_type: Mapping[str, Sequence[np.ndarray]], design: Mapping[str, tuple[float, int, int]]
 ) -> float:
-    """The standard error of a (stratified) paired mean difference: ``design`` maps each task type
-    to (its weight, its variations, the plays of each); seed replicates are independent draws."""
+    """The paired mean difference as a split's design weighs it (:func:`_nested_means` of one seed):
+    per task type the mean of its variations' mean differences, weighted by the type's weight
+    (renormalised over the types present)."""
+    kept = [(task, g) for task, groups in groups_by_type.items() if task in design for g in groups]
+    if not kept:
+        raise ValueError("no paired variation of the design's task types")
+    weights = {task: design[task][0] for task, _ in kept}
+    means = _nested_means([[np.asarray(g) for _, g in kept]], [[task for task, _ in kept]], weights)
+    return float(means[0] - means[1])
+
+
+def seed_variance(differences: Sequence[tuple[float, float]]) -> float:
+    """The variance between training seeds of a selected point's true difference, by the method of
+    moments: the spread of the seeds' val mean differences less the part each one's own sampling adds.
+
+    ``differences``: per seed, (its val mean difference, that mean's sampling variance). Two seeds
+    give an estimate with one degree of freedom: a noisy plan, but not the zero a plan that ignores
+    training seeds assumes.
+    """
+    if len(differences) < 2:
+        raise ValueError("the spread between seeds needs at least two seeds")
+    means = np.array([d for d, _ in differences], dtype=float)
+    sampling = float(np.mean([v for _, v in differences]))
+    return max(float(means.var(ddof=1)) - sampling, 0.0)
+
+
+def planned_standard_error(
+    components: VarianceComponents,
+    design: Mapping[str, tuple[float, int, int]],
+    seeds: int = 1,
+    seed_variance: float = 0.0,
+) -> float:
+    """The standard error of a (stratified) paired mean difference over ``seeds`` training seeds:
+    ``design`` maps each task type to (its weight, its variations, the plays of each); each seed's
+    mean adds ``seed_variance`` (how far apart training seeds land) to its sampling variance."""
     variance = sum(
         weight**2 * (components.between / n + components.within / (n * plays))
         for weight, n, plays in design.values()
     )
-    return math.sqrt(variance / seeds)
+    return math.sqrt((variance + seed_variance) / seeds)
 
 
 def minimum_detectable_difference(se: float, power: float = POWER, alpha: float = 0.05) -> float:
@@ -336,10 +369,11 @@ def power_plan(
     margin: float,
     seeds: int = 1,
     alpha: float = 0.05,
+    seed_variance: float = 0.0,
 ) -> dict[str, Any]:
     """What a planned test can decide at ``margin``: it is powered when a router exactly as good as
     the reference would be declared non-inferior with probability at least :data:`POWER`."""
-    se = planned_standard_error(components, design, seeds)
+    se = planned_standard_error(components, design, seeds, seed_variance)
     mdd = minimum_detectable_difference(se, POWER, alpha)
     z = _Z.inv_cdf(1.0 - alpha / 2.0)
     return {
@@ -354,6 +388,7 @@ def power_plan(
         "powered": bool(mdd <= margin),
         "between_variance": components.between,
         "within_variance": components.within,
+        "seed_variance": seed_variance,
     }
 
 
@@ -379,8 +414,12 @@ def power_text(plan: dict[str, Any]) -> str:
     """One plan in words, for the console and the report."""
     state = "powered" if plan["powered"] else "NOT powered"
     places = _places(plan["margin"])
+    spread = plan.get("seed_variance") or 0.0
+    seeds = f"{plan['seeds']} seeds" + (
+        f", seeds' spread sd {math.sqrt(spread):.{places}f}" if spread else ""
+    )
     return (
-        f"{state}: {plan['episodes']} episodes ({plan['variations']} variations, {plan['seeds']} seeds), "
+        f"{state}: {plan['episodes']} episodes ({plan['variations']} variations, {seeds}), "
         f"planned interval +-{plan['halfwidth']:.{places}f}, minimum detectable difference {plan['mdd']:.{places}f} "
         f"at margin {plan['margin']:g}, P(non-inferior | equal) = {plan['power_at_equal']:.2f}"
     )

@@ -379,7 +379,15 @@ def test_a_definition_collects_branches_beside_its_stage_a(tmp_path):
     )
     run = BenchmarkRun(definition, tmp_path / "results")
     run.validate()
+    assert [(b.episodes, b.recorded) for b in run.planned_batches() if b.stage == "collect"] == [
+        (2, 0),
+        (4, 0),
+    ]
     sticky, branches = run.collect()
+    assert [(b.episodes, b.recorded) for b in run.planned_batches() if b.stage == "collect"] == [
+        (2, 2),
+        (4, 4),
+    ]
     records = RunStore(branches).episodes()
     assert len(records) == 4 and {r.branch_of["run"] for r in records} == {str(sticky.resolve())}
     assert all(

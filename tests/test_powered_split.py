@@ -43,7 +43,9 @@ from harness.verdict import (
     planned_standard_error,
     power_plan,
     power_text,
+    seed_variance,
     split_design,
+    stratified_difference,
     variance_components,
     verdict_text,
 )
@@ -95,6 +97,20 @@ def test_weights_are_test_ids_task_type_mix():
     weights = POWERED.weights(POWERED_SPLIT)
     assert weights == pytest.approx({t: n / sum(counts.values()) for t, n in counts.items()})
     assert V1.weights("test_id") is None
+
+
+def test_a_runs_relative_split_file_is_read_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Runs record the split file as the definition names it, relative to the repository; a report
+    regenerated from another directory weighs the results by the same file, and a missing one is refused."""
+    from harness.results import split_weights
+
+    monkeypatch.chdir(tmp_path)
+    split_weights.cache_clear()
+    relative = "benchmarks/splits/scienceworld-powered-v1.json"
+    assert not Path(relative).exists()
+    assert split_weights("scienceworld", relative, POWERED_SPLIT) == POWERED.weights(POWERED_SPLIT)
+    with pytest.raises(ConfigError, match="no-such-split.json does not exist"):
+        split_weights("scienceworld", "benchmarks/splits/no-such-split.json", POWERED_SPLIT)
 
 
 def test_plays_multiply_repeats_and_keep_every_key_distinct():
@@ -167,6 +183,22 @@ def test_planned_standard_error_by_hand():
     design = {"a": (0.5, 3, 2), "b": (0.5, 6, 1)}
     # 0.25 * (9/3 + 36/6) + 0.25 * (9/6 + 36/6) = 2.25 + 1.875, over two seeds
     assert planned_standard_error(c, design, seeds=2) == pytest.approx(math.sqrt((2.25 + 1.875) / 2))
+
+
+def test_seed_spread_and_stratified_difference_by_hand():
+    # Seeds' val means 10 and 40 (variance 450 with one degree of freedom), each mean's own sampling
+    # variance 50 on average: 400 is what training seeds add. A spread val's noise explains is zero.
+    assert seed_variance([(10.0, 40.0), (40.0, 60.0)]) == pytest.approx(450.0 - 50.0)
+    assert seed_variance([(10.0, 500.0), (40.0, 500.0)]) == 0.0
+    with pytest.raises(ValueError, match="two seeds"):
+        seed_variance([(10.0, 1.0)])
+    # Type a's variations differ by 1 and 3 (mean 2), b's by 6; weights 0.75 and 0.25, c absent.
+    groups = {"a": [np.array([[1.0, 0.0]]), np.array([[3.0, 0.0]])], "b": [np.array([[8.0, 2.0]])]}
+    design = {"a": (0.6, 2, 1), "b": (0.2, 1, 1), "c": (0.2, 5, 1)}
+    assert stratified_difference(groups, design) == pytest.approx((0.6 * 2 + 0.2 * 6) / 0.8)
+    c = VarianceComponents(between=9.0, within=36.0)
+    one = {"a": (1.0, 3, 2)}  # 9/3 + 36/6 = 9 per seed, 16 more from the seeds' spread, over 5 seeds
+    assert planned_standard_error(c, one, seeds=5, seed_variance=16.0) == pytest.approx(math.sqrt(25 / 5))
 
 
 def test_variance_components_by_hand():
@@ -246,6 +278,69 @@ def test_the_benchmark_plans_power_before_testing_and_refuses_when_asked(tmp_pat
         refusing.plan_power({"ridge": tmp_path / "ckpt"}, selected)
     with pytest.raises(ConfigError, match="power"):
         from_dict(VerdictSpec, {"power": "maybe"}, "definition.verdict")
+
+
+def test_every_replicates_plan_counts_the_spread_of_the_seeds_on_val(tmp_path: Path):
+    single = RouterSpec("single", {"model": "gpt-5"})
+    d = BenchmarkDef(
+        name="spread",
+        seeds=[0, 1],
+        fixed_routers=[single],
+        learned=[LearnedRouter("ridge", lambdas=[0.0])],
+        select=SelectStage(rule="cheapest_noninferior", margin=5.0, repeats=2),
+        eval_splits=[POWERED_SPLIT],
+        eval_repeats=2,
+        split_file=str(POWERED_SPLIT_PATH),
+        quick=False,
+    )
+    parent = BenchmarkRun(d, tmp_path)
+    runs = parent.replicates()
+    cells = [(t, v, r) for t in ("boil", "melt") for v in (0, 1) for r in (0, 1)]
+    prepared = []
+    for run, shift in zip(runs, (0.0, 30.0), strict=True):  # the seeds' val means: 10 and 40
+        run.planned_seeds = 2
+        mine = run.learned_spec("ridge", tmp_path / "ckpt", 0.0)
+        _val_run(run.layout.run("val", single.label), single, dict.fromkeys(cells, 0.0))
+        _val_run(
+            run.layout.run("val", mine.label),
+            mine,
+            {(t, v, r): 20.0 * v + (10.0 if r else -10.0) + shift for t, v, r in cells},
+        )
+        selected = {"ridge": {"lam": 0.0, "best_single": single.label}}
+        run.power = run.plan_power({"ridge": tmp_path / "ckpt"}, selected)
+        assert run.power["ridge"][POWERED_SPLIT]["seed_variance"] == 0.0  # alone, a replicate cannot see it
+        prepared.append(({"ridge": tmp_path / "ckpt"}, selected))
+    assert [round(run.val_differences["ridge"][0], 9) for run in runs] == [10.0, 40.0]
+    components = VarianceComponents(between=100.0, within=200.0)
+    sampling = planned_standard_error(components, split_design(POWERED, "val", quick=False, repeats=2)) ** 2
+    parent.plan_seed_power(runs, prepared)
+    design = split_design(POWERED, POWERED_SPLIT, quick=False, repeats=2)
+    for run in runs:
+        plan = run.power["ridge"][POWERED_SPLIT]
+        assert plan["seed_variance"] == pytest.approx(450.0 - sampling)
+        assert plan["se"] == pytest.approx(
+            planned_standard_error(components, design, seeds=2, seed_variance=450.0 - sampling)
+        )
+        assert not plan["powered"]  # seeds 30 points apart: no margin of 5 can be decided
+        assert "seeds' spread sd" in power_text(plan)
+    refusing = BenchmarkRun(replace(d, verdict=VerdictSpec(power="refuse")), tmp_path)
+    replicates = refusing.replicates()  # they read the same val runs
+    for run, (checkpoints, selected) in zip(replicates, prepared, strict=True):
+        run.planned_seeds = 2
+        run.power = run.plan_power(checkpoints, selected)  # each one alone is powered
+    with pytest.raises(ConfigError, match="not powered.*seeds' spread sd"):
+        refusing.plan_seed_power(replicates, prepared)
+    # A stated spread is a floor: seeds that agree on val are planned with at least it.
+    agreeing = BenchmarkRun(replace(d, name="agree", verdict=VerdictSpec(seed_sd=12.0)), tmp_path)
+    alike = agreeing.replicates()
+    for run in alike:
+        run.planned_seeds = 2
+        mine = run.learned_spec("ridge", tmp_path / "ckpt", 0.0)
+        _val_run(run.layout.run("val", single.label), single, dict.fromkeys(cells, 0.0))
+        _val_run(run.layout.run("val", mine.label), mine, dict.fromkeys(cells, 1.0))
+        run.power = run.plan_power({"ridge": tmp_path / "ckpt"}, prepared[0][1])
+    agreeing.plan_seed_power(alike, prepared)
+    assert [run.power["ridge"][POWERED_SPLIT]["seed_variance"] for run in alike] == [144.0, 144.0]
 
 
 def test_a_verdict_row_says_whether_it_was_judged_and_powered():

@@ -476,6 +476,52 @@ def test_companion_verdicts_follow_the_headline_one(tmp_path: Path):
     assert "| mtrouter | test_id | 0.1 | `single:b` |" in companion  # its one seed's λ
 
 
+def test_stage_a_spend_of_each_replicate_stands_beside_the_companions(tmp_path: Path):
+    """Sticky and branching Stage A are compared at equal budget: the report puts each replicate's spend,
+    as its benchmark.json records it, in one table with the companion's."""
+    bench = verdict_bench(tmp_path / "verdictbench")
+    other = verdict_bench(tmp_path / "branchy", seeds=(0,))
+    manifest = json.loads((other / "benchmark.json").read_text())
+    (other / "benchmark.json").write_text(json.dumps({**manifest, "name": "branchy"}))
+    sticky = {
+        "router": {"name": "sticky-random", "params": {"switch_prob": 0.03}},
+        "split": "train",
+        "seeds": [0, 1],
+    }
+    for root, collect, dollars in ((bench, sticky, 36.0), (other, {**sticky, "seeds": [0], "branch": {
+        "continuation": {"name": "sticky-random"}, "episodes": 115, "states_per_episode": 1, "models": 3,
+        "prefix": "log"}}, 24.5)):  # fmt: skip
+        for child in sorted((root / "seeds").iterdir()):
+            manifest = json.loads((child / "benchmark.json").read_text())
+            manifest["definition"]["collect"] = collect
+            manifest["exploration_spend"] = {"episodes": 654, "model_calls": 20790, "prompt_tokens": 33_000_000,
+                                             "completion_tokens": 12_900_000, "tokens": 45_900_000,
+                                             "dollars": dollars, "engine_resets": 654, "engine_steps": 18319}  # fmt: skip
+            (child / "benchmark.json").write_text(json.dumps(manifest))
+    text = write_report(bench, tmp_path / "reports", companions=[other]).read_text()
+    section = text.split("## Stage A: exploration spend")[1].split("## Across seeds")[0]
+    rows = [
+        line
+        for line in section.splitlines()
+        if line.startswith("| verdictbench") or line.startswith("| branchy")
+    ]
+    assert [r.split(" | ")[:2] for r in rows] == [
+        ["| verdictbench", "0"],
+        ["| verdictbench", "1"],
+        ["| branchy", "0"],
+    ]
+    assert (
+        "`sticky-random` (switch_prob=0.03) on train, 2 collection seed(s) | 654 | 20,790 | 45.9 | 36.0 | 18,319 |"
+        in rows[0]
+    )
+    assert (
+        "branched: 115 parents x 1 state(s) x 3 models, `sticky-random` continuation, prefix log" in rows[2]
+    )
+    assert "| 24.5 |" in rows[2]
+    plain = write_report(verdict_bench(tmp_path / "plain"), tmp_path / "plain-reports").read_text()
+    assert "## Stage A" not in plain  # nothing recorded, no empty table
+
+
 def test_per_point_intervals_resample_variations_when_they_repeat(tmp_path: Path):
     bench = verdict_bench(tmp_path / "verdictbench", seeds=(0,)) / "seeds" / "s0"
     points = load_points(bench).set_index(["split", "point"])
