@@ -13,6 +13,10 @@ pays for its parents too). Each point's fitted family is then measured twice:
   the best observed model among comparable logged states of a held-out sticky-random
   run of the val split (:mod:`routers.learned.diagnostics`), beside the best single
   model's and chance;
+* held-out sibling ranking: the held-out run branched at one turn of each episode with
+  every model of the pool (same continuation), and the router's top model at each branch
+  point compared with the best observed sibling (:func:`routers.learned.diagnostics.sibling_ranking`:
+  the per-decision measure without other states' luck), beside the best single model's;
 * val score: the router at ``--lam`` played on the val split (quick subset unless
   ``--full-val``), mean score and mean cost per episode.
 
@@ -84,11 +88,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Ranking accuracy and val score against exploration dollars, one line per arm, on shared axes."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(10, 4))
+    figure = Figure(figsize=(15, 4))
     for axis, key, label in zip(
-        figure.subplots(1, 2),
-        ("ranking_accuracy", "val_score"),
-        ("held-out ranking accuracy", "val score"),
+        figure.subplots(1, 3),
+        ("ranking_accuracy", "sibling_accuracy", "val_score"),
+        ("held-out ranking accuracy", "held-out sibling ranking", "val score"),
         strict=True,
     ):
         for arm in sorted({r["arm"] for r in rows}):
@@ -156,13 +160,18 @@ def main(argv: list[str] | None = None) -> int:
             env, RunConfig(router=sticky, split="val", quick=not args.full_val, repeats=2, **common), held_out
         )
         timings["sticky and held-out episodes"] = time.perf_counter() - started
+        started = time.perf_counter()
+        continuation = RouterSpec(args.continuation, dict(map(parameter, args.continuation_param)))
+        held_out_branches = out / "val-logged-branches"
+        collect_branches(held_out, held_out_branches, BranchDesign(continuation, seed=args.seed), env=env)
+        timings["held-out branches"] = time.perf_counter() - started
 
         keys = sorted(r.episode for r in collected if not r.failed)
         order = [keys[i] for i in np.random.default_rng(args.seed).permutation(len(keys))]
         sticky_sizes = [n for n in map(int, args.sticky.split(",")) if n <= len(order)]
         parent_sizes = [m for m in map(int, args.parents.split(",")) if m <= len(order)]
         design = BranchDesign(
-            continuation=RouterSpec(args.continuation, dict(map(parameter, args.continuation_param))),
+            continuation=continuation,
             states_per_episode=args.states,
             models=args.models,
             prefix=args.prefix,
@@ -176,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
 
         cards = pool_cards(None, [out / "sticky"])
         encoder = default_encoder("incremental", args.cache_dir, args.embedder)
-        samples = {"sticky": load_samples([out / "sticky"]), "held-out": load_samples([held_out])}
+        samples = {
+            "sticky": load_samples([out / "sticky"]),
+            "held-out": load_samples([held_out]),
+            "held-out branches": load_samples([held_out, held_out_branches]),
+        }
         samples["branches"] = load_samples([branches]) if parent_sizes else []
         encoded = EncodedSamples([s for part in samples.values() for s in part], encoder, cards)
 
@@ -196,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         print(
             f"{'arm':<7} {'n':>4} {'decisions':>9} {'calls':>6} {'tokens':>8} {'dollars':>8} {'steps':>6} "
-            f"{'rank acc':>8} {'single':>6} {'chance':>6} {'val score':>9} {'val $':>7}"
+            f"{'rank acc':>8} {'single':>6} {'chance':>6} {'sib acc':>7} {'single':>6} {'val score':>9} {'val $':>7}"
         )
         for arm, n, part, spend, target in points:
             started = time.perf_counter()
@@ -205,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             model = point.model
             held_out_set = encoded.training_set(samples["held-out"], point.stats, options)
             ranking = diagnose_model(model, samples["held-out"], held_out_set, args.lam).ranking
+            branched_set = encoded.training_set(samples["held-out branches"], point.stats, options)
+            siblings = diagnose_model(model, samples["held-out branches"], branched_set, args.lam).siblings
             checkpoint = out / "checkpoints" / f"{arm}-{n}"
             model.save(checkpoint)
             router = RouterSpec(
@@ -227,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                 "ranking_accuracy": ranking.accuracy,
                 "single_best_accuracy": ranking.single_best_accuracy,
                 "chance": ranking.chance,
+                "sibling_accuracy": siblings.accuracy if siblings else None,
+                "sibling_single_best_accuracy": siblings.single_best_accuracy if siblings else None,
+                "sibling_chance": siblings.chance if siblings else None,
                 "val_score": float(np.mean([r.score for r in scored])) if scored else None,
                 "val_cost": float(np.mean([r.cost for r in scored])) if scored else None,
                 "val_episodes": len(scored),
@@ -237,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{arm:<7} {n:>4} {row['decisions']:>9} {spend.model_calls:>6} {spend.tokens:>8} "
                 f"{spend.dollars:>8.4f} {spend.engine_steps:>6} {num(ranking.accuracy, 3):>8} "
                 f"{num(ranking.single_best_accuracy, 3):>6} {num(ranking.chance, 3):>6} "
+                f"{num(row['sibling_accuracy'], 3):>7} {num(row['sibling_single_best_accuracy'], 3):>6} "
                 f"{num(row['val_score'], 1):>9} {num(row['val_cost'], 4):>7}",
                 flush=True,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from harness.errors import ConfigError
 from harness.records import TurnRecord
 from harness.types import TaskInstance
 from routers.learned.dataset import build_training_set, encode_histories, load_samples
-from routers.learned.diagnostics import diagnose, log_diagnosis, phase_of, write_diagnosis
+from routers.learned.diagnostics import diagnose, log_diagnosis, phase_of, sibling_ranking, write_diagnosis
 from routers.learned.train import TrainOptions, ranking_accuracy, train_router
 from routers.learned.value_model import load_value_model
 
@@ -188,3 +189,44 @@ def test_the_fit_report_says_why_no_ranking_was_measured():
         "best observed in 0.500 of 40 comparable val decisions"
         in dataclasses.replace(report, ranking=measured).summary()
     )
+
+
+def test_sibling_ranking_on_a_hand_made_pair_of_branch_points():
+    """Point A: three siblings, the router's top model is the best observed one, the baseline's is not.
+    Point B: two siblings that tie, so any pick is right. A lone sibling and an ordinary decision are left out."""
+    branched = [SimpleNamespace(paired_group=g) for g in ("A", "A", "A", "B", "B", "C", None)]
+    model_index = np.array([0, 1, 2, 0, 2, 1, 1])
+    observed = np.array([0.2, 0.5, 0.1, 0.3, 0.3, 0.9, 0.9])
+    q = np.zeros((7, 3))
+    q[0] = [0.0, 1.0, 0.5]  # at A's state (the first sibling's row) the router prefers model 1
+    q[3] = [0.0, 0.0, 1.0]  # at B's, model 2
+    cell = sibling_ranking(branched, model_index, observed, q, preference=[0, 1, 2])
+    assert cell is not None and cell.decisions == 2
+    assert cell.accuracy == 1.0 and cell.single_best_accuracy == 0.5
+    assert cell.chance == pytest.approx((1 / 3 + 1) / 2)
+    assert (cell.router_value, cell.single_value, cell.best_value) == pytest.approx((0.4, 0.25, 0.4))
+    q[0] = [1.0, 0.0, 0.5]  # now it prefers the worst of A's siblings but model 0
+    assert sibling_ranking(branched, model_index, observed, q, preference=[0, 1, 2]).accuracy == 0.5
+    assert sibling_ranking(branched[5:], model_index[5:], observed[5:], q[5:], [0, 1, 2]) is None
+
+
+def test_held_out_branches_are_ranked_among_their_siblings(env, runs, checkpoint, tmp_path):
+    """Branches of a held-out run on the real engine: the diagnosis ranks the router at each branch point
+    among the two models branched there, from the siblings' own outcomes; plain held-out data has none."""
+    from harness.branching import BranchDesign, collect_branches
+    from harness.trajectory import RunStore
+
+    path, encoder = checkpoint
+    branches = tmp_path / "branches"
+    collect_branches(runs["held_out"][0], branches, BranchDesign(states_per_episode=2), cache=False, env=env)
+    records = RunStore(branches).episodes()
+    points = {r.branch_of["group"] for r in records}
+    assert len(records) == 2 * len(points) and points
+    diagnosis = diagnose(path, [runs["held_out"][0], branches], 0.0, encoder=encoder, min_per_model=1)
+    assert diagnosis.siblings is not None and diagnosis.siblings.decisions == len(points)
+    assert diagnosis.siblings.chance >= 0.5  # two siblings: one half, or one where they tie
+    assert diagnosis.siblings.best_value >= max(
+        diagnosis.siblings.router_value, diagnosis.siblings.single_value
+    )
+    assert "| siblings | branch points |" in diagnosis.to_markdown()
+    assert diagnose(path, runs["held_out"], 0.0, encoder=encoder, min_per_model=1).siblings is None

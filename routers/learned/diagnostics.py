@@ -34,6 +34,13 @@ report gives:
 * **switch pattern**: the router's own choices along each logged history (how
   often consecutive choices differ, which models it picks per phase), beside
   the logging policy's;
+* **ranking among counterfactual siblings**, where the held-out data holds
+  branches (:mod:`harness.branching`): at each branch point every sibling
+  continued alike from one state under common random numbers, so the best
+  observed sibling (score - lam * cost from that state) is the best decision
+  there up to the continuation's luck, not up to the luck of other states; the
+  router's top model among the siblings against it, beside the single-model
+  baseline's and chance (ties: a pick among the tied best counts);
 * for an ensemble, its members' spread at the chosen model and how often its
   defer rule would fire.
 """
@@ -117,6 +124,7 @@ class Diagnosis:
     breakdowns: dict[str, dict[str, RankingCell]]
     switches: dict[str, Any]
     ensemble: dict[str, Any] | None = None
+    siblings: RankingCell | None = None  # over branch points, where the held-out data holds branches
     notes: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
@@ -128,6 +136,9 @@ class Diagnosis:
             for kind, cells in self.breakdowns.items()
             for label, cell in cells.items()
         }
+        if self.siblings is not None:
+            cells["siblings"] = self.siblings
+            out["ranking.siblings.decisions"] = float(self.siblings.decisions)
         for name, cell in cells.items():
             for key in ("accuracy", "single_best_accuracy", "chance", "router_value", "single_value"):
                 value = getattr(cell, key)
@@ -217,6 +228,49 @@ def router_choices(model, embeddings: np.ndarray, cards, lam: float, defer_thres
     score, cost = model.predict(embeddings, cards)
     q = score - lam * cost
     return q.argmax(axis=1), q, None, None
+
+
+def sibling_ranking(
+    samples: Sequence[DecisionSample],
+    model_index: np.ndarray,
+    observed: np.ndarray,
+    q: np.ndarray,
+    preference: Sequence[int],
+) -> RankingCell | None:
+    """Ranking over branch points: per point, the router's top model among the siblings' models (by
+    ``q`` at the shared state) against the best observed sibling, beside the baseline's first model of
+    ``preference`` there and chance; None when no point has two siblings. ``model_index``, ``observed``
+    and ``q`` are per decision (``q``: per model too)."""
+    points: dict[str, list[int]] = defaultdict(list)
+    for row, sample in enumerate(samples):
+        if sample.paired_group is not None:
+            points[sample.paired_group].append(row)
+    hits, single_hits, chances, values = [], [], [], []
+    for rows in points.values():
+        if len(rows) < 2:
+            continue
+        outcome = {int(model_index[r]): float(observed[r]) for r in rows}
+        best = max(outcome.values())
+        tied = {m for m, v in outcome.items() if np.isclose(v, best)}
+        state = rows[0]  # siblings share the state, so the router's values there are one row's
+        mine = max(outcome, key=lambda m: q[state, m])
+        single = next(m for m in preference if m in outcome)
+        hits.append(mine in tied)
+        single_hits.append(single in tied)
+        chances.append(len(tied) / len(outcome))
+        values.append((best, outcome[mine], outcome[single]))
+    if not hits:
+        return None
+    value = np.array(values)
+    return RankingCell(
+        decisions=len(hits),
+        accuracy=float(np.mean(hits)),
+        single_best_accuracy=float(np.mean(single_hits)),
+        chance=float(np.mean(chances)),
+        router_value=float(value[:, 1].mean()),
+        single_value=float(value[:, 2].mean()),
+        best_value=float(value[:, 0].mean()),
+    )
 
 
 def diagnose(
@@ -405,6 +459,7 @@ def diagnose_model(
         ranking=cell(covered),
         breakdowns=breakdowns,
         switches=switch_pattern(samples, data, chosen, cards, labels["phase"]),
+        siblings=sibling_ranking(samples, data.model_index, observed, q, preference),
     )
     if spread is not None:
         diagnosis.ensemble = {
@@ -483,6 +538,14 @@ def render_markdown(d: Diagnosis) -> str:
     for kind, cells in d.breakdowns.items():
         for label, c in cells.items():
             lines.append(row(kind, label, c))
+    if d.siblings is not None:
+        lines.append(row("siblings", "branch points", d.siblings))
+        lines += [
+            "",
+            f"Siblings: at each of {d.siblings.decisions} branch points of the held-out data, the router's top model "
+            "among the models branched there against the best observed branch (all continued alike from one "
+            "state); decisions counts branch points, values are the observed return of each pick.",
+        ]
     lines += [
         "",
         "## Calibration (logged model; normalised units: score target, cost in mean training episodes)",
