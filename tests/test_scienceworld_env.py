@@ -18,6 +18,7 @@ from harness.benchmarks.scienceworld.gold import (
     load_gold_paths,
 )
 from harness.benchmarks.scienceworld.split import OOD_TASK_TYPES, TOPICS, TRAIN_TASK_TYPES
+from harness.config import BENCHMARKS_DIR
 from harness.errors import EnvironmentCrashed, MissingDependencyError, UnknownNameError
 from harness.protocols import Environment
 from harness.types import TaskInstance
@@ -191,11 +192,15 @@ def test_unknown_split_or_task_raises():
         split.tasks("train", task_filter="boiling")
 
 
-def test_gold_cache_covers_the_split():
-    split = get_benchmark("scienceworld").load_split()
+@pytest.mark.parametrize(
+    "split_file", sorted(p.name for p in (BENCHMARKS_DIR / "splits").glob("scienceworld-*.json"))
+)
+def test_gold_cache_covers_every_shipped_split(split_file: str):
+    """Simulated models play a variation only where its gold path is shipped (a missing one is refused)."""
+    split = get_benchmark("scienceworld").load_split(str(BENCHMARKS_DIR / "splits" / split_file))
     entries = load_gold_entries(DEFAULT_GOLD_PATH)
     wanted = {(t.task, t.variation) for name in split.split_names for t in split.tasks(name)}
-    assert wanted <= set(entries)
+    assert not wanted - set(entries), sorted(wanted - set(entries))[:3]
 
 
 def test_gold_generation_is_resumable(tmp_path):

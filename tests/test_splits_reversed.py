@@ -8,9 +8,13 @@ from pathlib import Path
 
 from harness.benchmarks import get_benchmark
 from harness.benchmarks.scienceworld.split import (
+    POWERED_SPLIT,
+    REVERSED_POWERED_SPLIT_PATH,
+    REVERSED_POWERED_VERSION,
     REVERSED_SPLIT_PATH,
     REVERSED_VERSION,
     TOPICS,
+    build_powered_split,
     build_reversed_split,
 )
 from harness.pool import load_pool
@@ -54,6 +58,36 @@ def test_reversed_split_file_is_what_the_code_builds(tmp_path: Path):
     assert {info["role"] for t, info in rebuilt["task_types"].items() if t in rebuilt["splits"]["train"]} == {
         "in_distribution"
     }
+
+
+def test_the_reversed_split_has_a_powered_counterpart_built_the_same_way(tmp_path: Path):
+    fresh = tmp_path / "reversed-powered.json"
+    build_powered_split(fresh, REVERSED_SPLIT_PATH, version=REVERSED_POWERED_VERSION)
+    assert (
+        fresh.read_bytes() == REVERSED_POWERED_SPLIT_PATH.read_bytes()
+    )  # deterministic, and what is shipped
+    benchmark = get_benchmark("scienceworld")
+    reversed_ = benchmark.load_split(str(REVERSED_SPLIT_PATH))
+    powered = benchmark.load_split(str(REVERSED_POWERED_SPLIT_PATH))
+    assert powered.version == REVERSED_POWERED_VERSION
+    assert json.loads(fresh.read_text())["procedure"].startswith(
+        "scienceworld-reversed-v1's splits unchanged"
+    )
+    for name in ("train", "val", "test_id", "test_ood"):
+        assert powered.assignments[name] == reversed_.assignments[name]
+    test_powered = {(t, v) for t, vs in powered.assignments[POWERED_SPLIT].items() for v in vs}
+    for name in ("train", "val", "test_ood"):
+        used = {(t, v) for t, vs in reversed_.assignments[name].items() for v in vs}
+        assert not test_powered & used, name
+    # Its types and weights are test_id's; test_id's own variations come back only where a type has too few
+    # spare ones (those are played more often instead).
+    test_id = reversed_.assignments["test_id"]
+    assert set(powered.assignments[POWERED_SPLIT]) == set(test_id)
+    weights = powered.weights(POWERED_SPLIT)
+    for task, variations in test_id.items():
+        assert weights[task] == len(variations) / sum(map(len, test_id.values()))
+        reused = set(powered.assignments[POWERED_SPLIT][task]) & set(variations)
+        assert not reused or powered.plays(POWERED_SPLIT, task) > 1, task
 
 
 def test_spec4_pool_has_the_pattern_its_header_states():

@@ -7,10 +7,12 @@ in a separate deterministic :class:`ScienceWorldEnv` (recording whether the
 replay really reaches 100), and are written to a gzip JSONL cache that
 simulated models read through the environment's oracle.
 
-Of the 1,272 shipped paths (every variation of scienceworld-v1's and scienceworld-powered-v1's
-splits), 1,264 replay to 100. Six fall short because the gold
+Of the 1,782 shipped paths (every variation of scienceworld-v1's, scienceworld-powered-v1's and
+scienceworld-reversed-powered-v1's splits), 1,771 replay to 100. Six fall short because the gold
 agent itself does (it ends there too: freeze/11 and /19 at 87 and 82, four
-mendelian-genetics paths at -100); grow-fruit/6 and /8 reach 100 for the gold
+mendelian-genetics paths at -100); three added with the reversed powered split
+(grow-fruit/78 at 46, mendelian-genetics-unknown-plant/274 and /427 at -100) were not
+checked against the gold agent; grow-fruit/6 and /8 reach 100 for the gold
 agent but 46 and 50 here, because the gold agent draws from the engine's RNG
 when it lists valid actions each step and our env does not (see
 :mod:`harness.benchmarks.scienceworld.engine`).

@@ -234,11 +234,13 @@ POWERED_VERSION = "scienceworld-powered-v1"
 POWERED_SPLIT_PATH = BENCHMARKS_DIR / "splits" / f"{POWERED_VERSION}.json"
 POWERED_SPLIT = "test_powered"
 POWERED_MULTIPLIER = 12
+REVERSED_POWERED_VERSION = "scienceworld-reversed-powered-v1"
+REVERSED_POWERED_SPLIT_PATH = BENCHMARKS_DIR / "splits" / f"{REVERSED_POWERED_VERSION}.json"
 POWERED_PROCEDURE = (
-    "scienceworld-v1's splits unchanged, plus test_powered: a stratified in-distribution test split that "
+    "{source}'s splits unchanged, plus test_powered: a stratified in-distribution test split that "
     "estimates test_id's quantity (the mean over test_id's task-type mix of each type's mean score) with "
     "about {k} times its plays. For each in-distribution task type t with c_t test_id variations: "
-    "spare = the engine's variations beyond v1's first 30, which no v1 split uses; if len(spare) >= {k}*c_t, "
+    "spare = the engine's variations beyond {short}'s first 30, which no {short} split uses; if len(spare) >= {k}*c_t, "
     "test_powered[t] = numpy.random.default_rng([42, zlib.crc32(t.encode('utf-8')), 1]).choice(spare, "
     "{k}*c_t, replace=False), sorted, played once per repeat; otherwise (types with no or few spare "
     "variations) test_powered[t] = test_id[t] plus every spare variation, each played "
@@ -248,9 +250,13 @@ POWERED_PROCEDURE = (
 
 
 def build_powered_split(
-    path: Path = POWERED_SPLIT_PATH, source: Path = DEFAULT_SPLIT_PATH, multiplier: int = POWERED_MULTIPLIER
+    path: Path = POWERED_SPLIT_PATH,
+    source: Path = DEFAULT_SPLIT_PATH,
+    multiplier: int = POWERED_MULTIPLIER,
+    version: str = POWERED_VERSION,
 ) -> dict:
-    """Write scienceworld-powered-v1 from v1's file: v1's splits plus the stratified ``test_powered``.
+    """Write scienceworld-powered-v1 from v1's file: v1's splits plus the stratified ``test_powered``
+    (from the reversed split's file, ``scienceworld-reversed-powered-v1``, its counterpart).
 
     test_id's 73 variations give a paired interval of about +-9 to +-16 points between two
     routers, too wide to decide a 5-point margin. The engine has thousands more variations of
@@ -276,9 +282,12 @@ def build_powered_split(
             powered[task] = sorted([*held_out, *spare])
             plays = -(-wanted // len(powered[task]))
         strata[task] = {"weight": len(held_out) / total, "plays": plays}
+    name = content["version"]
+    short = "v1" if name == "scienceworld-v1" else name
     content.update(
-        version=POWERED_VERSION,
-        procedure=f"{POWERED_PROCEDURE.format(k=multiplier)} v1's procedure: {content['procedure']}",
+        version=version,
+        procedure=f"{POWERED_PROCEDURE.format(k=multiplier, source=name, short=short)} {short}'s procedure: "
+        f"{content['procedure']}",
         powered={"source": content["version"], "multiplier": multiplier, "split": POWERED_SPLIT},
     )
     content["splits"][POWERED_SPLIT] = powered
