@@ -273,14 +273,17 @@ class Soak:
     def draw(self, job: str) -> str:
         """The next fault kind for ``job``: each kind once, in random order, then again, so every
         kind is injected even in a short soak. A benchmark's first round starts with the kinds that only
-        apply at some moments (a tuning trial running) or to the benchmark (its tracking server), so
-        that one cycle injects every kind however fast the machine is."""
+        apply at some moments (a tuning trial running) or to the benchmark (its tracking server), and a
+        batch's with the parent kill (a batch can end before its round is drawn), so that one cycle
+        injects every kind however fast the machine is."""
         bag = self.bags.setdefault(job, [])
         if not bag:
             bag += [k for k in self.kinds_enabled(job) if k != "tear"]  # a tear follows a parent kill
             self.rng.shuffle(bag)
             if job == "benchmark" and not self.faults["tuner"]:
                 bag.sort(key=lambda k: {"tuner": 0, "mlflow": 1}.get(k, 2))
+            elif job == "run" and not self.faults["parent"]:
+                bag.sort(key=lambda k: k != "parent")
         return bag.pop(0)
 
     def fresh_server(self, where: Path) -> None:

@@ -131,12 +131,19 @@ def test_a_server_that_answered_is_waited_for_through_a_restart_then_is_an_infra
         check_answers(url)
     assert time.monotonic() - started >= 1.5
     monkeypatch.setattr(harness.tracking_server, "OUTAGE_WAIT_S", 30.0)
+    restarted_at: list[float] = []  # noted before the server listens: under load the check may win the race
     restarted: list[http.server.HTTPServer] = []
-    timer = threading.Timer(1.0, lambda: restarted.append(_serve_health(port)))
+
+    def restart() -> None:
+        restarted_at.append(time.monotonic())
+        restarted.append(_serve_health(port))
+
+    timer = threading.Timer(1.0, restart)
+    waiting = time.monotonic()
     timer.start()
     try:
         check_answers(url)  # back within the wait: no error
-        assert restarted
+        assert restarted_at and restarted_at[0] - waiting >= 0.9  # it waited for the restart
     finally:
         timer.join()
         for again in restarted:
