@@ -462,6 +462,70 @@ def companion_section(companions: list[tuple[Path, dict]]) -> list[str]:
     return lines
 
 
+def _stage_a_design(definition: dict) -> str:
+    """A Stage A collection in words: its router, how many collection seeds, and its branch design."""
+    collect = (definition.get("definition") or {}).get("collect") or {}
+    router = collect.get("router") or {}
+    params = ", ".join(f"{k}={v}" for k, v in (router.get("params") or {}).items())
+    text = f"`{router.get('name', '?')}`" + (f" ({params})" if params else "")
+    text += f" on {collect.get('split', '?')}, {len(collect.get('seeds') or [])} collection seed(s)"
+    branch = collect.get("branch")
+    if branch:
+        continuation = (branch.get("continuation") or {}).get("name", "?")
+        text += (
+            f"; branched: {branch.get('episodes') or 'all'} parents x {branch.get('states_per_episode', 1)} state(s)"
+            f" x {branch.get('models') or 'all'} models, `{continuation}` continuation, prefix {branch.get('prefix')}"
+        )
+    return text
+
+
+def exploration_section(benches: list[tuple[Path, dict]]) -> list[str]:
+    """What each benchmark's Stage A spent, per seed replicate, so collections compare at equal budget
+    (:mod:`harness.exploration`; every replicate collects its own data)."""
+    header = [
+        "benchmark",
+        "seed",
+        "Stage A",
+        "episodes",
+        "model calls",
+        "tokens (M)",
+        "dollars",
+        "engine steps",
+    ]
+    body = []
+    for bench_dir, definition in benches:
+        name = _bench_name(bench_dir, definition)
+        replicates = replicate_dirs(bench_dir, definition) or {0: Path(bench_dir)}
+        for seed, path in sorted(replicates.items()):
+            spend = benchmark_definition(path).get("exploration_spend")
+            if not spend:
+                continue
+            body.append(
+                [
+                    name,
+                    str(seed),
+                    _stage_a_design(benchmark_definition(path)),
+                    f"{spend['episodes']:,}",
+                    f"{spend['model_calls']:,}",
+                    f"{spend['tokens'] / 1e6:.1f}",
+                    _dollars(spend["dollars"]),
+                    f"{spend['engine_steps']:,}",
+                ]
+            )
+    if not body:
+        return []
+    return [
+        "## Stage A: exploration spend",
+        "",
+        "What each seed replicate's exploration cost to collect: every model call made (a branch's prefix"
+        " restored from the log made none), its tokens and dollars, and the engine steps a plain engine had to"
+        " run (restoring a branch's prefix included).",
+        "",
+        *_table(header, body),
+        "",
+    ]
+
+
 def write_report(
     bench_dir: Path, reports_dir: Path, n_boot: int = 2000, companions: list[Path] | None = None
 ) -> Path:
@@ -752,6 +816,7 @@ def write_seed_report(
     )
     lines += ["", "## Verdict", "", *verdict_section(bench_dir, definition, 1), ""]
     lines += companion_section(companions or [])
+    lines += exploration_section([(Path(bench_dir), definition), *(companions or [])])
     lines += ["## Across seeds", ""]
     lines.append(
         "Learned routers at each seed's val-selected λ; the best single model is each seed's val-best."
