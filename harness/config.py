@@ -409,8 +409,8 @@ class VerdictSpec:
     """
 
     margin: float | None = None
-    # warn | refuse: what the benchmark does when, before any test episode, the power plan says a
-    # router as good as the best single model would not be shown non-inferior with probability 0.8
+    # warn | refuse: what the benchmark does when, before any test episode, the power plan says a judged
+    # family as good as the best single model would not be shown non-inferior with probability 0.8
     power: Literal["warn", "refuse"] = "warn"
     # the families whose verdict is the benchmark's claim, named before any test episode is played;
     # every other family's row is exploratory. None: every learned family is judged
@@ -433,7 +433,7 @@ class BenchmarkDef:
 
     What it shares with :class:`RunConfig` (benchmark, pool, quick, seed, workers, executor, ...) has the
     run config's default; ``limits`` and ``reference_point`` default to the plug-in's. ``eval_quick``
-    overrides ``quick`` per eval split; ``eval_grid`` False evaluates learned families only at their
+    overrides ``quick`` per eval split, ``eval_split_repeats`` ``eval_repeats``; ``eval_grid`` False evaluates learned families only at their
     selected lambda; ``eval_fixed`` ``val_best_single`` plays on the eval splits only the val-best single
     model (the verdict's reference) besides the fixed routers that are not single models;
     ``trace_episodes`` is ``all``, ``none`` or the fraction of episodes traced in MLflow;
@@ -456,6 +456,7 @@ class BenchmarkDef:
     eval_quick: dict[str, bool] = field(default_factory=dict)
     eval_grid: bool = True
     eval_repeats: int = RunConfig.repeats  # plays of each test variation, each with its own episode seed
+    eval_split_repeats: dict[str, int] = field(default_factory=dict)
     eval_fixed: Literal["all", "val_best_single"] = "all"
     verdict: VerdictSpec = field(default_factory=VerdictSpec)
     trace_episodes: str | float = "all"
@@ -482,9 +483,13 @@ class BenchmarkDef:
             raise RuleError(f"workers must be >= 1, got {self.workers}")
         if self.eval_repeats < 1:
             raise RuleError(f"eval_repeats must be >= 1, got {self.eval_repeats}")
-        unknown = set(self.eval_quick) - set(self.eval_splits)
-        if unknown:
-            raise RuleError(f"eval_quick names {sorted(unknown)[0]!r}, which is not an eval split")
+        for key in ("eval_quick", "eval_split_repeats"):
+            unknown = set(getattr(self, key)) - set(self.eval_splits)
+            if unknown:
+                raise RuleError(f"{key} names {sorted(unknown)[0]!r}, which is not an eval split")
+        for split, plays in self.eval_split_repeats.items():
+            if plays < 1:
+                raise RuleError(f"eval_split_repeats.{split} must be >= 1, got {plays}")
         if self.stage_b is not None and self.stage_b.family not in {x.name for x in self.learned}:
             raise RuleError(
                 f"stage_b.family {self.stage_b.family!r} is not a learned router of this benchmark"
@@ -503,7 +508,9 @@ class BenchmarkDef:
             )
         if s is None:
             return
-        if s.split in self.eval_splits and s.repeats != self.eval_repeats:
+        if s.split in self.eval_splits and s.repeats != self.eval_split_repeats.get(
+            s.split, self.eval_repeats
+        ):
             raise RuleError(f"{s.split} is selected on and evaluated with different repeats")
         for also in s.also:
             stray = sorted(set(also.splits or ()) - set(self.eval_splits))

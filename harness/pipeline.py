@@ -142,10 +142,11 @@ class BenchmarkRun:
         return self.plugin.default_margin if self.d.verdict.margin is None else self.d.verdict.margin
 
     def repeats(self, split: str) -> int:
-        """Plays of each variation of ``split``: the eval repeats on eval splits, the selection's
-        on its split (tuning there too, since its trials are selection candidates), else one."""
+        """Plays of each variation of ``split``: the eval repeats on eval splits (the split's own where
+        given), the selection's on its split (tuning there too, since its trials are selection
+        candidates), else one."""
         if split in self.d.eval_splits:
-            return self.d.eval_repeats
+            return self.d.eval_split_repeats.get(split, self.d.eval_repeats)
         if self.d.select is not None and split == self.d.select.split:
             return self.d.select.repeats
         return 1
@@ -569,7 +570,14 @@ class BenchmarkRun:
                 (log.info if plan["powered"] else log.warning)(
                     "power: %s %s on %s: %s", self.d.name, family, name, power_text(plan)
                 )
-        weak = [(f, n) for f, per in plans.items() for n, plan in per.items() if not plan["powered"]]
+        judged = set(self.d.verdict.judged or plans)  # an exploratory row's plan is only reported
+        weak = [
+            (f, n)
+            for f, per in plans.items()
+            if f in judged
+            for n, plan in per.items()
+            if not plan["powered"]
+        ]
         if weak and self.d.verdict.power == "refuse":
             family, name = weak[0]
             raise ConfigError(

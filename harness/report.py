@@ -390,11 +390,15 @@ def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> lis
     rule = selection.get("rule", "?")
     stated = f" (margin {selection['margin']:g})" if selection.get("margin") is not None else ""
     repeats = selection.get("repeats", 1)
-    eval_repeats = (definition.get("definition") or {}).get("eval_repeats", 1)
+    plain = definition.get("definition") or {}
+    per_split = plain.get("eval_split_repeats") or {}
+    on_test = _plays(plain.get("eval_repeats", 1)) + "".join(
+        f" ({_plays(n)} on {split})" for split, n in sorted(per_split.items())
+    )
     lines = [
         f"Each learned family at the λ its rule `{rule}`{stated} chose on {selection.get('split', 'val')}"
         f" ({_plays(repeats)} of each variation), against the single model with the best val score;"
-        f" on test, {_plays(eval_repeats)} of each variation, both routers on the same episodes."
+        f" on test, {on_test} of each variation, both routers on the same episodes."
         " Δscore is paired by episode; its 95% interval resamples training seeds, then variations, then"
         " repeats (hierarchical bootstrap). The cost ratio is the router's mean $/episode over the single"
         f" model's, with its interval from the same resamples. Non-inferior at margin {margin:g}: the"

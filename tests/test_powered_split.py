@@ -23,6 +23,7 @@ from harness.config import (
     BenchmarkDef,
     LearnedRouter,
     RouterSpec,
+    RuleError,
     RunConfig,
     SelectStage,
     VerdictSpec,
@@ -245,10 +246,11 @@ def test_the_benchmark_plans_power_before_testing_and_refuses_when_asked(tmp_pat
     d = BenchmarkDef(
         name="plan",
         fixed_routers=[single],
-        learned=[LearnedRouter("ridge", lambdas=[0.0])],
+        learned=[LearnedRouter("ridge", lambdas=[0.0]), LearnedRouter("episode-task", lambdas=[0.0])],
         select=SelectStage(rule="cheapest_noninferior", margin=5.0, repeats=2),
         eval_splits=["test_id", POWERED_SPLIT],
         eval_repeats=2,
+        eval_split_repeats={POWERED_SPLIT: 4},
         split_file=str(POWERED_SPLIT_PATH),
         quick=False,
     )
@@ -268,14 +270,25 @@ def test_the_benchmark_plans_power_before_testing_and_refuses_when_asked(tmp_pat
         plans = run.plan_power({"ridge": tmp_path / "ckpt"}, selected)["ridge"]
     # Within: (4 * 100 * 2 types) / 4 = 200; between: 200 (means 0, 20 per type) - 200 / 2 = 100.
     components = VarianceComponents(between=100.0, within=200.0)
-    for name in ("test_id", POWERED_SPLIT):
-        design = split_design(POWERED, name, quick=False, repeats=2)
+    for name, plays in (("test_id", 2), (POWERED_SPLIT, 4)):  # test_powered's own plays
+        design = split_design(POWERED, name, quick=False, repeats=plays)
         assert plans[name]["se"] == pytest.approx(planned_standard_error(components, design, seeds=3))
     assert plans[POWERED_SPLIT]["se"] < plans["test_id"]["se"] / 2
     assert "power: plan ridge on test_powered" in caplog.text
+    assert run.repeats(POWERED_SPLIT) == 4 and run.repeats("test_id") == 2
     refusing = BenchmarkRun(replace(d, verdict=VerdictSpec(margin=1.0, power="refuse")), tmp_path)
-    with pytest.raises(ConfigError, match="not powered"):
+    with pytest.raises(ConfigError, match="ridge on test_id is not powered"):
         refusing.plan_power({"ridge": tmp_path / "ckpt"}, selected)
+    # Only a judged family's unpowered plan refuses: an exploratory row's is reported.
+    judged_other = VerdictSpec(margin=1.0, power="refuse", judged=["episode-task"])
+    plans = BenchmarkRun(replace(d, verdict=judged_other), tmp_path).plan_power(
+        {"ridge": tmp_path / "ckpt"}, selected
+    )
+    assert not plans["ridge"]["test_id"]["powered"]
+    with pytest.raises(RuleError, match="eval_split_repeats names 'val'"):
+        replace(d, eval_split_repeats={"val": 2})
+    with pytest.raises(RuleError, match="eval_split_repeats.test_id must be >= 1"):
+        replace(d, eval_split_repeats={"test_id": 0})
     with pytest.raises(ConfigError, match="power"):
         from_dict(VerdictSpec, {"power": "maybe"}, "definition.verdict")
 
