@@ -570,21 +570,23 @@ class BenchmarkRun:
                 (log.info if plan["powered"] else log.warning)(
                     "power: %s %s on %s: %s", self.d.name, family, name, power_text(plan)
                 )
-        judged = set(self.d.verdict.judged or plans)  # an exploratory row's plan is only reported
-        weak = [
-            (f, n)
-            for f, per in plans.items()
-            if f in judged
-            for n, plan in per.items()
-            if not plan["powered"]
-        ]
-        if weak and self.d.verdict.power == "refuse":
-            family, name = weak[0]
-            raise ConfigError(
-                f"the verdict of {family} on {name} is not powered ({power_text(plans[family][name])}); "
-                "add test variations, repeats or seeds, or set verdict.power: warn"
-            )
         return plans
+
+    def refuse_unpowered(self) -> None:
+        """With ``verdict.power: refuse``, stop before any test episode when a judged family's plan is not
+        powered (an exploratory row's plan is only reported); the plan is in benchmark.json by then."""
+        from harness.verdict import power_text
+
+        if self.d.verdict.power != "refuse":
+            return
+        judged = set(self.d.verdict.judged or self.power)
+        for family, per in sorted(self.power.items()):
+            for name, plan in per.items():
+                if family in judged and not plan["powered"]:
+                    raise ConfigError(
+                        f"the verdict of {family} on {name} is not powered ({power_text(plan)}); "
+                        "add test variations, repeats or seeds, or set verdict.power: warn"
+                    )
 
     def plan_seed_power(
         self, runs: list[BenchmarkRun], prepared: list[tuple[dict[str, Path], dict[str, dict]]]
@@ -595,7 +597,8 @@ class BenchmarkRun:
         seeds too, and seeds of a learned family can land far apart. That spread is estimated from
         the replicates' val mean differences (their variance less what val's own sampling adds,
         :func:`harness.verdict.seed_variance`), at least ``verdict.seed_sd`` squared, and added to each
-        plan; ``verdict.power: refuse`` then refuses an unpowered verdict here.
+        plan, which each replicate's benchmark.json records; ``verdict.power: refuse`` then refuses an
+        unpowered verdict here.
         """
         from harness.verdict import seed_variance
 
@@ -610,6 +613,9 @@ class BenchmarkRun:
             return
         for run, (checkpoints, selected) in zip(runs, prepared, strict=True):
             run.power = run.plan_power(checkpoints, selected, spreads)
+            run.write_manifest(selected)
+        for run in runs:
+            run.refuse_unpowered()
 
     # Stage 4 -----------------------------------------------------------------
     def evaluated_fixed(self, selected: dict[str, dict]) -> list[RouterSpec]:
@@ -761,6 +767,7 @@ class BenchmarkRun:
             selected = self.select(checkpoints, tuned)
         self.power = self.plan_power(checkpoints, selected)
         self.write_manifest(selected)
+        self.refuse_unpowered()
         return checkpoints, selected
 
     def finish(self, track: bool, checkpoints: dict[str, Path], selected: dict[str, dict]) -> dict:

@@ -374,6 +374,31 @@ def benchmark_section(
     )
 
 
+def _refused_plans(bench_dir: Path, definition: dict) -> list[str]:
+    """Each replicate's recorded power plan of each judged family, where ``power: refuse`` stopped the
+    benchmark on one of them before its test; empty otherwise."""
+    from harness.verdict import power_text
+
+    verdict = (definition.get("definition") or {}).get("verdict") or {}
+    if verdict.get("power") != "refuse":
+        return []
+    judged = verdict.get("judged")
+    lines, refused = [], False
+    for seed, path in sorted((replicate_dirs(bench_dir, definition) or {0: Path(bench_dir)}).items()):
+        child = benchmark_definition(path)
+        for family, per in sorted((child.get("power") or {}).items()):
+            if judged is not None and family not in judged:
+                continue
+            choice = (child.get("selected") or {}).get(family) or {}
+            for split, plan in per.items():
+                refused = refused or not plan["powered"]
+                lines.append(
+                    f"- seed {seed}, {family} at λ {choice.get('lam', '?')} against"
+                    f" `{choice.get('best_single', '?')}` on {split}: {power_text(plan)}"
+                )
+    return lines if refused else []
+
+
 def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> list[str]:
     """The headline: each learned family's val-selected point against the val-best single model."""
     from harness.verdict import verdict_margin, verdict_rows
@@ -383,6 +408,14 @@ def verdict_section(bench_dir: Path, definition: dict, score_digits: int) -> lis
     # A seeded benchmark's own manifest holds the definition; its replicates' hold what they selected.
     selection = definition.get("selection") or (definition.get("definition") or {}).get("select") or {}
     if not rows:
+        planned = _refused_plans(bench_dir, definition)
+        if planned:
+            return [
+                "No verdict: the power plan, made from val before any test episode, said it could not be decided,"
+                " and `verdict.power: refuse` stopped the benchmark before its test. The judged families' plans:",
+                "",
+                *planned,
+            ]
         return [
             "No verdict: it needs a selection stage (the val-best single model and each family's"
             " val-selected λ) and both evaluated on a test split."

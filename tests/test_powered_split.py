@@ -277,14 +277,15 @@ def test_the_benchmark_plans_power_before_testing_and_refuses_when_asked(tmp_pat
     assert "power: plan ridge on test_powered" in caplog.text
     assert run.repeats(POWERED_SPLIT) == 4 and run.repeats("test_id") == 2
     refusing = BenchmarkRun(replace(d, verdict=VerdictSpec(margin=1.0, power="refuse")), tmp_path)
+    refusing.power = refusing.plan_power({"ridge": tmp_path / "ckpt"}, selected)
     with pytest.raises(ConfigError, match="ridge on test_id is not powered"):
-        refusing.plan_power({"ridge": tmp_path / "ckpt"}, selected)
+        refusing.refuse_unpowered()
     # Only a judged family's unpowered plan refuses: an exploratory row's is reported.
     judged_other = VerdictSpec(margin=1.0, power="refuse", judged=["episode-task"])
-    plans = BenchmarkRun(replace(d, verdict=judged_other), tmp_path).plan_power(
-        {"ridge": tmp_path / "ckpt"}, selected
-    )
-    assert not plans["ridge"]["test_id"]["powered"]
+    exploratory = BenchmarkRun(replace(d, verdict=judged_other), tmp_path)
+    exploratory.power = exploratory.plan_power({"ridge": tmp_path / "ckpt"}, selected)
+    exploratory.refuse_unpowered()
+    assert not exploratory.power["ridge"]["test_id"]["powered"]
     with pytest.raises(RuleError, match="eval_split_repeats names 'val'"):
         replace(d, eval_split_repeats={"val": 2})
     with pytest.raises(RuleError, match="eval_split_repeats.test_id must be >= 1"):
@@ -343,6 +344,9 @@ def test_every_replicates_plan_counts_the_spread_of_the_seeds_on_val(tmp_path: P
         run.power = run.plan_power(checkpoints, selected)  # each one alone is powered
     with pytest.raises(ConfigError, match="not powered.*seeds' spread sd"):
         refusing.plan_seed_power(replicates, prepared)
+    for run in replicates:  # a refused plan is kept for the report, before any test episode
+        recorded = json.loads(run.layout.manifest.read_text())["power"]["ridge"][POWERED_SPLIT]
+        assert not recorded["powered"] and recorded["seed_variance"] > 0
     # A stated spread is a floor: seeds that agree on val are planned with at least it.
     agreeing = BenchmarkRun(replace(d, name="agree", verdict=VerdictSpec(seed_sd=12.0)), tmp_path)
     alike = agreeing.replicates()
@@ -498,3 +502,34 @@ def test_the_sizing_script_finds_each_benchmarks_powered_split_files():
     script = _plan_script()
     assert list(script.planned_splits(get_benchmark("scienceworld"))) == ["test_id", POWERED_SPLIT]
     assert list(script.planned_splits(get_benchmark("hle"))) == ["test_id"]
+
+
+def test_a_refused_verdict_reports_the_plans_that_stopped_it(tmp_path: Path):
+    """A benchmark ``power: refuse`` stopped before its test has no verdict rows: its report gives each
+    replicate's recorded plan of each judged family instead of asking for a selection stage."""
+    from harness.report import verdict_section
+
+    design = split_design(POWERED, POWERED_SPLIT, quick=False, repeats=3)
+    weak = power_plan(VarianceComponents(between=0.0, within=10_000.0), design, 5.0, 3, seed_variance=30.0)
+    strong = power_plan(VarianceComponents(between=0.0, within=100.0), design, 5.0, 3)
+    definition = {
+        "name": "refused",
+        "definition": {"verdict": {"power": "refuse", "judged": ["mtrouter"]}},
+        "replicates": {"0": "seeds/s0"},
+    }
+    (tmp_path / "benchmark.json").write_text(json.dumps(definition))
+    replicate = tmp_path / "seeds" / "s0"
+    (replicate / "runs").mkdir(parents=True)
+    selected = {f: {"lam": 0.05, "best_single": "single:gpt-5"} for f in ("mtrouter", "episode-task")}
+    for plans, expected in (
+        ({"mtrouter": {POWERED_SPLIT: weak}, "episode-task": {POWERED_SPLIT: strong}}, True),
+        ({"mtrouter": {POWERED_SPLIT: strong}, "episode-task": {POWERED_SPLIT: weak}}, False),
+    ):
+        (replicate / "benchmark.json").write_text(json.dumps({"selected": selected, "power": plans}))
+        text = "\n".join(verdict_section(tmp_path, definition, 1))
+        assert ("stopped the benchmark before its test" in text) is expected, text
+        if expected:  # the judged family's plan, not the exploratory one's
+            assert (
+                f"seed 0, mtrouter at λ 0.05 against `single:gpt-5` on {POWERED_SPLIT}: NOT powered" in text
+            )
+            assert "episode-task" not in text
