@@ -609,11 +609,10 @@ class BenchmarkRun:
             differences = [run.val_differences[family] for run in runs if family in run.val_differences]
             if len(differences) >= 2:
                 spreads[family] = max(seed_variance(differences), stated)
-        if not spreads:
-            return
-        for run, (checkpoints, selected) in zip(runs, prepared, strict=True):
-            run.power = run.plan_power(checkpoints, selected, spreads)
-            run.write_manifest(selected)
+        if spreads:
+            for run, (checkpoints, selected) in zip(runs, prepared, strict=True):
+                run.power = run.plan_power(checkpoints, selected, spreads)
+                run.write_manifest(selected)
         for run in runs:
             run.refuse_unpowered()
 
@@ -750,8 +749,9 @@ class BenchmarkRun:
             for seed in self.d.seeds or ()
         ]
 
-    def prepare(self) -> tuple[dict[str, Path], dict[str, dict]]:
-        """Everything before the first test episode: collect, train, tune, select on val, plan the power."""
+    def prepare(self, refuse: bool = True) -> tuple[dict[str, Path], dict[str, dict]]:
+        """Everything before the first test episode: collect, train, tune, select on val, plan the power
+        (a seed replicate's refusal waits for every replicate's plan: :meth:`plan_seed_power`)."""
         self.write_manifest({})
         with self.timed("collect"):
             data = self.collect()
@@ -767,7 +767,8 @@ class BenchmarkRun:
             selected = self.select(checkpoints, tuned)
         self.power = self.plan_power(checkpoints, selected)
         self.write_manifest(selected)
-        self.refuse_unpowered()
+        if refuse:
+            self.refuse_unpowered()
         return checkpoints, selected
 
     def finish(self, track: bool, checkpoints: dict[str, Path], selected: dict[str, dict]) -> dict:
@@ -814,7 +815,7 @@ class BenchmarkRun:
                 run.planned_seeds = len(runs)
             # Every replicate is trained and selected before any is tested, so the verdict's plan can
             # count how far apart training seeds land (plan_seed_power) before a test episode is played.
-            prepared = [run.prepare() for run in runs]
+            prepared = [run.prepare(refuse=False) for run in runs]
             self.plan_seed_power(runs, prepared)
             for run, (checkpoints, selected) in zip(runs, prepared, strict=True):
                 run.finish(track, checkpoints, selected)

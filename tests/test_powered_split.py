@@ -347,6 +347,12 @@ def test_every_replicates_plan_counts_the_spread_of_the_seeds_on_val(tmp_path: P
     for run in replicates:  # a refused plan is kept for the report, before any test episode
         recorded = json.loads(run.layout.manifest.read_text())["power"]["ridge"][POWERED_SPLIT]
         assert not recorded["powered"] and recorded["seed_variance"] > 0
+    # One replicate has no spread to add: its own plan decides, and an unpowered one still refuses.
+    strict = BenchmarkRun(replace(d, verdict=VerdictSpec(margin=0.5, power="refuse")), tmp_path)
+    lone = strict.replicates()[:1]
+    lone[0].power = lone[0].plan_power(*prepared[0])
+    with pytest.raises(ConfigError, match="ridge on test_powered is not powered"):
+        strict.plan_seed_power(lone, prepared[:1])
     # A stated spread is a floor: seeds that agree on val are planned with at least it.
     agreeing = BenchmarkRun(replace(d, name="agree", verdict=VerdictSpec(seed_sd=12.0)), tmp_path)
     alike = agreeing.replicates()
