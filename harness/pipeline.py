@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from harness.estimate import PlannedBatch, TimeEstimate
     from harness.executors import Executor
     from harness.summary import RunSummary
+    from harness.verdict import VarianceComponents
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class BenchmarkRun:
         self.workers: Executor | None = None  # while execute() runs
         self.planned_seeds = 1  # the seed replicates the verdict pools (its parent's count, for a replicate)
         self.power: dict[str, dict[str, dict]] = {}  # family -> eval split -> power plan
+        self.val_components: dict[str, VarianceComponents] = {}  # family -> read off its val episodes
         self.val_differences: dict[
             str, tuple[float, float]
         ] = {}  # family -> (val mean difference, its variance)
@@ -508,27 +510,17 @@ class BenchmarkRun:
             }
         return selected
 
-    def plan_power(
-        self,
-        checkpoints: dict[str, Path],
-        selected: dict[str, dict],
-        seed_variances: Mapping[str, float] | None = None,
-    ) -> dict[str, dict]:
+    def plan_power(self, checkpoints: dict[str, Path], selected: dict[str, dict]) -> dict[str, dict]:
         """Before any test episode: what each family's verdict can decide on each eval split.
 
         The variance of the paired difference to the val-best single model is read off the
-        selected point's val episodes (between variations and between repeats of one); the
-        eval split's design (its task-type weights, variations and plays) and the seeds give
-        the planned standard error and the minimum detectable difference at the margin.
-        ``seed_variances`` (family -> variance between training seeds, :meth:`plan_seed_power`)
-        adds how far apart the seeds' selected points land; the val mean difference and its
-        sampling variance it is estimated from are kept in ``val_differences``.
+        selected point's val episodes (between variations and between repeats of one) and kept in
+        ``val_components``, with the val mean difference and its sampling variance in
+        ``val_differences``; :meth:`plans` turns them into the plans.
         """
         from harness.results import paired_variation_groups, task_of
         from harness.verdict import (
             planned_standard_error,
-            power_plan,
-            power_text,
             split_design,
             stratified_difference,
             variance_components,
@@ -538,7 +530,6 @@ class BenchmarkRun:
         if s is None:
             return {}
         split = self.plugin.load_split(self.d.split_file)
-        plans: dict[str, dict] = {}
         for family, choice in sorted(selected.items()):
             best = choice.get("best_single")
             if not best or "lam" not in choice:
@@ -557,10 +548,23 @@ class BenchmarkRun:
                 log.warning("power: %s %s: no plan (%s)", self.d.name, family, exc)
                 continue
             val_design = split_design(split, s.split, s.quick, s.repeats)
+            self.val_components[family] = components
             self.val_differences[family] = (
                 stratified_difference(by_type, val_design),
                 planned_standard_error(components, val_design) ** 2,
             )
+        return self.plans()
+
+    def plans(self, seed_variances: Mapping[str, float] | None = None) -> dict[str, dict]:
+        """Each planned family's power plan on each eval split from its val components: the eval split's
+        design (task-type weights, variations, plays) and the seeds give the planned standard error and the
+        minimum detectable difference at the margin; ``seed_variances`` (family -> variance between
+        training seeds, :meth:`plan_seed_power`) adds how far apart the seeds' selected points land."""
+        from harness.verdict import power_plan, power_text, split_design
+
+        split = self.plugin.load_split(self.d.split_file)
+        plans: dict[str, dict] = {}
+        for family, components in sorted(self.val_components.items()):
             spread = (seed_variances or {}).get(family, 0.0)
             for name in self.d.eval_splits:
                 quick = self.d.eval_quick.get(name, self.d.quick)
@@ -610,8 +614,8 @@ class BenchmarkRun:
             if len(differences) >= 2:
                 spreads[family] = max(seed_variance(differences), stated)
         if spreads:
-            for run, (checkpoints, selected) in zip(runs, prepared, strict=True):
-                run.power = run.plan_power(checkpoints, selected, spreads)
+            for run, (_, selected) in zip(runs, prepared, strict=True):
+                run.power = run.plans(spreads)
                 run.write_manifest(selected)
         for run in runs:
             run.refuse_unpowered()
