@@ -563,6 +563,10 @@ class BenchmarkRun:
         from harness.verdict import power_plan, power_text, split_design
 
         split = self.plugin.load_split(self.d.split_file)
+        if seed_variances is not None:
+            basis = " (with the seeds' spread)"
+        else:
+            basis = " (this seed's val alone)" if self.planned_seeds > 1 else ""
         plans: dict[str, dict] = {}
         for family, components in sorted(self.val_components.items()):
             spread = (seed_variances or {}).get(family, 0.0)
@@ -572,7 +576,7 @@ class BenchmarkRun:
                 plan = power_plan(components, design, self.margin, self.planned_seeds, seed_variance=spread)
                 plans.setdefault(family, {})[name] = plan
                 (log.info if plan["powered"] else log.warning)(
-                    "power: %s %s on %s: %s", self.d.name, family, name, power_text(plan)
+                    "power: %s %s on %s%s: %s", self.d.name, family, name, basis, power_text(plan)
                 )
         return plans
 

@@ -274,7 +274,7 @@ def test_the_benchmark_plans_power_before_testing_and_refuses_when_asked(tmp_pat
         design = split_design(POWERED, name, quick=False, repeats=plays)
         assert plans[name]["se"] == pytest.approx(planned_standard_error(components, design, seeds=3))
     assert plans[POWERED_SPLIT]["se"] < plans["test_id"]["se"] / 2
-    assert "power: plan ridge on test_powered" in caplog.text
+    assert "power: plan ridge on test_powered (this seed's val alone): " in caplog.text
     assert run.repeats(POWERED_SPLIT) == 4 and run.repeats("test_id") == 2
     refusing = BenchmarkRun(replace(d, verdict=VerdictSpec(margin=1.0, power="refuse")), tmp_path)
     refusing.power = refusing.plan_power({"ridge": tmp_path / "ckpt"}, selected)
@@ -294,7 +294,7 @@ def test_the_benchmark_plans_power_before_testing_and_refuses_when_asked(tmp_pat
         from_dict(VerdictSpec, {"power": "maybe"}, "definition.verdict")
 
 
-def test_every_replicates_plan_counts_the_spread_of_the_seeds_on_val(tmp_path: Path):
+def test_every_replicates_plan_counts_the_spread_of_the_seeds_on_val(tmp_path: Path, caplog):
     single = RouterSpec("single", {"model": "gpt-5"})
     d = BenchmarkDef(
         name="spread",
@@ -327,7 +327,9 @@ def test_every_replicates_plan_counts_the_spread_of_the_seeds_on_val(tmp_path: P
     assert [round(run.val_differences["ridge"][0], 9) for run in runs] == [10.0, 40.0]
     components = VarianceComponents(between=100.0, within=200.0)
     sampling = planned_standard_error(components, split_design(POWERED, "val", quick=False, repeats=2)) ** 2
-    parent.plan_seed_power(runs, prepared)
+    with caplog.at_level("INFO", logger="harness.pipeline"):
+        parent.plan_seed_power(runs, prepared)
+    assert f"power: s1 ridge on {POWERED_SPLIT} (with the seeds' spread): NOT powered" in caplog.text
     design = split_design(POWERED, POWERED_SPLIT, quick=False, repeats=2)
     for run in runs:
         plan = run.power["ridge"][POWERED_SPLIT]
