@@ -503,8 +503,14 @@ def paired_variations(run_dir: str | Path, reference_dir: str | Path) -> list[np
 def paired_variation_groups(run_dir: str | Path, reference_dir: str | Path) -> dict[str, np.ndarray]:
     """:func:`paired_variations` keyed by variation (``task/variation``, :func:`variation_of`), so a
     stratified split can tell each group's task type."""
-    mine = {r.episode: r for r in _finished(RunStore(Path(run_dir)).episodes())}
-    theirs = {r.episode: r for r in _finished(RunStore(Path(reference_dir)).episodes())}
+    return pair_by_variation(RunStore(Path(run_dir)).episodes(), RunStore(Path(reference_dir)).episodes())
+
+
+def pair_by_variation(records: list[EpisodeRecord], reference: list[EpisodeRecord]) -> dict[str, np.ndarray]:
+    """:func:`paired_variation_groups` of episodes already read (a caller that also counts their failures
+    reads each run once)."""
+    mine = {r.episode: r for r in _finished(records)}
+    theirs = {r.episode: r for r in _finished(reference)}
     groups: dict[str, list[list[float]]] = {}
     for key in sorted(set(mine) & set(theirs)):
         a, b = mine[key], theirs[key]

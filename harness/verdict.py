@@ -27,7 +27,7 @@ from harness.layout import ResultsLayout
 from harness.results import (
     TEST_SPLITS,
     benchmark_definition,
-    paired_variation_groups,
+    pair_by_variation,
     paired_variations,
     replicate_dirs,
     run_dirs,
@@ -96,10 +96,11 @@ def paired_table(
                 mine = _learned_run(path, split, family, choice["lam"])
                 if mine is None or not (reference / "config.json").exists():
                     continue
-                groups = paired_variation_groups(mine, reference)
+                mine_episodes, reference_episodes = RunStore(mine).episodes(), RunStore(reference).episodes()
+                groups = pair_by_variation(mine_episodes, reference_episodes)
                 if not groups:
                     continue
-                failed = sum(r.failed for run in (mine, reference) for r in RunStore(run).episodes())
+                failed = sum(r.failed for r in (*mine_episodes, *reference_episodes))
                 entry = table.setdefault(
                     (family, split),
                     {
