@@ -583,14 +583,13 @@ class BenchmarkRun:
     def refuse_unpowered(self) -> None:
         """With ``verdict.power: refuse``, stop before any test episode when a judged family's plan is not
         powered (an exploratory row's plan is only reported); the plan is in benchmark.json by then."""
-        from harness.verdict import power_text
+        from harness.verdict import is_judged, power_text
 
         if self.d.verdict.power != "refuse":
             return
-        judged = set(self.d.verdict.judged or self.power)
         for family, per in sorted(self.power.items()):
             for name, plan in per.items():
-                if family in judged and not plan["powered"]:
+                if is_judged(self.d.verdict.judged, family) and not plan["powered"]:
                     raise ConfigError(
                         f"the verdict of {family} on {name} is not powered ({power_text(plan)}); "
                         "add test variations, repeats or seeds, or set verdict.power: warn"

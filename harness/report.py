@@ -377,17 +377,16 @@ def benchmark_section(
 def _refused_plans(bench_dir: Path, definition: dict) -> list[str]:
     """Each replicate's recorded power plan of each judged family, where ``power: refuse`` stopped the
     benchmark on one of them before its test; empty otherwise."""
-    from harness.verdict import power_text
+    from harness.verdict import is_judged, power_text
 
     verdict = (definition.get("definition") or {}).get("verdict") or {}
     if verdict.get("power") != "refuse":
         return []
-    judged = verdict.get("judged")
     lines, refused = [], False
     for seed, path in sorted((replicate_dirs(bench_dir, definition) or {0: Path(bench_dir)}).items()):
         child = benchmark_definition(path)
         for family, per in sorted((child.get("power") or {}).items()):
-            if judged is not None and family not in judged:
+            if not is_judged(verdict.get("judged"), family):
                 continue
             choice = (child.get("selected") or {}).get(family) or {}
             for split, plan in per.items():

@@ -196,6 +196,12 @@ def paired_lower_bound(run_dir: Path, reference_dir: Path, n_boot: int = 4000, s
     return hierarchical_paired_bootstrap([pairs], n_boot=n_boot, seed=seed).score_diff_ci[0]
 
 
+def is_judged(judged: Sequence[str] | None, family: str) -> bool:
+    """Whether ``family``'s verdict is the benchmark's claim under ``verdict.judged`` (None: every
+    learned family's); every other row is exploratory."""
+    return judged is None or family in judged
+
+
 def verdict_rows(
     bench_dir: Path,
     margin: float | None = None,
@@ -221,7 +227,7 @@ def verdict_rows(
         row = {
             "family": family,
             "split": split,
-            "judged": judged is None or family in judged,
+            "judged": is_judged(judged, family),
             "seeds": entry["seeds"],
             "lam": entry["lam"],
             "best_single": entry["best_single"],
